@@ -1,0 +1,311 @@
+//! Sign-up, login, logout and `GET /api/auth/me`; roles; the extractors that say who calls.
+
+pub mod extract;
+pub mod jwt;
+pub mod password;
+pub mod store;
+
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde_json::{Value, json};
+
+pub use extract::{AuthAttempt, CurrentUser};
+
+use crate::clock::Timestamp;
+use crate::error::{ApiError, OrInternal};
+use crate::http::JsonBody;
+use crate::organization::{OrgName, Plan};
+use crate::state::AppState;
+use store::{NewOrganization, NewUser};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    Admin,
+    Developer,
+    Viewer,
+}
+
+impl Role {
+    pub const ADMIN: &'static [Role] = &[Role::Admin];
+    pub const WRITERS: &'static [Role] = &[Role::Admin, Role::Developer];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Admin => "admin",
+            Self::Developer => "developer",
+            Self::Viewer => "viewer",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "admin" => Some(Self::Admin),
+            "developer" => Some(Self::Developer),
+            "viewer" => Some(Self::Viewer),
+            _ => None,
+        }
+    }
+}
+
+impl TryFrom<String> for Role {
+    type Error = String;
+    fn try_from(s: String) -> Result<Self, String> {
+        Self::parse(&s).ok_or_else(|| format!("unknown role {s:?}"))
+    }
+}
+
+/// Failed logins allowed per email and IP within the window before that pair is locked.
+pub const LOCKOUT_THRESHOLD: i64 = 5;
+pub const LOCKOUT_WINDOW_MS: i64 = 15 * 60 * 1000;
+
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/api/auth/signup", post(signup))
+        .route("/api/auth/login", post(login))
+        .route("/api/auth/logout", post(logout))
+        .route("/api/auth/me", get(me))
+}
+
+/// An email address, trimmed and lower-cased, in the original's accepted shape.
+pub struct Email(String);
+
+impl Email {
+    pub fn parse(raw: &str) -> Result<Self, ApiError> {
+        let email = raw.trim().to_lowercase();
+        let valid = email.len() <= 254
+            && email.split_once('@').is_some_and(|(local, domain)| {
+                !local.is_empty()
+                    && !email.chars().any(char::is_whitespace)
+                    && domain.matches('@').count() == 0
+                    && domain.split_once('.').is_some_and(|(a, b)| !a.is_empty() && !b.is_empty())
+                    && !domain.ends_with('.')
+            });
+        if valid {
+            Ok(Self(email))
+        } else {
+            Err(ApiError::bad_request("Invalid email format", "The email address is not valid"))
+        }
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+/// A person's display name: trimmed, 1–100 characters.
+fn person_name(raw: &str) -> Result<String, ApiError> {
+    let name = raw.trim();
+    match name.chars().count() {
+        0 => Err(ApiError::invalid("name", "Name cannot be empty")),
+        101.. => Err(ApiError::invalid("name", "Name cannot exceed 100 characters")),
+        _ => Ok(name.to_string()),
+    }
+}
+
+/// lower-case; runs of anything but `a-z0-9` become `-`; trimmed of `-`; `org` if empty.
+pub fn slugify(name: &str) -> String {
+    let mut slug = String::with_capacity(name.len());
+    for c in name.to_lowercase().chars() {
+        if c.is_ascii_lowercase() || c.is_ascii_digit() {
+            slug.push(c);
+        } else if !slug.ends_with('-') {
+            slug.push('-');
+        }
+    }
+    let slug = slug.trim_matches('-');
+    if slug.is_empty() { "org".into() } else { slug.to_string() }
+}
+
+fn session_body(token: &str, user: &store::UserRecord, organization_name: &str) -> Value {
+    json!({
+        "success": true,
+        "token": token,
+        "user": {
+            "id": user.id,
+            "email": user.email,
+            "name": user.name,
+            "role": user.role.as_str(),
+            "organizationId": user.organization_id,
+            "organizationName": organization_name,
+        }
+    })
+}
+
+async fn signup(
+    State(app): State<AppState>,
+    _attempt: AuthAttempt,
+    body: JsonBody,
+) -> Result<(StatusCode, Json<Value>), ApiError> {
+    let body = body.required()?;
+    let missing = || {
+        ApiError::bad_request("Missing required fields", "Email, password, and name are required")
+    };
+    let email = body.required_str("email", missing())?;
+    let password = body.required_str("password", missing())?;
+    let name = body.required_str("name", missing())?;
+    let org_name = body.required_str(
+        "organizationName",
+        ApiError::bad_request(
+            "Missing required fields",
+            "Organization name is required when not using an invitation",
+        ),
+    )?;
+    let email = Email::parse(email)?;
+    let problems = password::policy_violations(password);
+    if !problems.is_empty() {
+        return Err(ApiError::bad_request("Weak password", problems.join(", ")));
+    }
+    let name = person_name(name)?;
+    let org_name = OrgName::parse_field("organizationName", org_name)?;
+
+    let password_hash = app.passwords.hash(password.to_string()).await.or_internal("Signup failed")?;
+    let now = app.now();
+    let org = NewOrganization {
+        id: crate::id::new_id(now),
+        base_slug: slugify(org_name.as_str()),
+        name: org_name.into_string(),
+        plan: Plan::Free,
+    };
+    let user = NewUser {
+        id: crate::id::new_id(now),
+        email: email.as_str().to_string(),
+        name,
+        password_hash,
+        role: Role::Admin,
+    };
+    let record = store::UserRecord {
+        id: user.id.clone(),
+        organization_id: org.id.clone(),
+        email: user.email.clone(),
+        name: user.name.clone(),
+        role: Role::Admin,
+        status: "active".into(),
+        last_login_at: None,
+        created_at: now,
+        updated_at: now,
+    };
+    let org_name = org.name.clone();
+    match app.store.create_organization_with_admin(org, user, now).await {
+        Err(e) if e.is_conflict_on("email") => {
+            return Err(ApiError::conflict(
+                "Email already registered",
+                "An account with this email already exists",
+            ));
+        }
+        other => other.or_internal("Signup failed")?,
+    };
+    let (token, _) = app.jwt.issue(&record.id, now).or_internal("Signup failed")?;
+    Ok((StatusCode::CREATED, Json(session_body(&token, &record, &org_name))))
+}
+
+async fn login(
+    State(app): State<AppState>,
+    attempt: AuthAttempt,
+    body: JsonBody,
+) -> Result<Json<Value>, ApiError> {
+    let body = body.required()?;
+    let missing =
+        || ApiError::bad_request("Missing credentials", "Email and password are required");
+    let email = body.required_str("email", missing())?.trim().to_lowercase();
+    let password = body.required_str("password", missing())?.to_string();
+    let ip = attempt.ip.0.to_string();
+    let now = app.now();
+
+    let failures = app
+        .store
+        .recent_login_failures(&email, &ip, now - LOCKOUT_WINDOW_MS, LOCKOUT_THRESHOLD)
+        .await
+        .or_internal("Login failed")?;
+    if failures.len() as i64 >= LOCKOUT_THRESHOLD {
+        let locked_until = failures[0] + LOCKOUT_WINDOW_MS;
+        let retry_after = ((locked_until - now).max(1000) + 999) / 1000;
+        return Err(ApiError::TooManyAttempts { retry_after_secs: retry_after });
+    }
+
+    let candidate = app.store.login_candidate(&email).await.or_internal("Login failed")?;
+    let verified = match &candidate {
+        Some(c) => app.passwords.verify(password, c.password_hash.clone()).await,
+        None => app.passwords.verify_decoy(password).await,
+    }
+    .or_internal("Login failed")?;
+    let Some(candidate) = candidate.filter(|_| verified) else {
+        app.store.record_login_failure(&email, &ip, now).await.or_internal("Login failed")?;
+        return Err(ApiError::Unauthenticated("Email or password is incorrect"));
+    };
+    app.store
+        .record_login_success(&candidate.user.id, &email, &ip, now)
+        .await
+        .or_internal("Login failed")?;
+    if candidate.user.status == "suspended" {
+        return Err(ApiError::Refused {
+            status: StatusCode::FORBIDDEN,
+            error: "Account suspended",
+            message: "Your account has been suspended. Contact support.".into(),
+            extra: Default::default(),
+        });
+    }
+    let (token, _) = app.jwt.issue(&candidate.user.id, now).or_internal("Login failed")?;
+    Ok(Json(session_body(&token, &candidate.user, &candidate.organization_name)))
+}
+
+async fn logout(State(app): State<AppState>, user: CurrentUser) -> Result<Json<Value>, ApiError> {
+    app.store
+        .revoke_token(&user.claims.jti, user.claims.exp * 1000, app.now())
+        .await
+        .or_internal("Logout failed")?;
+    Ok(Json(json!({"success": true, "message": "Logged out successfully"})))
+}
+
+async fn me(State(app): State<AppState>, user: CurrentUser) -> Result<Json<Value>, ApiError> {
+    let org = app
+        .store
+        .organization(user.org_id())
+        .await
+        .or_internal("Failed to fetch user info")?
+        .ok_or_else(|| ApiError::not_found("Organization not found", "The organization no longer exists"))?;
+    let u = &user.user;
+    Ok(Json(json!({
+        "success": true,
+        "data": {
+            "id": u.id,
+            "email": u.email,
+            "name": u.name,
+            "role": u.role.as_str(),
+            "status": u.status,
+            "lastLoginAt": u.last_login_at.map(Timestamp),
+            "organization": {
+                "id": org.id,
+                "name": org.name,
+                "slug": org.slug,
+                "plan": org.plan.as_str(),
+                "limits": org.limits_view(),
+                "userCount": org.user_count,
+                "userLimit": org.limits().max_users,
+                "aiAnalysisEnabled": org.ai_analysis_enabled,
+            }
+        }
+    })))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn slugs() {
+        assert_eq!(slugify("Acme Corp!"), "acme-corp");
+        assert_eq!(slugify("  --Hello__World--  "), "hello-world");
+        assert_eq!(slugify("!!!"), "org");
+        assert_eq!(slugify("Ünïcode Team 2"), "n-code-team-2");
+    }
+
+    #[test]
+    fn emails() {
+        assert_eq!(Email::parse(" Bob@Example.COM ").map(|e| e.0).ok(), Some("bob@example.com".into()));
+        for bad in ["bob", "bob@", "@x.io", "bob@x", "bob@x.", "b ob@x.io", "a@b@c.io"] {
+            assert!(Email::parse(bad).is_err(), "{bad}");
+        }
+    }
+}

@@ -1,0 +1,272 @@
+//! Queries behind sign-up, login, logout and per-request identity.
+
+use sqlx::Row;
+
+use super::Role;
+use crate::organization::Plan;
+use crate::store::{SqlStore, StoreError, StoreResult};
+
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct UserRecord {
+    pub id: String,
+    pub organization_id: String,
+    pub email: String,
+    pub name: String,
+    #[sqlx(try_from = "String")]
+    pub role: Role,
+    pub status: String,
+    pub last_login_at: Option<i64>,
+    pub created_at: i64,
+    pub updated_at: i64,
+}
+
+/// A user as seen by login: the record, its password hash and its organization's name.
+pub struct LoginCandidate {
+    pub user: UserRecord,
+    pub password_hash: String,
+    pub organization_name: String,
+}
+
+pub struct NewUser {
+    pub id: String,
+    pub email: String,
+    pub name: String,
+    pub password_hash: String,
+    pub role: Role,
+}
+
+pub struct NewOrganization {
+    pub id: String,
+    pub name: String,
+    pub base_slug: String,
+    pub plan: Plan,
+}
+
+const USER_COLUMNS: &str = "u.id, u.organization_id, u.email, u.name, u.role, u.status, u.last_login_at, u.created_at, u.updated_at";
+
+#[async_trait::async_trait]
+pub trait AuthStore: Send + Sync + 'static {
+    /// Creates an organization with a unique slug and its first user, atomically.
+    /// `Conflict` on `email` when the email is taken.
+    async fn create_organization_with_admin(
+        &self,
+        org: NewOrganization,
+        admin: NewUser,
+        now: i64,
+    ) -> StoreResult<String>;
+    async fn login_candidate(&self, email: &str) -> StoreResult<Option<LoginCandidate>>;
+    /// The user behind a token, and whether the token's `jti` was revoked, in one round trip.
+    async fn identity(&self, user_id: &str, jti: &str) -> StoreResult<Option<(UserRecord, bool)>>;
+    async fn revoke_token(&self, jti: &str, expires_at: i64, now: i64) -> StoreResult<()>;
+    /// Failed logins for this email and IP since `since`, newest first (at most `max`).
+    async fn recent_login_failures(
+        &self,
+        email: &str,
+        ip: &str,
+        since: i64,
+        max: i64,
+    ) -> StoreResult<Vec<i64>>;
+    async fn record_login_failure(&self, email: &str, ip: &str, now: i64) -> StoreResult<()>;
+    async fn record_login_success(
+        &self,
+        user_id: &str,
+        email: &str,
+        ip: &str,
+        now: i64,
+    ) -> StoreResult<()>;
+}
+
+#[async_trait::async_trait]
+impl AuthStore for SqlStore {
+    async fn create_organization_with_admin(
+        &self,
+        org: NewOrganization,
+        admin: NewUser,
+        now: i64,
+    ) -> StoreResult<String> {
+        // The unique index decides; a lost race on the slug just picks the next suffix.
+        for _ in 0..8 {
+            let mut tx = self.begin_write().await?;
+            let taken: Vec<String> = sqlx::query_scalar(
+                "SELECT slug FROM organizations WHERE slug = $1 OR slug LIKE $2",
+            )
+            .bind(&org.base_slug)
+            .bind(format!("{}-%", org.base_slug))
+            .fetch_all(&mut *tx)
+            .await?;
+            let slug = first_free_slug(&org.base_slug, &taken);
+            let inserted = sqlx::query(
+                "INSERT INTO organizations (id, name, slug, plan, limit_overrides, ai_analysis_enabled, storage_used_bytes, created_at, updated_at)
+                 VALUES ($1, $2, $3, $4, '{}', 1, 0, $5, $5)",
+            )
+            .bind(&org.id)
+            .bind(&org.name)
+            .bind(&slug)
+            .bind(org.plan.as_str())
+            .bind(now)
+            .execute(&mut *tx)
+            .await;
+            match inserted.map_err(StoreError::from) {
+                Err(e) if e.is_conflict_on("slug") => continue,
+                other => other?,
+            };
+            sqlx::query(
+                "INSERT INTO users (id, organization_id, email, name, password_hash, role, status, last_login_at, created_at, updated_at)
+                 VALUES ($1, $2, $3, $4, $5, $6, 'active', NULL, $7, $7)",
+            )
+            .bind(&admin.id)
+            .bind(&org.id)
+            .bind(&admin.email)
+            .bind(&admin.name)
+            .bind(&admin.password_hash)
+            .bind(admin.role.as_str())
+            .bind(now)
+            .execute(&mut *tx)
+            .await?;
+            tx.commit().await?;
+            return Ok(slug);
+        }
+        Err(StoreError::Conflict("organizations.slug (retries exhausted)".into()))
+    }
+
+    async fn login_candidate(&self, email: &str) -> StoreResult<Option<LoginCandidate>> {
+        let sql = format!(
+            "SELECT {USER_COLUMNS}, u.password_hash, o.name AS organization_name
+             FROM users u JOIN organizations o ON o.id = u.organization_id WHERE u.email = $1"
+        );
+        let row = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(email)
+            .fetch_optional(self.pool())
+            .await?;
+        row.map(|row| {
+            Ok(LoginCandidate {
+                user: sqlx::FromRow::from_row(&row)?,
+                password_hash: row.try_get("password_hash")?,
+                organization_name: row.try_get("organization_name")?,
+            })
+        })
+        .transpose()
+        .map_err(|e: sqlx::Error| e.into())
+    }
+
+    async fn identity(&self, user_id: &str, jti: &str) -> StoreResult<Option<(UserRecord, bool)>> {
+        let sql = format!(
+            "SELECT {USER_COLUMNS},
+                    CASE WHEN EXISTS (SELECT 1 FROM revoked_tokens r WHERE r.jti = $2) THEN 1 ELSE 0 END AS revoked
+             FROM users u WHERE u.id = $1"
+        );
+        let row = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(user_id)
+            .bind(jti)
+            .fetch_optional(self.pool())
+            .await?;
+        row.map(|row| {
+            let user: UserRecord = sqlx::FromRow::from_row(&row)?;
+            let revoked: i64 = row.try_get("revoked")?;
+            Ok((user, revoked != 0))
+        })
+        .transpose()
+        .map_err(|e: sqlx::Error| e.into())
+    }
+
+    async fn revoke_token(&self, jti: &str, expires_at: i64, now: i64) -> StoreResult<()> {
+        let mut tx = self.begin_write().await?;
+        // Entries past their token's expiry can never matter again.
+        sqlx::query("DELETE FROM revoked_tokens WHERE expires_at < $1")
+            .bind(now)
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query(
+            "INSERT INTO revoked_tokens (jti, expires_at) VALUES ($1, $2) ON CONFLICT (jti) DO NOTHING",
+        )
+        .bind(jti)
+        .bind(expires_at)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn recent_login_failures(
+        &self,
+        email: &str,
+        ip: &str,
+        since: i64,
+        max: i64,
+    ) -> StoreResult<Vec<i64>> {
+        Ok(sqlx::query_scalar(
+            "SELECT failed_at FROM login_failures WHERE email = $1 AND ip = $2 AND failed_at > $3
+             ORDER BY failed_at DESC LIMIT $4",
+        )
+        .bind(email)
+        .bind(ip)
+        .bind(since)
+        .bind(max)
+        .fetch_all(self.pool())
+        .await?)
+    }
+
+    async fn record_login_failure(&self, email: &str, ip: &str, now: i64) -> StoreResult<()> {
+        let mut tx = self.begin_write().await?;
+        // Failures older than any lockout window are dead weight.
+        sqlx::query("DELETE FROM login_failures WHERE failed_at < $1")
+            .bind(now - super::LOCKOUT_WINDOW_MS * 2)
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query("INSERT INTO login_failures (id, email, ip, failed_at) VALUES ($1, $2, $3, $4)")
+            .bind(crate::id::new_id(now))
+            .bind(email)
+            .bind(ip)
+            .bind(now)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn record_login_success(
+        &self,
+        user_id: &str,
+        email: &str,
+        ip: &str,
+        now: i64,
+    ) -> StoreResult<()> {
+        let mut tx = self.begin_write().await?;
+        sqlx::query("UPDATE users SET last_login_at = $1 WHERE id = $2")
+            .bind(now)
+            .bind(user_id)
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query("DELETE FROM login_failures WHERE email = $1 AND ip = $2")
+            .bind(email)
+            .bind(ip)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+}
+
+/// `base`, else `base-2`, `base-3`, ... whichever is first not in `taken`.
+fn first_free_slug(base: &str, taken: &[String]) -> String {
+    if !taken.iter().any(|s| s == base) {
+        return base.to_string();
+    }
+    (2..)
+        .map(|n| format!("{base}-{n}"))
+        .find(|candidate| !taken.contains(candidate))
+        .unwrap_or_else(|| base.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::first_free_slug;
+
+    #[test]
+    fn slugs_take_the_first_free_suffix() {
+        let taken = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        assert_eq!(first_free_slug("acme", &taken(&[])), "acme");
+        assert_eq!(first_free_slug("acme", &taken(&["acme"])), "acme-2");
+        assert_eq!(first_free_slug("acme", &taken(&["acme", "acme-2", "acme-corp"])), "acme-3");
+    }
+}

@@ -1,0 +1,308 @@
+//! Configuration: clap flags with environment fallbacks (DESIGN.md, "Runtime contract"), and
+//! the secrets generated into the data directory on a zero-config start.
+
+use std::fmt;
+use std::io::Write;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use axum::http::HeaderValue;
+use ipnet::IpNet;
+
+/// Flags and variables shared by every subcommand that touches the database.
+#[derive(Debug, Clone, clap::Args)]
+pub struct StoreArgs {
+    /// Directory for the SQLite database, report files and generated secrets.
+    #[arg(long, env = "ORGD_DATA_DIR", default_value = "./data")]
+    pub data_dir: PathBuf,
+    /// `sqlite://...` or `postgres://...`; defaults to `sqlite://<data-dir>/orgd.db`.
+    #[arg(long, env = "DATABASE_URL", hide_env_values = true)]
+    pub database_url: Option<String>,
+}
+
+impl StoreArgs {
+    pub fn database_url(&self) -> String {
+        match &self.database_url {
+            Some(url) => url.clone(),
+            None => format!("sqlite://{}?mode=rwc", self.data_dir.join("orgd.db").display()),
+        }
+    }
+}
+
+/// Everything `orgd serve` reads.
+#[derive(Debug, Clone, clap::Args)]
+pub struct ServeArgs {
+    #[command(flatten)]
+    pub store: StoreArgs,
+    /// Listen address; port 0 picks any free port.
+    #[arg(long, env = "ORGD_BIND", default_value = "127.0.0.1:3000")]
+    pub bind: SocketAddr,
+    /// Shared rate limits across instances.
+    #[arg(long, env = "REDIS_URL", hide_env_values = true)]
+    pub redis_url: Option<String>,
+    #[arg(long, env = "JWT_SECRET", hide_env_values = true)]
+    pub jwt_secret: Option<String>,
+    /// 32 bytes as 64 hex characters.
+    #[arg(long, env = "ENCRYPTION_KEY", hide_env_values = true)]
+    pub encryption_key: Option<String>,
+    /// `development` or `production`.
+    #[arg(long = "env", env = "ORGD_ENV", default_value = "development")]
+    pub environment: Environment,
+    #[arg(long, env = "ORGD_RATE_LIMIT_PER_MINUTE", default_value_t = 100)]
+    pub rate_limit_per_minute: u32,
+    #[arg(long, env = "ORGD_INGEST_RATE_LIMIT_PER_MINUTE", default_value_t = 1000)]
+    pub ingest_rate_limit_per_minute: u32,
+    #[arg(long, env = "ORGD_AUTH_RATE_LIMIT_PER_MINUTE", default_value_t = 10)]
+    pub auth_rate_limit_per_minute: u32,
+    /// Comma-separated browser origins allowed to call the API.
+    #[arg(
+        long,
+        env = "ORGD_CORS_ORIGINS",
+        default_value = "http://localhost:5173,http://localhost:8080"
+    )]
+    pub cors_origins: String,
+    #[arg(long, env = "ORGD_LOG_FORMAT", default_value = "pretty")]
+    pub log_format: LogFormat,
+    /// Lifetime of user tokens: `24h`, `30m`, `3600s`, `7d` or plain seconds.
+    #[arg(long, env = "ORGD_JWT_TTL", default_value = "24h", value_parser = parse_duration)]
+    pub jwt_ttl: Duration,
+    /// Comma-separated CIDRs whose `X-Forwarded-For` is believed.
+    #[arg(long, env = "ORGD_TRUSTED_PROXIES", default_value = "")]
+    pub trusted_proxies: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Environment {
+    Development,
+    Production,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    Pretty,
+    Json,
+}
+
+/// A secret value whose `Debug` never shows it.
+#[derive(Clone)]
+pub struct Secret<T>(pub T);
+
+impl<T> fmt::Debug for Secret<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("[redacted]")
+    }
+}
+
+/// The resolved configuration of a running service.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub data_dir: PathBuf,
+    pub database_url: Secret<String>,
+    pub redis_url: Option<Secret<String>>,
+    /// Prefix of every Redis key, so instances of one deployment share buckets and tests don't.
+    pub redis_key_prefix: String,
+    pub jwt_secret: Secret<Vec<u8>>,
+    pub encryption_key: Secret<[u8; 32]>,
+    pub environment: Environment,
+    pub rate_limit_per_minute: u32,
+    pub ingest_rate_limit_per_minute: u32,
+    pub auth_rate_limit_per_minute: u32,
+    pub cors_origins: Vec<HeaderValue>,
+    pub jwt_ttl: Duration,
+    pub trusted_proxies: Vec<IpNet>,
+}
+
+const MIN_JWT_SECRET_BYTES: usize = 32;
+
+impl Config {
+    /// Resolves flags into a configuration, loading or generating secrets where allowed.
+    pub fn from_args(args: &ServeArgs) -> anyhow::Result<Self> {
+        let database_url = args.store.database_url();
+        let is_sqlite = database_url.starts_with("sqlite:");
+        let may_generate = is_sqlite && args.environment == Environment::Development;
+        if is_sqlite {
+            std::fs::create_dir_all(&args.store.data_dir).with_context(|| {
+                format!("cannot create data dir {}", args.store.data_dir.display())
+            })?;
+        }
+        let refuse = |name: &str| -> anyhow::Error {
+            if args.environment == Environment::Production {
+                anyhow::anyhow!("{name} is required when ORGD_ENV=production")
+            } else {
+                anyhow::anyhow!(
+                    "{name} is required with a non-SQLite DATABASE_URL (instances share the database, so each must be given the same secret)"
+                )
+            }
+        };
+        let jwt_secret = match &args.jwt_secret {
+            Some(s) => s.clone(),
+            None if may_generate => load_or_generate(&args.store.data_dir, "jwt_secret")?,
+            None => return Err(refuse("JWT_SECRET")),
+        };
+        if jwt_secret.len() < MIN_JWT_SECRET_BYTES {
+            bail!("JWT_SECRET must be at least {MIN_JWT_SECRET_BYTES} bytes long");
+        }
+        let encryption_key = match &args.encryption_key {
+            Some(s) => s.clone(),
+            None if may_generate => load_or_generate(&args.store.data_dir, "encryption_key")?,
+            None => return Err(refuse("ENCRYPTION_KEY")),
+        };
+        Ok(Self {
+            data_dir: args.store.data_dir.clone(),
+            database_url: Secret(database_url),
+            redis_url: args.redis_url.clone().filter(|u| !u.is_empty()).map(Secret),
+            redis_key_prefix: "orgd:".into(),
+            jwt_secret: Secret(jwt_secret.into_bytes()),
+            encryption_key: Secret(parse_encryption_key(&encryption_key)?),
+            environment: args.environment,
+            rate_limit_per_minute: positive(args.rate_limit_per_minute, "ORGD_RATE_LIMIT_PER_MINUTE")?,
+            ingest_rate_limit_per_minute: positive(
+                args.ingest_rate_limit_per_minute,
+                "ORGD_INGEST_RATE_LIMIT_PER_MINUTE",
+            )?,
+            auth_rate_limit_per_minute: positive(
+                args.auth_rate_limit_per_minute,
+                "ORGD_AUTH_RATE_LIMIT_PER_MINUTE",
+            )?,
+            cors_origins: parse_origins(&args.cors_origins)?,
+            jwt_ttl: args.jwt_ttl,
+            trusted_proxies: parse_cidrs(&args.trusted_proxies)?,
+        })
+    }
+
+    /// A development configuration with fresh random secrets, for tests and tools.
+    pub fn development(data_dir: PathBuf, database_url: String) -> Self {
+        let mut key = [0u8; 32];
+        key.iter_mut().for_each(|b| *b = rand::random());
+        Self {
+            data_dir,
+            database_url: Secret(database_url),
+            redis_url: None,
+            redis_key_prefix: "orgd:".into(),
+            jwt_secret: Secret(crate::id::random_hex(32).into_bytes()),
+            encryption_key: Secret(key),
+            environment: Environment::Development,
+            rate_limit_per_minute: 100,
+            ingest_rate_limit_per_minute: 1000,
+            auth_rate_limit_per_minute: 10,
+            cors_origins: parse_origins("http://localhost:5173,http://localhost:8080")
+                .unwrap_or_default(),
+            jwt_ttl: Duration::from_secs(24 * 3600),
+            trusted_proxies: Vec::new(),
+        }
+    }
+
+    pub fn reports_dir(&self) -> PathBuf {
+        self.data_dir.join("reports")
+    }
+}
+
+fn positive(value: u32, name: &str) -> anyhow::Result<u32> {
+    if value == 0 {
+        bail!("{name} must be at least 1");
+    }
+    Ok(value)
+}
+
+/// Reads `<dir>/<name>`, or creates it with 32 random bytes as hex, readable by the owner only.
+fn load_or_generate(dir: &Path, name: &str) -> anyhow::Result<String> {
+    let path = dir.join(name);
+    match std::fs::read_to_string(&path) {
+        Ok(s) => return Ok(s.trim().to_string()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(e).with_context(|| format!("cannot read {}", path.display())),
+    }
+    let secret = crate::id::random_hex(32);
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    let mut file = options
+        .open(&path)
+        .with_context(|| format!("cannot create {}", path.display()))?;
+    file.write_all(secret.as_bytes())?;
+    file.sync_all()?;
+    tracing::info!(file = %path.display(), "generated a new secret");
+    Ok(secret)
+}
+
+fn parse_encryption_key(hex_key: &str) -> anyhow::Result<[u8; 32]> {
+    let bytes = hex::decode(hex_key.trim())
+        .ok()
+        .filter(|b| b.len() == 32)
+        .context("ENCRYPTION_KEY must be exactly 32 bytes written as 64 hex characters")?;
+    let mut key = [0u8; 32];
+    key.copy_from_slice(&bytes);
+    Ok(key)
+}
+
+fn parse_origins(list: &str) -> anyhow::Result<Vec<HeaderValue>> {
+    list.split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(|s| {
+            HeaderValue::from_str(s.trim_end_matches('/'))
+                .with_context(|| format!("invalid CORS origin {s:?}"))
+        })
+        .collect()
+}
+
+fn parse_cidrs(list: &str) -> anyhow::Result<Vec<IpNet>> {
+    list.split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(|s| {
+            s.parse::<IpNet>()
+                .or_else(|_| s.parse::<std::net::IpAddr>().map(IpNet::from))
+                .with_context(|| format!("invalid ORGD_TRUSTED_PROXIES entry {s:?}"))
+        })
+        .collect()
+}
+
+/// `24h`, `30m`, `90s`, `7d`, or a plain number of seconds.
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let s = s.trim();
+    let (digits, unit) = match s.find(|c: char| !c.is_ascii_digit()) {
+        Some(i) => s.split_at(i),
+        None => (s, "s"),
+    };
+    let n: u64 = digits
+        .parse()
+        .map_err(|_| format!("invalid duration {s:?}"))?;
+    let secs = match unit {
+        "s" => n,
+        "m" => n * 60,
+        "h" => n * 3600,
+        "d" => n * 86400,
+        _ => return Err(format!("invalid duration unit in {s:?} (use s, m, h or d)")),
+    };
+    if secs == 0 {
+        return Err("duration must be positive".into());
+    }
+    Ok(Duration::from_secs(secs))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("24h"), Ok(Duration::from_secs(86400)));
+        assert_eq!(parse_duration("90"), Ok(Duration::from_secs(90)));
+        assert_eq!(parse_duration("15m"), Ok(Duration::from_secs(900)));
+        assert!(parse_duration("0").is_err());
+        assert!(parse_duration("1y").is_err());
+        assert!(parse_duration("h").is_err());
+    }
+
+    #[test]
+    fn cidrs_and_keys() {
+        assert_eq!(parse_cidrs("10.0.0.0/8, 127.0.0.1").map(|v| v.len()).ok(), Some(2));
+        assert!(parse_cidrs("nonsense").is_err());
+        assert!(parse_encryption_key(&"ab".repeat(32)).is_ok());
+        assert!(parse_encryption_key("abcd").is_err());
+    }
+}

@@ -1,0 +1,228 @@
+//! The one error type of the HTTP API and the only place that builds error bodies:
+//! `{"success": false, "error": "<stable string>", "message": "<sentence>", ...}`.
+
+use std::borrow::Cow;
+
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde_json::{Map, Value, json};
+
+use crate::auth::Role;
+use crate::ratelimit::Decision;
+use crate::store::StoreError;
+
+pub type Text = Cow<'static, str>;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    /// 401 `Authentication required`; the message says why.
+    #[error("authentication required: {0}")]
+    Unauthenticated(&'static str),
+    /// 403 `Forbidden` for a role that may not perform the action.
+    #[error("role {actual:?} is not one of {required:?}")]
+    Forbidden {
+        required: &'static [Role],
+        actual: Role,
+    },
+    /// 400 with an endpoint-specific error string.
+    #[error("{error}: {message}")]
+    BadRequest { error: Text, message: Text },
+    /// 404 with an endpoint-specific error string (`Organization not found`, ...).
+    #[error("{error}")]
+    NotFound { error: &'static str, message: Text },
+    /// 409 with an endpoint-specific error string.
+    #[error("{error}")]
+    Conflict { error: &'static str, message: Text },
+    /// Any other status with a specific error string and optional extra body fields.
+    #[error("{error}")]
+    Refused {
+        status: StatusCode,
+        error: &'static str,
+        message: Text,
+        extra: Map<String, Value>,
+    },
+    #[error("route not found")]
+    RouteNotFound,
+    #[error("method not allowed")]
+    MethodNotAllowed,
+    #[error("payload too large")]
+    PayloadTooLarge,
+    #[error("unsupported media type")]
+    UnsupportedMediaType,
+    /// 429 from a rate-limit bucket.
+    #[error("rate limited")]
+    RateLimited {
+        decision: Decision,
+        message: &'static str,
+    },
+    /// 429 `Account temporarily locked` after repeated failed logins.
+    #[error("too many failed logins")]
+    TooManyAttempts { retry_after_secs: i64 },
+    /// 500: the detail is logged, never sent. `error` is the endpoint's public string.
+    #[error("{error}: {source:#}")]
+    Internal {
+        error: &'static str,
+        source: anyhow::Error,
+    },
+}
+
+impl ApiError {
+    pub fn bad_request(error: impl Into<Text>, message: impl Into<Text>) -> Self {
+        Self::BadRequest {
+            error: error.into(),
+            message: message.into(),
+        }
+    }
+
+    /// `Invalid <field>` with a message naming the problem (API.md, Conventions).
+    pub fn invalid(field: &str, message: impl Into<Text>) -> Self {
+        Self::bad_request(format!("Invalid {field}"), message)
+    }
+
+    pub fn not_found(error: &'static str, message: impl Into<Text>) -> Self {
+        Self::NotFound {
+            error,
+            message: message.into(),
+        }
+    }
+
+    pub fn conflict(error: &'static str, message: impl Into<Text>) -> Self {
+        Self::Conflict {
+            error,
+            message: message.into(),
+        }
+    }
+
+    pub fn internal(error: &'static str, source: impl Into<anyhow::Error>) -> Self {
+        Self::Internal {
+            error,
+            source: source.into(),
+        }
+    }
+
+    pub fn status(&self) -> StatusCode {
+        match self {
+            Self::Unauthenticated(_) => StatusCode::UNAUTHORIZED,
+            Self::Forbidden { .. } => StatusCode::FORBIDDEN,
+            Self::BadRequest { .. } => StatusCode::BAD_REQUEST,
+            Self::NotFound { .. } | Self::RouteNotFound => StatusCode::NOT_FOUND,
+            Self::Conflict { .. } => StatusCode::CONFLICT,
+            Self::Refused { status, .. } => *status,
+            Self::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+            Self::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            Self::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            Self::RateLimited { .. } | Self::TooManyAttempts { .. } => StatusCode::TOO_MANY_REQUESTS,
+            Self::Internal { .. } => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    fn error_and_message(&self) -> (Text, Text) {
+        match self {
+            Self::Unauthenticated(why) => ("Authentication required".into(), (*why).into()),
+            Self::Forbidden { required, actual } => {
+                let roles: Vec<&str> = required.iter().map(|r| r.as_str()).collect();
+                (
+                    "Forbidden".into(),
+                    format!(
+                        "This action requires one of the following roles: {}. Your role: {}.",
+                        roles.join(", "),
+                        actual.as_str()
+                    )
+                    .into(),
+                )
+            }
+            Self::BadRequest { error, message } => (error.clone(), message.clone()),
+            Self::NotFound { error, message }
+            | Self::Conflict { error, message }
+            | Self::Refused { error, message, .. } => ((*error).into(), message.clone()),
+            Self::RouteNotFound => ("Not found".into(), "No such endpoint".into()),
+            Self::MethodNotAllowed => (
+                "Method not allowed".into(),
+                "This endpoint does not support that HTTP method".into(),
+            ),
+            Self::PayloadTooLarge => (
+                "Payload too large".into(),
+                "The request body exceeds the size limit".into(),
+            ),
+            Self::UnsupportedMediaType => (
+                "Unsupported media type".into(),
+                "Send the body as Content-Type: application/json".into(),
+            ),
+            Self::RateLimited { message, .. } => ("Too Many Requests".into(), (*message).into()),
+            Self::TooManyAttempts { retry_after_secs } => (
+                "Account temporarily locked".into(),
+                format!(
+                    "Too many failed login attempts. Please try again in {} minute(s).",
+                    (retry_after_secs + 59) / 60
+                )
+                .into(),
+            ),
+            Self::Internal { error, .. } => (
+                (*error).into(),
+                format!(
+                    "An unexpected error occurred (request id {})",
+                    crate::http::current_request_id()
+                )
+                .into(),
+            ),
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        if let Self::Internal { source, error } = &self {
+            tracing::error!(error = %error, detail = %format!("{source:#}"), "request failed");
+        }
+        let status = self.status();
+        let (error, message) = self.error_and_message();
+        let mut body = json!({"success": false, "error": error, "message": message});
+        let mut headers = Vec::new();
+        match &self {
+            Self::Refused { extra, .. } => {
+                if let Some(obj) = body.as_object_mut() {
+                    obj.extend(extra.clone());
+                }
+            }
+            Self::RateLimited { decision, .. } => {
+                let retry_after = decision.retry_after_secs();
+                if let Some(obj) = body.as_object_mut() {
+                    obj.insert("retryAfter".into(), retry_after.into());
+                    obj.insert("limit".into(), decision.limit.into());
+                    obj.insert("window".into(), decision.window_ms.into());
+                }
+                headers.push((header::RETRY_AFTER, HeaderValue::from(retry_after)));
+            }
+            Self::TooManyAttempts { retry_after_secs } => {
+                if let Some(obj) = body.as_object_mut() {
+                    obj.insert("retryAfter".into(), (*retry_after_secs).into());
+                }
+                headers.push((header::RETRY_AFTER, HeaderValue::from(*retry_after_secs)));
+            }
+            _ => {}
+        }
+        let mut response = (status, axum::Json(body)).into_response();
+        if let Self::RateLimited { decision, .. } = &self {
+            decision.write_headers(response.headers_mut());
+        }
+        response.headers_mut().extend(headers);
+        response
+    }
+}
+
+impl From<StoreError> for ApiError {
+    fn from(e: StoreError) -> Self {
+        Self::internal("Internal error", e)
+    }
+}
+
+/// Attaches an endpoint's public 500 string (`Failed to fetch organization`, ...) to a failure.
+pub trait OrInternal<T> {
+    fn or_internal(self, error: &'static str) -> Result<T, ApiError>;
+}
+
+impl<T, E: Into<anyhow::Error>> OrInternal<T> for Result<T, E> {
+    fn or_internal(self, error: &'static str) -> Result<T, ApiError> {
+        self.map_err(|e| ApiError::internal(error, e))
+    }
+}

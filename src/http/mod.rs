@@ -1,0 +1,136 @@
+//! HTTP plumbing shared by every route: request ids and logging, security headers,
+//! rate-limit headers, the JSON body extractor, the client IP, and the envelope for
+//! unknown routes, wrong methods and panics.
+
+pub mod body;
+pub mod client_ip;
+
+use std::any::Any;
+use std::time::Instant;
+
+use axum::extract::{MatchedPath, Request, State};
+use axum::http::{HeaderName, HeaderValue, Method, header};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use tower_http::cors::{AllowOrigin, CorsLayer};
+use tracing::Instrument;
+
+use crate::config::Environment;
+use crate::error::ApiError;
+use crate::ratelimit::DecisionSlot;
+use crate::state::AppState;
+
+pub use body::{JsonBody, Object};
+pub use client_ip::ClientIp;
+
+tokio::task_local! {
+    static REQUEST_ID: String;
+}
+
+/// The id of the request being served on this task (for 500 messages).
+pub fn current_request_id() -> String {
+    REQUEST_ID
+        .try_with(Clone::clone)
+        .unwrap_or_else(|_| "unknown".into())
+}
+
+const REQUEST_ID_HEADER: HeaderName = HeaderName::from_static("x-request-id");
+
+fn incoming_request_id(req: &Request) -> Option<String> {
+    let value = req.headers().get(&REQUEST_ID_HEADER)?.to_str().ok()?;
+    let sane = !value.is_empty()
+        && value.len() <= 64
+        && value.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+    sane.then(|| value.to_string())
+}
+
+/// Outermost per-request layer: request id, one log line per request, security headers and
+/// the rate-limit headers of whichever bucket counted the request.
+pub async fn common_layer(State(app): State<AppState>, mut req: Request, next: Next) -> Response {
+    let started = Instant::now();
+    let request_id = incoming_request_id(&req).unwrap_or_else(|| crate::id::random_hex(8));
+    let slot = DecisionSlot::default();
+    req.extensions_mut().insert(slot.clone());
+    let method = req.method().clone();
+    let route = req
+        .extensions()
+        .get::<MatchedPath>()
+        .map_or_else(|| req.uri().path().to_string(), |p| p.as_str().to_string());
+    let span = tracing::info_span!("request", id = %request_id, %method, %route);
+    let mut response = REQUEST_ID
+        .scope(request_id.clone(), next.run(req).instrument(span.clone()))
+        .await;
+    let headers = response.headers_mut();
+    if let Some(decision) = slot.get() {
+        decision.write_headers(headers);
+    }
+    if let Ok(value) = HeaderValue::from_str(&request_id) {
+        headers.insert(REQUEST_ID_HEADER, value);
+    }
+    headers.insert(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
+    headers.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
+    headers.insert(
+        header::REFERRER_POLICY,
+        HeaderValue::from_static("strict-origin-when-cross-origin"),
+    );
+    if app.config.environment == Environment::Production {
+        headers.insert(
+            header::STRICT_TRANSPORT_SECURITY,
+            HeaderValue::from_static("max-age=31536000; includeSubDomains"),
+        );
+    }
+    span.in_scope(|| {
+        tracing::info!(
+            status = response.status().as_u16(),
+            latency_ms = started.elapsed().as_secs_f64() * 1000.0,
+            "request finished"
+        )
+    });
+    response
+}
+
+pub fn cors_layer(app: &AppState) -> CorsLayer {
+    CorsLayer::new()
+        .allow_origin(AllowOrigin::list(app.config.cors_origins.clone()))
+        .allow_methods([
+            Method::GET,
+            Method::POST,
+            Method::PUT,
+            Method::PATCH,
+            Method::DELETE,
+            Method::OPTIONS,
+        ])
+        .allow_headers([
+            header::AUTHORIZATION,
+            header::CONTENT_TYPE,
+            HeaderName::from_static("x-api-key"),
+            HeaderName::from_static("idempotency-key"),
+        ])
+        .expose_headers([
+            HeaderName::from_static("x-ratelimit-limit"),
+            HeaderName::from_static("x-ratelimit-remaining"),
+            HeaderName::from_static("x-ratelimit-reset"),
+            header::RETRY_AFTER,
+            REQUEST_ID_HEADER,
+        ])
+        .max_age(std::time::Duration::from_secs(600))
+}
+
+pub async fn route_not_found() -> ApiError {
+    ApiError::RouteNotFound
+}
+
+pub async fn method_not_allowed() -> ApiError {
+    ApiError::MethodNotAllowed
+}
+
+/// A panic becomes a 500 in the envelope; the payload is logged, never sent.
+pub fn panic_response(payload: Box<dyn Any + Send + 'static>) -> Response {
+    let detail = payload
+        .downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| payload.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "unknown panic".into());
+    ApiError::internal("Internal error", anyhow::anyhow!("handler panicked: {detail}"))
+        .into_response()
+}

@@ -1,0 +1,51 @@
+//! Ids are 24 lowercase hex characters laid out like a MongoDB ObjectId: 4 bytes of Unix
+//! seconds, 5 random bytes chosen once per process, 3 bytes of a counter. They sort by
+//! creation time and never collide within a process.
+
+use std::sync::OnceLock;
+use std::sync::atomic::{AtomicU32, Ordering};
+
+static PROCESS_RANDOM: OnceLock<[u8; 5]> = OnceLock::new();
+static COUNTER: OnceLock<AtomicU32> = OnceLock::new();
+
+pub fn new_id(now_ms: i64) -> String {
+    let random = PROCESS_RANDOM.get_or_init(rand::random);
+    let counter = COUNTER
+        .get_or_init(|| AtomicU32::new(rand::random::<u32>() & 0x00ff_ffff))
+        .fetch_add(1, Ordering::Relaxed)
+        & 0x00ff_ffff;
+    let secs = (now_ms.max(0) / 1000) as u32;
+    let mut bytes = [0u8; 12];
+    bytes[..4].copy_from_slice(&secs.to_be_bytes());
+    bytes[4..9].copy_from_slice(random);
+    bytes[9..].copy_from_slice(&counter.to_be_bytes()[1..]);
+    hex::encode(bytes)
+}
+
+/// True for a well-formed id: exactly 24 lowercase hex characters.
+pub fn is_valid(id: &str) -> bool {
+    id.len() == 24 && id.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+}
+
+/// Random bytes as lowercase hex, for tokens and secrets.
+pub fn random_hex(bytes: usize) -> String {
+    let buf: Vec<u8> = (0..bytes).map(|_| rand::random::<u8>()).collect();
+    hex::encode(buf)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ids_are_valid_unique_and_time_ordered() {
+        let a = new_id(1_700_000_000_000);
+        let b = new_id(1_700_000_000_000);
+        let c = new_id(1_800_000_000_000);
+        assert!(is_valid(&a) && is_valid(&b) && is_valid(&c));
+        assert_ne!(a, b);
+        assert!(c > a);
+        assert!(!is_valid("507F191E810C19729DE860EA"));
+        assert!(!is_valid("507f191e810c19729de860e"));
+    }
+}

@@ -1,0 +1,62 @@
+//! orgd: the organization layer of a test automation platform.
+
+pub mod audit;
+pub mod auth;
+pub mod clock;
+pub mod config;
+pub mod error;
+pub mod health;
+pub mod http;
+pub mod id;
+pub mod organization;
+pub mod ratelimit;
+pub mod state;
+pub mod store;
+
+use std::future::Future;
+use std::net::SocketAddr;
+
+use axum::Router;
+use axum::extract::DefaultBodyLimit;
+use axum::routing::get;
+use tokio::net::TcpListener;
+use tower_http::catch_panic::CatchPanicLayer;
+
+pub use config::Config;
+pub use state::AppState;
+
+/// Largest JSON body accepted (report uploads have their own cap).
+pub const MAX_JSON_BODY_BYTES: usize = 1024 * 1024;
+
+/// Every route of the service, with the layers every response goes through.
+pub fn router(state: AppState) -> Router {
+    Router::new()
+        .route("/health", get(health::health))
+        .merge(auth::router())
+        .merge(organization::router())
+        .merge(audit::router())
+        .fallback(http::route_not_found)
+        .method_not_allowed_fallback(http::method_not_allowed)
+        .layer(DefaultBodyLimit::max(MAX_JSON_BODY_BYTES))
+        .layer(CatchPanicLayer::custom(http::panic_response))
+        .layer(axum::middleware::from_fn_with_state(state.clone(), http::common_layer))
+        .layer(http::cors_layer(&state))
+        .with_state(state)
+}
+
+/// Serves `state` on `listener` until `shutdown` resolves, then finishes the requests in
+/// flight and closes the database pool.
+pub async fn serve(
+    state: AppState,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    let addr = listener.local_addr()?;
+    let app = router(state.clone()).into_make_service_with_connect_info::<SocketAddr>();
+    println!("orgd listening on http://{addr}");
+    tracing::info!(%addr, "listening");
+    axum::serve(listener, app).with_graceful_shutdown(shutdown).await?;
+    state.store.close().await;
+    tracing::info!("stopped");
+    Ok(())
+}

@@ -1,0 +1,90 @@
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use orgd::config::{LogFormat, ServeArgs, StoreArgs};
+use orgd::store::SqlStore;
+use orgd::{AppState, Config};
+use tracing_subscriber::EnvFilter;
+
+#[derive(Parser)]
+#[command(name = "orgd", version, about = "The organization service: plans, limits, usage, members, audit")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Apply migrations and serve the HTTP API.
+    Serve(ServeArgs),
+    /// Apply database migrations and exit.
+    Migrate(StoreArgs),
+}
+
+fn init_logging(format: LogFormat) {
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    match format {
+        LogFormat::Json => builder.json().with_current_span(true).init(),
+        LogFormat::Pretty => builder.init(),
+    }
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        if tokio::signal::ctrl_c().await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {},
+        _ = terminate => {},
+    }
+    tracing::info!("shutdown signal received: finishing requests in flight");
+}
+
+async fn run(cli: Cli) -> anyhow::Result<()> {
+    match cli.command {
+        Command::Serve(args) => {
+            init_logging(args.log_format);
+            let config = Config::from_args(&args)?;
+            std::fs::create_dir_all(config.reports_dir())?;
+            let listener = tokio::net::TcpListener::bind(args.bind).await?;
+            let state = AppState::build(config, None).await?;
+            orgd::serve(state, listener, shutdown_signal()).await
+        }
+        Command::Migrate(args) => {
+            init_logging(LogFormat::Pretty);
+            if args.database_url.is_none() {
+                std::fs::create_dir_all(&args.data_dir)?;
+            }
+            let store = SqlStore::connect(&args.database_url()).await?;
+            store.migrate().await?;
+            println!("migrations applied");
+            Ok(())
+        }
+    }
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(cli).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("orgd: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

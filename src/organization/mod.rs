@@ -1,0 +1,148 @@
+//! `GET` and `PATCH /api/organization` (API.md, Organization — seed): plans and limits.
+
+pub mod plan;
+pub mod store;
+
+use axum::extract::State;
+use axum::routing::get;
+use axum::{Json, Router};
+use serde_json::{Value, json};
+
+pub use plan::{Limits, LimitsView, Plan};
+use store::{OrganizationRecord, SettingsChange};
+
+use crate::audit::AuditEvent;
+use crate::auth::{CurrentUser, Role};
+use crate::clock::Timestamp;
+use crate::error::{ApiError, OrInternal};
+use crate::http::{ClientIp, JsonBody, Object};
+use crate::state::AppState;
+
+pub fn router() -> Router<AppState> {
+    Router::new().route("/api/organization", get(show).patch(update))
+}
+
+/// An organization's name: trimmed, 2–100 Unicode scalar values.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OrgName(String);
+
+impl OrgName {
+    /// Parses `raw` for the body field `field`; errors are `Invalid <field>`.
+    pub fn parse_field(field: &str, raw: &str) -> Result<Self, ApiError> {
+        let name = raw.trim();
+        match name.chars().count() {
+            0 => Err(ApiError::invalid(field, "Organization name cannot be empty")),
+            1 => Err(ApiError::invalid(field, "Organization name must be at least 2 characters")),
+            101.. => Err(ApiError::invalid(field, "Organization name cannot exceed 100 characters")),
+            _ => Ok(Self(name.to_string())),
+        }
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    pub fn into_string(self) -> String {
+        self.0
+    }
+}
+
+impl OrganizationRecord {
+    pub fn limits_view(&self) -> LimitsView {
+        LimitsView::new(self.limits(), self.storage_used_bytes)
+    }
+}
+
+async fn show(State(app): State<AppState>, user: CurrentUser) -> Result<Json<Value>, ApiError> {
+    let org = app
+        .store
+        .organization(user.org_id())
+        .await
+        .or_internal("Failed to fetch organization")?
+        .ok_or_else(org_not_found)?;
+    Ok(Json(json!({
+        "success": true,
+        "organization": {
+            "id": org.id,
+            "name": org.name,
+            "slug": org.slug,
+            "plan": org.plan.as_str(),
+            "limits": org.limits_view(),
+            "userCount": org.user_count,
+            "userLimit": org.limits().max_users,
+            "aiAnalysisEnabled": org.ai_analysis_enabled,
+            "createdAt": Timestamp(org.created_at),
+            "updatedAt": Timestamp(org.updated_at),
+        }
+    })))
+}
+
+fn org_not_found() -> ApiError {
+    ApiError::not_found("Organization not found", "The organization does not exist")
+}
+
+/// The body of `PATCH /api/organization`, checked in the seed's order.
+fn parse_settings(body: &Object) -> Result<SettingsChange, ApiError> {
+    if !body.has("name") && !body.has("aiAnalysisEnabled") {
+        return Err(ApiError::bad_request(
+            "Missing fields",
+            "At least one field (name or aiAnalysisEnabled) is required",
+        ));
+    }
+    let name = body
+        .opt_str("name")
+        .map_err(|_| ApiError::invalid("name", "Organization name must be a string"))?
+        .map(|raw| OrgName::parse_field("name", raw))
+        .transpose()?;
+    let ai_analysis_enabled = body.opt_bool("aiAnalysisEnabled")?;
+    Ok(SettingsChange { name: name.map(OrgName::into_string), ai_analysis_enabled })
+}
+
+async fn update(
+    State(app): State<AppState>,
+    ip: ClientIp,
+    user: CurrentUser,
+    body: JsonBody,
+) -> Result<Json<Value>, ApiError> {
+    user.require(Role::ADMIN)?;
+    let change = parse_settings(&body.or_empty()?)?;
+    let mut changes = serde_json::Map::new();
+    if let Some(name) = &change.name {
+        changes.insert("name".into(), name.clone().into());
+    }
+    if let Some(enabled) = change.ai_analysis_enabled {
+        changes.insert("aiAnalysisEnabled".into(), enabled.into());
+    }
+    let audit = AuditEvent::by_user(&user, ip, "org.settings_updated", "organization", user.org_id())
+        .with_details(json!({ "changes": changes }));
+    let org = app
+        .store
+        .update_settings(user.org_id(), &change, &audit, app.now())
+        .await
+        .or_internal("Failed to update organization")?
+        .ok_or_else(org_not_found)?;
+    Ok(Json(json!({
+        "success": true,
+        "message": "Organization settings updated successfully",
+        "organization": {
+            "id": org.id,
+            "name": org.name,
+            "aiAnalysisEnabled": org.ai_analysis_enabled,
+        }
+    })))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_count_characters_not_bytes() {
+        assert!(OrgName::parse_field("name", "a").is_err());
+        assert!(OrgName::parse_field("name", "ab").is_ok());
+        assert!(OrgName::parse_field("name", "🚀🚀").is_ok());
+        assert!(OrgName::parse_field("name", &"é".repeat(100)).is_ok());
+        assert!(OrgName::parse_field("name", &"é".repeat(101)).is_err());
+        assert_eq!(OrgName::parse_field("name", "  ab  ").unwrap().as_str(), "ab");
+    }
+}

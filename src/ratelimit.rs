@@ -1,0 +1,360 @@
+//! Rate limits: an exact sliding log per bucket (no rolling window ever admits more than the
+//! limit), kept in process or, with `REDIS_URL`, in one Redis sorted set per bucket updated by
+//! one Lua script so every instance shares it. A Redis outage falls back to the in-process log.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::Duration;
+
+use axum::http::{HeaderMap, HeaderValue};
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+
+use crate::clock::SharedClock;
+
+pub const WINDOW_MS: i64 = 60_000;
+
+/// The outcome of counting one request against a bucket.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Decision {
+    pub allowed: bool,
+    pub limit: u32,
+    pub remaining: u32,
+    pub window_ms: i64,
+    /// When one more request will be admitted (epoch ms).
+    pub reset_at_ms: i64,
+    pub now_ms: i64,
+}
+
+impl Decision {
+    fn from_log(limit: u32, window_ms: i64, now_ms: i64, count_after: u32, oldest_ms: i64, allowed: bool) -> Self {
+        let remaining = limit.saturating_sub(count_after);
+        let reset_at_ms = if remaining > 0 { now_ms } else { oldest_ms + window_ms };
+        Self { allowed, limit, remaining, window_ms, reset_at_ms, now_ms }
+    }
+
+    /// Whole seconds until a refused request may be retried (at least 1).
+    pub fn retry_after_secs(&self) -> i64 {
+        ((self.reset_at_ms - self.now_ms).max(0) + 999) / 1000
+    }
+
+    pub fn write_headers(&self, headers: &mut HeaderMap) {
+        headers.insert("x-ratelimit-limit", HeaderValue::from(self.limit));
+        headers.insert("x-ratelimit-remaining", HeaderValue::from(self.remaining));
+        headers.insert("x-ratelimit-reset", HeaderValue::from((self.reset_at_ms + 999) / 1000));
+    }
+}
+
+/// Which bucket a request is counted in (API.md, Rate limiting).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Scope {
+    /// Every authenticated endpoint but ingest, per organization.
+    Api,
+    /// Executions and report files, per organization.
+    Ingest,
+    /// Signup, login and invitation validation, per client IP.
+    Auth,
+}
+
+impl Scope {
+    pub fn for_path(path: &str) -> Self {
+        if path.starts_with("/api/executions") {
+            Self::Ingest
+        } else {
+            Self::Api
+        }
+    }
+
+    pub fn refusal_message(self) -> &'static str {
+        match self {
+            Self::Api => "API rate limit exceeded. Please try again in a moment.",
+            Self::Ingest => "Ingest rate limit exceeded. Please try again in a moment.",
+            Self::Auth => "Too many authentication attempts. Please try again in a moment.",
+        }
+    }
+
+    pub fn bucket(self, subject: &str) -> String {
+        match self {
+            Self::Api => format!("api:org:{subject}"),
+            Self::Ingest => format!("ingest:org:{subject}"),
+            Self::Auth => format!("auth:ip:{subject}"),
+        }
+    }
+}
+
+#[async_trait::async_trait]
+pub trait RateLimiter: Send + Sync + 'static {
+    /// Counts one request against `bucket` if it fits, and says whether it did.
+    async fn hit(&self, bucket: &str, limit: u32, window_ms: i64) -> Decision;
+    /// `None` when no shared store is configured, else whether it answers.
+    async fn shared_store_healthy(&self) -> Option<bool>;
+}
+
+/// The in-process sliding log.
+pub struct MemoryLimiter {
+    clock: SharedClock,
+    buckets: Mutex<HashMap<String, Bucket>>,
+    hits: AtomicI64,
+}
+
+struct Bucket {
+    window_ms: i64,
+    log: VecDeque<i64>,
+}
+
+const SWEEP_EVERY: i64 = 4096;
+
+impl MemoryLimiter {
+    pub fn new(clock: SharedClock) -> Self {
+        Self { clock, buckets: Mutex::new(HashMap::new()), hits: AtomicI64::new(0) }
+    }
+
+    fn hit_now(&self, bucket: &str, limit: u32, window_ms: i64) -> Decision {
+        let mut buckets = self.buckets.lock().unwrap_or_else(|p| p.into_inner());
+        // Read the clock under the lock so each log stays in time order.
+        let now = self.clock.now_ms();
+        if self.hits.fetch_add(1, Ordering::Relaxed) % SWEEP_EVERY == 0 {
+            buckets.retain(|_, b| b.log.back().is_some_and(|&t| t > now - b.window_ms));
+        }
+        let entry = buckets
+            .entry(bucket.to_string())
+            .or_insert_with(|| Bucket { window_ms, log: VecDeque::new() });
+        entry.window_ms = window_ms;
+        while entry.log.front().is_some_and(|&t| t <= now - window_ms) {
+            entry.log.pop_front();
+        }
+        let allowed = entry.log.len() < limit as usize;
+        if allowed {
+            entry.log.push_back(now);
+        }
+        let oldest = entry.log.front().copied().unwrap_or(now);
+        Decision::from_log(limit, window_ms, now, entry.log.len() as u32, oldest, allowed)
+    }
+}
+
+#[async_trait::async_trait]
+impl RateLimiter for MemoryLimiter {
+    async fn hit(&self, bucket: &str, limit: u32, window_ms: i64) -> Decision {
+        self.hit_now(bucket, limit, window_ms)
+    }
+
+    async fn shared_store_healthy(&self) -> Option<bool> {
+        None
+    }
+}
+
+/// Trims the log, counts it, and admits by adding `now` — atomically, inside Redis.
+const SLIDING_LOG_LUA: &str = r#"
+local now = tonumber(ARGV[1])
+local window = tonumber(ARGV[2])
+local limit = tonumber(ARGV[3])
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now - window)
+local count = redis.call('ZCARD', KEYS[1])
+local allowed = 0
+if count < limit then
+  redis.call('ZADD', KEYS[1], now, ARGV[4])
+  count = count + 1
+  allowed = 1
+end
+redis.call('PEXPIRE', KEYS[1], window)
+local oldest = redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')
+local oldest_ms = now
+if oldest[2] then oldest_ms = tonumber(oldest[2]) end
+return {allowed, count, oldest_ms}
+"#;
+
+/// The shared sliding log in Redis, falling back to the in-process one while Redis is down.
+pub struct RedisLimiter {
+    client: redis::Client,
+    prefix: String,
+    clock: SharedClock,
+    script: redis::Script,
+    connection: tokio::sync::Mutex<Option<ConnectionManager>>,
+    last_connect_attempt_ms: AtomicI64,
+    degraded: AtomicBool,
+    fallback: MemoryLimiter,
+}
+
+const RECONNECT_EVERY_MS: i64 = 2_000;
+const REDIS_TIMEOUT: Duration = Duration::from_millis(500);
+
+impl RedisLimiter {
+    /// Fails only on a malformed URL; an unreachable server is retried lazily.
+    pub fn new(url: &str, prefix: &str, clock: SharedClock) -> anyhow::Result<Self> {
+        Ok(Self {
+            client: redis::Client::open(url)?,
+            prefix: prefix.to_string(),
+            fallback: MemoryLimiter::new(clock.clone()),
+            clock,
+            script: redis::Script::new(SLIDING_LOG_LUA),
+            connection: tokio::sync::Mutex::new(None),
+            last_connect_attempt_ms: AtomicI64::new(i64::MIN / 2),
+            degraded: AtomicBool::new(false),
+        })
+    }
+
+    async fn connection(&self) -> Option<ConnectionManager> {
+        let mut slot = self.connection.lock().await;
+        if let Some(conn) = slot.as_ref() {
+            return Some(conn.clone());
+        }
+        let now = self.clock.now_ms();
+        let last = self.last_connect_attempt_ms.load(Ordering::Relaxed);
+        if now - last < RECONNECT_EVERY_MS && now >= last {
+            return None;
+        }
+        self.last_connect_attempt_ms.store(now, Ordering::Relaxed);
+        let config = ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(REDIS_TIMEOUT))
+            .set_response_timeout(Some(REDIS_TIMEOUT))
+            .set_number_of_retries(1);
+        match tokio::time::timeout(
+            REDIS_TIMEOUT * 2,
+            ConnectionManager::new_with_config(self.client.clone(), config),
+        )
+        .await
+        {
+            Ok(Ok(conn)) => {
+                *slot = Some(conn.clone());
+                Some(conn)
+            }
+            Ok(Err(e)) => {
+                self.mark_degraded(&e.to_string());
+                None
+            }
+            Err(_) => {
+                self.mark_degraded("connection timed out");
+                None
+            }
+        }
+    }
+
+    fn mark_degraded(&self, why: &str) {
+        if !self.degraded.swap(true, Ordering::Relaxed) {
+            tracing::warn!(reason = why, "Redis unreachable: rate limits fall back to this instance's memory");
+        }
+    }
+
+    fn mark_healthy(&self) {
+        if self.degraded.swap(false, Ordering::Relaxed) {
+            tracing::info!("Redis reachable again: rate limits are shared");
+        }
+    }
+
+    async fn hit_redis(&self, bucket: &str, limit: u32, window_ms: i64) -> Option<Decision> {
+        let mut conn = self.connection().await?;
+        let now = self.clock.now_ms();
+        let member = format!("{now}-{}", crate::id::random_hex(8));
+        let result: redis::RedisResult<(i64, i64, i64)> = self
+            .script
+            .key(format!("{}rl:{bucket}", self.prefix))
+            .arg(now)
+            .arg(window_ms)
+            .arg(limit)
+            .arg(member)
+            .invoke_async(&mut conn)
+            .await;
+        match result {
+            Ok((allowed, count, oldest)) => {
+                self.mark_healthy();
+                Some(Decision::from_log(limit, window_ms, now, count as u32, oldest, allowed == 1))
+            }
+            Err(e) => {
+                self.mark_degraded(&e.to_string());
+                None
+            }
+        }
+    }
+}
+
+#[async_trait::async_trait]
+impl RateLimiter for RedisLimiter {
+    async fn hit(&self, bucket: &str, limit: u32, window_ms: i64) -> Decision {
+        match self.hit_redis(bucket, limit, window_ms).await {
+            Some(decision) => decision,
+            None => self.fallback.hit_now(bucket, limit, window_ms),
+        }
+    }
+
+    async fn shared_store_healthy(&self) -> Option<bool> {
+        let Some(mut conn) = self.connection().await else {
+            return Some(false);
+        };
+        let pong: redis::RedisResult<String> = tokio::time::timeout(
+            REDIS_TIMEOUT,
+            redis::cmd("PING").query_async(&mut conn),
+        )
+        .await
+        .unwrap_or_else(|_| Err(redis::RedisError::from((redis::ErrorKind::Io, "timeout"))));
+        let ok = pong.is_ok();
+        if ok { self.mark_healthy() } else { self.mark_degraded("PING failed") }
+        Some(ok)
+    }
+}
+
+/// Where the request's counting decision is left for the response headers.
+#[derive(Clone, Default)]
+pub struct DecisionSlot(Arc<OnceLock<Decision>>);
+
+impl DecisionSlot {
+    pub fn record(&self, decision: Decision) {
+        let _ = self.0.set(decision);
+    }
+    pub fn get(&self) -> Option<Decision> {
+        self.0.get().copied()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::clock::ManualClock;
+    use proptest::prelude::*;
+
+    fn limiter() -> (Arc<ManualClock>, MemoryLimiter) {
+        let clock = Arc::new(ManualClock::new(1_000_000));
+        (clock.clone(), MemoryLimiter::new(clock))
+    }
+
+    #[test]
+    fn admits_the_limit_then_refuses_until_the_oldest_leaves() {
+        let (clock, rl) = limiter();
+        for i in 0..3 {
+            let d = rl.hit_now("b", 3, 60_000);
+            assert!(d.allowed);
+            assert_eq!(d.remaining, 2 - i);
+            clock.advance(10);
+        }
+        let refused = rl.hit_now("b", 3, 60_000);
+        assert!(!refused.allowed);
+        assert_eq!(refused.reset_at_ms, 1_000_000 + 60_000);
+        assert_eq!(refused.retry_after_secs(), 60);
+        clock.set(1_000_000 + 60_000);
+        assert!(rl.hit_now("b", 3, 60_000).allowed);
+        assert!(!rl.hit_now("b", 3, 60_000).allowed);
+        assert!(rl.hit_now("other", 3, 60_000).allowed);
+    }
+
+    proptest! {
+        /// No half-open span of one window ever contains more admitted requests than the limit.
+        #[test]
+        fn no_window_admits_more_than_the_limit(
+            gaps in proptest::collection::vec(0i64..5_000, 1..400),
+            limit in 1u32..20,
+        ) {
+            let (clock, rl) = limiter();
+            let window = 10_000;
+            let mut admitted = Vec::new();
+            for gap in gaps {
+                clock.advance(gap);
+                if rl.hit_now("k", limit, window).allowed {
+                    admitted.push(clock.now_ms());
+                }
+            }
+            for (i, start) in admitted.iter().enumerate() {
+                let in_window = admitted[i..].iter().take_while(|&&t| t < start + window).count();
+                prop_assert!(in_window <= limit as usize);
+            }
+        }
+    }
+}

@@ -1,0 +1,66 @@
+//! The application state: one cheap-to-clone value holding everything a handler needs.
+
+use std::ops::Deref;
+use std::sync::Arc;
+
+use crate::auth::jwt::JwtKeys;
+use crate::auth::password::PasswordHasherPool;
+use crate::clock::{SharedClock, SystemClock};
+use crate::config::Config;
+use crate::ratelimit::{MemoryLimiter, RateLimiter, RedisLimiter, Scope};
+use crate::store::{SqlStore, Store};
+
+#[derive(Clone)]
+pub struct AppState(pub Arc<App>);
+
+pub struct App {
+    pub config: Config,
+    pub store: Arc<dyn Store>,
+    pub limiter: Arc<dyn RateLimiter>,
+    pub clock: SharedClock,
+    pub jwt: JwtKeys,
+    pub passwords: PasswordHasherPool,
+    pub started_at_ms: i64,
+}
+
+impl Deref for AppState {
+    type Target = App;
+    fn deref(&self) -> &App {
+        &self.0
+    }
+}
+
+impl AppState {
+    /// Connects to the database (applying migrations) and the rate-limit store.
+    pub async fn build(config: Config, clock: Option<SharedClock>) -> anyhow::Result<Self> {
+        let clock = clock.unwrap_or_else(|| Arc::new(SystemClock));
+        let store = SqlStore::connect(&config.database_url.0).await?;
+        store.migrate().await?;
+        let limiter: Arc<dyn RateLimiter> = match &config.redis_url {
+            Some(url) => Arc::new(RedisLimiter::new(&url.0, &config.redis_key_prefix, clock.clone())?),
+            None => Arc::new(MemoryLimiter::new(clock.clone())),
+        };
+        let jwt = JwtKeys::new(&config.jwt_secret.0, config.jwt_ttl.as_secs() as i64);
+        Ok(Self(Arc::new(App {
+            started_at_ms: clock.now_ms(),
+            store: Arc::new(store),
+            limiter,
+            jwt,
+            passwords: PasswordHasherPool::default(),
+            clock,
+            config,
+        })))
+    }
+
+    pub fn now(&self) -> i64 {
+        self.clock.now_ms()
+    }
+
+    pub fn limit_for(&self, scope: Scope) -> u32 {
+        match scope {
+            Scope::Api => self.config.rate_limit_per_minute,
+            Scope::Ingest => self.config.ingest_rate_limit_per_minute,
+            Scope::Auth => self.config.auth_rate_limit_per_minute,
+        }
+    }
+}

@@ -1,0 +1,156 @@
+//! Storage: one sqlx `Any` implementation (`SqlStore`) over SQLite or PostgreSQL, behind the
+//! `Store` trait. Each domain declares the queries it needs as its own trait next to its
+//! routes (`organization::store::OrganizationStore`, ...); `Store` is all of them.
+//!
+//! Portable schema: TEXT ids, BIGINT millisecond timestamps, BIGINT 0/1 flags, TEXT JSON,
+//! `$n` placeholders. Writes that must be atomic run in `begin_write()`, which is
+//! `BEGIN IMMEDIATE` on SQLite so a transaction never has to upgrade its lock mid-way.
+
+use std::str::FromStr;
+use std::time::Duration;
+
+use anyhow::Context;
+use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
+use sqlx::{Any, AnyPool, Executor, Transaction};
+
+use crate::audit::AuditStore;
+use crate::auth::store::AuthStore;
+use crate::organization::store::OrganizationStore;
+
+pub type Tx = Transaction<'static, Any>;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// A unique constraint refused the write; carries the database's description of it.
+    #[error("unique constraint violated: {0}")]
+    Conflict(String),
+    #[error("database error: {0}")]
+    Db(sqlx::Error),
+    #[error("corrupt stored value: {0}")]
+    Corrupt(String),
+}
+
+impl From<sqlx::Error> for StoreError {
+    fn from(e: sqlx::Error) -> Self {
+        match &e {
+            sqlx::Error::Database(db) if db.is_unique_violation() => {
+                Self::Conflict(db.constraint().map_or_else(|| db.message().to_string(), str::to_string))
+            }
+            _ => Self::Db(e),
+        }
+    }
+}
+
+impl StoreError {
+    /// True when the violated constraint mentions `needle` (a column or constraint name).
+    pub fn is_conflict_on(&self, needle: &str) -> bool {
+        matches!(self, Self::Conflict(what) if what.contains(needle))
+    }
+}
+
+pub type StoreResult<T> = Result<T, StoreError>;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+/// Everything the service needs from its database.
+pub trait Store: HealthStore + AuthStore + OrganizationStore + AuditStore {}
+impl<T: HealthStore + AuthStore + OrganizationStore + AuditStore> Store for T {}
+
+#[async_trait::async_trait]
+pub trait HealthStore: Send + Sync + 'static {
+    async fn ping(&self) -> StoreResult<()>;
+    async fn close(&self);
+}
+
+#[derive(Clone)]
+pub struct SqlStore {
+    pool: AnyPool,
+    backend: Backend,
+}
+
+impl SqlStore {
+    /// Connects to `sqlite://...` or `postgres://...`.
+    pub async fn connect(url: &str) -> anyhow::Result<Self> {
+        sqlx::any::install_default_drivers();
+        let backend = if url.starts_with("sqlite:") {
+            Backend::Sqlite
+        } else if url.starts_with("postgres:") || url.starts_with("postgresql:") {
+            Backend::Postgres
+        } else {
+            anyhow::bail!("DATABASE_URL must start with sqlite:// or postgres://");
+        };
+        let options = AnyConnectOptions::from_str(url).context("invalid DATABASE_URL")?;
+        let max_connections = match backend {
+            // One writer at a time anyway; a few readers run beside it in WAL mode.
+            Backend::Sqlite => 8,
+            Backend::Postgres => 16,
+        };
+        let pool = AnyPoolOptions::new()
+            .max_connections(max_connections)
+            .min_connections(1)
+            .acquire_timeout(Duration::from_secs(10))
+            .after_connect(move |conn, _meta| {
+                Box::pin(async move {
+                    if backend == Backend::Sqlite {
+                        conn.execute("PRAGMA journal_mode = WAL").await?;
+                        conn.execute("PRAGMA synchronous = NORMAL").await?;
+                        conn.execute("PRAGMA busy_timeout = 10000").await?;
+                        conn.execute("PRAGMA foreign_keys = ON").await?;
+                    }
+                    Ok(())
+                })
+            })
+            .connect_with(options)
+            .await
+            .context("cannot connect to the database")?;
+        Ok(Self { pool, backend })
+    }
+
+    pub async fn migrate(&self) -> anyhow::Result<()> {
+        let migrator = match self.backend {
+            Backend::Sqlite => sqlx::migrate!("src/store/migrations/sqlite"),
+            Backend::Postgres => sqlx::migrate!("src/store/migrations/postgres"),
+        };
+        migrator
+            .run(&self.pool)
+            .await
+            .context("database migration failed")
+    }
+
+    pub fn pool(&self) -> &AnyPool {
+        &self.pool
+    }
+
+    pub fn backend(&self) -> Backend {
+        self.backend
+    }
+
+    /// Starts a transaction that will write: `BEGIN IMMEDIATE` on SQLite.
+    pub async fn begin_write(&self) -> StoreResult<Tx> {
+        Ok(match self.backend {
+            Backend::Sqlite => self.pool.begin_with("BEGIN IMMEDIATE").await?,
+            Backend::Postgres => self.pool.begin().await?,
+        })
+    }
+}
+
+#[async_trait::async_trait]
+impl HealthStore for SqlStore {
+    async fn ping(&self) -> StoreResult<()> {
+        sqlx::query("SELECT 1").execute(&self.pool).await?;
+        Ok(())
+    }
+
+    async fn close(&self) {
+        self.pool.close().await;
+    }
+}
+
+/// Converts a stored 0/1 flag.
+pub fn flag(v: i64) -> bool {
+    v != 0
+}
