@@ -308,7 +308,7 @@ impl DecisionSlot {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::clock::ManualClock;
+    use crate::clock::{Clock, ManualClock};
     use proptest::prelude::*;
 
     fn limiter() -> (Arc<ManualClock>, MemoryLimiter) {

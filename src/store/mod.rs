@@ -129,6 +129,22 @@ impl SqlStore {
         self.backend
     }
 
+    /// Serializes writers of one organization for the rest of `tx`: on PostgreSQL a row lock
+    /// on the organization (limit checks then count a stable set); on SQLite the
+    /// `BEGIN IMMEDIATE` of `begin_write` already holds the database's write lock.
+    /// Returns false when the organization does not exist.
+    pub async fn lock_organization(&self, tx: &mut Tx, organization_id: &str) -> StoreResult<bool> {
+        let sql = match self.backend {
+            Backend::Sqlite => "SELECT id FROM organizations WHERE id = $1",
+            Backend::Postgres => "SELECT id FROM organizations WHERE id = $1 FOR UPDATE",
+        };
+        let found: Option<String> = sqlx::query_scalar(sql)
+            .bind(organization_id)
+            .fetch_optional(&mut **tx)
+            .await?;
+        Ok(found.is_some())
+    }
+
     /// Starts a transaction that will write: `BEGIN IMMEDIATE` on SQLite.
     pub async fn begin_write(&self) -> StoreResult<Tx> {
         Ok(match self.backend {

@@ -1,0 +1,10 @@
+//! Black-box HTTP tests: one binary, a real server per test, on SQLite and (with
+//! `TEST_DATABASE_URL`) PostgreSQL.
+
+mod helpers;
+
+mod auth;
+mod cli;
+mod hygiene;
+mod organization;
+mod ratelimit;
