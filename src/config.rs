@@ -26,7 +26,10 @@ impl StoreArgs {
     pub fn database_url(&self) -> String {
         match &self.database_url {
             Some(url) => url.clone(),
-            None => format!("sqlite://{}?mode=rwc", self.data_dir.join("orgd.db").display()),
+            None => format!(
+                "sqlite://{}?mode=rwc",
+                self.data_dir.join("orgd.db").display()
+            ),
         }
     }
 }
@@ -52,7 +55,11 @@ pub struct ServeArgs {
     pub environment: Environment,
     #[arg(long, env = "ORGD_RATE_LIMIT_PER_MINUTE", default_value_t = 100)]
     pub rate_limit_per_minute: u32,
-    #[arg(long, env = "ORGD_INGEST_RATE_LIMIT_PER_MINUTE", default_value_t = 1000)]
+    #[arg(
+        long,
+        env = "ORGD_INGEST_RATE_LIMIT_PER_MINUTE",
+        default_value_t = 1000
+    )]
     pub ingest_rate_limit_per_minute: u32,
     #[arg(long, env = "ORGD_AUTH_RATE_LIMIT_PER_MINUTE", default_value_t = 10)]
     pub auth_rate_limit_per_minute: u32,
@@ -71,6 +78,16 @@ pub struct ServeArgs {
     /// Comma-separated CIDRs whose `X-Forwarded-For` is believed.
     #[arg(long, env = "ORGD_TRUSTED_PROXIES", default_value = "")]
     pub trusted_proxies: String,
+    /// Largest single report file accepted, in bytes.
+    #[arg(
+        long,
+        env = "ORGD_MAX_REPORT_FILE_BYTES",
+        default_value_t = 104_857_600
+    )]
+    pub max_report_file_bytes: u64,
+    /// Enables the operator API (`/api/admin/...`), authenticated by this bearer token.
+    #[arg(long, env = "ORGD_ADMIN_TOKEN", hide_env_values = true)]
+    pub admin_token: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -112,9 +129,13 @@ pub struct Config {
     pub cors_origins: Vec<HeaderValue>,
     pub jwt_ttl: Duration,
     pub trusted_proxies: Vec<IpNet>,
+    pub max_report_file_bytes: u64,
+    /// `None`: the operator API does not exist.
+    pub admin_token: Option<Secret<String>>,
 }
 
 const MIN_JWT_SECRET_BYTES: usize = 32;
+const MIN_ADMIN_TOKEN_BYTES: usize = 32;
 
 impl Config {
     /// Resolves flags into a configuration, loading or generating secrets where allowed.
@@ -144,6 +165,13 @@ impl Config {
         if jwt_secret.len() < MIN_JWT_SECRET_BYTES {
             bail!("JWT_SECRET must be at least {MIN_JWT_SECRET_BYTES} bytes long");
         }
+        let admin_token = args.admin_token.clone().filter(|t| !t.is_empty());
+        if admin_token
+            .as_ref()
+            .is_some_and(|t| t.len() < MIN_ADMIN_TOKEN_BYTES)
+        {
+            bail!("ORGD_ADMIN_TOKEN must be at least {MIN_ADMIN_TOKEN_BYTES} bytes long");
+        }
         let encryption_key = match &args.encryption_key {
             Some(s) => s.clone(),
             None if may_generate => load_or_generate(&args.store.data_dir, "encryption_key")?,
@@ -157,7 +185,10 @@ impl Config {
             jwt_secret: Secret(jwt_secret.into_bytes()),
             encryption_key: Secret(parse_encryption_key(&encryption_key)?),
             environment: args.environment,
-            rate_limit_per_minute: positive(args.rate_limit_per_minute, "ORGD_RATE_LIMIT_PER_MINUTE")?,
+            rate_limit_per_minute: positive(
+                args.rate_limit_per_minute,
+                "ORGD_RATE_LIMIT_PER_MINUTE",
+            )?,
             ingest_rate_limit_per_minute: positive(
                 args.ingest_rate_limit_per_minute,
                 "ORGD_INGEST_RATE_LIMIT_PER_MINUTE",
@@ -169,6 +200,8 @@ impl Config {
             cors_origins: parse_origins(&args.cors_origins)?,
             jwt_ttl: args.jwt_ttl,
             trusted_proxies: parse_cidrs(&args.trusted_proxies)?,
+            max_report_file_bytes: args.max_report_file_bytes,
+            admin_token: admin_token.map(Secret),
         })
     }
 
@@ -191,12 +224,19 @@ impl Config {
                 .unwrap_or_default(),
             jwt_ttl: Duration::from_secs(24 * 3600),
             trusted_proxies: Vec::new(),
+            max_report_file_bytes: 104_857_600,
+            admin_token: None,
         }
     }
 
     pub fn reports_dir(&self) -> PathBuf {
-        self.data_dir.join("reports")
+        reports_dir(&self.data_dir)
     }
+}
+
+/// Where report files live: `<data-dir>/reports/<organizationId>/<taskId>/<path>`.
+pub fn reports_dir(data_dir: &Path) -> PathBuf {
+    data_dir.join("reports")
 }
 
 fn positive(value: u32, name: &str) -> anyhow::Result<u32> {
@@ -300,7 +340,10 @@ mod tests {
 
     #[test]
     fn cidrs_and_keys() {
-        assert_eq!(parse_cidrs("10.0.0.0/8, 127.0.0.1").map(|v| v.len()).ok(), Some(2));
+        assert_eq!(
+            parse_cidrs("10.0.0.0/8, 127.0.0.1").map(|v| v.len()).ok(),
+            Some(2)
+        );
         assert!(parse_cidrs("nonsense").is_err());
         assert!(parse_encryption_key(&"ab".repeat(32)).is_ok());
         assert!(parse_encryption_key("abcd").is_err());

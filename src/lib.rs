@@ -5,9 +5,11 @@ pub mod auth;
 pub mod clock;
 pub mod config;
 pub mod error;
+pub mod executions;
 pub mod health;
 pub mod http;
 pub mod id;
+pub mod operator;
 pub mod organization;
 pub mod ratelimit;
 pub mod state;
@@ -30,16 +32,25 @@ pub const MAX_JSON_BODY_BYTES: usize = 1024 * 1024;
 
 /// Every route of the service, with the layers every response goes through.
 pub fn router(state: AppState) -> Router {
-    Router::new()
+    let mut routes = Router::new()
         .route("/health", get(health::health))
         .merge(auth::router())
         .merge(organization::router())
         .merge(audit::router())
+        .merge(executions::router());
+    // Without ORGD_ADMIN_TOKEN the operator API does not exist: 404 like any unknown route.
+    if state.config.admin_token.is_some() {
+        routes = routes.merge(operator::http::router());
+    }
+    routes
         .fallback(http::route_not_found)
         .method_not_allowed_fallback(http::method_not_allowed)
         .layer(DefaultBodyLimit::max(MAX_JSON_BODY_BYTES))
         .layer(CatchPanicLayer::custom(http::panic_response))
-        .layer(axum::middleware::from_fn_with_state(state.clone(), http::common_layer))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            http::common_layer,
+        ))
         .layer(http::cors_layer(&state))
         .with_state(state)
 }
@@ -55,7 +66,9 @@ pub async fn serve(
     let app = router(state.clone()).into_make_service_with_connect_info::<SocketAddr>();
     println!("orgd listening on http://{addr}");
     tracing::info!(%addr, "listening");
-    axum::serve(listener, app).with_graceful_shutdown(shutdown).await?;
+    axum::serve(listener, app)
+        .with_graceful_shutdown(shutdown)
+        .await?;
     state.store.close().await;
     tracing::info!("stopped");
     Ok(())

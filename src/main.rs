@@ -1,13 +1,20 @@
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
+use orgd::clock::{Clock, SystemClock};
 use orgd::config::{LogFormat, ServeArgs, StoreArgs};
+use orgd::executions::storage::LocalReportStorage;
+use orgd::operator::cli;
 use orgd::store::SqlStore;
 use orgd::{AppState, Config};
 use tracing_subscriber::EnvFilter;
 
 #[derive(Parser)]
-#[command(name = "orgd", version, about = "The organization service: plans, limits, usage, members, audit")]
+#[command(
+    name = "orgd",
+    version,
+    about = "The organization service: plans, limits, usage, members, audit"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -19,11 +26,97 @@ enum Command {
     Serve(ServeArgs),
     /// Apply database migrations and exit.
     Migrate(StoreArgs),
+    /// Inspect organizations; change their plan and limits.
+    #[command(subcommand)]
+    Org(OrgCommand),
+    /// Usage counters.
+    #[command(subcommand)]
+    Usage(UsageCommand),
+}
+
+#[derive(Subcommand)]
+enum OrgCommand {
+    /// Every organization with its plan, this month's usage and its limit overrides.
+    List(StoreArgs),
+    /// Move an organization to another plan (its overrides are kept unless --reset-overrides).
+    SetPlan {
+        /// Organization id or slug.
+        org: String,
+        /// free, team or enterprise.
+        plan: String,
+        #[arg(long)]
+        reset_overrides: bool,
+        #[command(flatten)]
+        store: StoreArgs,
+    },
+    /// Override one limit: a number, `unlimited`, or `default` (the plan's value).
+    SetLimit {
+        /// Organization id or slug.
+        org: String,
+        /// maxTestRuns, maxUsers, maxStorageBytes (bytes), maxProjects or maxConcurrentRuns.
+        limit: String,
+        #[arg(allow_negative_numbers = true)]
+        value: String,
+        #[command(flatten)]
+        store: StoreArgs,
+    },
+}
+
+#[derive(Subcommand)]
+enum UsageCommand {
+    /// Recompute test-run counters from the executions and storage from the files on disk,
+    /// fix any drift and print it.
+    Reconcile {
+        /// Organization id or slug (default: every organization).
+        org: Option<String>,
+        #[command(flatten)]
+        store: StoreArgs,
+    },
+}
+
+/// Connects to the database of `args` (creating the SQLite directory) and migrates it.
+async fn open_store(args: &StoreArgs) -> anyhow::Result<SqlStore> {
+    if args.database_url.is_none() {
+        std::fs::create_dir_all(&args.data_dir)?;
+    }
+    let store = SqlStore::connect(&args.database_url()).await?;
+    store.migrate().await?;
+    Ok(store)
+}
+
+async fn run_org(command: OrgCommand) -> anyhow::Result<String> {
+    let now = SystemClock.now_ms();
+    match command {
+        OrgCommand::List(args) => cli::org_list(&open_store(&args).await?, now).await,
+        OrgCommand::SetPlan {
+            org,
+            plan,
+            reset_overrides,
+            store,
+        } => {
+            cli::set_plan(
+                &open_store(&store).await?,
+                &org,
+                &plan,
+                reset_overrides,
+                now,
+            )
+            .await
+        }
+        OrgCommand::SetLimit {
+            org,
+            limit,
+            value,
+            store,
+        } => cli::set_limit(&open_store(&store).await?, &org, &limit, &value, now).await,
+    }
 }
 
 fn init_logging(format: LogFormat) {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
     match format {
         LogFormat::Json => builder.json().with_current_span(true).init(),
         LogFormat::Pretty => builder.init(),
@@ -66,12 +159,22 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Migrate(args) => {
             init_logging(LogFormat::Pretty);
-            if args.database_url.is_none() {
-                std::fs::create_dir_all(&args.data_dir)?;
-            }
-            let store = SqlStore::connect(&args.database_url()).await?;
-            store.migrate().await?;
+            open_store(&args).await?;
             println!("migrations applied");
+            Ok(())
+        }
+        Command::Org(command) => {
+            print!("{}", run_org(command).await?);
+            Ok(())
+        }
+        Command::Usage(UsageCommand::Reconcile { org, store: args }) => {
+            let store = open_store(&args).await?;
+            let reports = LocalReportStorage::new(orgd::config::reports_dir(&args.data_dir));
+            print!(
+                "{}",
+                cli::usage_reconcile(&store, &reports, org.as_deref(), SystemClock.now_ms())
+                    .await?
+            );
             Ok(())
         }
     }

@@ -7,6 +7,7 @@ use crate::auth::jwt::JwtKeys;
 use crate::auth::password::PasswordHasherPool;
 use crate::clock::{SharedClock, SystemClock};
 use crate::config::Config;
+use crate::executions::storage::{LocalReportStorage, ReportStorage};
 use crate::ratelimit::{MemoryLimiter, RateLimiter, RedisLimiter, Scope};
 use crate::store::{SqlStore, Store};
 
@@ -20,6 +21,8 @@ pub struct App {
     pub clock: SharedClock,
     pub jwt: JwtKeys,
     pub passwords: PasswordHasherPool,
+    /// Where report files are kept.
+    pub reports: Arc<dyn ReportStorage>,
     pub started_at_ms: i64,
 }
 
@@ -37,7 +40,11 @@ impl AppState {
         let store = SqlStore::connect(&config.database_url.0).await?;
         store.migrate().await?;
         let limiter: Arc<dyn RateLimiter> = match &config.redis_url {
-            Some(url) => Arc::new(RedisLimiter::new(&url.0, &config.redis_key_prefix, clock.clone())?),
+            Some(url) => Arc::new(RedisLimiter::new(
+                &url.0,
+                &config.redis_key_prefix,
+                clock.clone(),
+            )?),
             None => Arc::new(MemoryLimiter::new(clock.clone())),
         };
         let jwt = JwtKeys::new(&config.jwt_secret.0, config.jwt_ttl.as_secs() as i64);
@@ -47,6 +54,7 @@ impl AppState {
             limiter,
             jwt,
             passwords: PasswordHasherPool::default(),
+            reports: Arc::new(LocalReportStorage::new(config.reports_dir())),
             clock,
             config,
         })))

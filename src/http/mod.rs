@@ -8,7 +8,8 @@ pub mod client_ip;
 use std::any::Any;
 use std::time::Instant;
 
-use axum::extract::{MatchedPath, Request, State};
+use axum::extract::{FromRequestParts, MatchedPath, Path, Request, State};
+use axum::http::request::Parts;
 use axum::http::{HeaderName, HeaderValue, Method, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
@@ -40,7 +41,9 @@ fn incoming_request_id(req: &Request) -> Option<String> {
     let value = req.headers().get(&REQUEST_ID_HEADER)?.to_str().ok()?;
     let sane = !value.is_empty()
         && value.len() <= 64
-        && value.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+        && value
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
     sane.then(|| value.to_string())
 }
 
@@ -67,7 +70,10 @@ pub async fn common_layer(State(app): State<AppState>, mut req: Request, next: N
     if let Ok(value) = HeaderValue::from_str(&request_id) {
         headers.insert(REQUEST_ID_HEADER, value);
     }
-    headers.insert(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
+    headers.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
     headers.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
     headers.insert(
         header::REFERRER_POLICY,
@@ -116,6 +122,25 @@ pub fn cors_layer(app: &AppState) -> CorsLayer {
         .max_age(std::time::Duration::from_secs(600))
 }
 
+/// Path parameters; a value that does not decode (bad UTF-8, wrong type) answers 404 like a
+/// resource that does not exist.
+pub struct PathParams<T>(pub T);
+
+impl<T, S> FromRequestParts<S> for PathParams<T>
+where
+    T: serde::de::DeserializeOwned + Send,
+    S: Send + Sync,
+{
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
+        Path::<T>::from_request_parts(parts, state)
+            .await
+            .map(|Path(value)| Self(value))
+            .map_err(|_| ApiError::RouteNotFound)
+    }
+}
+
 pub async fn route_not_found() -> ApiError {
     ApiError::RouteNotFound
 }
@@ -131,6 +156,9 @@ pub fn panic_response(payload: Box<dyn Any + Send + 'static>) -> Response {
         .map(|s| s.to_string())
         .or_else(|| payload.downcast_ref::<String>().cloned())
         .unwrap_or_else(|| "unknown panic".into());
-    ApiError::internal("Internal error", anyhow::anyhow!("handler panicked: {detail}"))
-        .into_response()
+    ApiError::internal(
+        "Internal error",
+        anyhow::anyhow!("handler panicked: {detail}"),
+    )
+    .into_response()
 }

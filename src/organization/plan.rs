@@ -76,13 +76,32 @@ pub struct Limits {
     pub max_concurrent_runs: Option<i64>,
 }
 
+impl Limits {
+    /// The limit called `name` (one of `LIMIT_NAMES`).
+    pub fn by_name(&self, name: &str) -> Option<i64> {
+        match name {
+            "maxTestRuns" => self.max_test_runs,
+            "maxUsers" => self.max_users,
+            "maxStorageBytes" => self.max_storage_bytes,
+            "maxProjects" => self.max_projects,
+            "maxConcurrentRuns" => self.max_concurrent_runs,
+            _ => None,
+        }
+    }
+}
+
 /// Per-organization overrides, stored as JSON text: `{"maxTestRuns": 50, "maxUsers": null}`
 /// (a key present with `null` means unlimited; an absent key means the plan's default).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Overrides(pub BTreeMap<String, Option<i64>>);
 
-pub const LIMIT_NAMES: [&str; 5] =
-    ["maxTestRuns", "maxUsers", "maxStorageBytes", "maxProjects", "maxConcurrentRuns"];
+pub const LIMIT_NAMES: [&str; 5] = [
+    "maxTestRuns",
+    "maxUsers",
+    "maxStorageBytes",
+    "maxProjects",
+    "maxConcurrentRuns",
+];
 
 impl Overrides {
     pub fn from_json(text: &str) -> Result<Self, String> {
@@ -92,6 +111,10 @@ impl Overrides {
             return Err(format!("unknown limit override {unknown:?}"));
         }
         Ok(Self(map))
+    }
+
+    pub fn to_json(&self) -> String {
+        serde_json::to_string(&self.0).unwrap_or_else(|_| "{}".into())
     }
 
     pub fn apply(&self, defaults: Limits) -> Limits {
@@ -145,6 +168,9 @@ mod tests {
         assert_eq!(l.max_users, None);
         assert_eq!(l.max_storage_bytes, Some(10_737_418_240));
         assert!(Overrides::from_json(r#"{"maxBananas":1}"#).is_err());
-        assert_eq!(Plan::Enterprise.defaults().max_storage_bytes, Some(1_099_511_627_776));
+        assert_eq!(
+            Plan::Enterprise.defaults().max_storage_bytes,
+            Some(1_099_511_627_776)
+        );
     }
 }

@@ -5,7 +5,7 @@ use sqlx::any::AnyRow;
 
 use super::plan::{Limits, Overrides, Plan};
 use crate::audit::{self, AuditEvent};
-use crate::store::{SqlStore, StoreError, StoreResult, flag};
+use crate::store::{SqlStore, StoreError, StoreResult, Tx, flag};
 
 #[derive(Debug, Clone)]
 pub struct OrganizationRecord {
@@ -26,20 +26,46 @@ impl OrganizationRecord {
         self.overrides.apply(self.plan.defaults())
     }
 
-    fn from_row(row: &AnyRow) -> StoreResult<Self> {
-        let plan: String = row.try_get("plan")?;
-        let overrides: String = row.try_get("limit_overrides")?;
+    pub(crate) fn from_row(row: &AnyRow) -> StoreResult<Self> {
+        let (plan, overrides) = plan_and_overrides(row)?;
         Ok(Self {
             id: row.try_get("id")?,
             name: row.try_get("name")?,
             slug: row.try_get("slug")?,
-            plan: Plan::parse(&plan).ok_or_else(|| StoreError::Corrupt(format!("plan {plan:?}")))?,
-            overrides: Overrides::from_json(&overrides).map_err(StoreError::Corrupt)?,
+            plan,
+            overrides,
             ai_analysis_enabled: flag(row.try_get("ai_analysis_enabled")?),
             storage_used_bytes: row.try_get("storage_used_bytes")?,
             user_count: row.try_get("user_count")?,
             created_at: row.try_get("created_at")?,
             updated_at: row.try_get("updated_at")?,
+        })
+    }
+}
+
+fn plan_and_overrides(row: &AnyRow) -> StoreResult<(Plan, Overrides)> {
+    let plan: String = row.try_get("plan")?;
+    let overrides: String = row.try_get("limit_overrides")?;
+    Ok((
+        Plan::parse(&plan).ok_or_else(|| StoreError::Corrupt(format!("plan {plan:?}")))?,
+        Overrides::from_json(&overrides).map_err(StoreError::Corrupt)?,
+    ))
+}
+
+/// An organization with what it used in one period (`GET /api/organization/usage`).
+#[derive(Debug, Clone)]
+pub struct OrganizationUsage {
+    pub org: OrganizationRecord,
+    pub test_runs: i64,
+    pub pending_invitations: i64,
+}
+
+impl OrganizationUsage {
+    fn from_row(row: &AnyRow) -> StoreResult<Self> {
+        Ok(Self {
+            org: OrganizationRecord::from_row(row)?,
+            test_runs: row.try_get("test_runs")?,
+            pending_invitations: row.try_get("pending_invitations")?,
         })
     }
 }
@@ -63,17 +89,64 @@ pub trait OrganizationStore: Send + Sync + 'static {
         audit: &AuditEvent,
         now: i64,
     ) -> StoreResult<Option<OrganizationRecord>>;
+    /// The organization with its counters for `period` (`YYYY-MM`); invitations count as
+    /// pending until they expire at `now`. Its cost does not depend on executions or files.
+    async fn organization_usage(
+        &self,
+        id: &str,
+        period: &str,
+        now: i64,
+    ) -> StoreResult<Option<OrganizationUsage>>;
+    /// A page of every organization (oldest first) with its usage, and how many there are.
+    async fn organizations_usage_page(
+        &self,
+        period: &str,
+        now: i64,
+        limit: i64,
+        offset: i64,
+    ) -> StoreResult<(Vec<OrganizationUsage>, i64)>;
 }
 
-const ORG_SELECT: &str = "SELECT o.id, o.name, o.slug, o.plan, o.limit_overrides, o.ai_analysis_enabled,
+/// The columns `OrganizationRecord::from_row` reads, from `organizations o`.
+macro_rules! org_columns {
+    () => {
+        "o.id, o.name, o.slug, o.plan, o.limit_overrides, o.ai_analysis_enabled,
         o.storage_used_bytes, o.created_at, o.updated_at,
-        (SELECT COUNT(*) FROM users u WHERE u.organization_id = o.id AND u.status = 'active') AS user_count
-     FROM organizations o WHERE o.id = $1";
+        (SELECT COUNT(*) FROM users u WHERE u.organization_id = o.id AND u.status = 'active') AS user_count"
+    };
+}
+pub(crate) use org_columns;
+
+pub(crate) const ORG_SELECT: &str = concat!(
+    "SELECT ",
+    org_columns!(),
+    " FROM organizations o WHERE o.id = $1"
+);
+
+/// `org_columns!` plus the counters of period `$1` and the invitations pending at `$2`:
+/// lookups by key, never a count over executions or report files.
+macro_rules! usage_select {
+    () => {
+        concat!(
+            "SELECT ",
+            org_columns!(),
+            ",
+            COALESCE((SELECT c.test_runs FROM usage_counters c
+                      WHERE c.organization_id = o.id AND c.period = $1), 0) AS test_runs,
+            (SELECT COUNT(*) FROM invitations i
+             WHERE i.organization_id = o.id AND i.status = 'pending' AND i.expires_at > $2) AS pending_invitations
+            FROM organizations o "
+        )
+    };
+}
 
 #[async_trait::async_trait]
 impl OrganizationStore for SqlStore {
     async fn organization(&self, id: &str) -> StoreResult<Option<OrganizationRecord>> {
-        let row = sqlx::query(ORG_SELECT).bind(id).fetch_optional(self.pool()).await?;
+        let row = sqlx::query(ORG_SELECT)
+            .bind(id)
+            .fetch_optional(self.pool())
+            .await?;
         row.as_ref().map(OrganizationRecord::from_row).transpose()
     }
 
@@ -104,5 +177,68 @@ impl OrganizationStore for SqlStore {
         let record = OrganizationRecord::from_row(&row)?;
         tx.commit().await?;
         Ok(Some(record))
+    }
+
+    async fn organization_usage(
+        &self,
+        id: &str,
+        period: &str,
+        now: i64,
+    ) -> StoreResult<Option<OrganizationUsage>> {
+        let row = sqlx::query(concat!(usage_select!(), "WHERE o.id = $3"))
+            .bind(period)
+            .bind(now)
+            .bind(id)
+            .fetch_optional(self.pool())
+            .await?;
+        row.as_ref().map(OrganizationUsage::from_row).transpose()
+    }
+
+    async fn organizations_usage_page(
+        &self,
+        period: &str,
+        now: i64,
+        limit: i64,
+        offset: i64,
+    ) -> StoreResult<(Vec<OrganizationUsage>, i64)> {
+        let rows = sqlx::query(concat!(
+            usage_select!(),
+            "ORDER BY o.created_at, o.id LIMIT $3 OFFSET $4"
+        ))
+        .bind(period)
+        .bind(now)
+        .bind(limit)
+        .bind(offset)
+        .fetch_all(self.pool())
+        .await?;
+        let total: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM organizations")
+            .fetch_one(self.pool())
+            .await?;
+        let page = rows
+            .iter()
+            .map(OrganizationUsage::from_row)
+            .collect::<StoreResult<_>>()?;
+        Ok((page, total))
+    }
+}
+
+impl SqlStore {
+    /// Locks the organization for the rest of `tx` (see `lock_organization`) and reads its
+    /// effective limits, so a limit check and the write it guards see one state.
+    /// `None` when the organization does not exist.
+    pub async fn lock_limits(
+        &self,
+        tx: &mut Tx,
+        organization_id: &str,
+    ) -> StoreResult<Option<Limits>> {
+        if !self.lock_organization(tx, organization_id).await? {
+            return Ok(None);
+        }
+        let row = sqlx::query("SELECT plan, limit_overrides FROM organizations WHERE id = $1")
+            .bind(organization_id)
+            .fetch_one(&mut **tx)
+            .await?;
+        let (plan, overrides) = plan_and_overrides(&row)?;
+        Ok(Some(overrides.apply(plan.defaults())))
     }
 }

@@ -5,6 +5,10 @@ mod helpers;
 
 mod auth;
 mod cli;
+mod executions;
 mod hygiene;
+mod operator;
 mod organization;
 mod ratelimit;
+mod reports;
+mod usage;

@@ -1,0 +1,335 @@
+//! Report files of an execution: `PUT`/`GET /api/executions/:taskId/reports/{path}` and
+//! `GET /api/executions/:taskId/reports`.
+//!
+//! An upload reserves its declared size against the storage limit before any byte lands
+//! (one conditional UPDATE), streams the body to a hidden file, then records and publishes
+//! the file in one transaction. Any failure — refused, short body, client gone — releases
+//! the reservation and leaves no file behind.
+
+use std::future::poll_fn;
+use std::pin::Pin;
+use std::sync::Arc;
+
+use axum::body::{Body, HttpBody};
+use axum::extract::{DefaultBodyLimit, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use serde_json::{Map, Value, json};
+
+use super::storage::{PendingUpload, ReportKey, StorageError};
+use super::store::{ReportCommit, Reservation};
+use super::types::{ReportPath, TaskId};
+use super::{execution_not_found, task_in_path};
+use crate::auth::{CurrentUser, Role};
+use crate::error::{ApiError, OrInternal};
+use crate::http::PathParams;
+use crate::state::AppState;
+use crate::store::Store;
+
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/api/executions/{task_id}/reports", get(list))
+        .route(
+            "/api/executions/{task_id}/reports/{*path}",
+            // The upload counts its bytes itself, against ORGD_MAX_REPORT_FILE_BYTES.
+            get(download).put(upload).layer(DefaultBodyLimit::disable()),
+        )
+}
+
+const STORE_FAILED: &str = "Failed to store report";
+
+fn parse_target(task_id: &str, path: &str) -> Result<(TaskId, ReportPath), ApiError> {
+    let task_id = task_in_path(task_id)?;
+    let path = ReportPath::parse(path).map_err(|why| ApiError::invalid("path", why))?;
+    Ok((task_id, path))
+}
+
+fn storage_error(e: StorageError, error: &'static str) -> ApiError {
+    match e {
+        StorageError::Refused(why) => ApiError::invalid("path", why),
+        StorageError::Io(e) => ApiError::internal(error, e),
+    }
+}
+
+/// The declared body size: 411 without `Content-Length`, 413 over the per-file cap.
+fn declared_length(headers: &HeaderMap, max: u64) -> Result<u64, ApiError> {
+    let length = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok())
+        .ok_or_else(|| ApiError::Refused {
+            status: StatusCode::LENGTH_REQUIRED,
+            error: "Length required",
+            message: "Report uploads need a Content-Length header".into(),
+            extra: Map::new(),
+        })?;
+    if length > max {
+        return Err(ApiError::PayloadTooLarge);
+    }
+    Ok(length)
+}
+
+/// Bytes counted against the storage limit for an upload in flight. Released on every path
+/// that does not record the file — also when the request future is dropped because the
+/// client went away.
+struct ReservedBytes {
+    store: Arc<dyn Store>,
+    org_id: String,
+    bytes: i64,
+    armed: bool,
+}
+
+impl ReservedBytes {
+    async fn release(mut self) {
+        self.armed = false;
+        // Spawned: it completes even if this request is dropped meanwhile.
+        let _ = tokio::spawn(release(self.store.clone(), self.org_id.clone(), self.bytes)).await;
+    }
+
+    /// The bytes now belong to a recorded file.
+    fn keep(mut self) {
+        self.armed = false;
+    }
+}
+
+async fn release(store: Arc<dyn Store>, org_id: String, bytes: i64) {
+    if let Err(e) = store.release_report_bytes(&org_id, bytes).await {
+        tracing::error!(error = %e, org_id, bytes, "could not release reserved report bytes");
+    }
+}
+
+impl Drop for ReservedBytes {
+    fn drop(&mut self) {
+        if self.armed
+            && let Ok(runtime) = tokio::runtime::Handle::try_current()
+        {
+            runtime.spawn(release(self.store.clone(), self.org_id.clone(), self.bytes));
+        }
+    }
+}
+
+/// Copies exactly `expected` bytes of `body` into `upload`.
+async fn receive(
+    mut body: Body,
+    upload: &mut dyn PendingUpload,
+    expected: u64,
+) -> Result<(), ApiError> {
+    let interrupted = || {
+        ApiError::bad_request(
+            "Incomplete body",
+            "The upload ended before Content-Length bytes arrived",
+        )
+    };
+    let mut received = 0u64;
+    while let Some(frame) = poll_fn(|cx| Pin::new(&mut body).poll_frame(cx)).await {
+        let Ok(data) = frame.map_err(|_| interrupted())?.into_data() else {
+            continue;
+        };
+        received += data.len() as u64;
+        if received > expected {
+            return Err(ApiError::bad_request(
+                "Invalid body",
+                "The body is longer than its Content-Length",
+            ));
+        }
+        upload
+            .write(&data)
+            .await
+            .map_err(|e| storage_error(e, STORE_FAILED))?;
+    }
+    if received != expected {
+        return Err(interrupted());
+    }
+    Ok(())
+}
+
+async fn upload(
+    State(app): State<AppState>,
+    user: CurrentUser,
+    PathParams((task_id, path)): PathParams<(String, String)>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<(StatusCode, Json<Value>), ApiError> {
+    user.require(Role::WRITERS)?;
+    let (task_id, path) = parse_target(&task_id, &path)?;
+    let size = declared_length(&headers, app.config.max_report_file_bytes)?;
+    let bytes = i64::try_from(size).map_err(|_| ApiError::PayloadTooLarge)?;
+    let org_id = user.org_id();
+    let reservation = app
+        .store
+        .reserve_report_bytes(org_id, task_id.as_str(), path.as_str(), bytes)
+        .await
+        .or_internal(STORE_FAILED)?;
+    match reservation {
+        Reservation::Reserved => {}
+        Reservation::ExecutionNotFound => return Err(execution_not_found()),
+        Reservation::StorageLimit { used, limit } => {
+            return Err(ApiError::Refused {
+                status: StatusCode::FORBIDDEN,
+                error: "Storage limit exceeded",
+                message: format!(
+                    "This file ({bytes} bytes) does not fit in your organization's storage ({used} of {limit} bytes used)"
+                )
+                .into(),
+                extra: Map::from_iter([(
+                    "usage".into(),
+                    json!({"usedBytes": used, "limitBytes": limit, "fileBytes": bytes}),
+                )]),
+            });
+        }
+    }
+    let reserved = ReservedBytes {
+        store: app.store.clone(),
+        org_id: org_id.to_string(),
+        bytes,
+        armed: true,
+    };
+    let key = ReportKey {
+        org_id,
+        task_id: &task_id,
+        path: &path,
+    };
+    let pending = match receive_file(&app, key, body, size).await {
+        Ok(pending) => pending,
+        Err(e) => {
+            reserved.release().await;
+            return Err(e);
+        }
+    };
+    // All bytes are in: recording runs to its end even if the client goes away now.
+    let target = (org_id.to_string(), task_id, path);
+    let stored = tokio::spawn(record_file(app.clone(), target, size, pending, reserved))
+        .await
+        .map_err(|e| ApiError::internal(STORE_FAILED, e))??;
+    let status = if stored.replaced {
+        StatusCode::OK
+    } else {
+        StatusCode::CREATED
+    };
+    Ok((
+        status,
+        Json(json!({"success": true, "data": {"path": stored.path.as_str(), "size": size}})),
+    ))
+}
+
+/// Streams the body into a new, not yet visible file of the storage.
+async fn receive_file(
+    app: &AppState,
+    key: ReportKey<'_>,
+    body: Body,
+    size: u64,
+) -> Result<Box<dyn PendingUpload>, ApiError> {
+    let mut pending = app
+        .reports
+        .put(key)
+        .await
+        .map_err(|e| storage_error(e, STORE_FAILED))?;
+    receive(body, pending.as_mut(), size).await?;
+    Ok(pending)
+}
+
+struct StoredFile {
+    path: ReportPath,
+    replaced: bool,
+}
+
+/// Records and publishes the file in one transaction; the reservation becomes the file's
+/// bytes, or is released when nothing was recorded.
+async fn record_file(
+    app: AppState,
+    (org_id, task_id, path): (String, TaskId, ReportPath),
+    size: u64,
+    pending: Box<dyn PendingUpload>,
+    reserved: ReservedBytes,
+) -> Result<StoredFile, ApiError> {
+    let publish = Box::pin(async move { pending.publish().await.map_err(anyhow::Error::from) });
+    let commit = app
+        .store
+        .commit_report(
+            &org_id,
+            task_id.as_str(),
+            path.as_str(),
+            size as i64,
+            app.now(),
+            publish,
+        )
+        .await;
+    let replaced = match commit {
+        Ok(ReportCommit::Created) => Ok(false),
+        Ok(ReportCommit::Replaced) => Ok(true),
+        Ok(ReportCommit::ExecutionGone) => Err(execution_not_found()),
+        Ok(ReportCommit::PublishFailed(e)) => Err(ApiError::internal(STORE_FAILED, e)),
+        Err(e) => Err(ApiError::internal(STORE_FAILED, e)),
+    };
+    match replaced {
+        Ok(replaced) => {
+            reserved.keep();
+            Ok(StoredFile { path, replaced })
+        }
+        Err(e) => {
+            reserved.release().await;
+            Err(e)
+        }
+    }
+}
+
+async fn download(
+    State(app): State<AppState>,
+    user: CurrentUser,
+    PathParams((task_id, path)): PathParams<(String, String)>,
+) -> Result<Response, ApiError> {
+    const FETCH_FAILED: &str = "Failed to fetch report";
+    let (task_id, path) = parse_target(&task_id, &path)?;
+    if !app
+        .store
+        .execution_exists(user.org_id(), task_id.as_str())
+        .await
+        .or_internal(FETCH_FAILED)?
+    {
+        return Err(execution_not_found());
+    }
+    let key = ReportKey {
+        org_id: user.org_id(),
+        task_id: &task_id,
+        path: &path,
+    };
+    let report = app
+        .reports
+        .get(key)
+        .await
+        .map_err(|e| storage_error(e, FETCH_FAILED))?
+        .ok_or_else(|| ApiError::not_found("Report not found", "No report file at this path"))?;
+    let mut response = report.body.into_response();
+    let headers = response.headers_mut();
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static(path.content_type()),
+    );
+    headers.insert(header::CONTENT_LENGTH, HeaderValue::from(report.size));
+    // An uploaded HTML report must never run script with this API's origin.
+    headers.insert(
+        header::CONTENT_SECURITY_POLICY,
+        HeaderValue::from_static("sandbox"),
+    );
+    Ok(response)
+}
+
+async fn list(
+    State(app): State<AppState>,
+    user: CurrentUser,
+    PathParams(task_id): PathParams<String>,
+) -> Result<Json<Value>, ApiError> {
+    let task_id = task_in_path(&task_id)?;
+    let files = app
+        .store
+        .report_files(user.org_id(), task_id.as_str())
+        .await
+        .or_internal("Failed to fetch reports")?
+        .ok_or_else(execution_not_found)?;
+    let total_bytes: i64 = files.iter().map(|f| f.size).sum();
+    Ok(Json(
+        json!({"success": true, "data": {"files": files, "totalBytes": total_bytes}}),
+    ))
+}
