@@ -39,10 +39,11 @@ async fn signup_creates_a_free_org_and_its_admin(backend: Backend) {
     assert_eq!(org["organization"]["slug"], json!("acme-corp"));
     assert_eq!(org["organization"]["aiAnalysisEnabled"], json!(true));
     // The password is stored as an Argon2id hash, never as sent.
-    let hash: String = sqlx::query_scalar("SELECT password_hash FROM users WHERE email = 'grace@example.com'")
-        .fetch_one(&app.db)
-        .await
-        .unwrap();
+    let hash: String =
+        sqlx::query_scalar("SELECT password_hash FROM users WHERE email = 'grace@example.com'")
+            .fetch_one(&app.db)
+            .await
+            .unwrap();
     assert!(hash.starts_with("$argon2id$") && !hash.contains(PASSWORD));
 
     // The same email again, in any case.
@@ -52,13 +53,17 @@ async fn signup_creates_a_free_org_and_its_admin(backend: Backend) {
     )
     .await;
     assert_error(status, &body, 409, "Email already registered");
-    let orgs: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM organizations").fetch_one(&app.db).await.unwrap();
+    let orgs: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM organizations")
+        .fetch_one(&app.db)
+        .await
+        .unwrap();
     assert_eq!(orgs, 1, "a refused signup leaves no organization behind");
 }
 
 async fn signup_validates_in_order(backend: Backend) {
     let app = TestApp::spawn(backend).await;
-    let ok = json!({"email": "a@b.io", "password": PASSWORD, "name": "Al", "organizationName": "Org"});
+    let ok =
+        json!({"email": "a@b.io", "password": PASSWORD, "name": "Al", "organizationName": "Org"});
     let with = |field: &str, value: Value| {
         let mut body = ok.clone();
         body[field] = value;
@@ -78,9 +83,18 @@ async fn signup_validates_in_order(backend: Backend) {
         (with("email", json!("not-an-email")), "Invalid email format"),
         (with("password", json!("weakpass")), "Weak password"),
         (with("name", json!("   ")), "Invalid name"),
-        (with("organizationName", json!("x")), "Invalid organizationName"),
-        (with("organizationName", json!("y".repeat(101))), "Invalid organizationName"),
-        (with("organizationName", json!(["Org"])), "Invalid organizationName"),
+        (
+            with("organizationName", json!("x")),
+            "Invalid organizationName",
+        ),
+        (
+            with("organizationName", json!("y".repeat(101))),
+            "Invalid organizationName",
+        ),
+        (
+            with("organizationName", json!(["Org"])),
+            "Invalid organizationName",
+        ),
     ];
     for (body, error) in cases {
         let (status, res) = signup(&app, body.clone()).await;
@@ -89,11 +103,16 @@ async fn signup_validates_in_order(backend: Backend) {
     let (_, res) = signup(&app, with("password", json!("weakpass"))).await;
     assert_eq!(
         res["message"],
-        json!("Password must contain at least one uppercase letter (A-Z), Password must contain at least one number (0-9), Password must contain at least one special character (!@#$%^&*(),.?\":{}|<>)")
+        json!(
+            "Password must contain at least one uppercase letter (A-Z), Password must contain at least one number (0-9), Password must contain at least one special character (!@#$%^&*(),.?\":{}|<>)"
+        )
     );
     let (status, res) = call(app.request(Method::POST, "/api/auth/signup")).await;
     assert_error(status, &res, 400, "Missing body");
-    let users: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM users").fetch_one(&app.db).await.unwrap();
+    let users: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM users")
+        .fetch_one(&app.db)
+        .await
+        .unwrap();
     assert_eq!(users, 0);
 }
 
@@ -102,7 +121,11 @@ async fn login_me_logout(backend: Backend) {
     let admin = app.signup("Login Co").await;
     let (status, body) = call(app.get("/api/auth/me", &admin.token)).await;
     assert_eq!(status, 200, "{body}");
-    assert_eq!(body["data"]["lastLoginAt"], Value::Null, "null until the first login");
+    assert_eq!(
+        body["data"]["lastLoginAt"],
+        Value::Null,
+        "null until the first login"
+    );
 
     app.clock.advance(1_000);
     let (status, body) = app.login(&admin.email.to_uppercase(), PASSWORD).await;
@@ -119,7 +142,12 @@ async fn login_me_logout(backend: Backend) {
     assert_eq!(data["email"], json!(admin.email));
     assert_eq!(data["role"], json!("admin"));
     assert_eq!(data["status"], json!("active"));
-    assert_eq!(data["lastLoginAt"], json!(orgd::clock::format_ms(orgd::clock::Clock::now_ms(&*app.clock))));
+    assert_eq!(
+        data["lastLoginAt"],
+        json!(orgd::clock::format_ms(orgd::clock::Clock::now_ms(
+            &*app.clock
+        )))
+    );
     let org = &data["organization"];
     assert_eq!(org["id"], json!(admin.org_id));
     assert_eq!(org["slug"], json!("login-co"));
@@ -136,17 +164,34 @@ async fn login_me_logout(backend: Backend) {
     let (status, body2) = app.login("nobody@example.com", PASSWORD).await;
     assert_error(status, &body2, 401, "Authentication required");
     assert_eq!(body, body2);
-    let (status, body) = call(app.request(Method::POST, "/api/auth/login").json(&json!({"email": admin.email}))).await;
+    let (status, body) = call(
+        app.request(Method::POST, "/api/auth/login")
+            .json(&json!({"email": admin.email})),
+    )
+    .await;
     assert_error(status, &body, 400, "Missing credentials");
 
     // Logout kills that token at once — on every instance — and only that token.
     let other_instance = app.another_instance().await;
-    let (status, body) = call(app.request(Method::POST, "/api/auth/logout").bearer_auth(&token)).await;
-    assert_eq!((status, body), (200, json!({"success": true, "message": "Logged out successfully"})));
+    let (status, body) = call(
+        app.request(Method::POST, "/api/auth/logout")
+            .bearer_auth(&token),
+    )
+    .await;
+    assert_eq!(
+        (status, body),
+        (
+            200,
+            json!({"success": true, "message": "Logged out successfully"})
+        )
+    );
     for instance in [&app, &other_instance] {
         let (status, body) = call(instance.get("/api/organization", &token)).await;
         assert_error(status, &body, 401, "Authentication required");
-        assert!(body["message"].as_str().unwrap().contains("revoked"), "{body}");
+        assert!(
+            body["message"].as_str().unwrap().contains("revoked"),
+            "{body}"
+        );
         let (status, _) = call(instance.get("/api/organization", &admin.token)).await;
         assert_eq!(status, 200);
     }
@@ -154,7 +199,10 @@ async fn login_me_logout(backend: Backend) {
 }
 
 async fn login_lockout_is_per_email_and_ip(backend: Backend) {
-    let app = TestApp::spawn_with(backend, |c| c.trusted_proxies = vec!["127.0.0.1/32".parse().unwrap()]).await;
+    let app = TestApp::spawn_with(backend, |c| {
+        c.trusted_proxies = vec!["127.0.0.1/32".parse().unwrap()]
+    })
+    .await;
     let admin = app.signup("Locked").await;
     let login_from = |ip: &'static str, password: &'static str| {
         app.request(Method::POST, "/api/auth/login")
@@ -169,7 +217,10 @@ async fn login_lockout_is_per_email_and_ip(backend: Backend) {
     let (status, body) = call(login_from("203.0.113.7", PASSWORD)).await;
     assert_error(status, &body, 429, "Account temporarily locked");
     assert_eq!(body["retryAfter"], json!(900));
-    assert!(body["message"].as_str().unwrap().contains("15 minute(s)"), "{body}");
+    assert!(
+        body["message"].as_str().unwrap().contains("15 minute(s)"),
+        "{body}"
+    );
     // Another IP is not locked out.
     let (status, _) = call(login_from("198.51.100.1", PASSWORD)).await;
     assert_eq!(status, 200);
@@ -187,26 +238,48 @@ async fn role_and_membership_come_from_the_store(backend: Backend) {
     let app = TestApp::spawn(backend).await;
     let admin = app.signup("Live Roles").await;
     let second = app.add_member(&admin.org_id, "admin").await;
-    let patch = |token: &str| app.send_json(Method::PATCH, "/api/organization", token, json!({"name": "Renamed"}));
+    let patch = |token: &str| {
+        app.send_json(
+            Method::PATCH,
+            "/api/organization",
+            token,
+            json!({"name": "Renamed"}),
+        )
+    };
     assert_eq!(call(patch(&second.token)).await.0, 200);
 
     // Demoted in the store: the very next request with the same token is a developer's.
-    sqlx::query("UPDATE users SET role = 'developer' WHERE id = $1").bind(&second.user_id).execute(&app.db).await.unwrap();
+    sqlx::query("UPDATE users SET role = 'developer' WHERE id = $1")
+        .bind(&second.user_id)
+        .execute(&app.db)
+        .await
+        .unwrap();
     let (status, body) = call(patch(&second.token)).await;
     assert_error(status, &body, 403, "Forbidden");
     let (_, me) = call(app.get("/api/auth/me", &second.token)).await;
     assert_eq!(me["data"]["role"], json!("developer"));
 
     // Suspended: refused.
-    sqlx::query("UPDATE users SET status = 'suspended' WHERE id = $1").bind(&second.user_id).execute(&app.db).await.unwrap();
+    sqlx::query("UPDATE users SET status = 'suspended' WHERE id = $1")
+        .bind(&second.user_id)
+        .execute(&app.db)
+        .await
+        .unwrap();
     let (status, body) = call(app.get("/api/organization", &second.token)).await;
     assert_error(status, &body, 401, "Authentication required");
 
     // Removed: refused.
-    sqlx::query("DELETE FROM users WHERE id = $1").bind(&second.user_id).execute(&app.db).await.unwrap();
+    sqlx::query("DELETE FROM users WHERE id = $1")
+        .bind(&second.user_id)
+        .execute(&app.db)
+        .await
+        .unwrap();
     let (status, body) = call(app.get("/api/organization", &second.token)).await;
     assert_error(status, &body, 401, "Authentication required");
-    assert_eq!(call(app.get("/api/organization", &admin.token)).await.0, 200);
+    assert_eq!(
+        call(app.get("/api/organization", &admin.token)).await.0,
+        200
+    );
 }
 
 async fn parallel_signups_with_one_name_get_distinct_slugs(backend: Backend) {
@@ -228,7 +301,10 @@ async fn parallel_signups_with_one_name_get_distinct_slugs(backend: Backend) {
     for task in tasks {
         assert_eq!(task.await.unwrap(), 201);
     }
-    let mut slugs: Vec<String> = sqlx::query_scalar("SELECT slug FROM organizations").fetch_all(&app.db).await.unwrap();
+    let mut slugs: Vec<String> = sqlx::query_scalar("SELECT slug FROM organizations")
+        .fetch_all(&app.db)
+        .await
+        .unwrap();
     slugs.sort();
     let mut expected: Vec<String> = std::iter::once("twin-org".to_string())
         .chain((2..=8).map(|n| format!("twin-org-{n}")))

@@ -16,7 +16,10 @@ crate::backend_tests!(
 async fn every_failure_has_the_envelope(backend: Backend) {
     let app = TestApp::spawn(backend).await;
     let admin = app.signup("Hygiene").await;
-    let patch = || app.request(Method::PATCH, "/api/organization").bearer_auth(&admin.token);
+    let patch = || {
+        app.request(Method::PATCH, "/api/organization")
+            .bearer_auth(&admin.token)
+    };
     let json_ct = ("content-type", "application/json");
 
     let (s, b) = call(patch().header(json_ct.0, json_ct.1).body("{\"name\": ")).await;
@@ -25,24 +28,49 @@ async fn every_failure_has_the_envelope(backend: Backend) {
     assert_error(s, &b, 400, "Invalid JSON");
     let (s, b) = call(patch().header(json_ct.0, json_ct.1).body("\"name\"")).await;
     assert_error(s, &b, 400, "Invalid JSON");
-    let (s, b) = call(patch().header(json_ct.0, json_ct.1).body(b"{\"name\":\"\xff\xfe\"}".to_vec())).await;
+    let (s, b) = call(
+        patch()
+            .header(json_ct.0, json_ct.1)
+            .body(b"{\"name\":\"\xff\xfe\"}".to_vec()),
+    )
+    .await;
     assert_error(s, &b, 400, "Invalid JSON");
     let nested = format!("{{\"name\":{}{}}}", "[".repeat(10_000), "]".repeat(10_000));
     let (s, b) = call(patch().header(json_ct.0, json_ct.1).body(nested)).await;
     assert_error(s, &b, 400, "Invalid JSON");
-    let (s, b) = call(patch().header("content-type", "text/plain").body("{\"name\":\"Plain\"}")).await;
+    let (s, b) = call(
+        patch()
+            .header("content-type", "text/plain")
+            .body("{\"name\":\"Plain\"}"),
+    )
+    .await;
     assert_error(s, &b, 415, "Unsupported media type");
-    let (s, b) = call(patch().header("content-type", "application/x-www-form-urlencoded").body("name=x")).await;
+    let (s, b) = call(
+        patch()
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body("name=x"),
+    )
+    .await;
     assert_error(s, &b, 415, "Unsupported media type");
     let huge = format!("{{\"name\":\"{}\"}}", "x".repeat(1024 * 1024 + 10));
     let (s, b) = call(patch().header(json_ct.0, json_ct.1).body(huge)).await;
     assert_error(s, &b, 413, "Payload too large");
     let (s, b) = call(app.request(Method::POST, "/api/auth/login")).await;
     assert_error(s, &b, 400, "Missing body");
-    let (s, b) = call(app.request(Method::POST, "/api/auth/login").header(json_ct.0, json_ct.1).body("")).await;
+    let (s, b) = call(
+        app.request(Method::POST, "/api/auth/login")
+            .header(json_ct.0, json_ct.1)
+            .body(""),
+    )
+    .await;
     assert_error(s, &b, 400, "Missing body");
     // Duplicate keys: the last one wins, like every mainstream JSON parser.
-    let (s, b) = call(patch().header(json_ct.0, json_ct.1).body("{\"name\":\"First\",\"name\":\"Second\"}")).await;
+    let (s, b) = call(
+        patch()
+            .header(json_ct.0, json_ct.1)
+            .body("{\"name\":\"First\",\"name\":\"Second\"}"),
+    )
+    .await;
     assert_eq!(s, 200, "{b}");
     assert_eq!(b["organization"]["name"], json!("Second"));
 
@@ -50,7 +78,11 @@ async fn every_failure_has_the_envelope(backend: Backend) {
     assert_error(s, &b, 404, "Not found");
     let (s, b) = call(app.request(Method::GET, "/")).await;
     assert_error(s, &b, 404, "Not found");
-    let (s, b) = call(app.request(Method::DELETE, "/api/organization").bearer_auth(&admin.token)).await;
+    let (s, b) = call(
+        app.request(Method::DELETE, "/api/organization")
+            .bearer_auth(&admin.token),
+    )
+    .await;
     assert_error(s, &b, 405, "Method not allowed");
     let (s, b) = call(app.request(Method::PUT, "/api/auth/login")).await;
     assert_error(s, &b, 405, "Method not allowed");
@@ -65,9 +97,17 @@ async fn internal_errors_leak_nothing_and_change_nothing(backend: Backend) {
     let app = TestApp::spawn(backend).await;
     let admin = app.signup("Fragile").await;
     // Break the audit table: the change must roll back with its failed audit entry.
-    sqlx::query("DROP TABLE audit_logs").execute(&app.db).await.unwrap();
+    sqlx::query("DROP TABLE audit_logs")
+        .execute(&app.db)
+        .await
+        .unwrap();
     let res = app
-        .send_json(Method::PATCH, "/api/organization", &admin.token, json!({"name": "Never Saved"}))
+        .send_json(
+            Method::PATCH,
+            "/api/organization",
+            &admin.token,
+            json!({"name": "Never Saved"}),
+        )
         .send()
         .await
         .unwrap();
@@ -102,10 +142,18 @@ async fn security_headers_on_every_response(backend: Backend) {
         assert_eq!(h["x-frame-options"], "DENY");
         assert_eq!(h["referrer-policy"], "strict-origin-when-cross-origin");
         assert!(h.contains_key("x-request-id"));
-        assert!(!h.contains_key("strict-transport-security"), "HSTS only in production");
+        assert!(
+            !h.contains_key("strict-transport-security"),
+            "HSTS only in production"
+        );
     }
     // A client's own sane request id is kept.
-    let res = app.request(Method::GET, "/health").header("x-request-id", "ci-run-42").send().await.unwrap();
+    let res = app
+        .request(Method::GET, "/health")
+        .header("x-request-id", "ci-run-42")
+        .send()
+        .await
+        .unwrap();
     assert_eq!(res.headers()["x-request-id"], "ci-run-42");
 }
 
@@ -115,24 +163,46 @@ async fn cors_only_for_configured_origins(backend: Backend) {
         app.request(Method::OPTIONS, "/api/organization")
             .header("origin", origin)
             .header("access-control-request-method", "PATCH")
-            .header("access-control-request-headers", "authorization,content-type,x-api-key,idempotency-key")
+            .header(
+                "access-control-request-headers",
+                "authorization,content-type,x-api-key,idempotency-key",
+            )
     };
     let res = preflight("http://localhost:5173").send().await.unwrap();
     assert!(res.status().is_success());
     let h = res.headers();
     assert_eq!(h["access-control-allow-origin"], "http://localhost:5173");
-    let methods = h["access-control-allow-methods"].to_str().unwrap().to_ascii_uppercase();
+    let methods = h["access-control-allow-methods"]
+        .to_str()
+        .unwrap()
+        .to_ascii_uppercase();
     for m in ["GET", "POST", "PUT", "PATCH", "DELETE"] {
         assert!(methods.contains(m), "{methods}");
     }
-    let allowed = h["access-control-allow-headers"].to_str().unwrap().to_ascii_lowercase();
-    for header in ["authorization", "content-type", "x-api-key", "idempotency-key"] {
+    let allowed = h["access-control-allow-headers"]
+        .to_str()
+        .unwrap()
+        .to_ascii_lowercase();
+    for header in [
+        "authorization",
+        "content-type",
+        "x-api-key",
+        "idempotency-key",
+    ] {
         assert!(allowed.contains(header), "{allowed}");
     }
     let res = preflight("https://evil.example").send().await.unwrap();
     assert!(!res.headers().contains_key("access-control-allow-origin"));
-    let res = app.request(Method::GET, "/health").header("origin", "http://localhost:8080").send().await.unwrap();
-    assert_eq!(res.headers()["access-control-allow-origin"], "http://localhost:8080");
+    let res = app
+        .request(Method::GET, "/health")
+        .header("origin", "http://localhost:8080")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        res.headers()["access-control-allow-origin"],
+        "http://localhost:8080"
+    );
 }
 
 async fn health_reports_the_database(backend: Backend) {
@@ -140,7 +210,10 @@ async fn health_reports_the_database(backend: Backend) {
     let (status, body) = call(app.request(Method::GET, "/health")).await;
     assert_eq!(status, 200);
     assert_eq!(body["status"], json!("ok"));
-    assert_eq!(body["checks"], json!({"database": "ok", "redis": "disabled"}));
+    assert_eq!(
+        body["checks"],
+        json!({"database": "ok", "redis": "disabled"})
+    );
     assert_eq!(body["version"], json!(env!("CARGO_PKG_VERSION")));
     assert!(body["uptimeSeconds"].is_u64());
     // Database gone: 503, so a load balancer takes the instance out.

@@ -26,38 +26,69 @@ async fn organization_bucket_admits_100_then_429_and_rolls(backend: Backend) {
     for i in 0..100 {
         // Spread over 50 s: the window is rolling, not fixed.
         app.clock.advance(500);
-        let path = if i % 2 == 0 { "/api/organization" } else { "/api/auth/me" };
+        let path = if i % 2 == 0 {
+            "/api/organization"
+        } else {
+            "/api/auth/me"
+        };
         let res = app.get(path, &admin.token).send().await.unwrap();
         assert_eq!(res.status().as_u16(), 200, "request {i}");
         assert_eq!(header(&res, "x-ratelimit-limit"), 100);
-        assert_eq!(header(&res, "x-ratelimit-remaining"), 99 - i, "counted once per request");
+        assert_eq!(
+            header(&res, "x-ratelimit-remaining"),
+            99 - i,
+            "counted once per request"
+        );
     }
-    let res = app.get("/api/organization", &admin.token).send().await.unwrap();
+    let res = app
+        .get("/api/organization", &admin.token)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(res.status().as_u16(), 429);
     // The first request (at start + 500 ms) leaves the window at start + 60.5 s.
     let now = start + 50_000;
     let expected_wait = (start + 500 + 60_000 - now + 999) / 1000;
     assert_eq!(header(&res, "retry-after"), expected_wait);
     assert_eq!(header(&res, "x-ratelimit-remaining"), 0);
-    assert_eq!(header(&res, "x-ratelimit-reset"), (start + 500 + 60_000 + 999) / 1000);
+    assert_eq!(
+        header(&res, "x-ratelimit-reset"),
+        (start + 500 + 60_000 + 999) / 1000
+    );
     let (status, body) = crate::helpers::read(res).await;
     assert_error(status, &body, 429, "Too Many Requests");
-    assert_eq!(body["message"], json!("API rate limit exceeded. Please try again in a moment."));
+    assert_eq!(
+        body["message"],
+        json!("API rate limit exceeded. Please try again in a moment.")
+    );
     assert_eq!(body["retryAfter"], json!(expected_wait));
     assert_eq!(body["limit"], json!(100));
     assert_eq!(body["window"], json!(60000));
 
     // Another organization has its own bucket.
     let other = app.signup("Unlimited Neighbour").await;
-    assert_eq!(call(app.get("/api/organization", &other.token)).await.0, 200);
+    assert_eq!(
+        call(app.get("/api/organization", &other.token)).await.0,
+        200
+    );
 
     // Exactly when the oldest request leaves the window, one more is admitted — not two.
     app.clock.set(start + 500 + 60_000);
-    assert_eq!(call(app.get("/api/organization", &admin.token)).await.0, 200);
-    assert_eq!(call(app.get("/api/organization", &admin.token)).await.0, 429);
+    assert_eq!(
+        call(app.get("/api/organization", &admin.token)).await.0,
+        200
+    );
+    assert_eq!(
+        call(app.get("/api/organization", &admin.token)).await.0,
+        429
+    );
     // A whole window later everything is free again.
     app.clock.advance(60_000);
-    let res = app.get("/api/organization", &admin.token).send().await.unwrap();
+    let res = app
+        .get("/api/organization", &admin.token)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(res.status().as_u16(), 200);
     assert_eq!(header(&res, "x-ratelimit-remaining"), 99);
 }
@@ -69,7 +100,11 @@ async fn refused_authentication_is_not_counted(backend: Backend) {
         let (status, _) = call(app.get("/api/organization", "forged")).await;
         assert_eq!(status, 401);
     }
-    let res = app.get("/api/organization", &admin.token).send().await.unwrap();
+    let res = app
+        .get("/api/organization", &admin.token)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(header(&res, "x-ratelimit-remaining"), 2);
 }
 
@@ -92,7 +127,10 @@ async fn auth_endpoints_are_limited_per_ip(backend: Backend) {
     }
     let (status, body) = call(attempt("192.0.2.1")).await;
     assert_error(status, &body, 429, "Too Many Requests");
-    assert_eq!(body["message"], json!("Too many authentication attempts. Please try again in a moment."));
+    assert_eq!(
+        body["message"],
+        json!("Too many authentication attempts. Please try again in a moment.")
+    );
     // Signup shares the bucket.
     let (status, _) = call(
         app.request(Method::POST, "/api/auth/signup")
@@ -165,9 +203,15 @@ async fn redis_outage_degrades_to_memory_limits(backend: Backend) {
     .await;
     let admin = app.signup("No Redis").await;
     for _ in 0..5 {
-        assert_eq!(call(app.get("/api/organization", &admin.token)).await.0, 200);
+        assert_eq!(
+            call(app.get("/api/organization", &admin.token)).await.0,
+            200
+        );
     }
-    assert_eq!(call(app.get("/api/organization", &admin.token)).await.0, 429);
+    assert_eq!(
+        call(app.get("/api/organization", &admin.token)).await.0,
+        429
+    );
     let (status, health) = call(app.request(Method::GET, "/health")).await;
     assert_eq!(status, 200, "a Redis outage does not take the instance out");
     assert_eq!(health["status"], json!("degraded"));
