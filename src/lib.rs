@@ -8,6 +8,7 @@ pub mod error;
 pub mod health;
 pub mod http;
 pub mod id;
+pub mod logging;
 pub mod organization;
 pub mod ratelimit;
 pub mod state;

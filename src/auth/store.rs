@@ -152,23 +152,16 @@ impl AuthStore for SqlStore {
     }
 
     async fn identity(&self, user_id: &str, jti: &str) -> StoreResult<Option<(UserRecord, bool)>> {
-        let sql = format!(
-            "SELECT {USER_COLUMNS},
-                    CASE WHEN EXISTS (SELECT 1 FROM revoked_tokens r WHERE r.jti = $2) THEN 1 ELSE 0 END AS revoked
-             FROM users u WHERE u.id = $1"
-        );
-        let row = sqlx::query(sqlx::AssertSqlSafe(sql))
-            .bind(user_id)
-            .bind(jti)
-            .fetch_optional(self.pool())
-            .await?;
-        row.map(|row| {
-            let user: UserRecord = sqlx::FromRow::from_row(&row)?;
-            let revoked: i64 = row.try_get("revoked")?;
-            Ok((user, revoked != 0))
-        })
-        .transpose()
-        .map_err(|e: sqlx::Error| e.into())
+        let key = (user_id.to_string(), jti.to_string());
+        let loaded_under = match self.identities.get(&key) {
+            Ok(hit) => return Ok(Some(hit)),
+            Err(header) => header,
+        };
+        let found = self.load_identity(user_id, jti).await?;
+        if let Some(identity) = &found {
+            self.identities.put(key, identity.clone(), loaded_under);
+        }
+        Ok(found)
     }
 
     async fn revoke_token(&self, jti: &str, expires_at: i64, now: i64) -> StoreResult<()> {
@@ -248,6 +241,32 @@ impl AuthStore for SqlStore {
             .await?;
         tx.commit().await?;
         Ok(())
+    }
+}
+
+impl SqlStore {
+    async fn load_identity(
+        &self,
+        user_id: &str,
+        jti: &str,
+    ) -> StoreResult<Option<(UserRecord, bool)>> {
+        let sql = format!(
+            "SELECT {USER_COLUMNS},
+                    CASE WHEN EXISTS (SELECT 1 FROM revoked_tokens r WHERE r.jti = $2) THEN 1 ELSE 0 END AS revoked
+             FROM users u WHERE u.id = $1"
+        );
+        let row = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(user_id)
+            .bind(jti)
+            .fetch_optional(self.pool())
+            .await?;
+        row.map(|row| {
+            let user: UserRecord = sqlx::FromRow::from_row(&row)?;
+            let revoked: i64 = row.try_get("revoked")?;
+            Ok((user, revoked != 0))
+        })
+        .transpose()
+        .map_err(|e: sqlx::Error| e.into())
     }
 }
 

@@ -50,7 +50,8 @@ fn incoming_request_id(req: &Request) -> Option<String> {
 /// the rate-limit headers of whichever bucket counted the request.
 pub async fn common_layer(State(app): State<AppState>, mut req: Request, next: Next) -> Response {
     let started = Instant::now();
-    let request_id = incoming_request_id(&req).unwrap_or_else(|| crate::id::random_hex(8));
+    let request_id =
+        incoming_request_id(&req).unwrap_or_else(|| format!("{:016x}", rand::random::<u64>()));
     let slot = DecisionSlot::default();
     req.extensions_mut().insert(slot.clone());
     let method = req.method().clone();

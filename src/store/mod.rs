@@ -13,8 +13,14 @@ use anyhow::Context;
 use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
 use sqlx::{Any, AnyPool, Executor, Transaction};
 
+pub mod cache;
+
+use std::sync::Arc;
+
 use crate::audit::AuditStore;
 use crate::auth::store::AuthStore;
+use crate::auth::store::UserRecord;
+use crate::organization::store::OrganizationRecord;
 use crate::organization::store::OrganizationStore;
 
 pub type Tx = Transaction<'static, Any>;
@@ -71,6 +77,9 @@ pub trait HealthStore: Send + Sync + 'static {
 pub struct SqlStore {
     pool: AnyPool,
     backend: Backend,
+    /// Who a (user id, token id) is and whether the token was revoked.
+    pub(crate) identities: Arc<cache::ReadCache<(String, String), (UserRecord, bool)>>,
+    pub(crate) organizations: Arc<cache::ReadCache<String, OrganizationRecord>>,
 }
 
 impl SqlStore {
@@ -108,7 +117,17 @@ impl SqlStore {
             .connect_with(options)
             .await
             .context("cannot connect to the database")?;
-        Ok(Self { pool, backend })
+        // Only a SQLite file announces every commit cheaply (see cache.rs).
+        let cached_file = match backend {
+            Backend::Sqlite => cache::sqlite_path(url),
+            Backend::Postgres => None,
+        };
+        Ok(Self {
+            pool,
+            backend,
+            identities: Arc::new(cache::ReadCache::new(cached_file.clone())),
+            organizations: Arc::new(cache::ReadCache::new(cached_file)),
+        })
     }
 
     pub async fn migrate(&self) -> anyhow::Result<()> {
