@@ -15,6 +15,7 @@ use sqlx::{Any, AnyPool, Executor, Transaction};
 
 use crate::audit::AuditStore;
 use crate::auth::store::AuthStore;
+use crate::members::store::MemberStore;
 use crate::organization::store::OrganizationStore;
 
 pub type Tx = Transaction<'static, Any>;
@@ -57,8 +58,8 @@ pub enum Backend {
 }
 
 /// Everything the service needs from its database.
-pub trait Store: HealthStore + AuthStore + OrganizationStore + AuditStore {}
-impl<T: HealthStore + AuthStore + OrganizationStore + AuditStore> Store for T {}
+pub trait Store: HealthStore + AuthStore + OrganizationStore + AuditStore + MemberStore {}
+impl<T: HealthStore + AuthStore + OrganizationStore + AuditStore + MemberStore> Store for T {}
 
 #[async_trait::async_trait]
 pub trait HealthStore: Send + Sync + 'static {
