@@ -205,7 +205,7 @@ async fn signup(
         Joining::Invitation(token) => {
             let ip = Some(attempt.ip.0.to_string());
             match app.store.signup_with_invitation(&token.hash(), &user, ip, now).await.or_internal("Signup failed")? {
-                Joined::Joined { user, organization_name, .. } => (user, organization_name),
+                Joined::Joined(membership) => (membership.user, membership.organization_name),
                 refusal => return Err(signup_refused(refusal)),
             }
         }

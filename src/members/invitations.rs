@@ -255,15 +255,15 @@ async fn accept(
         .accept_invitation(&token.hash(), joiner, Some(ip.0.to_string()), app.now())
         .await
         .or_internal("Failed to accept invitation")?;
-    let (invitation, organization_name) = match outcome {
-        Joined::Joined { invitation, organization_name, .. } => (invitation, organization_name),
+    let joined = match outcome {
+        Joined::Joined(membership) => membership,
         refusal => return Err(accept_refused(refusal)),
     };
     Ok(Json(json!({
         "success": true,
-        "message": format!("Successfully joined {organization_name}"),
-        "organization": {"id": invitation.organization_id, "name": organization_name},
-        "role": invitation.role.as_str(),
+        "message": format!("Successfully joined {}", joined.organization_name),
+        "organization": {"id": joined.invitation.organization_id, "name": joined.organization_name},
+        "role": joined.invitation.role.as_str(),
     })))
 }
 

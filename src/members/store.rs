@@ -93,14 +93,19 @@ pub enum Invited {
     SeatsFull(SeatUsage),
 }
 
+/// A user who just joined an organization with an invitation.
+#[derive(Debug)]
+pub struct Membership {
+    pub invitation: InvitationRecord,
+    pub organization_name: String,
+    /// The user as they are now, in the inviting organization.
+    pub user: UserRecord,
+}
+
 /// Result of joining an organization with an invitation (accept, or signup with a token).
 #[derive(Debug)]
 pub enum Joined {
-    Joined {
-        invitation: InvitationRecord,
-        organization_name: String,
-        user: UserRecord,
-    },
+    Joined(Box<Membership>),
     /// No pending invitation with that token (or, at signup, not for this email).
     NotFound,
     Expired,
@@ -573,7 +578,7 @@ impl MemberStore for SqlStore {
             updated_at: now,
             ..user
         };
-        Ok(Joined::Joined { invitation, organization_name, user })
+        Ok(Joined::Joined(Box::new(Membership { invitation, organization_name, user })))
     }
 
     async fn signup_with_invitation(
@@ -633,6 +638,6 @@ impl MemberStore for SqlStore {
             created_at: now,
             updated_at: now,
         };
-        Ok(Joined::Joined { invitation, organization_name, user: record })
+        Ok(Joined::Joined(Box::new(Membership { invitation, organization_name, user: record })))
     }
 }
