@@ -26,7 +26,10 @@ impl StoreArgs {
     pub fn database_url(&self) -> String {
         match &self.database_url {
             Some(url) => url.clone(),
-            None => format!("sqlite://{}?mode=rwc", self.data_dir.join("orgd.db").display()),
+            None => format!(
+                "sqlite://{}?mode=rwc",
+                self.data_dir.join("orgd.db").display()
+            ),
         }
     }
 }
@@ -52,7 +55,11 @@ pub struct ServeArgs {
     pub environment: Environment,
     #[arg(long, env = "ORGD_RATE_LIMIT_PER_MINUTE", default_value_t = 100)]
     pub rate_limit_per_minute: u32,
-    #[arg(long, env = "ORGD_INGEST_RATE_LIMIT_PER_MINUTE", default_value_t = 1000)]
+    #[arg(
+        long,
+        env = "ORGD_INGEST_RATE_LIMIT_PER_MINUTE",
+        default_value_t = 1000
+    )]
     pub ingest_rate_limit_per_minute: u32,
     #[arg(long, env = "ORGD_AUTH_RATE_LIMIT_PER_MINUTE", default_value_t = 10)]
     pub auth_rate_limit_per_minute: u32,
@@ -157,7 +164,10 @@ impl Config {
             jwt_secret: Secret(jwt_secret.into_bytes()),
             encryption_key: Secret(parse_encryption_key(&encryption_key)?),
             environment: args.environment,
-            rate_limit_per_minute: positive(args.rate_limit_per_minute, "ORGD_RATE_LIMIT_PER_MINUTE")?,
+            rate_limit_per_minute: positive(
+                args.rate_limit_per_minute,
+                "ORGD_RATE_LIMIT_PER_MINUTE",
+            )?,
             ingest_rate_limit_per_minute: positive(
                 args.ingest_rate_limit_per_minute,
                 "ORGD_INGEST_RATE_LIMIT_PER_MINUTE",
@@ -300,7 +310,10 @@ mod tests {
 
     #[test]
     fn cidrs_and_keys() {
-        assert_eq!(parse_cidrs("10.0.0.0/8, 127.0.0.1").map(|v| v.len()).ok(), Some(2));
+        assert_eq!(
+            parse_cidrs("10.0.0.0/8, 127.0.0.1").map(|v| v.len()).ok(),
+            Some(2)
+        );
         assert!(parse_cidrs("nonsense").is_err());
         assert!(parse_encryption_key(&"ab".repeat(32)).is_ok());
         assert!(parse_encryption_key("abcd").is_err());

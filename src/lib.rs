@@ -41,7 +41,10 @@ pub fn router(state: AppState) -> Router {
         .method_not_allowed_fallback(http::method_not_allowed)
         .layer(DefaultBodyLimit::max(MAX_JSON_BODY_BYTES))
         .layer(CatchPanicLayer::custom(http::panic_response))
-        .layer(axum::middleware::from_fn_with_state(state.clone(), http::common_layer))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            http::common_layer,
+        ))
         .layer(http::cors_layer(&state))
         .with_state(state)
 }
@@ -57,7 +60,9 @@ pub async fn serve(
     let app = router(state.clone()).into_make_service_with_connect_info::<SocketAddr>();
     println!("orgd listening on http://{addr}");
     tracing::info!(%addr, "listening");
-    axum::serve(listener, app).with_graceful_shutdown(shutdown).await?;
+    axum::serve(listener, app)
+        .with_graceful_shutdown(shutdown)
+        .await?;
     state.store.close().await;
     tracing::info!("stopped");
     Ok(())

@@ -7,7 +7,11 @@ use orgd::{AppState, Config};
 use tracing_subscriber::EnvFilter;
 
 #[derive(Parser)]
-#[command(name = "orgd", version, about = "The organization service: plans, limits, usage, members, audit")]
+#[command(
+    name = "orgd",
+    version,
+    about = "The organization service: plans, limits, usage, members, audit"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -23,7 +27,9 @@ enum Command {
 
 fn init_logging(format: LogFormat) {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
     match format {
         LogFormat::Json => builder.json().with_current_span(true).init(),
         LogFormat::Pretty => builder.init(),

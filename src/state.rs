@@ -37,7 +37,11 @@ impl AppState {
         let store = SqlStore::connect(&config.database_url.0).await?;
         store.migrate().await?;
         let limiter: Arc<dyn RateLimiter> = match &config.redis_url {
-            Some(url) => Arc::new(RedisLimiter::new(&url.0, &config.redis_key_prefix, clock.clone())?),
+            Some(url) => Arc::new(RedisLimiter::new(
+                &url.0,
+                &config.redis_key_prefix,
+                clock.clone(),
+            )?),
             None => Arc::new(MemoryLimiter::new(clock.clone())),
         };
         let jwt = JwtKeys::new(&config.jwt_secret.0, config.jwt_ttl.as_secs() as i64);

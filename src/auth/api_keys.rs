@@ -38,8 +38,10 @@ impl ApiKey {
     /// `orgd_` followed by 64 lowercase hex characters, or `None`.
     pub fn parse(raw: &str) -> Option<Self> {
         let hex = raw.strip_prefix(Self::PREFIX)?;
-        let well_formed =
-            hex.len() == 64 && hex.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
+        let well_formed = hex.len() == 64
+            && hex
+                .bytes()
+                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
         well_formed.then(|| Self(raw.to_string()))
     }
 
@@ -61,7 +63,10 @@ fn key_name(raw: Option<&str>) -> Result<String, ApiError> {
     let name = raw.map(str::trim).unwrap_or_default();
     match name.chars().count() {
         0 => Ok("Unnamed Key".into()),
-        101.. => Err(ApiError::invalid("name", "Key name cannot exceed 100 characters")),
+        101.. => Err(ApiError::invalid(
+            "name",
+            "Key name cannot exceed 100 characters",
+        )),
         _ => Ok(name.to_string()),
     }
 }
@@ -116,7 +121,9 @@ async fn list(State(app): State<AppState>, user: CurrentUser) -> Result<Json<Val
         .api_keys(user.id(), user.org_id())
         .await
         .or_internal("Failed to list API keys")?;
-    Ok(Json(json!({"success": true, "data": keys.iter().map(key_view).collect::<Vec<_>>()})))
+    Ok(Json(
+        json!({"success": true, "data": keys.iter().map(key_view).collect::<Vec<_>>()}),
+    ))
 }
 
 async fn revoke(
@@ -126,7 +133,10 @@ async fn revoke(
     Path(id): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
     if !crate::id::is_valid(&id) {
-        return Err(ApiError::bad_request("Invalid key ID", "The key id must be 24 lowercase hex characters"));
+        return Err(ApiError::bad_request(
+            "Invalid key ID",
+            "The key id must be 24 lowercase hex characters",
+        ));
     }
     let audit = AuditEvent::by_user(&user, ip, "apikey.revoked", "apiKey", &id);
     let revoked = app
@@ -140,7 +150,9 @@ async fn revoke(
             "The API key does not exist or you do not have permission to delete it.",
         ));
     }
-    Ok(Json(json!({"success": true, "message": "API key revoked successfully"})))
+    Ok(Json(
+        json!({"success": true, "message": "API key revoked successfully"}),
+    ))
 }
 
 #[cfg(test)]
@@ -155,7 +167,14 @@ mod tests {
         assert_eq!(key.shown_prefix(), &key.as_str()[..13]);
         assert_eq!(key.hash(), crate::id::sha256_hex(key.as_str()));
         let upper = key.as_str().to_uppercase().replacen("ORGD_", "orgd_", 1);
-        for bad in ["", "orgd_", "orgd_abc", &upper, &key.as_str()[5..], &format!("{}0", key.as_str())] {
+        for bad in [
+            "",
+            "orgd_",
+            "orgd_abc",
+            &upper,
+            &key.as_str()[5..],
+            &format!("{}0", key.as_str()),
+        ] {
             assert!(ApiKey::parse(bad).is_none(), "{bad}");
         }
     }

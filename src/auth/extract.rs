@@ -48,7 +48,10 @@ impl CurrentUser {
         if roles.contains(&self.user.role) {
             Ok(())
         } else {
-            Err(ApiError::Forbidden { required: roles, actual: self.user.role })
+            Err(ApiError::Forbidden {
+                required: roles,
+                actual: self.user.role,
+            })
         }
     }
 
@@ -67,16 +70,19 @@ impl CurrentUser {
 /// API keys are accepted on the executions API and nowhere else (API.md, Conventions).
 /// An exact segment match, not a raw prefix (the original's `startsWith` bypass, §10.10).
 fn accepts_api_keys(path: &str) -> bool {
-    path.strip_prefix("/api/executions").is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
+    path.strip_prefix("/api/executions")
+        .is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
 }
 
 fn bearer_token(parts: &Parts) -> Result<&str, ApiError> {
     let Some(value) = parts.headers.get(AUTHORIZATION) else {
-        return Err(ApiError::Unauthenticated(if parts.headers.contains_key("x-api-key") {
-            "API keys are accepted only on /api/executions endpoints. Send Authorization: Bearer <token>."
-        } else {
-            "No token provided in Authorization header. Please login."
-        }));
+        return Err(ApiError::Unauthenticated(
+            if parts.headers.contains_key("x-api-key") {
+                "API keys are accepted only on /api/executions endpoints. Send Authorization: Bearer <token>."
+            } else {
+                "No token provided in Authorization header. Please login."
+            },
+        ));
     };
     value
         .to_str()
@@ -97,24 +103,40 @@ async fn from_session(parts: &Parts, app: &AppState) -> Result<CurrentUser, ApiE
             TokenError::Invalid => "Token is invalid. Please login again.",
         })
     })?;
-    let (user, revoked) = app
-        .store
-        .identity(&claims.sub, &claims.jti)
-        .await?
-        .ok_or(ApiError::Unauthenticated(
-            "The account this token belongs to no longer exists.",
-        ))?;
+    let (user, revoked) =
+        app.store
+            .identity(&claims.sub, &claims.jti)
+            .await?
+            .ok_or(ApiError::Unauthenticated(
+                "The account this token belongs to no longer exists.",
+            ))?;
     if revoked {
-        return Err(ApiError::Unauthenticated("Token has been revoked. Please login again."));
+        return Err(ApiError::Unauthenticated(
+            "Token has been revoked. Please login again.",
+        ));
     }
-    Ok(CurrentUser { user, credential: Credential::Session(claims) })
+    Ok(CurrentUser {
+        user,
+        credential: Credential::Session(claims),
+    })
 }
 
 async fn from_api_key(raw: &[u8], app: &AppState) -> Result<CurrentUser, ApiError> {
-    const INVALID: ApiError = ApiError::Unauthenticated("The API key is invalid or has been revoked.");
-    let key = std::str::from_utf8(raw).ok().and_then(ApiKey::parse).ok_or(INVALID)?;
-    let (user, key_id) = app.store.api_key_identity(&key.hash(), app.now()).await?.ok_or(INVALID)?;
-    Ok(CurrentUser { user, credential: Credential::ApiKey { key_id } })
+    const INVALID: ApiError =
+        ApiError::Unauthenticated("The API key is invalid or has been revoked.");
+    let key = std::str::from_utf8(raw)
+        .ok()
+        .and_then(ApiKey::parse)
+        .ok_or(INVALID)?;
+    let (user, key_id) = app
+        .store
+        .api_key_identity(&key.hash(), app.now())
+        .await?
+        .ok_or(INVALID)?;
+    Ok(CurrentUser {
+        user,
+        credential: Credential::ApiKey { key_id },
+    })
 }
 
 impl FromRequestParts<AppState> for CurrentUser {
@@ -122,7 +144,10 @@ impl FromRequestParts<AppState> for CurrentUser {
 
     async fn from_request_parts(parts: &mut Parts, app: &AppState) -> Result<Self, ApiError> {
         let path = parts.uri.path();
-        let api_key = parts.headers.get("x-api-key").map(|v| v.as_bytes().to_vec());
+        let api_key = parts
+            .headers
+            .get("x-api-key")
+            .map(|v| v.as_bytes().to_vec());
         let caller = match api_key {
             Some(key) if !parts.headers.contains_key(AUTHORIZATION) && accepts_api_keys(path) => {
                 from_api_key(&key, app).await?
@@ -155,10 +180,19 @@ impl FromRequestParts<AppState> for AuthAttempt {
 }
 
 /// Counts the request once in `scope`'s bucket for `subject`; 429 when it does not fit.
-async fn count_request(parts: &Parts, app: &AppState, scope: Scope, subject: &str) -> Result<(), ApiError> {
+async fn count_request(
+    parts: &Parts,
+    app: &AppState,
+    scope: Scope,
+    subject: &str,
+) -> Result<(), ApiError> {
     let decision = app
         .limiter
-        .hit(&scope.bucket(subject), app.limit_for(scope), crate::ratelimit::WINDOW_MS)
+        .hit(
+            &scope.bucket(subject),
+            app.limit_for(scope),
+            crate::ratelimit::WINDOW_MS,
+        )
         .await;
     if let Some(slot) = parts.extensions.get::<DecisionSlot>() {
         slot.record(decision);
@@ -166,7 +200,10 @@ async fn count_request(parts: &Parts, app: &AppState, scope: Scope, subject: &st
     if decision.allowed {
         Ok(())
     } else {
-        Err(ApiError::RateLimited { decision, message: scope.refusal_message() })
+        Err(ApiError::RateLimited {
+            decision,
+            message: scope.refusal_message(),
+        })
     }
 }
 

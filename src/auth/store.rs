@@ -96,9 +96,18 @@ pub trait AuthStore: Send + Sync + 'static {
         ip: &str,
         now: i64,
     ) -> StoreResult<()>;
-    async fn create_api_key(&self, key: &NewApiKey, audit: &AuditEvent, now: i64) -> StoreResult<()>;
+    async fn create_api_key(
+        &self,
+        key: &NewApiKey,
+        audit: &AuditEvent,
+        now: i64,
+    ) -> StoreResult<()>;
     /// The live keys `user_id` created in `organization_id`, newest first.
-    async fn api_keys(&self, user_id: &str, organization_id: &str) -> StoreResult<Vec<ApiKeyRecord>>;
+    async fn api_keys(
+        &self,
+        user_id: &str,
+        organization_id: &str,
+    ) -> StoreResult<Vec<ApiKeyRecord>>;
     /// Revokes one of the caller's live keys and writes `audit` (its details completed with
     /// the key's name and prefix). False when there is no such key.
     async fn revoke_api_key(
@@ -112,7 +121,11 @@ pub trait AuthStore: Send + Sync + 'static {
     /// The creator of a live key, with the key's id, in one query: `None` when the key is
     /// unknown or revoked, its creator removed, or the creator now belongs to another
     /// organization than the key. Refreshes the key's `last_used_at` when stale.
-    async fn api_key_identity(&self, key_hash: &str, now: i64) -> StoreResult<Option<(UserRecord, String)>>;
+    async fn api_key_identity(
+        &self,
+        key_hash: &str,
+        now: i64,
+    ) -> StoreResult<Option<(UserRecord, String)>>;
 }
 
 #[async_trait::async_trait]
@@ -165,7 +178,9 @@ impl AuthStore for SqlStore {
             tx.commit().await?;
             return Ok(slug);
         }
-        Err(StoreError::Conflict("organizations.slug (retries exhausted)".into()))
+        Err(StoreError::Conflict(
+            "organizations.slug (retries exhausted)".into(),
+        ))
     }
 
     async fn login_candidate(&self, email: &str) -> StoreResult<Option<LoginCandidate>> {
@@ -252,13 +267,15 @@ impl AuthStore for SqlStore {
             .bind(now - super::LOCKOUT_WINDOW_MS * 2)
             .execute(&mut *tx)
             .await?;
-        sqlx::query("INSERT INTO login_failures (id, email, ip, failed_at) VALUES ($1, $2, $3, $4)")
-            .bind(crate::id::new_id(now))
-            .bind(email)
-            .bind(ip)
-            .bind(now)
-            .execute(&mut *tx)
-            .await?;
+        sqlx::query(
+            "INSERT INTO login_failures (id, email, ip, failed_at) VALUES ($1, $2, $3, $4)",
+        )
+        .bind(crate::id::new_id(now))
+        .bind(email)
+        .bind(ip)
+        .bind(now)
+        .execute(&mut *tx)
+        .await?;
         tx.commit().await?;
         Ok(())
     }
@@ -285,7 +302,12 @@ impl AuthStore for SqlStore {
         Ok(())
     }
 
-    async fn create_api_key(&self, key: &NewApiKey, audit: &AuditEvent, now: i64) -> StoreResult<()> {
+    async fn create_api_key(
+        &self,
+        key: &NewApiKey,
+        audit: &AuditEvent,
+        now: i64,
+    ) -> StoreResult<()> {
         let mut tx = self.begin_write().await?;
         sqlx::query(
             "INSERT INTO api_keys (id, organization_id, user_id, name, key_hash, prefix, created_at, last_used_at, revoked_at)
@@ -305,7 +327,11 @@ impl AuthStore for SqlStore {
         Ok(())
     }
 
-    async fn api_keys(&self, user_id: &str, organization_id: &str) -> StoreResult<Vec<ApiKeyRecord>> {
+    async fn api_keys(
+        &self,
+        user_id: &str,
+        organization_id: &str,
+    ) -> StoreResult<Vec<ApiKeyRecord>> {
         Ok(sqlx::query_as(
             "SELECT id, name, prefix, created_at, last_used_at FROM api_keys
              WHERE user_id = $1 AND organization_id = $2 AND revoked_at IS NULL
@@ -346,7 +372,11 @@ impl AuthStore for SqlStore {
         Ok(true)
     }
 
-    async fn api_key_identity(&self, key_hash: &str, now: i64) -> StoreResult<Option<(UserRecord, String)>> {
+    async fn api_key_identity(
+        &self,
+        key_hash: &str,
+        now: i64,
+    ) -> StoreResult<Option<(UserRecord, String)>> {
         let sql = format!(
             "SELECT {USER_COLUMNS}, k.id AS key_id, k.last_used_at AS key_last_used_at
              FROM api_keys k JOIN users u ON u.id = k.user_id AND u.organization_id = k.organization_id
@@ -395,6 +425,9 @@ mod tests {
         let taken = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
         assert_eq!(first_free_slug("acme", &taken(&[])), "acme");
         assert_eq!(first_free_slug("acme", &taken(&["acme"])), "acme-2");
-        assert_eq!(first_free_slug("acme", &taken(&["acme", "acme-2", "acme-corp"])), "acme-3");
+        assert_eq!(
+            first_free_slug("acme", &taken(&["acme", "acme-2", "acme-corp"])),
+            "acme-3"
+        );
     }
 }

@@ -43,8 +43,9 @@ impl<S: Send + Sync> FromRequestParts<S> for PageQuery {
 }
 
 fn parse(uri: &axum::http::Uri) -> Result<Page, ApiError> {
-    let Query(raw) = Query::<RawPage>::try_from_uri(uri)
-        .map_err(|_| ApiError::bad_request("Invalid query", "The query string could not be parsed"))?;
+    let Query(raw) = Query::<RawPage>::try_from_uri(uri).map_err(|_| {
+        ApiError::bad_request("Invalid query", "The query string could not be parsed")
+    })?;
     let limit = match raw.limit.as_deref() {
         None => Page::DEFAULT_LIMIT,
         Some(s) => s
@@ -53,14 +54,13 @@ fn parse(uri: &axum::http::Uri) -> Result<Page, ApiError> {
             .filter(|n| (1..=Page::MAX_LIMIT).contains(n))
             .ok_or_else(|| ApiError::invalid("limit", "limit must be an integer from 1 to 500"))?,
     };
-    let offset = match raw.offset.as_deref() {
-        None => 0,
-        Some(s) => s
-            .parse::<i64>()
-            .ok()
-            .filter(|n| *n >= 0)
-            .ok_or_else(|| ApiError::invalid("offset", "offset must be a non-negative integer"))?,
-    };
+    let offset =
+        match raw.offset.as_deref() {
+            None => 0,
+            Some(s) => s.parse::<i64>().ok().filter(|n| *n >= 0).ok_or_else(|| {
+                ApiError::invalid("offset", "offset must be a non-negative integer")
+            })?,
+        };
     Ok(Page { limit, offset })
 }
 
@@ -75,10 +75,35 @@ mod tests {
 
     #[test]
     fn defaults_bounds_and_garbage() {
-        assert_eq!(page(""), Ok(Page { limit: 100, offset: 0 }));
-        assert_eq!(page("?limit=500&offset=7"), Ok(Page { limit: 500, offset: 7 }));
-        assert_eq!(page("?limit=1"), Ok(Page { limit: 1, offset: 0 }));
-        for bad in ["?limit=0", "?limit=501", "?limit=x", "?offset=-1", "?offset=1.5", "?limit="] {
+        assert_eq!(
+            page(""),
+            Ok(Page {
+                limit: 100,
+                offset: 0
+            })
+        );
+        assert_eq!(
+            page("?limit=500&offset=7"),
+            Ok(Page {
+                limit: 500,
+                offset: 7
+            })
+        );
+        assert_eq!(
+            page("?limit=1"),
+            Ok(Page {
+                limit: 1,
+                offset: 0
+            })
+        );
+        for bad in [
+            "?limit=0",
+            "?limit=501",
+            "?limit=x",
+            "?offset=-1",
+            "?offset=1.5",
+            "?limit=",
+        ] {
             assert!(page(bad).is_err(), "{bad}");
         }
     }

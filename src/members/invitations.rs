@@ -37,7 +37,8 @@ impl InviteToken {
     }
 
     pub fn parse(raw: &str) -> Option<Self> {
-        (raw.len() == 64 && raw.bytes().all(|b| b.is_ascii_hexdigit())).then(|| Self(raw.to_ascii_lowercase()))
+        (raw.len() == 64 && raw.bytes().all(|b| b.is_ascii_hexdigit()))
+            .then(|| Self(raw.to_ascii_lowercase()))
     }
 
     pub fn hash(&self) -> String {
@@ -49,7 +50,11 @@ impl InviteToken {
 pub fn seats_full(seats: SeatUsage) -> ApiError {
     // Only a limited organization is ever refused; 0 would be an operator's "no seats at all".
     let limit = seats.limit.unwrap_or(0);
-    let percent_used = if limit > 0 { seats.used * 100 / limit } else { 100 };
+    let percent_used = if limit > 0 {
+        seats.used * 100 / limit
+    } else {
+        100
+    };
     let mut extra = serde_json::Map::new();
     extra.insert(
         "usage".into(),
@@ -75,9 +80,10 @@ pub fn signup_refused(outcome: Joined) -> ApiError {
     match outcome {
         Joined::Expired => ApiError::bad_request("Invitation has expired", EXPIRED_MESSAGE),
         Joined::SeatsFull(seats) => seats_full(seats),
-        Joined::EmailTaken => {
-            ApiError::conflict("Email already registered", "An account with this email already exists")
-        }
+        Joined::EmailTaken => ApiError::conflict(
+            "Email already registered",
+            "An account with this email already exists",
+        ),
         // Also covers a token for another email: the answer must not tell them apart.
         _ => ApiError::bad_request("Invalid or expired invitation", UNUSABLE_MESSAGE),
     }
@@ -105,7 +111,8 @@ async fn create(
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
     user.require(Role::ADMIN)?;
     let body = body.required()?;
-    let missing = || ApiError::bad_request("Missing required fields", "Email and role are required");
+    let missing =
+        || ApiError::bad_request("Missing required fields", "Email and role are required");
     let email = Email::parse(body.required_str("email", missing())?)?;
     let role = parse_role(body.required_str("role", missing())?)?;
     let now = app.now();
@@ -119,8 +126,14 @@ async fn create(
         invited_by: user.id().to_string(),
         expires_at: now + INVITATION_TTL_MS,
     };
-    let audit = AuditEvent::by_user(&user, ip, "invitation.created", "invitation", &invitation.id)
-        .with_details(json!({"email": invitation.email, "role": role.as_str()}));
+    let audit = AuditEvent::by_user(
+        &user,
+        ip,
+        "invitation.created",
+        "invitation",
+        &invitation.id,
+    )
+    .with_details(json!({"email": invitation.email, "role": role.as_str()}));
     let outcome = app
         .store
         .create_invitation(&invitation, &audit, now)
@@ -158,7 +171,11 @@ async fn create(
     ))
 }
 
-async fn list(State(app): State<AppState>, user: CurrentUser, page: PageQuery) -> Result<Json<Value>, ApiError> {
+async fn list(
+    State(app): State<AppState>,
+    user: CurrentUser,
+    page: PageQuery,
+) -> Result<Json<Value>, ApiError> {
     user.require(Role::ADMIN)?;
     let page = page.page()?;
     let (invitations, total) = app
@@ -200,14 +217,21 @@ async fn revoke(
             "No pending invitation with this id in your organization",
         ));
     }
-    Ok(Json(json!({"success": true, "message": "Invitation revoked successfully"})))
+    Ok(Json(
+        json!({"success": true, "message": "Invitation revoked successfully"}),
+    ))
 }
 
 /// A refusal of the public validation endpoint, which also says `valid: false`.
 fn not_valid(status: StatusCode, error: &'static str, message: &'static str) -> ApiError {
     let mut extra = serde_json::Map::new();
     extra.insert("valid".into(), Value::Bool(false));
-    ApiError::Refused { status, error, message: message.into(), extra }
+    ApiError::Refused {
+        status,
+        error,
+        message: message.into(),
+        extra,
+    }
 }
 
 async fn validate(
@@ -216,16 +240,30 @@ async fn validate(
     Path(token): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
     let token = InviteToken::parse(&token).ok_or_else(|| {
-        not_valid(StatusCode::BAD_REQUEST, "Invalid token format", "An invitation token is 64 hexadecimal characters")
+        not_valid(
+            StatusCode::BAD_REQUEST,
+            "Invalid token format",
+            "An invitation token is 64 hexadecimal characters",
+        )
     })?;
     let preview = app
         .store
         .invitation_preview(&token.hash())
         .await
         .or_internal("Failed to validate invitation")?
-        .ok_or_else(|| not_valid(StatusCode::NOT_FOUND, "Invitation not found or already used", UNUSABLE_MESSAGE))?;
+        .ok_or_else(|| {
+            not_valid(
+                StatusCode::NOT_FOUND,
+                "Invitation not found or already used",
+                UNUSABLE_MESSAGE,
+            )
+        })?;
     if preview.invitation.is_expired(app.now()) {
-        return Err(not_valid(StatusCode::NOT_FOUND, "Invitation has expired", EXPIRED_MESSAGE));
+        return Err(not_valid(
+            StatusCode::NOT_FOUND,
+            "Invitation has expired",
+            EXPIRED_MESSAGE,
+        ));
     }
     // Deliberately nothing about whether the email already has an account (§10.7).
     Ok(Json(json!({
@@ -246,10 +284,20 @@ async fn accept(
     body: JsonBody,
 ) -> Result<Json<Value>, ApiError> {
     let body = body.required()?;
-    let token = body.required_str("token", ApiError::bad_request("Missing token", "Invitation token is required"))?;
-    let token = InviteToken::parse(token)
-        .ok_or_else(|| ApiError::bad_request("Invalid token format", "An invitation token is 64 hexadecimal characters"))?;
-    let joiner = Joiner { user_id: user.id(), organization_id: user.org_id() };
+    let token = body.required_str(
+        "token",
+        ApiError::bad_request("Missing token", "Invitation token is required"),
+    )?;
+    let token = InviteToken::parse(token).ok_or_else(|| {
+        ApiError::bad_request(
+            "Invalid token format",
+            "An invitation token is 64 hexadecimal characters",
+        )
+    })?;
+    let joiner = Joiner {
+        user_id: user.id(),
+        organization_id: user.org_id(),
+    };
     let outcome = app
         .store
         .accept_invitation(&token.hash(), joiner, Some(ip.0.to_string()), app.now())
@@ -270,7 +318,10 @@ async fn accept(
 fn accept_refused(outcome: Joined) -> ApiError {
     match outcome {
         Joined::Expired => ApiError::not_found("Invitation has expired", EXPIRED_MESSAGE),
-        Joined::EmailMismatch => refused("Email mismatch", "This invitation is for a different email address"),
+        Joined::EmailMismatch => refused(
+            "Email mismatch",
+            "This invitation is for a different email address",
+        ),
         Joined::AlreadyMember => ApiError::conflict(
             "User already in organization",
             "You are already a member of this organization",

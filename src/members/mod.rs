@@ -32,7 +32,8 @@ pub fn router() -> Router<AppState> {
 
 /// A role named in a request body: `Invalid role` unless one of the three.
 pub(crate) fn parse_role(raw: &str) -> Result<Role, ApiError> {
-    Role::parse(raw).ok_or_else(|| ApiError::invalid("role", "Role must be admin, developer, or viewer"))
+    Role::parse(raw)
+        .ok_or_else(|| ApiError::invalid("role", "Role must be admin, developer, or viewer"))
 }
 
 /// A user id from the path. Only the canonical lowercase form is accepted, so comparing it
@@ -59,7 +60,10 @@ pub(crate) fn refused(error: &'static str, message: &'static str) -> ApiError {
 }
 
 fn user_not_found() -> ApiError {
-    ApiError::not_found("User not found", "No user with this id in your organization")
+    ApiError::not_found(
+        "User not found",
+        "No user with this id in your organization",
+    )
 }
 
 fn member_view(u: &UserRecord) -> Value {
@@ -75,7 +79,10 @@ fn member_view(u: &UserRecord) -> Value {
 }
 
 /// The changed member (as it was before), or why the change was refused.
-fn member_changed(outcome: MemberChange, last_admin_error: &'static str) -> Result<UserRecord, ApiError> {
+fn member_changed(
+    outcome: MemberChange,
+    last_admin_error: &'static str,
+) -> Result<UserRecord, ApiError> {
     Err(match outcome {
         MemberChange::Done(member) => return Ok(member),
         MemberChange::NotFound => user_not_found(),
@@ -83,14 +90,21 @@ fn member_changed(outcome: MemberChange, last_admin_error: &'static str) -> Resu
             last_admin_error,
             "Organization must have at least one admin. Promote another user to admin first.",
         ),
-        MemberChange::ActorNotAdmin(Some(actual)) => ApiError::Forbidden { required: Role::ADMIN, actual },
+        MemberChange::ActorNotAdmin(Some(actual)) => ApiError::Forbidden {
+            required: Role::ADMIN,
+            actual,
+        },
         MemberChange::ActorNotAdmin(None) => {
             ApiError::Unauthenticated("Your account is no longer a member of this organization.")
         }
     })
 }
 
-async fn list(State(app): State<AppState>, user: CurrentUser, page: PageQuery) -> Result<Json<Value>, ApiError> {
+async fn list(
+    State(app): State<AppState>,
+    user: CurrentUser,
+    page: PageQuery,
+) -> Result<Json<Value>, ApiError> {
     let page = page.page()?;
     let (users, total) = app
         .store
@@ -106,7 +120,11 @@ async fn list(State(app): State<AppState>, user: CurrentUser, page: PageQuery) -
     })))
 }
 
-async fn show(State(app): State<AppState>, user: CurrentUser, Path(id): Path<String>) -> Result<Json<Value>, ApiError> {
+async fn show(
+    State(app): State<AppState>,
+    user: CurrentUser,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
     let member = app
         .store
         .member(user.org_id(), user_id(&id)?)
@@ -127,11 +145,17 @@ async fn change_role(
 ) -> Result<Json<Value>, ApiError> {
     user.require(Role::ADMIN)?;
     let body = body.required()?;
-    let role = body.required_str("role", ApiError::bad_request("Missing required field", "Role is required"))?;
+    let role = body.required_str(
+        "role",
+        ApiError::bad_request("Missing required field", "Role is required"),
+    )?;
     let role = parse_role(role)?;
     let target = user_id(&id)?;
     if target == user.id() {
-        return Err(refused("Cannot change own role", "You cannot change your own role"));
+        return Err(refused(
+            "Cannot change own role",
+            "You cannot change your own role",
+        ));
     }
     let audit = AuditEvent::by_user(&user, ip, "user.role_changed", "user", target);
     let outcome = app

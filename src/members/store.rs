@@ -130,8 +130,14 @@ pub struct Joiner<'a> {
 #[async_trait::async_trait]
 pub trait MemberStore: Send + Sync + 'static {
     /// One page of an organization's members, newest first, and how many there are.
-    async fn members(&self, organization_id: &str, limit: i64, offset: i64) -> StoreResult<(Vec<UserRecord>, i64)>;
-    async fn member(&self, organization_id: &str, user_id: &str) -> StoreResult<Option<UserRecord>>;
+    async fn members(
+        &self,
+        organization_id: &str,
+        limit: i64,
+        offset: i64,
+    ) -> StoreResult<(Vec<UserRecord>, i64)>;
+    async fn member(&self, organization_id: &str, user_id: &str)
+    -> StoreResult<Option<UserRecord>>;
     /// Sets a member's role unless that leaves no admin; `audit` is completed with
     /// `{oldRole, newRole, targetEmail}`. Nothing is written when the role is unchanged.
     async fn change_role(
@@ -155,7 +161,12 @@ pub trait MemberStore: Send + Sync + 'static {
     ) -> StoreResult<MemberChange>;
     /// Creates an invitation, reserving a seat; expired pending invitations of the
     /// organization are marked `expired` first so they stop blocking and counting.
-    async fn create_invitation(&self, invitation: &NewInvitation, audit: &AuditEvent, now: i64) -> StoreResult<Invited>;
+    async fn create_invitation(
+        &self,
+        invitation: &NewInvitation,
+        audit: &AuditEvent,
+        now: i64,
+    ) -> StoreResult<Invited>;
     /// One page of an organization's pending, unexpired invitations, newest first, and the total.
     async fn pending_invitations(
         &self,
@@ -166,7 +177,13 @@ pub trait MemberStore: Send + Sync + 'static {
     ) -> StoreResult<(Vec<PendingInvitation>, i64)>;
     /// Marks a pending invitation `revoked`; `audit` is completed with `{email, role}`.
     /// False when the organization has no pending invitation with that id.
-    async fn revoke_invitation(&self, organization_id: &str, id: &str, audit: AuditEvent, now: i64) -> StoreResult<bool>;
+    async fn revoke_invitation(
+        &self,
+        organization_id: &str,
+        id: &str,
+        audit: AuditEvent,
+        now: i64,
+    ) -> StoreResult<bool>;
     /// The pending invitation with that token hash, with its organization and inviter names.
     async fn invitation_preview(&self, token_hash: &str) -> StoreResult<Option<InvitationPreview>>;
     /// An existing user moves into the inviting organization with the invited role.
@@ -187,11 +204,15 @@ pub trait MemberStore: Send + Sync + 'static {
     ) -> StoreResult<Joined>;
 }
 
-const INVITATION_COLUMNS: &str =
-    "i.id, i.organization_id, i.email, i.role, i.status, i.invited_by, i.expires_at, i.created_at, i.accepted_at";
+const INVITATION_COLUMNS: &str = "i.id, i.organization_id, i.email, i.role, i.status, i.invited_by, i.expires_at, i.created_at, i.accepted_at";
 
-async fn member_in(tx: &mut Tx, organization_id: &str, user_id: &str) -> StoreResult<Option<UserRecord>> {
-    let sql = format!("SELECT {USER_COLUMNS} FROM users u WHERE u.id = $1 AND u.organization_id = $2");
+async fn member_in(
+    tx: &mut Tx,
+    organization_id: &str,
+    user_id: &str,
+) -> StoreResult<Option<UserRecord>> {
+    let sql =
+        format!("SELECT {USER_COLUMNS} FROM users u WHERE u.id = $1 AND u.organization_id = $2");
     Ok(sqlx::query_as(sqlx::AssertSqlSafe(sql))
         .bind(user_id)
         .bind(organization_id)
@@ -210,7 +231,11 @@ async fn active_admins(tx: &mut Tx, organization_id: &str) -> StoreResult<i64> {
 
 /// Re-checks, under the organization lock, that the acting admin still is one: the check
 /// made when the request was authenticated may be stale by now.
-async fn check_actor(tx: &mut Tx, organization_id: &str, actor_id: &str) -> StoreResult<Result<(), MemberChange>> {
+async fn check_actor(
+    tx: &mut Tx,
+    organization_id: &str,
+    actor_id: &str,
+) -> StoreResult<Result<(), MemberChange>> {
     let actor = member_in(tx, organization_id, actor_id).await?;
     Ok(match actor {
         Some(a) if a.role == Role::Admin && a.status == "active" => Ok(()),
@@ -241,14 +266,21 @@ async fn seat_usage(tx: &mut Tx, organization_id: &str, now: i64) -> StoreResult
     let plan: String = row.try_get("plan")?;
     let overrides: String = row.try_get("limit_overrides")?;
     let plan = Plan::parse(&plan).ok_or_else(|| StoreError::Corrupt(format!("plan {plan:?}")))?;
-    let limits = Overrides::from_json(&overrides).map_err(StoreError::Corrupt)?.apply(plan.defaults());
+    let limits = Overrides::from_json(&overrides)
+        .map_err(StoreError::Corrupt)?
+        .apply(plan.defaults());
     let members: i64 = row.try_get("members")?;
     let pending: i64 = row.try_get("pending")?;
-    Ok(SeatUsage { used: members + pending, limit: limits.max_users })
+    Ok(SeatUsage {
+        used: members + pending,
+        limit: limits.max_users,
+    })
 }
 
 async fn pending_by_token(tx: &mut Tx, token_hash: &str) -> StoreResult<Option<InvitationRecord>> {
-    let sql = format!("SELECT {INVITATION_COLUMNS} FROM invitations i WHERE i.token_hash = $1 AND i.status = 'pending'");
+    let sql = format!(
+        "SELECT {INVITATION_COLUMNS} FROM invitations i WHERE i.token_hash = $1 AND i.status = 'pending'"
+    );
     Ok(sqlx::query_as(sqlx::AssertSqlSafe(sql))
         .bind(token_hash)
         .fetch_optional(&mut **tx)
@@ -266,10 +298,12 @@ async fn mark_accepted(tx: &mut Tx, invitation_id: &str, now: i64) -> StoreResul
 }
 
 async fn organization_name(tx: &mut Tx, organization_id: &str) -> StoreResult<String> {
-    Ok(sqlx::query_scalar("SELECT name FROM organizations WHERE id = $1")
-        .bind(organization_id)
-        .fetch_one(&mut **tx)
-        .await?)
+    Ok(
+        sqlx::query_scalar("SELECT name FROM organizations WHERE id = $1")
+            .bind(organization_id)
+            .fetch_one(&mut **tx)
+            .await?,
+    )
 }
 
 fn accepted_event(invitation: &InvitationRecord, user_id: &str, ip: Option<String>) -> AuditEvent {
@@ -287,7 +321,12 @@ fn accepted_event(invitation: &InvitationRecord, user_id: &str, ip: Option<Strin
 
 #[async_trait::async_trait]
 impl MemberStore for SqlStore {
-    async fn members(&self, organization_id: &str, limit: i64, offset: i64) -> StoreResult<(Vec<UserRecord>, i64)> {
+    async fn members(
+        &self,
+        organization_id: &str,
+        limit: i64,
+        offset: i64,
+    ) -> StoreResult<(Vec<UserRecord>, i64)> {
         let sql = format!(
             "SELECT {USER_COLUMNS} FROM users u WHERE u.organization_id = $1
              ORDER BY u.created_at DESC, u.id DESC LIMIT $2 OFFSET $3"
@@ -305,8 +344,14 @@ impl MemberStore for SqlStore {
         Ok((users, total))
     }
 
-    async fn member(&self, organization_id: &str, user_id: &str) -> StoreResult<Option<UserRecord>> {
-        let sql = format!("SELECT {USER_COLUMNS} FROM users u WHERE u.id = $1 AND u.organization_id = $2");
+    async fn member(
+        &self,
+        organization_id: &str,
+        user_id: &str,
+    ) -> StoreResult<Option<UserRecord>> {
+        let sql = format!(
+            "SELECT {USER_COLUMNS} FROM users u WHERE u.id = $1 AND u.organization_id = $2"
+        );
         Ok(sqlx::query_as(sqlx::AssertSqlSafe(sql))
             .bind(user_id)
             .bind(organization_id)
@@ -388,7 +433,12 @@ impl MemberStore for SqlStore {
         Ok(MemberChange::Done(target))
     }
 
-    async fn create_invitation(&self, invitation: &NewInvitation, audit: &AuditEvent, now: i64) -> StoreResult<Invited> {
+    async fn create_invitation(
+        &self,
+        invitation: &NewInvitation,
+        audit: &AuditEvent,
+        now: i64,
+    ) -> StoreResult<Invited> {
         let org = &invitation.organization_id;
         let mut tx = self.begin_write().await?;
         self.lock_organization(&mut tx, org).await?;
@@ -400,11 +450,12 @@ impl MemberStore for SqlStore {
         .bind(now)
         .execute(&mut *tx)
         .await?;
-        let member: Option<String> = sqlx::query_scalar("SELECT id FROM users WHERE organization_id = $1 AND email = $2")
-            .bind(org)
-            .bind(&invitation.email)
-            .fetch_optional(&mut *tx)
-            .await?;
+        let member: Option<String> =
+            sqlx::query_scalar("SELECT id FROM users WHERE organization_id = $1 AND email = $2")
+                .bind(org)
+                .bind(&invitation.email)
+                .fetch_optional(&mut *tx)
+                .await?;
         if member.is_some() {
             return Ok(Invited::AlreadyMember);
         }
@@ -470,7 +521,13 @@ impl MemberStore for SqlStore {
         Ok((invitations, total))
     }
 
-    async fn revoke_invitation(&self, organization_id: &str, id: &str, audit: AuditEvent, now: i64) -> StoreResult<bool> {
+    async fn revoke_invitation(
+        &self,
+        organization_id: &str,
+        id: &str,
+        audit: AuditEvent,
+        now: i64,
+    ) -> StoreResult<bool> {
         let mut tx = self.begin_write().await?;
         let revoked: Option<(String, String)> = sqlx::query_as(
             "UPDATE invitations SET status = 'revoked'
@@ -484,7 +541,12 @@ impl MemberStore for SqlStore {
         let Some((email, role)) = revoked else {
             return Ok(false);
         };
-        audit::insert(&mut tx, &audit.with_details(json!({"email": email, "role": role})), now).await?;
+        audit::insert(
+            &mut tx,
+            &audit.with_details(json!({"email": email, "role": role})),
+            now,
+        )
+        .await?;
         tx.commit().await?;
         Ok(true)
     }
@@ -545,19 +607,23 @@ impl MemberStore for SqlStore {
         if !mark_accepted(&mut tx, &invitation.id, now).await? {
             return Ok(Joined::NotFound);
         }
-        sqlx::query("UPDATE users SET organization_id = $1, role = $2, updated_at = $3 WHERE id = $4")
-            .bind(&invitation.organization_id)
-            .bind(invitation.role.as_str())
-            .bind(now)
-            .bind(&user.id)
-            .execute(&mut *tx)
-            .await?;
+        sqlx::query(
+            "UPDATE users SET organization_id = $1, role = $2, updated_at = $3 WHERE id = $4",
+        )
+        .bind(&invitation.organization_id)
+        .bind(invitation.role.as_str())
+        .bind(now)
+        .bind(&user.id)
+        .execute(&mut *tx)
+        .await?;
         // API keys are bound to the organization they were made in.
-        sqlx::query("UPDATE api_keys SET revoked_at = $1 WHERE user_id = $2 AND revoked_at IS NULL")
-            .bind(now)
-            .bind(&user.id)
-            .execute(&mut *tx)
-            .await?;
+        sqlx::query(
+            "UPDATE api_keys SET revoked_at = $1 WHERE user_id = $2 AND revoked_at IS NULL",
+        )
+        .bind(now)
+        .bind(&user.id)
+        .execute(&mut *tx)
+        .await?;
         let left = AuditEvent {
             organization_id: user.organization_id.clone(),
             user_id: Some(user.id.clone()),
@@ -578,7 +644,11 @@ impl MemberStore for SqlStore {
             updated_at: now,
             ..user
         };
-        Ok(Joined::Joined(Box::new(Membership { invitation, organization_name, user })))
+        Ok(Joined::Joined(Box::new(Membership {
+            invitation,
+            organization_name,
+            user,
+        })))
     }
 
     async fn signup_with_invitation(
@@ -638,6 +708,10 @@ impl MemberStore for SqlStore {
             created_at: now,
             updated_at: now,
         };
-        Ok(Joined::Joined(Box::new(Membership { invitation, organization_name, user: record })))
+        Ok(Joined::Joined(Box::new(Membership {
+            invitation,
+            organization_name,
+            user: record,
+        })))
     }
 }

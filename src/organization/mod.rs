@@ -31,9 +31,18 @@ impl OrgName {
     pub fn parse_field(field: &str, raw: &str) -> Result<Self, ApiError> {
         let name = raw.trim();
         match name.chars().count() {
-            0 => Err(ApiError::invalid(field, "Organization name cannot be empty")),
-            1 => Err(ApiError::invalid(field, "Organization name must be at least 2 characters")),
-            101.. => Err(ApiError::invalid(field, "Organization name cannot exceed 100 characters")),
+            0 => Err(ApiError::invalid(
+                field,
+                "Organization name cannot be empty",
+            )),
+            1 => Err(ApiError::invalid(
+                field,
+                "Organization name must be at least 2 characters",
+            )),
+            101.. => Err(ApiError::invalid(
+                field,
+                "Organization name cannot exceed 100 characters",
+            )),
             _ => Ok(Self(name.to_string())),
         }
     }
@@ -95,7 +104,10 @@ fn parse_settings(body: &Object) -> Result<SettingsChange, ApiError> {
         .map(|raw| OrgName::parse_field("name", raw))
         .transpose()?;
     let ai_analysis_enabled = body.opt_bool("aiAnalysisEnabled")?;
-    Ok(SettingsChange { name: name.map(OrgName::into_string), ai_analysis_enabled })
+    Ok(SettingsChange {
+        name: name.map(OrgName::into_string),
+        ai_analysis_enabled,
+    })
 }
 
 async fn update(
@@ -113,8 +125,14 @@ async fn update(
     if let Some(enabled) = change.ai_analysis_enabled {
         changes.insert("aiAnalysisEnabled".into(), enabled.into());
     }
-    let audit = AuditEvent::by_user(&user, ip, "org.settings_updated", "organization", user.org_id())
-        .with_details(json!({ "changes": changes }));
+    let audit = AuditEvent::by_user(
+        &user,
+        ip,
+        "org.settings_updated",
+        "organization",
+        user.org_id(),
+    )
+    .with_details(json!({ "changes": changes }));
     let org = app
         .store
         .update_settings(user.org_id(), &change, &audit, app.now())
@@ -143,6 +161,9 @@ mod tests {
         assert!(OrgName::parse_field("name", "🚀🚀").is_ok());
         assert!(OrgName::parse_field("name", &"é".repeat(100)).is_ok());
         assert!(OrgName::parse_field("name", &"é".repeat(101)).is_err());
-        assert_eq!(OrgName::parse_field("name", "  ab  ").unwrap().as_str(), "ab");
+        assert_eq!(
+            OrgName::parse_field("name", "  ab  ").unwrap().as_str(),
+            "ab"
+        );
     }
 }

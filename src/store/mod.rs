@@ -34,9 +34,10 @@ pub enum StoreError {
 impl From<sqlx::Error> for StoreError {
     fn from(e: sqlx::Error) -> Self {
         match &e {
-            sqlx::Error::Database(db) if db.is_unique_violation() => {
-                Self::Conflict(db.constraint().map_or_else(|| db.message().to_string(), str::to_string))
-            }
+            sqlx::Error::Database(db) if db.is_unique_violation() => Self::Conflict(
+                db.constraint()
+                    .map_or_else(|| db.message().to_string(), str::to_string),
+            ),
             _ => Self::Db(e),
         }
     }

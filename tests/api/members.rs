@@ -26,7 +26,10 @@ pub async fn roomy_app(backend: Backend) -> TestApp {
 
 /// Sends all requests at once and returns their outcomes in order.
 pub async fn in_parallel(requests: Vec<RequestBuilder>) -> Vec<(u16, Value)> {
-    let handles: Vec<_> = requests.into_iter().map(|r| tokio::spawn(call(r))).collect();
+    let handles: Vec<_> = requests
+        .into_iter()
+        .map(|r| tokio::spawn(call(r)))
+        .collect();
     let mut out = Vec::new();
     for h in handles {
         out.push(h.await.expect("request task"));
@@ -43,7 +46,12 @@ pub async fn count(app: &TestApp, sql: &str, bind: &str) -> i64 {
 }
 
 pub async fn admins(app: &TestApp, org_id: &str) -> i64 {
-    count(app, "SELECT COUNT(*) FROM users WHERE organization_id = $1 AND role = 'admin'", org_id).await
+    count(
+        app,
+        "SELECT COUNT(*) FROM users WHERE organization_id = $1 AND role = 'admin'",
+        org_id,
+    )
+    .await
 }
 
 /// Every value of every row of `table`, as text: what someone reading the database would see.
@@ -57,7 +65,12 @@ pub async fn stored_text(app: &TestApp, table: &str) -> String {
         for (i, column) in row.columns().iter().enumerate() {
             let value = match row.try_get::<Option<String>, _>(i) {
                 Ok(v) => v.unwrap_or_default(),
-                Err(_) => row.try_get::<Option<i64>, _>(i).ok().flatten().map(|n| n.to_string()).unwrap_or_default(),
+                Err(_) => row
+                    .try_get::<Option<i64>, _>(i)
+                    .ok()
+                    .flatten()
+                    .map(|n| n.to_string())
+                    .unwrap_or_default(),
             };
             text.push_str(&format!("{}={value}\n", column.name()));
         }
@@ -70,7 +83,13 @@ fn role_path(user_id: &str) -> String {
 }
 
 async fn set_role(app: &TestApp, actor: &Session, target_id: &str, role: &str) -> (u16, Value) {
-    call(app.send_json(Method::PATCH, &role_path(target_id), &actor.token, json!({"role": role}))).await
+    call(app.send_json(
+        Method::PATCH,
+        &role_path(target_id),
+        &actor.token,
+        json!({"role": role}),
+    ))
+    .await
 }
 
 async fn members_list_and_show(backend: Backend) {
@@ -90,9 +109,25 @@ async fn members_list_and_show(backend: Backend) {
     // Newest first.
     assert_eq!(users[0]["id"], json!(dev.user_id));
     assert_eq!(users[1]["id"], json!(admin.user_id));
-    let mut keys: Vec<&str> = users[0].as_object().unwrap().keys().map(String::as_str).collect();
+    let mut keys: Vec<&str> = users[0]
+        .as_object()
+        .unwrap()
+        .keys()
+        .map(String::as_str)
+        .collect();
     keys.sort();
-    assert_eq!(keys, ["createdAt", "email", "id", "lastLoginAt", "name", "role", "status"]);
+    assert_eq!(
+        keys,
+        [
+            "createdAt",
+            "email",
+            "id",
+            "lastLoginAt",
+            "name",
+            "role",
+            "status"
+        ]
+    );
     assert_eq!(users[0]["role"], json!("developer"));
     assert_eq!(users[0]["status"], json!("active"));
     assert_eq!(users[0]["lastLoginAt"], Value::Null);
@@ -106,7 +141,10 @@ async fn members_list_and_show(backend: Backend) {
     assert_eq!(user["id"], json!(admin.user_id));
     assert_eq!(user["name"], json!("Ada Admin"));
     assert_eq!(user["role"], json!("admin"));
-    assert!(user["createdAt"].is_string() && user["updatedAt"].is_string(), "{body}");
+    assert!(
+        user["createdAt"].is_string() && user["updatedAt"].is_string(),
+        "{body}"
+    );
 
     // After a login, lastLoginAt is set.
     let (status, _) = app.login(&admin.email, crate::helpers::PASSWORD).await;
@@ -122,19 +160,30 @@ async fn members_list_paginates(backend: Backend) {
     let app = TestApp::spawn(backend).await;
     let admin = app.signup("Paged").await;
     // Enterprise: no seat limit in the way of a bigger team.
-    sqlx::query("UPDATE organizations SET plan = 'enterprise' WHERE id = $1").bind(&admin.org_id).execute(&app.db).await.unwrap();
+    sqlx::query("UPDATE organizations SET plan = 'enterprise' WHERE id = $1")
+        .bind(&admin.org_id)
+        .execute(&app.db)
+        .await
+        .unwrap();
     for _ in 0..4 {
         app.clock.advance(1_000);
         app.add_member(&admin.org_id, "viewer").await;
     }
     let mut seen = Vec::new();
     for offset in [0, 2, 4] {
-        let (status, body) = call(app.get(&format!("/api/users?limit=2&offset={offset}"), &admin.token)).await;
+        let (status, body) =
+            call(app.get(&format!("/api/users?limit=2&offset={offset}"), &admin.token)).await;
         assert_eq!(status, 200, "{body}");
         assert_eq!(body["total"], json!(5));
         assert_eq!(body["limit"], json!(2));
         assert_eq!(body["offset"], json!(offset));
-        seen.extend(body["users"].as_array().unwrap().iter().map(|u| u["id"].as_str().unwrap().to_string()));
+        seen.extend(
+            body["users"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|u| u["id"].as_str().unwrap().to_string()),
+        );
     }
     assert_eq!(seen.len(), 5);
     assert_eq!(seen.last(), Some(&admin.user_id), "oldest last");
@@ -176,12 +225,18 @@ async fn role_change_rules_and_audit(backend: Backend) {
     assert_eq!(entry["targetType"], json!("user"));
     assert_eq!(entry["targetId"], json!(dev.user_id));
     assert_eq!(entry["userId"], json!(admin.user_id));
-    assert_eq!(entry["details"], json!({"oldRole": "developer", "newRole": "viewer", "targetEmail": dev.email}));
+    assert_eq!(
+        entry["details"],
+        json!({"oldRole": "developer", "newRole": "viewer", "targetEmail": dev.email})
+    );
 
     // Setting the same role again succeeds and records nothing.
     let (status, _) = set_role(&app, &admin, &dev.user_id, "viewer").await;
     assert_eq!(status, 200);
-    assert_eq!(app.audit_actions(&admin.org_id).await, ["user.role_changed"]);
+    assert_eq!(
+        app.audit_actions(&admin.org_id).await,
+        ["user.role_changed"]
+    );
 
     // Own role: refused, also as the only admin; and spelled in upper case the id is not an id.
     let (status, body) = set_role(&app, &admin, &admin.user_id, "viewer").await;
@@ -189,9 +244,20 @@ async fn role_change_rules_and_audit(backend: Backend) {
     assert_eq!(body["message"], json!("You cannot change your own role"));
     let (status, body) = set_role(&app, &admin, &admin.user_id.to_uppercase(), "viewer").await;
     assert_error(status, &body, 400, "Invalid user ID format");
-    let (status, body) = call(app.request(Method::DELETE, &format!("/api/users/{}", admin.user_id.to_uppercase())).bearer_auth(&admin.token)).await;
+    let (status, body) = call(
+        app.request(
+            Method::DELETE,
+            &format!("/api/users/{}", admin.user_id.to_uppercase()),
+        )
+        .bearer_auth(&admin.token),
+    )
+    .await;
     assert_error(status, &body, 400, "Invalid user ID format");
-    let (status, body) = call(app.request(Method::DELETE, &format!("/api/users/{}", admin.user_id)).bearer_auth(&admin.token)).await;
+    let (status, body) = call(
+        app.request(Method::DELETE, &format!("/api/users/{}", admin.user_id))
+            .bearer_auth(&admin.token),
+    )
+    .await;
     assert_error(status, &body, 403, "Cannot delete yourself");
     assert_eq!(admins(&app, &admin.org_id).await, 1);
 
@@ -209,11 +275,23 @@ async fn role_change_rules_and_audit(backend: Backend) {
         assert_error(status, &body, 403, "Forbidden");
         assert_eq!(
             body["message"],
-            json!(format!("This action requires one of the following roles: admin. Your role: {role}."))
+            json!(format!(
+                "This action requires one of the following roles: admin. Your role: {role}."
+            ))
         );
-        let (status, body) = call(app.send_json(Method::PATCH, &role_path(&dev.user_id), &member.token, json!({"role": 7}))).await;
+        let (status, body) = call(app.send_json(
+            Method::PATCH,
+            &role_path(&dev.user_id),
+            &member.token,
+            json!({"role": 7}),
+        ))
+        .await;
         assert_error(status, &body, 403, "Forbidden");
-        let (status, body) = call(app.request(Method::DELETE, &format!("/api/users/{}", dev.user_id)).bearer_auth(&member.token)).await;
+        let (status, body) = call(
+            app.request(Method::DELETE, &format!("/api/users/{}", dev.user_id))
+                .bearer_auth(&member.token),
+        )
+        .await;
         assert_error(status, &body, 403, "Forbidden");
     }
 }
@@ -230,7 +308,13 @@ async fn demoted_admin_loses_rights_on_next_request(backend: Backend) {
     // Same token, very next request: no longer an admin.
     let (status, body) = set_role(&app, &second, &viewer.user_id, "admin").await;
     assert_error(status, &body, 403, "Forbidden");
-    assert!(body["message"].as_str().unwrap().ends_with("Your role: viewer."), "{body}");
+    assert!(
+        body["message"]
+            .as_str()
+            .unwrap()
+            .ends_with("Your role: viewer."),
+        "{body}"
+    );
     let (status, body) = call(app.get("/api/invitations", &second.token)).await;
     assert_error(status, &body, 403, "Forbidden");
     let (_, body) = call(app.get(&format!("/api/users/{}", viewer.user_id), &admin.token)).await;
@@ -241,12 +325,22 @@ async fn removed_user_loses_access_and_keys(backend: Backend) {
     let app = TestApp::spawn(backend).await;
     let admin = app.signup("Removals").await;
     let dev = app.add_member(&admin.org_id, "developer").await;
-    let (status, key) = call(app.send_json(Method::POST, "/api/auth/api-keys", &dev.token, json!({"name": "ci"}))).await;
+    let (status, key) = call(app.send_json(
+        Method::POST,
+        "/api/auth/api-keys",
+        &dev.token,
+        json!({"name": "ci"}),
+    ))
+    .await;
     assert_eq!(status, 201, "{key}");
     let (status, _) = call(app.get("/api/auth/me", &dev.token)).await;
     assert_eq!(status, 200);
 
-    let (status, body) = call(app.request(Method::DELETE, &format!("/api/users/{}", dev.user_id)).bearer_auth(&admin.token)).await;
+    let (status, body) = call(
+        app.request(Method::DELETE, &format!("/api/users/{}", dev.user_id))
+            .bearer_auth(&admin.token),
+    )
+    .await;
     assert_eq!(status, 200, "{body}");
     assert_eq!(
         body,
@@ -257,21 +351,38 @@ async fn removed_user_loses_access_and_keys(backend: Backend) {
         assert_error(status, &body, 401, "Authentication required");
     }
     // The key went with its creator.
-    assert_eq!(count(&app, "SELECT COUNT(*) FROM api_keys WHERE user_id = $1", &dev.user_id).await, 0);
+    assert_eq!(
+        count(
+            &app,
+            "SELECT COUNT(*) FROM api_keys WHERE user_id = $1",
+            &dev.user_id
+        )
+        .await,
+        0
+    );
     let key = key["apiKey"].as_str().unwrap();
-    let refused = crate::api_keys::authenticate(&app, "/api/executions", &[("x-api-key", key)]).await;
+    let refused =
+        crate::api_keys::authenticate(&app, "/api/executions", &[("x-api-key", key)]).await;
     assert_eq!(refused.err().map(|e| e.status().as_u16()), Some(401));
 
     let (_, body) = call(app.get("/api/users", &admin.token)).await;
     assert_eq!(body["total"], json!(1));
     let (_, org) = call(app.get("/api/organization", &admin.token)).await;
     assert_eq!(org["organization"]["userCount"], json!(1));
-    let (_, logs) = call(app.get("/api/organization/audit-logs?action=user.removed", &admin.token)).await;
+    let (_, logs) = call(app.get(
+        "/api/organization/audit-logs?action=user.removed",
+        &admin.token,
+    ))
+    .await;
     assert_eq!(
         logs["auditLogs"][0]["details"],
         json!({"targetEmail": dev.email, "targetRole": "developer", "targetName": "A developer"})
     );
-    let (status, body) = call(app.request(Method::DELETE, &format!("/api/users/{}", dev.user_id)).bearer_auth(&admin.token)).await;
+    let (status, body) = call(
+        app.request(Method::DELETE, &format!("/api/users/{}", dev.user_id))
+            .bearer_auth(&admin.token),
+    )
+    .await;
     assert_error(status, &body, 404, "User not found");
 }
 
@@ -282,22 +393,40 @@ async fn concurrent_mutual_demotions_keep_an_admin(backend: Backend) {
     for round in 0..20 {
         assert_eq!(admins(&app, &first.org_id).await, 2);
         let results = in_parallel(vec![
-            app.send_json(Method::PATCH, &role_path(&second.user_id), &first.token, json!({"role": "developer"})),
-            app.send_json(Method::PATCH, &role_path(&first.user_id), &second.token, json!({"role": "viewer"})),
+            app.send_json(
+                Method::PATCH,
+                &role_path(&second.user_id),
+                &first.token,
+                json!({"role": "developer"}),
+            ),
+            app.send_json(
+                Method::PATCH,
+                &role_path(&first.user_id),
+                &second.token,
+                json!({"role": "viewer"}),
+            ),
         ])
         .await;
         let wins = results.iter().filter(|(s, _)| *s == 200).count();
-        assert_eq!(wins, 1, "round {round}: exactly one demotion wins: {results:?}");
+        assert_eq!(
+            wins, 1,
+            "round {round}: exactly one demotion wins: {results:?}"
+        );
         for (status, body) in results.iter().filter(|(s, _)| *s != 200) {
             assert_eq!(*status, 403, "round {round}: {body}");
             assert!(
-                ["Forbidden", "Cannot remove last admin"].contains(&body["error"].as_str().unwrap_or_default()),
+                ["Forbidden", "Cannot remove last admin"]
+                    .contains(&body["error"].as_str().unwrap_or_default()),
                 "round {round}: {body}"
             );
         }
         assert_eq!(admins(&app, &first.org_id).await, 1, "round {round}");
         // The survivor restores the other for the next round.
-        let (survivor, demoted) = if results[0].0 == 200 { (&first, &second) } else { (&second, &first) };
+        let (survivor, demoted) = if results[0].0 == 200 {
+            (&first, &second)
+        } else {
+            (&second, &first)
+        };
         let (status, body) = set_role(&app, survivor, &demoted.user_id, "admin").await;
         assert_eq!(status, 200, "{body}");
     }
@@ -310,19 +439,35 @@ async fn concurrent_mutual_removals_keep_an_admin(backend: Backend) {
     for round in 0..20 {
         let b = app.add_member(&founder.org_id, "admin").await;
         let results = in_parallel(vec![
-            app.request(Method::DELETE, &format!("/api/users/{}", b.user_id)).bearer_auth(&a.token),
-            app.request(Method::DELETE, &format!("/api/users/{}", a.user_id)).bearer_auth(&b.token),
+            app.request(Method::DELETE, &format!("/api/users/{}", b.user_id))
+                .bearer_auth(&a.token),
+            app.request(Method::DELETE, &format!("/api/users/{}", a.user_id))
+                .bearer_auth(&b.token),
         ])
         .await;
         let wins = results.iter().filter(|(s, _)| *s == 200).count();
-        assert_eq!(wins, 1, "round {round}: exactly one removal wins: {results:?}");
+        assert_eq!(
+            wins, 1,
+            "round {round}: exactly one removal wins: {results:?}"
+        );
         for (status, body) in results.iter().filter(|(s, _)| *s != 200) {
             // The loser was removed first: their token no longer authenticates (or their
             // re-check inside the transaction found them gone).
-            assert!([401, 403].contains(status), "round {round}: {status} {body}");
+            assert!(
+                [401, 403].contains(status),
+                "round {round}: {status} {body}"
+            );
         }
         assert_eq!(admins(&app, &founder.org_id).await, 1, "round {round}");
-        assert_eq!(count(&app, "SELECT COUNT(*) FROM users WHERE organization_id = $1", &founder.org_id).await, 1);
+        assert_eq!(
+            count(
+                &app,
+                "SELECT COUNT(*) FROM users WHERE organization_id = $1",
+                &founder.org_id
+            )
+            .await,
+            1
+        );
         if results[0].0 != 200 {
             a = b;
         }
@@ -345,7 +490,13 @@ async fn cross_organization_ids_answer_404_and_change_nothing(backend: Backend) 
     .await;
     assert_eq!(status, 201, "{invite}");
     let their_invitation = invite["invitation"]["id"].as_str().unwrap().to_string();
-    let (status, key) = call(app.send_json(Method::POST, "/api/auth/api-keys", &their_dev.token, json!({}))).await;
+    let (status, key) = call(app.send_json(
+        Method::POST,
+        "/api/auth/api-keys",
+        &their_dev.token,
+        json!({}),
+    ))
+    .await;
     assert_eq!(status, 201);
     let their_key = key["data"]["id"].as_str().unwrap().to_string();
     let before: Vec<String> = {
@@ -357,14 +508,54 @@ async fn cross_organization_ids_answer_404_and_change_nothing(backend: Backend) 
     };
 
     let cases: Vec<(Method, String, Option<Value>, &str)> = vec![
-        (Method::GET, format!("/api/users/{}", their_dev.user_id), None, "User not found"),
-        (Method::GET, format!("/api/users/{}", theirs.user_id), None, "User not found"),
-        (Method::PATCH, role_path(&their_dev.user_id), Some(json!({"role": "admin"})), "User not found"),
-        (Method::PATCH, role_path(&theirs.user_id), Some(json!({"role": "viewer"})), "User not found"),
-        (Method::DELETE, format!("/api/users/{}", their_dev.user_id), None, "User not found"),
-        (Method::DELETE, format!("/api/users/{}", theirs.user_id), None, "User not found"),
-        (Method::DELETE, format!("/api/invitations/{their_invitation}"), None, "Invitation not found"),
-        (Method::DELETE, format!("/api/auth/api-keys/{their_key}"), None, "API key not found"),
+        (
+            Method::GET,
+            format!("/api/users/{}", their_dev.user_id),
+            None,
+            "User not found",
+        ),
+        (
+            Method::GET,
+            format!("/api/users/{}", theirs.user_id),
+            None,
+            "User not found",
+        ),
+        (
+            Method::PATCH,
+            role_path(&their_dev.user_id),
+            Some(json!({"role": "admin"})),
+            "User not found",
+        ),
+        (
+            Method::PATCH,
+            role_path(&theirs.user_id),
+            Some(json!({"role": "viewer"})),
+            "User not found",
+        ),
+        (
+            Method::DELETE,
+            format!("/api/users/{}", their_dev.user_id),
+            None,
+            "User not found",
+        ),
+        (
+            Method::DELETE,
+            format!("/api/users/{}", theirs.user_id),
+            None,
+            "User not found",
+        ),
+        (
+            Method::DELETE,
+            format!("/api/invitations/{their_invitation}"),
+            None,
+            "Invitation not found",
+        ),
+        (
+            Method::DELETE,
+            format!("/api/auth/api-keys/{their_key}"),
+            None,
+            "API key not found",
+        ),
     ];
     for (method, path, body, error) in cases {
         let mut req = app.request(method.clone(), &path).bearer_auth(&mine.token);
@@ -393,12 +584,22 @@ async fn bad_ids_and_bodies(backend: Backend) {
     let app = TestApp::spawn(backend).await;
     let admin = app.signup("Bad Input").await;
     let dev = app.add_member(&admin.org_id, "developer").await;
-    for bad in ["123", "507F191E810C19729DE860EA", "507f191e810c19729de860eaa", "zzzzzzzzzzzzzzzzzzzzzzzz", "507f191e810c19729de860e%20"] {
+    for bad in [
+        "123",
+        "507F191E810C19729DE860EA",
+        "507f191e810c19729de860eaa",
+        "zzzzzzzzzzzzzzzzzzzzzzzz",
+        "507f191e810c19729de860e%20",
+    ] {
         let (status, body) = call(app.get(&format!("/api/users/{bad}"), &admin.token)).await;
         assert_error(status, &body, 400, "Invalid user ID format");
         let (status, body) = set_role(&app, &admin, bad, "viewer").await;
         assert_error(status, &body, 400, "Invalid user ID format");
-        let (status, body) = call(app.request(Method::DELETE, &format!("/api/users/{bad}")).bearer_auth(&admin.token)).await;
+        let (status, body) = call(
+            app.request(Method::DELETE, &format!("/api/users/{bad}"))
+                .bearer_auth(&admin.token),
+        )
+        .await;
         assert_error(status, &body, 400, "Invalid user ID format");
     }
     let path = role_path(&dev.user_id);
@@ -412,13 +613,17 @@ async fn bad_ids_and_bodies(backend: Backend) {
         (json!({"role": ["admin"]}), 400, "Invalid role"),
     ];
     for (body, expected, error) in cases {
-        let (status, res) = call(app.send_json(Method::PATCH, &path, &admin.token, body.clone())).await;
+        let (status, res) =
+            call(app.send_json(Method::PATCH, &path, &admin.token, body.clone())).await;
         assert_error(status, &res, expected, error);
     }
     let (status, res) = call(app.request(Method::PATCH, &path).bearer_auth(&admin.token)).await;
     assert_error(status, &res, 400, "Missing body");
     let (status, res) = call(
-        app.request(Method::PATCH, &path).bearer_auth(&admin.token).header("content-type", "application/json").body("{"),
+        app.request(Method::PATCH, &path)
+            .bearer_auth(&admin.token)
+            .header("content-type", "application/json")
+            .body("{"),
     )
     .await;
     assert_error(status, &res, 400, "Invalid JSON");
