@@ -144,13 +144,11 @@ impl FromRequestParts<AppState> for CurrentUser {
 
     async fn from_request_parts(parts: &mut Parts, app: &AppState) -> Result<Self, ApiError> {
         let path = parts.uri.path();
-        let api_key = parts
-            .headers
-            .get("x-api-key")
-            .map(|v| v.as_bytes().to_vec());
-        let caller = match api_key {
+        // A key is used only where keys are accepted and no Bearer token was sent; anywhere
+        // else the request goes down the session path, whose 401 explains where keys work.
+        let caller = match parts.headers.get("x-api-key") {
             Some(key) if !parts.headers.contains_key(AUTHORIZATION) && accepts_api_keys(path) => {
-                from_api_key(&key, app).await?
+                from_api_key(key.as_bytes(), app).await?
             }
             _ => from_session(parts, app).await?,
         };

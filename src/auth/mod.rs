@@ -185,14 +185,14 @@ fn parse_signup(body: &Object) -> Result<(Email, &str, String, Joining), ApiErro
         return Err(ApiError::bad_request("Weak password", problems.join(", ")));
     }
     let name = person_name(name)?;
-    let joining = match (invite, org_name) {
-        (Some(token), _) => Joining::Invitation(InviteToken::parse(token).ok_or_else(|| {
+    let joining = match invite {
+        Some(token) => Joining::Invitation(InviteToken::parse(token).ok_or_else(|| {
             ApiError::bad_request(
                 "Invalid invitation token format",
                 "An invitation token is 64 hexadecimal characters",
             )
         })?),
-        (None, org_name) => Joining::NewOrganization(OrgName::parse_field(
+        None => Joining::NewOrganization(OrgName::parse_field(
             "organizationName",
             org_name.unwrap_or_default(),
         )?),

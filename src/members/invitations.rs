@@ -47,7 +47,7 @@ impl InviteToken {
 }
 
 /// 403 `User limit exceeded` with the organization's seat usage.
-pub fn seats_full(seats: SeatUsage) -> ApiError {
+fn seats_full(seats: SeatUsage) -> ApiError {
     // Only a limited organization is ever refused; 0 would be an operator's "no seats at all".
     let limit = seats.limit.unwrap_or(0);
     let percent_used = if limit > 0 {

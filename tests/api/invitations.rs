@@ -16,6 +16,7 @@ crate::backend_tests!(
     invitations_expire_after_seven_days,
     revoked_and_used_invitations_are_dead,
     accept_refusals,
+    two_admins_leaving_at_once_leave_one_behind,
     invitation_bad_input,
     only_admins_manage_invitations,
     validate_is_rate_limited_per_ip,
@@ -521,6 +522,44 @@ async fn accept_refusals(backend: Backend) {
     assert_error(status, &body, 403, "Email mismatch");
     let (status, _) = validate(&app, &token).await;
     assert_eq!(status, 200, "still usable by its invitee");
+}
+
+async fn two_admins_leaving_at_once_leave_one_behind(backend: Backend) {
+    let app = roomy_app(backend).await;
+    for round in 0..5 {
+        let a = app.signup("Left Behind").await;
+        let b = app.add_member(&a.org_id, "admin").await;
+        let target = app.signup("Greener Grass").await;
+        let token_a = invite_ok(&app, &target, &a.email, "developer").await;
+        let token_b = invite_ok(&app, &target, &b.email, "developer").await;
+        let results = in_parallel(vec![
+            app.send_json(
+                Method::POST,
+                "/api/invitations/accept",
+                &a.token,
+                json!({"token": token_a}),
+            ),
+            app.send_json(
+                Method::POST,
+                "/api/invitations/accept",
+                &b.token,
+                json!({"token": token_b}),
+            ),
+        ])
+        .await;
+        assert_eq!(
+            results.iter().filter(|(s, _)| *s == 200).count(),
+            1,
+            "round {round}: {results:?}"
+        );
+        let (status, body) = results.iter().find(|(s, _)| *s != 200).unwrap();
+        assert_error(*status, body, 409, "Last admin");
+        assert_eq!(
+            crate::members::admins(&app, &a.org_id).await,
+            1,
+            "round {round}"
+        );
+    }
 }
 
 async fn invitation_bad_input(backend: Backend) {
