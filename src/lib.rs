@@ -9,6 +9,7 @@ pub mod health;
 pub mod http;
 pub mod id;
 pub mod logging;
+pub mod members;
 pub mod organization;
 pub mod ratelimit;
 pub mod state;
@@ -36,6 +37,7 @@ pub fn router(state: AppState) -> Router {
         .merge(auth::router())
         .merge(organization::router())
         .merge(audit::router())
+        .merge(members::router())
         .fallback(http::route_not_found)
         .method_not_allowed_fallback(http::method_not_allowed)
         .layer(DefaultBodyLimit::max(MAX_JSON_BODY_BYTES))

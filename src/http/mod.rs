@@ -4,6 +4,7 @@
 
 pub mod body;
 pub mod client_ip;
+pub mod page;
 
 use std::any::Any;
 use std::time::Instant;
@@ -22,6 +23,7 @@ use crate::state::AppState;
 
 pub use body::{JsonBody, Object};
 pub use client_ip::ClientIp;
+pub use page::{Page, PageQuery};
 
 tokio::task_local! {
     static REQUEST_ID: String;

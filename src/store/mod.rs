@@ -20,6 +20,7 @@ use std::sync::Arc;
 use crate::audit::AuditStore;
 use crate::auth::store::AuthStore;
 use crate::auth::store::UserRecord;
+use crate::members::store::MemberStore;
 use crate::organization::store::OrganizationRecord;
 use crate::organization::store::OrganizationStore;
 
@@ -64,8 +65,8 @@ pub enum Backend {
 }
 
 /// Everything the service needs from its database.
-pub trait Store: HealthStore + AuthStore + OrganizationStore + AuditStore {}
-impl<T: HealthStore + AuthStore + OrganizationStore + AuditStore> Store for T {}
+pub trait Store: HealthStore + AuthStore + OrganizationStore + AuditStore + MemberStore {}
+impl<T: HealthStore + AuthStore + OrganizationStore + AuditStore + MemberStore> Store for T {}
 
 #[async_trait::async_trait]
 pub trait HealthStore: Send + Sync + 'static {

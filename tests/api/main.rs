@@ -3,8 +3,11 @@
 
 mod helpers;
 
+mod api_keys;
 mod auth;
 mod cli;
 mod hygiene;
+mod invitations;
+mod members;
 mod organization;
 mod ratelimit;
