@@ -9,6 +9,8 @@ pub mod executions;
 pub mod health;
 pub mod http;
 pub mod id;
+pub mod logging;
+pub mod members;
 pub mod operator;
 pub mod organization;
 pub mod ratelimit;
@@ -37,6 +39,7 @@ pub fn router(state: AppState) -> Router {
         .merge(auth::router())
         .merge(organization::router())
         .merge(audit::router())
+        .merge(members::router())
         .merge(executions::router());
     // Without ORGD_ADMIN_TOKEN the operator API does not exist: 404 like any unknown route.
     if state.config.admin_token.is_some() {

@@ -7,7 +7,6 @@ use orgd::executions::storage::LocalReportStorage;
 use orgd::operator::cli;
 use orgd::store::SqlStore;
 use orgd::{AppState, Config};
-use tracing_subscriber::EnvFilter;
 
 #[derive(Parser)]
 #[command(
@@ -112,17 +111,6 @@ async fn run_org(command: OrgCommand) -> anyhow::Result<String> {
     }
 }
 
-fn init_logging(format: LogFormat) {
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    match format {
-        LogFormat::Json => builder.json().with_current_span(true).init(),
-        LogFormat::Pretty => builder.init(),
-    }
-}
-
 async fn shutdown_signal() {
     let ctrl_c = async {
         if tokio::signal::ctrl_c().await.is_err() {
@@ -147,18 +135,24 @@ async fn shutdown_signal() {
     tracing::info!("shutdown signal received: finishing requests in flight");
 }
 
+async fn serve(args: ServeArgs) -> anyhow::Result<()> {
+    let config = Config::from_args(&args)?;
+    std::fs::create_dir_all(config.reports_dir())?;
+    let listener = tokio::net::TcpListener::bind(args.bind).await?;
+    let state = AppState::build(config, None).await?;
+    orgd::serve(state, listener, shutdown_signal()).await
+}
+
 async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Serve(args) => {
-            init_logging(args.log_format);
-            let config = Config::from_args(&args)?;
-            std::fs::create_dir_all(config.reports_dir())?;
-            let listener = tokio::net::TcpListener::bind(args.bind).await?;
-            let state = AppState::build(config, None).await?;
-            orgd::serve(state, listener, shutdown_signal()).await
+            let logs = orgd::logging::init(args.log_format)?;
+            let served = serve(args).await;
+            logs.flush();
+            served
         }
         Command::Migrate(args) => {
-            init_logging(LogFormat::Pretty);
+            let _logs = orgd::logging::init(LogFormat::Pretty)?;
             open_store(&args).await?;
             println!("migrations applied");
             Ok(())

@@ -15,7 +15,7 @@ use serde_json::{Map, Value, json};
 use crate::auth::{CurrentUser, Role};
 use crate::clock::Timestamp;
 use crate::error::{ApiError, OrInternal};
-use crate::http::{JsonBody, Object, PathParams};
+use crate::http::{JsonBody, Object, Page, PageQuery, PathParams};
 use crate::organization::usage::percent_used;
 use crate::state::AppState;
 use store::{NewExecutionOutcome, NewProjectOutcome, UpdateOutcome};
@@ -321,28 +321,11 @@ async fn show(
 }
 
 #[derive(Debug, serde::Deserialize)]
-struct ListQuery {
-    limit: Option<String>,
-    offset: Option<String>,
+struct StatusQuery {
     status: Option<String>,
 }
 
-fn parse_filter(q: ListQuery) -> Result<ExecutionFilter, ApiError> {
-    let limit = match q.limit.as_deref() {
-        None => 25,
-        Some(s) => s
-            .parse::<i64>()
-            .ok()
-            .filter(|n| (1..=100).contains(n))
-            .ok_or_else(|| ApiError::invalid("limit", "limit must be an integer from 1 to 100"))?,
-    };
-    let offset =
-        match q.offset.as_deref() {
-            None => 0,
-            Some(s) => s.parse::<i64>().ok().filter(|n| *n >= 0).ok_or_else(|| {
-                ApiError::invalid("offset", "offset must be a non-negative integer")
-            })?,
-        };
+fn parse_filter(q: StatusQuery, page: Page) -> Result<ExecutionFilter, ApiError> {
     let mut statuses = Vec::new();
     for raw in q
         .status
@@ -360,20 +343,22 @@ fn parse_filter(q: ListQuery) -> Result<ExecutionFilter, ApiError> {
     }
     Ok(ExecutionFilter {
         statuses,
-        limit,
-        offset,
+        limit: page.limit,
+        offset: page.offset,
     })
 }
 
 async fn list(
     State(app): State<AppState>,
     user: CurrentUser,
-    query: Result<Query<ListQuery>, axum::extract::rejection::QueryRejection>,
+    page: PageQuery,
+    query: Result<Query<StatusQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Json<Value>, ApiError> {
+    let page = page.page_within(25, 100)?;
     let Query(query) = query.map_err(|_| {
         ApiError::bad_request("Invalid query", "The query string could not be parsed")
     })?;
-    let filter = parse_filter(query)?;
+    let filter = parse_filter(query, page)?;
     let (executions, total) = app
         .store
         .executions(user.org_id(), &filter)

@@ -1,7 +1,7 @@
 //! The operator HTTP API (`/api/admin/...`), e.g. for a billing system. It exists only when
 //! `ORGD_ADMIN_TOKEN` is set, and answers only `Authorization: Bearer <ORGD_ADMIN_TOKEN>`.
 
-use axum::extract::{FromRequestParts, Query, State};
+use axum::extract::{FromRequestParts, State};
 use axum::http::header::AUTHORIZATION;
 use axum::http::request::Parts;
 use axum::routing::{get, put};
@@ -11,7 +11,7 @@ use sha2::{Digest, Sha256};
 
 use super::{LimitValue, OperatorError, PlanChange, change_organization, organization_view};
 use crate::error::{ApiError, OrInternal};
-use crate::http::{ClientIp, JsonBody, PathParams};
+use crate::http::{ClientIp, JsonBody, Page, PageQuery, PathParams};
 use crate::organization::Plan;
 use crate::organization::plan::LIMIT_NAMES;
 use crate::organization::usage::{Period, Usage};
@@ -73,44 +73,12 @@ fn operator_error(e: OperatorError, error: &'static str) -> ApiError {
     }
 }
 
-#[derive(Debug, serde::Deserialize)]
-struct PageQuery {
-    limit: Option<String>,
-    offset: Option<String>,
-}
-
-fn bounded(
-    value: Option<&str>,
-    field: &str,
-    default: i64,
-    min: i64,
-    max: i64,
-) -> Result<i64, ApiError> {
-    match value {
-        None => Ok(default),
-        Some(s) => s
-            .parse::<i64>()
-            .ok()
-            .filter(|n| (min..=max).contains(n))
-            .ok_or_else(|| {
-                ApiError::invalid(
-                    field,
-                    format!("{field} must be an integer from {min} to {max}"),
-                )
-            }),
-    }
-}
-
 async fn list(
     State(app): State<AppState>,
     _operator: Operator,
-    query: Result<Query<PageQuery>, axum::extract::rejection::QueryRejection>,
+    page: PageQuery,
 ) -> Result<Json<Value>, ApiError> {
-    let Query(query) = query.map_err(|_| {
-        ApiError::bad_request("Invalid query", "The query string could not be parsed")
-    })?;
-    let limit = bounded(query.limit.as_deref(), "limit", 50, 1, 500)?;
-    let offset = bounded(query.offset.as_deref(), "offset", 0, 0, i64::MAX)?;
+    let Page { limit, offset } = page.page_within(50, Page::MAX_LIMIT)?;
     let now = app.now();
     let period = Period::containing(now);
     let (page, total) = app

@@ -13,10 +13,17 @@ use anyhow::Context;
 use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
 use sqlx::{Any, AnyPool, Executor, Transaction};
 
+pub mod cache;
+
+use std::sync::Arc;
+
 use crate::audit::AuditStore;
 use crate::auth::store::AuthStore;
+use crate::auth::store::UserRecord;
 use crate::executions::store::ExecutionStore;
+use crate::members::store::MemberStore;
 use crate::operator::store::OperatorStore;
+use crate::organization::store::OrganizationRecord;
 use crate::organization::store::OrganizationStore;
 
 pub type Tx = Transaction<'static, Any>;
@@ -61,11 +68,24 @@ pub enum Backend {
 
 /// Everything the service needs from its database.
 pub trait Store:
-    HealthStore + AuthStore + OrganizationStore + AuditStore + ExecutionStore + OperatorStore
+    HealthStore
+    + AuthStore
+    + OrganizationStore
+    + AuditStore
+    + MemberStore
+    + ExecutionStore
+    + OperatorStore
 {
 }
-impl<T: HealthStore + AuthStore + OrganizationStore + AuditStore + ExecutionStore + OperatorStore>
-    Store for T
+impl<
+    T: HealthStore
+        + AuthStore
+        + OrganizationStore
+        + AuditStore
+        + MemberStore
+        + ExecutionStore
+        + OperatorStore,
+> Store for T
 {
 }
 
@@ -79,6 +99,9 @@ pub trait HealthStore: Send + Sync + 'static {
 pub struct SqlStore {
     pool: AnyPool,
     backend: Backend,
+    /// Who a (user id, token id) is and whether the token was revoked.
+    pub(crate) identities: Arc<cache::ReadCache<(String, String), (UserRecord, bool)>>,
+    pub(crate) organizations: Arc<cache::ReadCache<String, OrganizationRecord>>,
 }
 
 impl SqlStore {
@@ -116,7 +139,17 @@ impl SqlStore {
             .connect_with(options)
             .await
             .context("cannot connect to the database")?;
-        Ok(Self { pool, backend })
+        // Only a SQLite file announces every commit cheaply (see cache.rs).
+        let cached_file = match backend {
+            Backend::Sqlite => cache::sqlite_path(url),
+            Backend::Postgres => None,
+        };
+        Ok(Self {
+            pool,
+            backend,
+            identities: Arc::new(cache::ReadCache::new(cached_file.clone())),
+            organizations: Arc::new(cache::ReadCache::new(cached_file)),
+        })
     }
 
     pub async fn migrate(&self) -> anyhow::Result<()> {

@@ -3,10 +3,13 @@
 
 mod helpers;
 
+mod api_keys;
 mod auth;
 mod cli;
 mod executions;
 mod hygiene;
+mod invitations;
+mod members;
 mod operator;
 mod organization;
 mod ratelimit;
