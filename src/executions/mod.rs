@@ -16,7 +16,7 @@ use crate::auth::{CurrentUser, Role};
 use crate::clock::Timestamp;
 use crate::error::{ApiError, OrInternal};
 use crate::http::{JsonBody, Object, Page, PageQuery, PathParams};
-use crate::organization::usage::percent_used;
+use crate::organization::usage::limit_refusal;
 use crate::state::AppState;
 use store::{NewExecutionOutcome, NewProjectOutcome, UpdateOutcome};
 use types::{ExecutionChange, ExecutionFilter, NewExecution, Project, Status, TaskId};
@@ -220,7 +220,9 @@ async fn create(
         .await
         .or_internal("Failed to create execution")?;
     match outcome {
-        NewExecutionOutcome::Created(execution) => Ok((StatusCode::CREATED, execution_body(&execution, false))),
+        NewExecutionOutcome::Created(execution) => {
+            Ok((StatusCode::CREATED, execution_body(&execution, false)))
+        }
         NewExecutionOutcome::Duplicate => Err(ApiError::conflict(
             "Execution already exists",
             "An execution with this taskId already exists in your organization",
@@ -229,18 +231,14 @@ async fn create(
             "Project not found",
             "No project with this projectId in your organization",
         )),
-        NewExecutionOutcome::TestRunLimit { used, limit } => Err(ApiError::Refused {
-            status: StatusCode::FORBIDDEN,
-            error: "Test run limit exceeded",
-            message: format!(
+        NewExecutionOutcome::TestRunLimit { used, limit } => Err(limit_refusal(
+            "Test run limit exceeded",
+            format!(
                 "Your organization has reached the monthly test run limit ({used}/{limit}). Upgrade your plan to continue testing."
-            )
-            .into(),
-            extra: Map::from_iter([(
-                "usage".into(),
-                json!({"used": used, "limit": limit, "percentUsed": percent_used(used, Some(limit))}),
-            )]),
-        }),
+            ),
+            used,
+            limit,
+        )),
         NewExecutionOutcome::ConcurrencyLimit { active, limit } => Err(ApiError::conflict(
             "Concurrent run limit reached",
             format!(

@@ -16,6 +16,7 @@ use crate::auth::{AuthAttempt, CurrentUser, Email, Role};
 use crate::clock::Timestamp;
 use crate::error::{ApiError, OrInternal};
 use crate::http::{ClientIp, JsonBody, PageQuery};
+use crate::organization::usage::limit_refusal;
 use crate::state::AppState;
 
 pub const INVITATION_TTL_MS: i64 = 7 * 24 * 60 * 60 * 1000;
@@ -50,26 +51,15 @@ impl InviteToken {
 fn seats_full(seats: SeatUsage) -> ApiError {
     // Only a limited organization is ever refused; 0 would be an operator's "no seats at all".
     let limit = seats.limit.unwrap_or(0);
-    let percent_used = if limit > 0 {
-        seats.used * 100 / limit
-    } else {
-        100
-    };
-    let mut extra = serde_json::Map::new();
-    extra.insert(
-        "usage".into(),
-        json!({"used": seats.used, "limit": limit, "percentUsed": percent_used}),
-    );
-    ApiError::Refused {
-        status: StatusCode::FORBIDDEN,
-        error: "User limit exceeded",
-        message: format!(
+    limit_refusal(
+        "User limit exceeded",
+        format!(
             "Your organization has reached the team member limit ({}/{limit}). Upgrade your plan to invite more users.",
             seats.used
-        )
-        .into(),
-        extra,
-    }
+        ),
+        seats.used,
+        limit,
+    )
 }
 
 const EXPIRED_MESSAGE: &str = "This invitation has expired. Please request a new invitation.";

@@ -4,9 +4,10 @@
 
 use axum::Json;
 use axum::extract::State;
+use axum::http::StatusCode;
 use chrono::{DateTime, Datelike, NaiveDate, Utc};
 use serde::Serialize;
-use serde_json::{Value, json};
+use serde_json::{Map, Value, json};
 
 use super::Limits;
 use super::store::OrganizationUsage;
@@ -68,6 +69,18 @@ pub fn percent_used(used: i64, limit: Option<i64>) -> Option<i64> {
             (i128::from(used) * 100 / i128::from(limit)) as i64
         }
     })
+}
+
+/// 403 `error` for a write a limit refused, with `usage: {used, limit, percentUsed}`.
+pub fn limit_refusal(error: &'static str, message: String, used: i64, limit: i64) -> ApiError {
+    let usage =
+        json!({"used": used, "limit": limit, "percentUsed": percent_used(used, Some(limit))});
+    ApiError::Refused {
+        status: StatusCode::FORBIDDEN,
+        error,
+        message: message.into(),
+        extra: Map::from_iter([("usage".into(), usage)]),
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
