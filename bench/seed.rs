@@ -1,7 +1,7 @@
 //! Seeds a benchmark organization directly through the store (not HTTP) and prints a token for
 //! its admin. With `--executions N --report-files M` it also bulk-inserts that many executions
-//! and report-file records (with matching usage counters), as the big data set of the usage
-//! benchmark. Not part of the product.
+//! and report-file records and sets the usage counters to match, as the big data set of the
+//! usage benchmark. Not part of the product.
 //!
 //! Usage: `seed <database-url> <jwt-secret> <org-name> [--executions N] [--report-files M]`
 //! Prints `<org-id> <token>`.
@@ -107,5 +107,21 @@ async fn bulk_insert(
         .execute(store.pool())
         .await
         .context("insert report files")?;
+    // The counters the service keeps with the data, as if it had been inserted through it.
+    sqlx::query(
+        "INSERT INTO usage_counters (organization_id, period, test_runs, ai_analyses) VALUES ($1, $2, $3, 0)",
+    )
+    .bind(org)
+    .bind(orgd::organization::usage::Period::containing(now).key)
+    .bind(executions)
+    .execute(store.pool())
+    .await
+    .context("insert usage counter")?;
+    sqlx::query("UPDATE organizations SET storage_used_bytes = $2 WHERE id = $1")
+        .bind(org)
+        .bind(files * 1024)
+        .execute(store.pool())
+        .await
+        .context("set storage counter")?;
     Ok(())
 }
