@@ -174,7 +174,12 @@ impl ApiError {
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         if let Self::Internal { source, error } = &self {
-            tracing::error!(error = %error, detail = %format!("{source:#}"), "request failed");
+            tracing::error!(
+                request_id = %crate::http::current_request_id(),
+                error = %error,
+                detail = %format!("{source:#}"),
+                "request failed"
+            );
         }
         let status = self.status();
         let (error, message) = self.error_and_message();

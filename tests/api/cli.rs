@@ -245,7 +245,8 @@ async fn json_logs_carry_request_ids_and_no_secrets() {
     assert!(
         lines
             .iter()
-            .any(|l| l["span"]["id"] == json!(request_id) && l["fields"]["status"] == json!(200)),
+            .any(|l| l["fields"]["request_id"] == json!(request_id)
+                && l["fields"]["status"] == json!(200)),
         "no log line for request {request_id}: {logs}"
     );
     for secret in [
