@@ -120,7 +120,10 @@ impl Cursor {
     fn decode(s: &str) -> Option<Self> {
         let (ms, id) = s.split_once('_')?;
         let created_at = ms.parse().ok()?;
-        crate::id::is_valid(id).then(|| Self { created_at, id: id.to_string() })
+        crate::id::is_valid(id).then(|| Self {
+            created_at,
+            id: id.to_string(),
+        })
     }
 }
 
@@ -137,12 +140,20 @@ pub struct AuditFilter {
 #[async_trait::async_trait]
 pub trait AuditStore: Send + Sync + 'static {
     /// Entries of one organization matching `filter`, newest first, at most `filter.limit`.
-    async fn audit_entries(&self, organization_id: &str, filter: &AuditFilter) -> StoreResult<Vec<(AuditEntry, i64)>>;
+    async fn audit_entries(
+        &self,
+        organization_id: &str,
+        filter: &AuditFilter,
+    ) -> StoreResult<Vec<(AuditEntry, i64)>>;
 }
 
 #[async_trait::async_trait]
 impl AuditStore for SqlStore {
-    async fn audit_entries(&self, organization_id: &str, filter: &AuditFilter) -> StoreResult<Vec<(AuditEntry, i64)>> {
+    async fn audit_entries(
+        &self,
+        organization_id: &str,
+        filter: &AuditFilter,
+    ) -> StoreResult<Vec<(AuditEntry, i64)>> {
         let mut sql = String::from(
             "SELECT id, action, user_id, target_type, target_id, details, ip, created_at
              FROM audit_logs WHERE organization_id = $1",
@@ -185,7 +196,10 @@ impl AuditStore for SqlStore {
             query = query.bind(to);
         }
         if let Some(cursor) = &filter.before {
-            query = query.bind(cursor.created_at).bind(cursor.created_at).bind(&cursor.id);
+            query = query
+                .bind(cursor.created_at)
+                .bind(cursor.created_at)
+                .bind(&cursor.id);
         }
         let rows = query.bind(filter.limit).fetch_all(self.pool()).await?;
         rows.iter()
@@ -247,11 +261,17 @@ fn parse_filter(q: ListQuery) -> Result<AuditFilter, ApiError> {
     if let Some(id) = &q.user_id
         && !crate::id::is_valid(id)
     {
-        return Err(ApiError::invalid("userId", "userId must be 24 lowercase hex characters"));
+        return Err(ApiError::invalid(
+            "userId",
+            "userId must be 24 lowercase hex characters",
+        ));
     }
     let before = q
         .cursor
-        .map(|c| Cursor::decode(&c).ok_or_else(|| ApiError::invalid("cursor", "cursor is not one this API returned")))
+        .map(|c| {
+            Cursor::decode(&c)
+                .ok_or_else(|| ApiError::invalid("cursor", "cursor is not one this API returned"))
+        })
         .transpose()?;
     Ok(AuditFilter {
         from: time("from", q.from)?,
@@ -269,8 +289,9 @@ async fn list(
     query: Result<Query<ListQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Json<Value>, ApiError> {
     user.require(Role::ADMIN)?;
-    let Query(query) =
-        query.map_err(|_| ApiError::bad_request("Invalid query", "The query string could not be parsed"))?;
+    let Query(query) = query.map_err(|_| {
+        ApiError::bad_request("Invalid query", "The query string could not be parsed")
+    })?;
     let mut filter = parse_filter(query)?;
     let page_size = filter.limit;
     filter.limit = page_size + 1;
@@ -281,14 +302,20 @@ async fn list(
         .or_internal("Failed to fetch audit logs")?;
     let next_cursor = if entries.len() as i64 > page_size {
         entries.truncate(page_size as usize);
-        entries
-            .last()
-            .map(|(e, created_at)| Cursor { created_at: *created_at, id: e.id.clone() }.encode())
+        entries.last().map(|(e, created_at)| {
+            Cursor {
+                created_at: *created_at,
+                id: e.id.clone(),
+            }
+            .encode()
+        })
     } else {
         None
     };
     let logs: Vec<AuditEntry> = entries.into_iter().map(|(e, _)| e).collect();
-    Ok(Json(json!({"success": true, "auditLogs": logs, "nextCursor": next_cursor})))
+    Ok(Json(
+        json!({"success": true, "auditLogs": logs, "nextCursor": next_cursor}),
+    ))
 }
 
 #[cfg(test)]
@@ -297,7 +324,10 @@ mod tests {
 
     #[test]
     fn cursors_round_trip_and_reject_garbage() {
-        let c = Cursor { created_at: 1_700_000_000_123, id: "507f191e810c19729de860ea".into() };
+        let c = Cursor {
+            created_at: 1_700_000_000_123,
+            id: "507f191e810c19729de860ea".into(),
+        };
         assert_eq!(Cursor::decode(&c.encode()), Some(c));
         assert_eq!(Cursor::decode("garbage"), None);
         assert_eq!(Cursor::decode("12_507F191E810C19729DE860EA"), None);

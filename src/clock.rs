@@ -78,8 +78,14 @@ mod tests {
     #[test]
     fn formats_with_millis_and_z() {
         assert_eq!(format_ms(1_768_471_200_000), "2026-01-15T10:00:00.000Z");
-        assert_eq!(parse_rfc3339("2026-01-15T10:00:00.000Z"), Some(1_768_471_200_000));
-        assert_eq!(parse_rfc3339("2026-01-15T11:00:00+01:00"), Some(1_768_471_200_000));
+        assert_eq!(
+            parse_rfc3339("2026-01-15T10:00:00.000Z"),
+            Some(1_768_471_200_000)
+        );
+        assert_eq!(
+            parse_rfc3339("2026-01-15T11:00:00+01:00"),
+            Some(1_768_471_200_000)
+        );
         assert_eq!(parse_rfc3339("yesterday"), None);
     }
 }

@@ -18,8 +18,16 @@ pub async fn health(State(app): State<AppState>) -> (StatusCode, Json<Value>) {
         Some(true) => "ok",
         Some(false) => "down",
     };
-    let status = if database_ok && redis != "down" { "ok" } else { "degraded" };
-    let code = if database_ok { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+    let status = if database_ok && redis != "down" {
+        "ok"
+    } else {
+        "degraded"
+    };
+    let code = if database_ok {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
     (
         code,
         Json(json!({

@@ -24,7 +24,10 @@ pub fn new_id(now_ms: i64) -> String {
 
 /// True for a well-formed id: exactly 24 lowercase hex characters.
 pub fn is_valid(id: &str) -> bool {
-    id.len() == 24 && id.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+    id.len() == 24
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
 }
 
 /// Random bytes as lowercase hex, for tokens and secrets.

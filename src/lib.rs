@@ -4,12 +4,15 @@ pub mod audit;
 pub mod auth;
 pub mod clock;
 pub mod config;
+pub mod crypto;
 pub mod error;
 pub mod health;
 pub mod http;
 pub mod id;
+pub mod integrations;
 pub mod organization;
 pub mod ratelimit;
+pub mod secrets;
 pub mod state;
 pub mod store;
 
@@ -35,11 +38,15 @@ pub fn router(state: AppState) -> Router {
         .merge(auth::router())
         .merge(organization::router())
         .merge(audit::router())
+        .merge(integrations::router())
         .fallback(http::route_not_found)
         .method_not_allowed_fallback(http::method_not_allowed)
         .layer(DefaultBodyLimit::max(MAX_JSON_BODY_BYTES))
         .layer(CatchPanicLayer::custom(http::panic_response))
-        .layer(axum::middleware::from_fn_with_state(state.clone(), http::common_layer))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            http::common_layer,
+        ))
         .layer(http::cors_layer(&state))
         .with_state(state)
 }
@@ -55,7 +62,9 @@ pub async fn serve(
     let app = router(state.clone()).into_make_service_with_connect_info::<SocketAddr>();
     println!("orgd listening on http://{addr}");
     tracing::info!(%addr, "listening");
-    axum::serve(listener, app).with_graceful_shutdown(shutdown).await?;
+    axum::serve(listener, app)
+        .with_graceful_shutdown(shutdown)
+        .await?;
     state.store.close().await;
     tracing::info!("stopped");
     Ok(())

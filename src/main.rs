@@ -1,13 +1,18 @@
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use orgd::config::{LogFormat, ServeArgs, StoreArgs};
+use orgd::config::{KeyArgs, LogFormat, ServeArgs, StoreArgs};
+use orgd::crypto::Vault;
 use orgd::store::SqlStore;
 use orgd::{AppState, Config};
 use tracing_subscriber::EnvFilter;
 
 #[derive(Parser)]
-#[command(name = "orgd", version, about = "The organization service: plans, limits, usage, members, audit")]
+#[command(
+    name = "orgd",
+    version,
+    about = "The organization service: plans, limits, usage, members, audit"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -19,11 +24,27 @@ enum Command {
     Serve(ServeArgs),
     /// Apply database migrations and exit.
     Migrate(StoreArgs),
+    /// Manage the stored secrets.
+    #[command(subcommand)]
+    Secrets(SecretsCommand),
+}
+
+#[derive(Subcommand)]
+enum SecretsCommand {
+    /// Re-encrypt every stored secret under ENCRYPTION_KEY (old keys in ENCRYPTION_KEYS_OLD).
+    Rotate {
+        #[command(flatten)]
+        store: StoreArgs,
+        #[command(flatten)]
+        keys: KeyArgs,
+    },
 }
 
 fn init_logging(format: LogFormat) {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
     match format {
         LogFormat::Json => builder.json().with_current_span(true).init(),
         LogFormat::Pretty => builder.init(),
@@ -73,6 +94,38 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             store.migrate().await?;
             println!("migrations applied");
             Ok(())
+        }
+        Command::Secrets(SecretsCommand::Rotate {
+            store: store_args,
+            keys,
+        }) => {
+            init_logging(LogFormat::Pretty);
+            let keys = keys.for_command(&store_args)?;
+            let vault = Vault::new(&keys.current.0, &keys.old);
+            let store = SqlStore::connect(&store_args.database_url()).await?;
+            store.migrate().await?;
+            let report = orgd::secrets::rotate(&store, &vault).await?;
+            store.pool().close().await;
+            println!(
+                "re-encrypted {} secret(s) under key {}; {} already current; {} changed meanwhile (run again)",
+                report.rotated,
+                vault.current_key_id(),
+                report.current,
+                report.skipped
+            );
+            for (table, organization, provider, why) in &report.failed {
+                eprintln!(
+                    "cannot decrypt {table:?} {provider} of organization {organization}: {why}"
+                );
+            }
+            if report.failed.is_empty() {
+                Ok(())
+            } else {
+                anyhow::bail!(
+                    "{} secret(s) could not be decrypted with the configured keys",
+                    report.failed.len()
+                )
+            }
         }
     }
 }

@@ -27,10 +27,28 @@ pub struct Decision {
 }
 
 impl Decision {
-    fn from_log(limit: u32, window_ms: i64, now_ms: i64, count_after: u32, oldest_ms: i64, allowed: bool) -> Self {
+    fn from_log(
+        limit: u32,
+        window_ms: i64,
+        now_ms: i64,
+        count_after: u32,
+        oldest_ms: i64,
+        allowed: bool,
+    ) -> Self {
         let remaining = limit.saturating_sub(count_after);
-        let reset_at_ms = if remaining > 0 { now_ms } else { oldest_ms + window_ms };
-        Self { allowed, limit, remaining, window_ms, reset_at_ms, now_ms }
+        let reset_at_ms = if remaining > 0 {
+            now_ms
+        } else {
+            oldest_ms + window_ms
+        };
+        Self {
+            allowed,
+            limit,
+            remaining,
+            window_ms,
+            reset_at_ms,
+            now_ms,
+        }
     }
 
     /// Whole seconds until a refused request may be retried (at least 1).
@@ -41,7 +59,10 @@ impl Decision {
     pub fn write_headers(&self, headers: &mut HeaderMap) {
         headers.insert("x-ratelimit-limit", HeaderValue::from(self.limit));
         headers.insert("x-ratelimit-remaining", HeaderValue::from(self.remaining));
-        headers.insert("x-ratelimit-reset", HeaderValue::from((self.reset_at_ms + 999) / 1000));
+        headers.insert(
+            "x-ratelimit-reset",
+            HeaderValue::from((self.reset_at_ms + 999) / 1000),
+        );
     }
 }
 
@@ -106,7 +127,11 @@ const SWEEP_EVERY: i64 = 4096;
 
 impl MemoryLimiter {
     pub fn new(clock: SharedClock) -> Self {
-        Self { clock, buckets: Mutex::new(HashMap::new()), hits: AtomicI64::new(0) }
+        Self {
+            clock,
+            buckets: Mutex::new(HashMap::new()),
+            hits: AtomicI64::new(0),
+        }
     }
 
     fn hit_now(&self, bucket: &str, limit: u32, window_ms: i64) -> Decision {
@@ -116,9 +141,10 @@ impl MemoryLimiter {
         if self.hits.fetch_add(1, Ordering::Relaxed) % SWEEP_EVERY == 0 {
             buckets.retain(|_, b| b.log.back().is_some_and(|&t| t > now - b.window_ms));
         }
-        let entry = buckets
-            .entry(bucket.to_string())
-            .or_insert_with(|| Bucket { window_ms, log: VecDeque::new() });
+        let entry = buckets.entry(bucket.to_string()).or_insert_with(|| Bucket {
+            window_ms,
+            log: VecDeque::new(),
+        });
         entry.window_ms = window_ms;
         while entry.log.front().is_some_and(|&t| t <= now - window_ms) {
             entry.log.pop_front();
@@ -128,7 +154,14 @@ impl MemoryLimiter {
             entry.log.push_back(now);
         }
         let oldest = entry.log.front().copied().unwrap_or(now);
-        Decision::from_log(limit, window_ms, now, entry.log.len() as u32, oldest, allowed)
+        Decision::from_log(
+            limit,
+            window_ms,
+            now,
+            entry.log.len() as u32,
+            oldest,
+            allowed,
+        )
     }
 }
 
@@ -231,7 +264,10 @@ impl RedisLimiter {
 
     fn mark_degraded(&self, why: &str) {
         if !self.degraded.swap(true, Ordering::Relaxed) {
-            tracing::warn!(reason = why, "Redis unreachable: rate limits fall back to this instance's memory");
+            tracing::warn!(
+                reason = why,
+                "Redis unreachable: rate limits fall back to this instance's memory"
+            );
         }
     }
 
@@ -257,7 +293,14 @@ impl RedisLimiter {
         match result {
             Ok((allowed, count, oldest)) => {
                 self.mark_healthy();
-                Some(Decision::from_log(limit, window_ms, now, count as u32, oldest, allowed == 1))
+                Some(Decision::from_log(
+                    limit,
+                    window_ms,
+                    now,
+                    count as u32,
+                    oldest,
+                    allowed == 1,
+                ))
             }
             Err(e) => {
                 self.mark_degraded(&e.to_string());
@@ -280,14 +323,18 @@ impl RateLimiter for RedisLimiter {
         let Some(mut conn) = self.connection().await else {
             return Some(false);
         };
-        let pong: redis::RedisResult<String> = tokio::time::timeout(
-            REDIS_TIMEOUT,
-            redis::cmd("PING").query_async(&mut conn),
-        )
-        .await
-        .unwrap_or_else(|_| Err(redis::RedisError::from((redis::ErrorKind::Io, "timeout"))));
+        let pong: redis::RedisResult<String> =
+            tokio::time::timeout(REDIS_TIMEOUT, redis::cmd("PING").query_async(&mut conn))
+                .await
+                .unwrap_or_else(|_| {
+                    Err(redis::RedisError::from((redis::ErrorKind::Io, "timeout")))
+                });
         let ok = pong.is_ok();
-        if ok { self.mark_healthy() } else { self.mark_degraded("PING failed") }
+        if ok {
+            self.mark_healthy()
+        } else {
+            self.mark_degraded("PING failed")
+        }
         Some(ok)
     }
 }

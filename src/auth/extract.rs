@@ -37,18 +37,23 @@ impl CurrentUser {
         if roles.contains(&self.user.role) {
             Ok(())
         } else {
-            Err(ApiError::Forbidden { required: roles, actual: self.user.role })
+            Err(ApiError::Forbidden {
+                required: roles,
+                actual: self.user.role,
+            })
         }
     }
 }
 
 fn bearer_token(parts: &Parts) -> Result<&str, ApiError> {
     let Some(value) = parts.headers.get(AUTHORIZATION) else {
-        return Err(ApiError::Unauthenticated(if parts.headers.contains_key("x-api-key") {
-            "API keys are accepted only on /api/executions endpoints. Send Authorization: Bearer <token>."
-        } else {
-            "No token provided in Authorization header. Please login."
-        }));
+        return Err(ApiError::Unauthenticated(
+            if parts.headers.contains_key("x-api-key") {
+                "API keys are accepted only on /api/executions endpoints. Send Authorization: Bearer <token>."
+            } else {
+                "No token provided in Authorization header. Please login."
+            },
+        ));
     };
     value
         .to_str()
@@ -72,15 +77,13 @@ impl FromRequestParts<AppState> for CurrentUser {
                 TokenError::Invalid => "Token is invalid. Please login again.",
             })
         })?;
-        let (user, revoked) = app
-            .store
-            .identity(&claims.sub, &claims.jti)
-            .await?
-            .ok_or(ApiError::Unauthenticated(
-                "The account this token belongs to no longer exists.",
-            ))?;
+        let (user, revoked) = app.store.identity(&claims.sub, &claims.jti).await?.ok_or(
+            ApiError::Unauthenticated("The account this token belongs to no longer exists."),
+        )?;
         if revoked {
-            return Err(ApiError::Unauthenticated("Token has been revoked. Please login again."));
+            return Err(ApiError::Unauthenticated(
+                "Token has been revoked. Please login again.",
+            ));
         }
         if user.status != "active" {
             return Err(ApiError::Unauthenticated("This account is suspended."));
@@ -108,10 +111,19 @@ impl FromRequestParts<AppState> for AuthAttempt {
 }
 
 /// Counts the request once in `scope`'s bucket for `subject`; 429 when it does not fit.
-async fn count_request(parts: &Parts, app: &AppState, scope: Scope, subject: &str) -> Result<(), ApiError> {
+async fn count_request(
+    parts: &Parts,
+    app: &AppState,
+    scope: Scope,
+    subject: &str,
+) -> Result<(), ApiError> {
     let decision = app
         .limiter
-        .hit(&scope.bucket(subject), app.limit_for(scope), crate::ratelimit::WINDOW_MS)
+        .hit(
+            &scope.bucket(subject),
+            app.limit_for(scope),
+            crate::ratelimit::WINDOW_MS,
+        )
         .await;
     if let Some(slot) = parts.extensions.get::<DecisionSlot>() {
         slot.record(decision);
@@ -119,6 +131,9 @@ async fn count_request(parts: &Parts, app: &AppState, scope: Scope, subject: &st
     if decision.allowed {
         Ok(())
     } else {
-        Err(ApiError::RateLimited { decision, message: scope.refusal_message() })
+        Err(ApiError::RateLimited {
+            decision,
+            message: scope.refusal_message(),
+        })
     }
 }

@@ -86,12 +86,21 @@ mod tests {
         let back = keys.verify(&token, 1_000_000).unwrap();
         assert_eq!(back.sub, claims.sub);
         assert_eq!(back.jti, claims.jti);
-        assert_eq!(keys.verify(&token, 1_000_000 + 60_000).err(), Some(TokenError::Expired));
+        assert_eq!(
+            keys.verify(&token, 1_000_000 + 60_000).err(),
+            Some(TokenError::Expired)
+        );
         let other = JwtKeys::new(b"another-secret-another-secret-xx", 60);
-        assert_eq!(other.verify(&token, 1_000_000).err(), Some(TokenError::Invalid));
+        assert_eq!(
+            other.verify(&token, 1_000_000).err(),
+            Some(TokenError::Invalid)
+        );
         // alg "none": header {"alg":"none","typ":"JWT"} with the same payload and no signature.
         let payload = token.split('.').nth(1).unwrap();
         let none = format!("eyJhbGciOiJub25lIiwidHlwIjoiSldUIn0.{payload}.");
-        assert_eq!(keys.verify(&none, 1_000_000).err(), Some(TokenError::Invalid));
+        assert_eq!(
+            keys.verify(&none, 1_000_000).err(),
+            Some(TokenError::Invalid)
+        );
     }
 }

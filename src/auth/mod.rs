@@ -79,13 +79,18 @@ impl Email {
                 !local.is_empty()
                     && !email.chars().any(char::is_whitespace)
                     && domain.matches('@').count() == 0
-                    && domain.split_once('.').is_some_and(|(a, b)| !a.is_empty() && !b.is_empty())
+                    && domain
+                        .split_once('.')
+                        .is_some_and(|(a, b)| !a.is_empty() && !b.is_empty())
                     && !domain.ends_with('.')
             });
         if valid {
             Ok(Self(email))
         } else {
-            Err(ApiError::bad_request("Invalid email format", "The email address is not valid"))
+            Err(ApiError::bad_request(
+                "Invalid email format",
+                "The email address is not valid",
+            ))
         }
     }
 
@@ -99,7 +104,10 @@ fn person_name(raw: &str) -> Result<String, ApiError> {
     let name = raw.trim();
     match name.chars().count() {
         0 => Err(ApiError::invalid("name", "Name cannot be empty")),
-        101.. => Err(ApiError::invalid("name", "Name cannot exceed 100 characters")),
+        101.. => Err(ApiError::invalid(
+            "name",
+            "Name cannot exceed 100 characters",
+        )),
         _ => Ok(name.to_string()),
     }
 }
@@ -115,7 +123,11 @@ pub fn slugify(name: &str) -> String {
         }
     }
     let slug = slug.trim_matches('-');
-    if slug.is_empty() { "org".into() } else { slug.to_string() }
+    if slug.is_empty() {
+        "org".into()
+    } else {
+        slug.to_string()
+    }
 }
 
 fn session_body(token: &str, user: &store::UserRecord, organization_name: &str) -> Value {
@@ -140,7 +152,10 @@ async fn signup(
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
     let body = body.required()?;
     let missing = || {
-        ApiError::bad_request("Missing required fields", "Email, password, and name are required")
+        ApiError::bad_request(
+            "Missing required fields",
+            "Email, password, and name are required",
+        )
     };
     let email = body.required_str("email", missing())?;
     let password = body.required_str("password", missing())?;
@@ -160,7 +175,11 @@ async fn signup(
     let name = person_name(name)?;
     let org_name = OrgName::parse_field("organizationName", org_name)?;
 
-    let password_hash = app.passwords.hash(password.to_string()).await.or_internal("Signup failed")?;
+    let password_hash = app
+        .passwords
+        .hash(password.to_string())
+        .await
+        .or_internal("Signup failed")?;
     let now = app.now();
     let org = NewOrganization {
         id: crate::id::new_id(now),
@@ -187,7 +206,11 @@ async fn signup(
         updated_at: now,
     };
     let org_name = org.name.clone();
-    match app.store.create_organization_with_admin(org, user, now).await {
+    match app
+        .store
+        .create_organization_with_admin(org, user, now)
+        .await
+    {
         Err(e) if e.is_conflict_on("email") => {
             return Err(ApiError::conflict(
                 "Email already registered",
@@ -196,8 +219,14 @@ async fn signup(
         }
         other => other.or_internal("Signup failed")?,
     };
-    let (token, _) = app.jwt.issue(&record.id, now).or_internal("Signup failed")?;
-    Ok((StatusCode::CREATED, Json(session_body(&token, &record, &org_name))))
+    let (token, _) = app
+        .jwt
+        .issue(&record.id, now)
+        .or_internal("Signup failed")?;
+    Ok((
+        StatusCode::CREATED,
+        Json(session_body(&token, &record, &org_name)),
+    ))
 }
 
 async fn login(
@@ -221,17 +250,30 @@ async fn login(
     if failures.len() as i64 >= LOCKOUT_THRESHOLD {
         let locked_until = failures[0] + LOCKOUT_WINDOW_MS;
         let retry_after = ((locked_until - now).max(1000) + 999) / 1000;
-        return Err(ApiError::TooManyAttempts { retry_after_secs: retry_after });
+        return Err(ApiError::TooManyAttempts {
+            retry_after_secs: retry_after,
+        });
     }
 
-    let candidate = app.store.login_candidate(&email).await.or_internal("Login failed")?;
+    let candidate = app
+        .store
+        .login_candidate(&email)
+        .await
+        .or_internal("Login failed")?;
     let verified = match &candidate {
-        Some(c) => app.passwords.verify(password, c.password_hash.clone()).await,
+        Some(c) => {
+            app.passwords
+                .verify(password, c.password_hash.clone())
+                .await
+        }
         None => app.passwords.verify_decoy(password).await,
     }
     .or_internal("Login failed")?;
     let Some(candidate) = candidate.filter(|_| verified) else {
-        app.store.record_login_failure(&email, &ip, now).await.or_internal("Login failed")?;
+        app.store
+            .record_login_failure(&email, &ip, now)
+            .await
+            .or_internal("Login failed")?;
         return Err(ApiError::Unauthenticated("Email or password is incorrect"));
     };
     app.store
@@ -246,8 +288,15 @@ async fn login(
             extra: Default::default(),
         });
     }
-    let (token, _) = app.jwt.issue(&candidate.user.id, now).or_internal("Login failed")?;
-    Ok(Json(session_body(&token, &candidate.user, &candidate.organization_name)))
+    let (token, _) = app
+        .jwt
+        .issue(&candidate.user.id, now)
+        .or_internal("Login failed")?;
+    Ok(Json(session_body(
+        &token,
+        &candidate.user,
+        &candidate.organization_name,
+    )))
 }
 
 async fn logout(State(app): State<AppState>, user: CurrentUser) -> Result<Json<Value>, ApiError> {
@@ -255,7 +304,9 @@ async fn logout(State(app): State<AppState>, user: CurrentUser) -> Result<Json<V
         .revoke_token(&user.claims.jti, user.claims.exp * 1000, app.now())
         .await
         .or_internal("Logout failed")?;
-    Ok(Json(json!({"success": true, "message": "Logged out successfully"})))
+    Ok(Json(
+        json!({"success": true, "message": "Logged out successfully"}),
+    ))
 }
 
 async fn me(State(app): State<AppState>, user: CurrentUser) -> Result<Json<Value>, ApiError> {
@@ -264,7 +315,12 @@ async fn me(State(app): State<AppState>, user: CurrentUser) -> Result<Json<Value
         .organization(user.org_id())
         .await
         .or_internal("Failed to fetch user info")?
-        .ok_or_else(|| ApiError::not_found("Organization not found", "The organization no longer exists"))?;
+        .ok_or_else(|| {
+            ApiError::not_found(
+                "Organization not found",
+                "The organization no longer exists",
+            )
+        })?;
     let u = &user.user;
     Ok(Json(json!({
         "success": true,
@@ -303,8 +359,19 @@ mod tests {
 
     #[test]
     fn emails() {
-        assert_eq!(Email::parse(" Bob@Example.COM ").map(|e| e.0).ok(), Some("bob@example.com".into()));
-        for bad in ["bob", "bob@", "@x.io", "bob@x", "bob@x.", "b ob@x.io", "a@b@c.io"] {
+        assert_eq!(
+            Email::parse(" Bob@Example.COM ").map(|e| e.0).ok(),
+            Some("bob@example.com".into())
+        );
+        for bad in [
+            "bob",
+            "bob@",
+            "@x.io",
+            "bob@x",
+            "bob@x.",
+            "b ob@x.io",
+            "a@b@c.io",
+        ] {
             assert!(Email::parse(bad).is_err(), "{bad}");
         }
     }

@@ -3,9 +3,9 @@
 
 use std::sync::Arc;
 
+use argon2::Argon2;
 use argon2::password_hash::phc::PasswordHash;
 use argon2::password_hash::{PasswordHasher, PasswordVerifier};
-use argon2::Argon2;
 use tokio::sync::{OnceCell, Semaphore};
 
 const SPECIALS: &str = "!@#$%^&*(),.?\":{}|<>";
@@ -33,9 +33,8 @@ pub fn policy_violations(password: &str) -> Vec<&'static str> {
         problems.push("Password must contain at least one number (0-9)");
     }
     if !password.chars().any(|c| SPECIALS.contains(c)) {
-        problems.push(
-            "Password must contain at least one special character (!@#$%^&*(),.?\":{}|<>)",
-        );
+        problems
+            .push("Password must contain at least one special character (!@#$%^&*(),.?\":{}|<>)");
     }
     problems
 }
@@ -125,7 +124,11 @@ mod tests {
         let pool = PasswordHasherPool::default();
         let hash = pool.hash("Str0ng!pass".into()).await.unwrap();
         assert!(hash.starts_with("$argon2id$"));
-        assert!(pool.verify("Str0ng!pass".into(), hash.clone()).await.unwrap());
+        assert!(
+            pool.verify("Str0ng!pass".into(), hash.clone())
+                .await
+                .unwrap()
+        );
         assert!(!pool.verify("wrong".into(), hash).await.unwrap());
         assert!(!pool.verify_decoy("anything".into()).await.unwrap());
     }

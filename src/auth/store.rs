@@ -126,7 +126,9 @@ impl AuthStore for SqlStore {
             tx.commit().await?;
             return Ok(slug);
         }
-        Err(StoreError::Conflict("organizations.slug (retries exhausted)".into()))
+        Err(StoreError::Conflict(
+            "organizations.slug (retries exhausted)".into(),
+        ))
     }
 
     async fn login_candidate(&self, email: &str) -> StoreResult<Option<LoginCandidate>> {
@@ -213,13 +215,15 @@ impl AuthStore for SqlStore {
             .bind(now - super::LOCKOUT_WINDOW_MS * 2)
             .execute(&mut *tx)
             .await?;
-        sqlx::query("INSERT INTO login_failures (id, email, ip, failed_at) VALUES ($1, $2, $3, $4)")
-            .bind(crate::id::new_id(now))
-            .bind(email)
-            .bind(ip)
-            .bind(now)
-            .execute(&mut *tx)
-            .await?;
+        sqlx::query(
+            "INSERT INTO login_failures (id, email, ip, failed_at) VALUES ($1, $2, $3, $4)",
+        )
+        .bind(crate::id::new_id(now))
+        .bind(email)
+        .bind(ip)
+        .bind(now)
+        .execute(&mut *tx)
+        .await?;
         tx.commit().await?;
         Ok(())
     }
@@ -267,6 +271,9 @@ mod tests {
         let taken = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
         assert_eq!(first_free_slug("acme", &taken(&[])), "acme");
         assert_eq!(first_free_slug("acme", &taken(&["acme"])), "acme-2");
-        assert_eq!(first_free_slug("acme", &taken(&["acme", "acme-2", "acme-corp"])), "acme-3");
+        assert_eq!(
+            first_free_slug("acme", &taken(&["acme", "acme-2", "acme-corp"])),
+            "acme-3"
+        );
     }
 }

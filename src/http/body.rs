@@ -41,7 +41,8 @@ fn parse(
     }
     let is_json = content_type.is_some_and(|ct| {
         let essence = ct.split(';').next().unwrap_or("").trim();
-        essence == "application/json" || (essence.starts_with("application/") && essence.ends_with("+json"))
+        essence == "application/json"
+            || (essence.starts_with("application/") && essence.ends_with("+json"))
     });
     if !is_json {
         return Err(ApiError::UnsupportedMediaType);
@@ -54,7 +55,11 @@ fn parse(
         )),
         Err(e) => Err(ApiError::bad_request(
             "Invalid JSON",
-            format!("The request body is not valid JSON (line {}, column {})", e.line(), e.column()),
+            format!(
+                "The request body is not valid JSON (line {}, column {})",
+                e.line(),
+                e.column()
+            ),
         )),
     }
 }
@@ -62,8 +67,9 @@ fn parse(
 impl JsonBody {
     /// The body, or 400 `Missing body` when there is none.
     pub fn required(self) -> Result<Object, ApiError> {
-        self.0?
-            .ok_or_else(|| ApiError::bad_request("Missing body", "This endpoint requires a JSON body"))
+        self.0?.ok_or_else(|| {
+            ApiError::bad_request("Missing body", "This endpoint requires a JSON body")
+        })
     }
 
     /// The body, or an empty object when there is none.
@@ -86,7 +92,10 @@ impl Object {
         match self.0.get(field) {
             None => Ok(None),
             Some(Value::String(s)) => Ok(Some(s)),
-            Some(_) => Err(ApiError::invalid(field, format!("{field} must be a string"))),
+            Some(_) => Err(ApiError::invalid(
+                field,
+                format!("{field} must be a string"),
+            )),
         }
     }
 
@@ -95,7 +104,10 @@ impl Object {
         match self.0.get(field) {
             None => Ok(None),
             Some(Value::Bool(b)) => Ok(Some(*b)),
-            Some(_) => Err(ApiError::invalid(field, format!("{field} must be a boolean"))),
+            Some(_) => Err(ApiError::invalid(
+                field,
+                format!("{field} must be a boolean"),
+            )),
         }
     }
 
@@ -105,7 +117,10 @@ impl Object {
             None | Some(Value::Null) => Err(missing),
             Some(Value::String(s)) if s.is_empty() => Err(missing),
             Some(Value::String(s)) => Ok(s),
-            Some(_) => Err(ApiError::invalid(field, format!("{field} must be a string"))),
+            Some(_) => Err(ApiError::invalid(
+                field,
+                format!("{field} must be a string"),
+            )),
         }
     }
 }
@@ -126,12 +141,25 @@ mod tests {
         assert_eq!(status_of(json, b""), Ok(false));
         assert_eq!(status_of(None, b""), Ok(false));
         assert_eq!(status_of(json, b"{\"a\":1}"), Ok(true));
-        assert_eq!(status_of(Some("text/plain"), b"{}"), Err(StatusCode::UNSUPPORTED_MEDIA_TYPE));
-        assert_eq!(status_of(None, b"{}"), Err(StatusCode::UNSUPPORTED_MEDIA_TYPE));
+        assert_eq!(
+            status_of(Some("text/plain"), b"{}"),
+            Err(StatusCode::UNSUPPORTED_MEDIA_TYPE)
+        );
+        assert_eq!(
+            status_of(None, b"{}"),
+            Err(StatusCode::UNSUPPORTED_MEDIA_TYPE)
+        );
         assert_eq!(status_of(json, b"{\"a\":"), Err(StatusCode::BAD_REQUEST));
         assert_eq!(status_of(json, b"[1]"), Err(StatusCode::BAD_REQUEST));
-        assert_eq!(status_of(json, b"{\"a\":\"\xff\"}"), Err(StatusCode::BAD_REQUEST));
-        let deep: &'static [u8] = Box::leak(format!("{}{}", "[".repeat(5000), "]".repeat(5000)).into_bytes().into_boxed_slice());
+        assert_eq!(
+            status_of(json, b"{\"a\":\"\xff\"}"),
+            Err(StatusCode::BAD_REQUEST)
+        );
+        let deep: &'static [u8] = Box::leak(
+            format!("{}{}", "[".repeat(5000), "]".repeat(5000))
+                .into_bytes()
+                .into_boxed_slice(),
+        );
         assert_eq!(status_of(json, deep), Err(StatusCode::BAD_REQUEST));
     }
 }

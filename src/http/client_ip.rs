@@ -14,12 +14,20 @@ pub struct ClientIp(pub IpAddr);
 impl FromRequestParts<AppState> for ClientIp {
     type Rejection = std::convert::Infallible;
 
-    async fn from_request_parts(parts: &mut Parts, app: &AppState) -> Result<Self, Self::Rejection> {
+    async fn from_request_parts(
+        parts: &mut Parts,
+        app: &AppState,
+    ) -> Result<Self, Self::Rejection> {
         let peer = parts
             .extensions
             .get::<ConnectInfo<SocketAddr>>()
             .map_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED), |c| c.0.ip());
-        let trusted = |ip: &IpAddr| app.config.trusted_proxies.iter().any(|net| net.contains(ip));
+        let trusted = |ip: &IpAddr| {
+            app.config
+                .trusted_proxies
+                .iter()
+                .any(|net| net.contains(ip))
+        };
         if !trusted(&peer) {
             return Ok(Self(peer));
         }
@@ -31,7 +39,11 @@ impl FromRequestParts<AppState> for ClientIp {
             .flat_map(|v| v.split(','))
             .filter_map(|s| s.trim().parse::<IpAddr>().ok())
             .collect::<Vec<_>>();
-        let client = forwarded.into_iter().rev().find(|ip| !trusted(ip)).unwrap_or(peer);
+        let client = forwarded
+            .into_iter()
+            .rev()
+            .find(|ip| !trusted(ip))
+            .unwrap_or(peer);
         Ok(Self(client))
     }
 }

@@ -40,7 +40,9 @@ fn incoming_request_id(req: &Request) -> Option<String> {
     let value = req.headers().get(&REQUEST_ID_HEADER)?.to_str().ok()?;
     let sane = !value.is_empty()
         && value.len() <= 64
-        && value.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+        && value
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
     sane.then(|| value.to_string())
 }
 
@@ -67,7 +69,10 @@ pub async fn common_layer(State(app): State<AppState>, mut req: Request, next: N
     if let Ok(value) = HeaderValue::from_str(&request_id) {
         headers.insert(REQUEST_ID_HEADER, value);
     }
-    headers.insert(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
+    headers.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
     headers.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
     headers.insert(
         header::REFERRER_POLICY,
@@ -112,6 +117,7 @@ pub fn cors_layer(app: &AppState) -> CorsLayer {
             HeaderName::from_static("x-ratelimit-reset"),
             header::RETRY_AFTER,
             REQUEST_ID_HEADER,
+            HeaderName::from_static("idempotent-replayed"),
         ])
         .max_age(std::time::Duration::from_secs(600))
 }
@@ -131,6 +137,9 @@ pub fn panic_response(payload: Box<dyn Any + Send + 'static>) -> Response {
         .map(|s| s.to_string())
         .or_else(|| payload.downcast_ref::<String>().cloned())
         .unwrap_or_else(|| "unknown panic".into());
-    ApiError::internal("Internal error", anyhow::anyhow!("handler panicked: {detail}"))
-        .into_response()
+    ApiError::internal(
+        "Internal error",
+        anyhow::anyhow!("handler panicked: {detail}"),
+    )
+    .into_response()
 }

@@ -1,5 +1,8 @@
 //! `GET` and `PATCH /api/organization` (API.md, Organization — seed): plans and limits.
 
+pub mod ai_config;
+pub mod ai_store;
+pub mod models;
 pub mod plan;
 pub mod store;
 
@@ -19,7 +22,9 @@ use crate::http::{ClientIp, JsonBody, Object};
 use crate::state::AppState;
 
 pub fn router() -> Router<AppState> {
-    Router::new().route("/api/organization", get(show).patch(update))
+    Router::new()
+        .route("/api/organization", get(show).patch(update))
+        .merge(ai_config::router())
 }
 
 /// An organization's name: trimmed, 2–100 Unicode scalar values.
@@ -31,9 +36,18 @@ impl OrgName {
     pub fn parse_field(field: &str, raw: &str) -> Result<Self, ApiError> {
         let name = raw.trim();
         match name.chars().count() {
-            0 => Err(ApiError::invalid(field, "Organization name cannot be empty")),
-            1 => Err(ApiError::invalid(field, "Organization name must be at least 2 characters")),
-            101.. => Err(ApiError::invalid(field, "Organization name cannot exceed 100 characters")),
+            0 => Err(ApiError::invalid(
+                field,
+                "Organization name cannot be empty",
+            )),
+            1 => Err(ApiError::invalid(
+                field,
+                "Organization name must be at least 2 characters",
+            )),
+            101.. => Err(ApiError::invalid(
+                field,
+                "Organization name cannot exceed 100 characters",
+            )),
             _ => Ok(Self(name.to_string())),
         }
     }
@@ -95,7 +109,10 @@ fn parse_settings(body: &Object) -> Result<SettingsChange, ApiError> {
         .map(|raw| OrgName::parse_field("name", raw))
         .transpose()?;
     let ai_analysis_enabled = body.opt_bool("aiAnalysisEnabled")?;
-    Ok(SettingsChange { name: name.map(OrgName::into_string), ai_analysis_enabled })
+    Ok(SettingsChange {
+        name: name.map(OrgName::into_string),
+        ai_analysis_enabled,
+    })
 }
 
 async fn update(
@@ -113,8 +130,14 @@ async fn update(
     if let Some(enabled) = change.ai_analysis_enabled {
         changes.insert("aiAnalysisEnabled".into(), enabled.into());
     }
-    let audit = AuditEvent::by_user(&user, ip, "org.settings_updated", "organization", user.org_id())
-        .with_details(json!({ "changes": changes }));
+    let audit = AuditEvent::by_user(
+        &user,
+        ip,
+        "org.settings_updated",
+        "organization",
+        user.org_id(),
+    )
+    .with_details(json!({ "changes": changes }));
     let org = app
         .store
         .update_settings(user.org_id(), &change, &audit, app.now())
@@ -143,6 +166,9 @@ mod tests {
         assert!(OrgName::parse_field("name", "🚀🚀").is_ok());
         assert!(OrgName::parse_field("name", &"é".repeat(100)).is_ok());
         assert!(OrgName::parse_field("name", &"é".repeat(101)).is_err());
-        assert_eq!(OrgName::parse_field("name", "  ab  ").unwrap().as_str(), "ab");
+        assert_eq!(
+            OrgName::parse_field("name", "  ab  ").unwrap().as_str(),
+            "ab"
+        );
     }
 }

@@ -81,8 +81,13 @@ pub struct Limits {
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Overrides(pub BTreeMap<String, Option<i64>>);
 
-pub const LIMIT_NAMES: [&str; 5] =
-    ["maxTestRuns", "maxUsers", "maxStorageBytes", "maxProjects", "maxConcurrentRuns"];
+pub const LIMIT_NAMES: [&str; 5] = [
+    "maxTestRuns",
+    "maxUsers",
+    "maxStorageBytes",
+    "maxProjects",
+    "maxConcurrentRuns",
+];
 
 impl Overrides {
     pub fn from_json(text: &str) -> Result<Self, String> {
@@ -145,6 +150,9 @@ mod tests {
         assert_eq!(l.max_users, None);
         assert_eq!(l.max_storage_bytes, Some(10_737_418_240));
         assert!(Overrides::from_json(r#"{"maxBananas":1}"#).is_err());
-        assert_eq!(Plan::Enterprise.defaults().max_storage_bytes, Some(1_099_511_627_776));
+        assert_eq!(
+            Plan::Enterprise.defaults().max_storage_bytes,
+            Some(1_099_511_627_776)
+        );
     }
 }

@@ -33,7 +33,8 @@ impl OrganizationRecord {
             id: row.try_get("id")?,
             name: row.try_get("name")?,
             slug: row.try_get("slug")?,
-            plan: Plan::parse(&plan).ok_or_else(|| StoreError::Corrupt(format!("plan {plan:?}")))?,
+            plan: Plan::parse(&plan)
+                .ok_or_else(|| StoreError::Corrupt(format!("plan {plan:?}")))?,
             overrides: Overrides::from_json(&overrides).map_err(StoreError::Corrupt)?,
             ai_analysis_enabled: flag(row.try_get("ai_analysis_enabled")?),
             storage_used_bytes: row.try_get("storage_used_bytes")?,
@@ -73,7 +74,10 @@ const ORG_SELECT: &str = "SELECT o.id, o.name, o.slug, o.plan, o.limit_overrides
 #[async_trait::async_trait]
 impl OrganizationStore for SqlStore {
     async fn organization(&self, id: &str) -> StoreResult<Option<OrganizationRecord>> {
-        let row = sqlx::query(ORG_SELECT).bind(id).fetch_optional(self.pool()).await?;
+        let row = sqlx::query(ORG_SELECT)
+            .bind(id)
+            .fetch_optional(self.pool())
+            .await?;
         row.as_ref().map(OrganizationRecord::from_row).transpose()
     }
 

@@ -15,7 +15,10 @@ use sqlx::{Any, AnyPool, Executor, Transaction};
 
 use crate::audit::AuditStore;
 use crate::auth::store::AuthStore;
+use crate::integrations::store::IntegrationStore;
+use crate::organization::ai_store::AiConfigStore;
 use crate::organization::store::OrganizationStore;
+use crate::secrets::SecretStore;
 
 pub type Tx = Transaction<'static, Any>;
 
@@ -33,9 +36,10 @@ pub enum StoreError {
 impl From<sqlx::Error> for StoreError {
     fn from(e: sqlx::Error) -> Self {
         match &e {
-            sqlx::Error::Database(db) if db.is_unique_violation() => {
-                Self::Conflict(db.constraint().map_or_else(|| db.message().to_string(), str::to_string))
-            }
+            sqlx::Error::Database(db) if db.is_unique_violation() => Self::Conflict(
+                db.constraint()
+                    .map_or_else(|| db.message().to_string(), str::to_string),
+            ),
             _ => Self::Db(e),
         }
     }
@@ -57,8 +61,27 @@ pub enum Backend {
 }
 
 /// Everything the service needs from its database.
-pub trait Store: HealthStore + AuthStore + OrganizationStore + AuditStore {}
-impl<T: HealthStore + AuthStore + OrganizationStore + AuditStore> Store for T {}
+pub trait Store:
+    HealthStore
+    + AuthStore
+    + OrganizationStore
+    + AuditStore
+    + IntegrationStore
+    + AiConfigStore
+    + SecretStore
+{
+}
+impl<
+    T: HealthStore
+        + AuthStore
+        + OrganizationStore
+        + AuditStore
+        + IntegrationStore
+        + AiConfigStore
+        + SecretStore,
+> Store for T
+{
+}
 
 #[async_trait::async_trait]
 pub trait HealthStore: Send + Sync + 'static {

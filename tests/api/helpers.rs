@@ -42,19 +42,27 @@ pub enum Backend {
 
 impl Backend {
     pub fn postgres() -> Option<Self> {
-        std::env::var("TEST_DATABASE_URL").ok().filter(|u| !u.is_empty()).map(Self::Postgres)
+        std::env::var("TEST_DATABASE_URL")
+            .ok()
+            .filter(|u| !u.is_empty())
+            .map(Self::Postgres)
     }
 }
 
 /// `TEST_REDIS_URL`, when the run was given a Redis.
 pub fn redis_url() -> Option<String> {
-    std::env::var("TEST_REDIS_URL").ok().filter(|u| !u.is_empty())
+    std::env::var("TEST_REDIS_URL")
+        .ok()
+        .filter(|u| !u.is_empty())
 }
 
 pub const PASSWORD: &str = "Str0ng!pass";
 
 pub fn wall_clock_ms() -> i64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
 }
 
 fn unique(prefix: &str) -> String {
@@ -80,7 +88,9 @@ impl TestDb {
             Backend::Postgres(base) => {
                 sqlx::any::install_default_drivers();
                 let schema = unique("t_");
-                let admin = AnyPool::connect(base).await.expect("TEST_DATABASE_URL must be reachable");
+                let admin = AnyPool::connect(base)
+                    .await
+                    .expect("TEST_DATABASE_URL must be reachable");
                 sqlx::query(sqlx::AssertSqlSafe(format!("CREATE SCHEMA {schema}")))
                     .execute(&admin)
                     .await
@@ -99,17 +109,23 @@ impl TestDb {
 
 impl Drop for TestDb {
     fn drop(&mut self) {
-        let Some((base, schema)) = self.pg_schema.take() else { return };
+        let Some((base, schema)) = self.pg_schema.take() else {
+            return;
+        };
         // Drop runs inside the test's runtime; a separate thread gets its own.
         let _ = std::thread::spawn(move || {
-            let Ok(rt) = tokio::runtime::Builder::new_current_thread().enable_all().build() else {
+            let Ok(rt) = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            else {
                 return;
             };
             rt.block_on(async {
                 if let Ok(pool) = AnyPool::connect(&base).await {
-                    let _ = sqlx::query(sqlx::AssertSqlSafe(format!("DROP SCHEMA {schema} CASCADE")))
-                        .execute(&pool)
-                        .await;
+                    let _ =
+                        sqlx::query(sqlx::AssertSqlSafe(format!("DROP SCHEMA {schema} CASCADE")))
+                            .execute(&pool)
+                            .await;
                     pool.close().await;
                 }
             });
@@ -156,17 +172,28 @@ impl TestApp {
     /// A second instance on the same database and clock (and the same Redis keyspace).
     pub async fn another_instance(&self) -> Self {
         let config = self.config.clone();
-        Self::start(self.test_db.clone(), self.clock.clone(), move |c| *c = config).await
+        Self::start(self.test_db.clone(), self.clock.clone(), move |c| {
+            *c = config
+        })
+        .await
     }
 
-    async fn start(db: Arc<TestDb>, clock: Arc<ManualClock>, tweak: impl FnOnce(&mut Config)) -> Self {
+    async fn start(
+        db: Arc<TestDb>,
+        clock: Arc<ManualClock>,
+        tweak: impl FnOnce(&mut Config),
+    ) -> Self {
         let mut config = Config::development(db.dir.path().join("data"), db.url.clone());
         // Most tests sign up several users from one IP; the auth limit has its own tests.
         config.auth_rate_limit_per_minute = 10_000;
         config.redis_key_prefix = unique("orgdtest:") + ":";
         tweak(&mut config);
-        let state = AppState::build(config.clone(), Some(clock.clone())).await.expect("app state");
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let state = AppState::build(config.clone(), Some(clock.clone()))
+            .await
+            .expect("app state");
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
         let base = format!("http://{}", listener.local_addr().expect("addr"));
         let (tx, rx) = oneshot::channel::<()>();
         let server = tokio::spawn(orgd::serve(state.clone(), listener, async {
@@ -197,14 +224,21 @@ impl TestApp {
     }
 
     pub fn request(&self, method: Method, path: &str) -> RequestBuilder {
-        self.client.request(method, format!("{}{}", self.base, path))
+        self.client
+            .request(method, format!("{}{}", self.base, path))
     }
 
     pub fn get(&self, path: &str, token: &str) -> RequestBuilder {
         self.request(Method::GET, path).bearer_auth(token)
     }
 
-    pub fn send_json(&self, method: Method, path: &str, token: &str, body: Value) -> RequestBuilder {
+    pub fn send_json(
+        &self,
+        method: Method,
+        path: &str,
+        token: &str,
+        body: Value,
+    ) -> RequestBuilder {
         self.request(method, path).bearer_auth(token).json(&body)
     }
 
@@ -222,7 +256,10 @@ impl TestApp {
         Session {
             token: body["token"].as_str().expect("token").to_string(),
             user_id: body["user"]["id"].as_str().expect("id").to_string(),
-            org_id: body["user"]["organizationId"].as_str().expect("org").to_string(),
+            org_id: body["user"]["organizationId"]
+                .as_str()
+                .expect("org")
+                .to_string(),
             email,
         }
     }
@@ -233,7 +270,12 @@ impl TestApp {
         let now = self.clock.now_ms();
         let id = orgd::id::new_id(now);
         let email = format!("{}@example.com", unique(role));
-        let hash = self.state.passwords.hash(PASSWORD.into()).await.expect("hash");
+        let hash = self
+            .state
+            .passwords
+            .hash(PASSWORD.into())
+            .await
+            .expect("hash");
         sqlx::query(
             "INSERT INTO users (id, organization_id, email, name, password_hash, role, status, last_login_at, created_at, updated_at)
              VALUES ($1, $2, $3, $4, $5, $6, 'active', NULL, $7, $7)",
@@ -249,7 +291,12 @@ impl TestApp {
         .await
         .expect("insert member");
         let (token, _) = self.state.jwt.issue(&id, now).expect("token");
-        Session { token, user_id: id, org_id: org_id.to_string(), email }
+        Session {
+            token,
+            user_id: id,
+            org_id: org_id.to_string(),
+            email,
+        }
     }
 
     pub async fn login(&self, email: &str, password: &str) -> (u16, Value) {
@@ -264,11 +311,13 @@ impl TestApp {
 
     /// Rows of one organization's audit log, oldest first, straight from the store.
     pub async fn audit_actions(&self, org_id: &str) -> Vec<String> {
-        sqlx::query_scalar("SELECT action FROM audit_logs WHERE organization_id = $1 ORDER BY created_at, id")
-            .bind(org_id)
-            .fetch_all(&self.db)
-            .await
-            .expect("audit rows")
+        sqlx::query_scalar(
+            "SELECT action FROM audit_logs WHERE organization_id = $1 ORDER BY created_at, id",
+        )
+        .bind(org_id)
+        .fetch_all(&self.db)
+        .await
+        .expect("audit rows")
     }
 }
 

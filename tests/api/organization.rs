@@ -21,7 +21,9 @@ crate::backend_tests!(
 );
 
 fn is_timestamp(v: &Value) -> bool {
-    v.as_str().is_some_and(|s| s.len() == 24 && s.ends_with('Z') && orgd::clock::parse_rfc3339(s).is_some())
+    v.as_str().is_some_and(|s| {
+        s.len() == 24 && s.ends_with('Z') && orgd::clock::parse_rfc3339(s).is_some()
+    })
 }
 
 async fn get_matches_the_seed_example_field_for_field(backend: Backend) {
@@ -32,11 +34,27 @@ async fn get_matches_the_seed_example_field_for_field(backend: Backend) {
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["success"], json!(true));
     let org = &body["organization"];
-    let mut keys: Vec<&str> = org.as_object().unwrap().keys().map(String::as_str).collect();
+    let mut keys: Vec<&str> = org
+        .as_object()
+        .unwrap()
+        .keys()
+        .map(String::as_str)
+        .collect();
     keys.sort();
     assert_eq!(
         keys,
-        ["aiAnalysisEnabled", "createdAt", "id", "limits", "name", "plan", "slug", "updatedAt", "userCount", "userLimit"]
+        [
+            "aiAnalysisEnabled",
+            "createdAt",
+            "id",
+            "limits",
+            "name",
+            "plan",
+            "slug",
+            "updatedAt",
+            "userCount",
+            "userLimit"
+        ]
     );
     assert_eq!(org["id"], json!(admin.org_id));
     assert!(orgd::id::is_valid(&admin.org_id));
@@ -51,7 +69,10 @@ async fn get_matches_the_seed_example_field_for_field(backend: Backend) {
     assert_eq!(org["userCount"], json!(2));
     assert_eq!(org["userLimit"], json!(3));
     assert_eq!(org["aiAnalysisEnabled"], json!(true));
-    assert!(is_timestamp(&org["createdAt"]) && is_timestamp(&org["updatedAt"]), "{org}");
+    assert!(
+        is_timestamp(&org["createdAt"]) && is_timestamp(&org["updatedAt"]),
+        "{org}"
+    );
 
     // Every role may read it.
     let viewer = app.add_member(&admin.org_id, "viewer").await;
@@ -77,11 +98,13 @@ async fn get_shows_overrides_and_unlimited_as_null(backend: Backend) {
     assert_eq!(limits["maxStorage"], json!(524288000));
     assert_eq!(limits["maxUsers"], json!(3));
 
-    sqlx::query("UPDATE organizations SET plan = 'enterprise', limit_overrides = '{}' WHERE id = $1")
-        .bind(&admin.org_id)
-        .execute(&app.db)
-        .await
-        .unwrap();
+    sqlx::query(
+        "UPDATE organizations SET plan = 'enterprise', limit_overrides = '{}' WHERE id = $1",
+    )
+    .bind(&admin.org_id)
+    .execute(&app.db)
+    .await
+    .unwrap();
     let (_, body) = call(app.get("/api/organization", &admin.token)).await;
     let org = &body["organization"];
     assert_eq!(org["plan"], json!("enterprise"));
@@ -114,7 +137,11 @@ async fn patch_updates_and_audits_in_one_go(backend: Backend) {
     let org = &after["organization"];
     assert_eq!(org["name"], json!("New Organization Name"));
     assert_eq!(org["aiAnalysisEnabled"], json!(false));
-    assert_eq!(org["slug"], json!("acme-corp"), "the slug never changes on rename");
+    assert_eq!(
+        org["slug"],
+        json!("acme-corp"),
+        "the slug never changes on rename"
+    );
     assert_eq!(org["createdAt"], before["organization"]["createdAt"]);
     assert_ne!(org["updatedAt"], before["organization"]["updatedAt"]);
 
@@ -127,15 +154,27 @@ async fn patch_updates_and_audits_in_one_go(backend: Backend) {
     assert_eq!(entry["targetType"], json!("organization"));
     assert_eq!(entry["targetId"], json!(admin.org_id));
     assert_eq!(entry["userId"], json!(admin.user_id));
-    assert_eq!(entry["details"], json!({"changes": {"name": "New Organization Name", "aiAnalysisEnabled": false}}));
+    assert_eq!(
+        entry["details"],
+        json!({"changes": {"name": "New Organization Name", "aiAnalysisEnabled": false}})
+    );
     assert_eq!(entry["ip"], json!("127.0.0.1"));
     assert!(is_timestamp(&entry["timestamp"]));
     assert_eq!(logs["nextCursor"], Value::Null);
 
     // Only the fields sent are recorded.
-    call(app.send_json(Method::PATCH, "/api/organization", &admin.token, json!({"aiAnalysisEnabled": true}))).await;
+    call(app.send_json(
+        Method::PATCH,
+        "/api/organization",
+        &admin.token,
+        json!({"aiAnalysisEnabled": true}),
+    ))
+    .await;
     let (_, logs) = call(app.get("/api/organization/audit-logs", &admin.token)).await;
-    assert_eq!(logs["auditLogs"][0]["details"], json!({"changes": {"aiAnalysisEnabled": true}}));
+    assert_eq!(
+        logs["auditLogs"][0]["details"],
+        json!({"changes": {"aiAnalysisEnabled": true}})
+    );
 }
 
 async fn patch_error_table_in_order(backend: Backend) {
@@ -143,18 +182,62 @@ async fn patch_error_table_in_order(backend: Backend) {
     let admin = app.signup("Errors Inc").await;
     let patch = |body: Value| app.send_json(Method::PATCH, "/api/organization", &admin.token, body);
     let cases: Vec<(Value, &str, &str)> = vec![
-        (json!({}), "Missing fields", "At least one field (name or aiAnalysisEnabled) is required"),
-        (json!({"other": 1}), "Missing fields", "At least one field (name or aiAnalysisEnabled) is required"),
-        (json!({"name": ""}), "Invalid name", "Organization name cannot be empty"),
-        (json!({"name": "   "}), "Invalid name", "Organization name cannot be empty"),
-        (json!({"name": 42}), "Invalid name", "Organization name must be a string"),
-        (json!({"name": null}), "Invalid name", "Organization name must be a string"),
-        (json!({"name": ["x"]}), "Invalid name", "Organization name must be a string"),
-        (json!({"aiAnalysisEnabled": "false"}), "Invalid aiAnalysisEnabled", "aiAnalysisEnabled must be a boolean"),
-        (json!({"aiAnalysisEnabled": null}), "Invalid aiAnalysisEnabled", "aiAnalysisEnabled must be a boolean"),
-        (json!({"aiAnalysisEnabled": 0}), "Invalid aiAnalysisEnabled", "aiAnalysisEnabled must be a boolean"),
+        (
+            json!({}),
+            "Missing fields",
+            "At least one field (name or aiAnalysisEnabled) is required",
+        ),
+        (
+            json!({"other": 1}),
+            "Missing fields",
+            "At least one field (name or aiAnalysisEnabled) is required",
+        ),
+        (
+            json!({"name": ""}),
+            "Invalid name",
+            "Organization name cannot be empty",
+        ),
+        (
+            json!({"name": "   "}),
+            "Invalid name",
+            "Organization name cannot be empty",
+        ),
+        (
+            json!({"name": 42}),
+            "Invalid name",
+            "Organization name must be a string",
+        ),
+        (
+            json!({"name": null}),
+            "Invalid name",
+            "Organization name must be a string",
+        ),
+        (
+            json!({"name": ["x"]}),
+            "Invalid name",
+            "Organization name must be a string",
+        ),
+        (
+            json!({"aiAnalysisEnabled": "false"}),
+            "Invalid aiAnalysisEnabled",
+            "aiAnalysisEnabled must be a boolean",
+        ),
+        (
+            json!({"aiAnalysisEnabled": null}),
+            "Invalid aiAnalysisEnabled",
+            "aiAnalysisEnabled must be a boolean",
+        ),
+        (
+            json!({"aiAnalysisEnabled": 0}),
+            "Invalid aiAnalysisEnabled",
+            "aiAnalysisEnabled must be a boolean",
+        ),
         // Name is checked before aiAnalysisEnabled.
-        (json!({"name": "x", "aiAnalysisEnabled": "no"}), "Invalid name", "Organization name must be at least 2 characters"),
+        (
+            json!({"name": "x", "aiAnalysisEnabled": "no"}),
+            "Invalid name",
+            "Organization name must be at least 2 characters",
+        ),
     ];
     for (body, error, message) in cases {
         let (status, res) = call(patch(body.clone())).await;
@@ -162,7 +245,11 @@ async fn patch_error_table_in_order(backend: Backend) {
         assert_eq!(res["message"], json!(message), "for {body}");
     }
     // No body at all answers the seed's string too.
-    let (status, res) = call(app.request(Method::PATCH, "/api/organization").bearer_auth(&admin.token)).await;
+    let (status, res) = call(
+        app.request(Method::PATCH, "/api/organization")
+            .bearer_auth(&admin.token),
+    )
+    .await;
     assert_error(status, &res, 400, "Missing fields");
 
     // None of the refused requests changed anything or wrote an audit entry.
@@ -175,7 +262,14 @@ async fn patch_error_table_in_order(backend: Backend) {
 async fn patch_name_boundaries(backend: Backend) {
     let app = TestApp::spawn(backend).await;
     let admin = app.signup("Bounds").await;
-    let patch_name = |name: String| app.send_json(Method::PATCH, "/api/organization", &admin.token, json!({"name": name}));
+    let patch_name = |name: String| {
+        app.send_json(
+            Method::PATCH,
+            "/api/organization",
+            &admin.token,
+            json!({"name": name}),
+        )
+    };
     let cases = [
         ("a".to_string(), 400),
         ("ab".to_string(), 200),
@@ -189,7 +283,12 @@ async fn patch_name_boundaries(backend: Backend) {
     ];
     for (name, expected) in cases {
         let (status, body) = call(patch_name(name.clone())).await;
-        assert_eq!(status, expected, "name of {} chars: {body}", name.chars().count());
+        assert_eq!(
+            status,
+            expected,
+            "name of {} chars: {body}",
+            name.chars().count()
+        );
         if expected == 200 {
             assert_eq!(body["organization"]["name"], json!(name.trim()));
         } else {
@@ -197,7 +296,10 @@ async fn patch_name_boundaries(backend: Backend) {
         }
     }
     let (_, body) = call(patch_name("x".repeat(101))).await;
-    assert_eq!(body["message"], json!("Organization name cannot exceed 100 characters"));
+    assert_eq!(
+        body["message"],
+        json!("Organization name cannot exceed 100 characters")
+    );
 }
 
 async fn patch_requires_admin_and_checks_role_before_body(backend: Backend) {
@@ -205,11 +307,19 @@ async fn patch_requires_admin_and_checks_role_before_body(backend: Backend) {
     let admin = app.signup("Roles").await;
     for role in ["developer", "viewer"] {
         let member = app.add_member(&admin.org_id, role).await;
-        let (status, body) = call(app.send_json(Method::PATCH, "/api/organization", &member.token, json!({"name": "Hijacked"}))).await;
+        let (status, body) = call(app.send_json(
+            Method::PATCH,
+            "/api/organization",
+            &member.token,
+            json!({"name": "Hijacked"}),
+        ))
+        .await;
         assert_error(status, &body, 403, "Forbidden");
         assert_eq!(
             body["message"],
-            json!(format!("This action requires one of the following roles: admin. Your role: {role}."))
+            json!(format!(
+                "This action requires one of the following roles: admin. Your role: {role}."
+            ))
         );
         // A bad body from a non-admin is still a 403, not a 400.
         let res = app
@@ -238,7 +348,13 @@ async fn organizations_are_isolated(backend: Backend) {
     assert_eq!(body_a["organization"]["slug"], json!("same-name"));
     assert_eq!(body_b["organization"]["slug"], json!("same-name-2"));
     // B's admin changes B only; A's audit log does not show it.
-    call(app.send_json(Method::PATCH, "/api/organization", &b.token, json!({"name": "B renamed"}))).await;
+    call(app.send_json(
+        Method::PATCH,
+        "/api/organization",
+        &b.token,
+        json!({"name": "B renamed"}),
+    ))
+    .await;
     let (_, body_a) = call(app.get("/api/organization", &a.token)).await;
     assert_eq!(body_a["organization"]["name"], json!("Same Name"));
     let (_, logs_a) = call(app.get("/api/organization/audit-logs", &a.token)).await;
@@ -251,7 +367,9 @@ async fn requests_without_valid_tokens_get_401(backend: Backend) {
     let app = TestApp::spawn(backend).await;
     let admin = app.signup("Tokens").await;
     let other_keys = orgd::auth::jwt::JwtKeys::new(b"a-completely-different-secret-000", 3600);
-    let (forged, _) = other_keys.issue(&admin.user_id, app.clock.now_ms()).unwrap();
+    let (forged, _) = other_keys
+        .issue(&admin.user_id, app.clock.now_ms())
+        .unwrap();
     let payload = admin.token.split('.').nth(1).unwrap().to_string();
     let alg_none = format!("eyJhbGciOiJub25lIiwidHlwIjoiSldUIn0.{payload}.");
     let headers: Vec<(&str, String)> = vec![
@@ -263,7 +381,11 @@ async fn requests_without_valid_tokens_get_401(backend: Backend) {
         ("authorization", admin.token.clone()),
         ("x-api-key", "orgd_whatever".into()),
     ];
-    for path in ["/api/organization", "/api/organization/audit-logs", "/api/auth/me"] {
+    for path in [
+        "/api/organization",
+        "/api/organization/audit-logs",
+        "/api/auth/me",
+    ] {
         let (status, body) = call(app.request(Method::GET, path)).await;
         assert_error(status, &body, 401, "Authentication required");
         for (name, value) in &headers {
@@ -271,14 +393,24 @@ async fn requests_without_valid_tokens_get_401(backend: Backend) {
             assert_error(status, &body, 401, "Authentication required");
         }
     }
-    let (status, body) = call(app.send_json(Method::PATCH, "/api/organization", "nope", json!({"name": "x"}))).await;
+    let (status, body) = call(app.send_json(
+        Method::PATCH,
+        "/api/organization",
+        "nope",
+        json!({"name": "x"}),
+    ))
+    .await;
     assert_error(status, &body, 401, "Authentication required");
 
     // Expired: the token's lifetime has passed on the service's clock.
-    app.clock.advance(app.config.jwt_ttl.as_millis() as i64 + 1_000);
+    app.clock
+        .advance(app.config.jwt_ttl.as_millis() as i64 + 1_000);
     let (status, body) = call(app.get("/api/organization", &admin.token)).await;
     assert_error(status, &body, 401, "Authentication required");
-    assert!(body["message"].as_str().unwrap().contains("expired"), "{body}");
+    assert!(
+        body["message"].as_str().unwrap().contains("expired"),
+        "{body}"
+    );
 }
 
 async fn audit_log_filters_and_paginates(backend: Backend) {
@@ -287,8 +419,13 @@ async fn audit_log_filters_and_paginates(backend: Backend) {
     let start = app.clock.now_ms();
     for i in 0..7 {
         app.clock.advance(1_000);
-        let body = if i % 2 == 0 { json!({"name": format!("Name {i}")}) } else { json!({"aiAnalysisEnabled": i % 4 == 1}) };
-        let (status, _) = call(app.send_json(Method::PATCH, "/api/organization", &admin.token, body)).await;
+        let body = if i % 2 == 0 {
+            json!({"name": format!("Name {i}")})
+        } else {
+            json!({"aiAnalysisEnabled": i % 4 == 1})
+        };
+        let (status, _) =
+            call(app.send_json(Method::PATCH, "/api/organization", &admin.token, body)).await;
         assert_eq!(status, 200);
     }
     // Pages of 3, newest first, cursor until null.
@@ -303,7 +440,10 @@ async fn audit_log_filters_and_paginates(backend: Backend) {
         assert_eq!(status, 200, "{body}");
         let page = body["auditLogs"].as_array().unwrap();
         assert!(page.len() <= 3);
-        seen.extend(page.iter().map(|e| e["timestamp"].as_str().unwrap().to_string()));
+        seen.extend(
+            page.iter()
+                .map(|e| e["timestamp"].as_str().unwrap().to_string()),
+        );
         match body["nextCursor"].as_str() {
             Some(c) => cursor = Some(c.to_string()),
             None => break,
@@ -323,13 +463,29 @@ async fn audit_log_filters_and_paginates(backend: Backend) {
     };
     let (_, body) = call(app.get(&by_time(start + 2_000, start + 4_000), &admin.token)).await;
     assert_eq!(body["auditLogs"].as_array().unwrap().len(), 3);
-    let (_, body) = call(app.get(&format!("/api/organization/audit-logs?userId={}", admin.user_id), &admin.token)).await;
+    let (_, body) = call(app.get(
+        &format!("/api/organization/audit-logs?userId={}", admin.user_id),
+        &admin.token,
+    ))
+    .await;
     assert_eq!(body["auditLogs"].as_array().unwrap().len(), 7);
-    let (_, body) = call(app.get("/api/organization/audit-logs?userId=507f191e810c19729de860ea", &admin.token)).await;
+    let (_, body) = call(app.get(
+        "/api/organization/audit-logs?userId=507f191e810c19729de860ea",
+        &admin.token,
+    ))
+    .await;
     assert_eq!(body["auditLogs"], json!([]));
-    let (_, body) = call(app.get("/api/organization/audit-logs?action=org.settings_updated&limit=200", &admin.token)).await;
+    let (_, body) = call(app.get(
+        "/api/organization/audit-logs?action=org.settings_updated&limit=200",
+        &admin.token,
+    ))
+    .await;
     assert_eq!(body["auditLogs"].as_array().unwrap().len(), 7);
-    let (_, body) = call(app.get("/api/organization/audit-logs?action=user.removed", &admin.token)).await;
+    let (_, body) = call(app.get(
+        "/api/organization/audit-logs?action=user.removed",
+        &admin.token,
+    ))
+    .await;
     assert_eq!(body["auditLogs"], json!([]));
 
     for (query, error) in [
@@ -341,7 +497,11 @@ async fn audit_log_filters_and_paginates(backend: Backend) {
         ("userId=XYZ", "Invalid userId"),
         ("cursor=abc", "Invalid cursor"),
     ] {
-        let (status, body) = call(app.get(&format!("/api/organization/audit-logs?{query}"), &admin.token)).await;
+        let (status, body) = call(app.get(
+            &format!("/api/organization/audit-logs?{query}"),
+            &admin.token,
+        ))
+        .await;
         assert_error(status, &body, 400, error);
     }
 }
