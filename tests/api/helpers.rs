@@ -21,11 +21,11 @@ macro_rules! backend_tests {
             mod $name {
                 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
                 async fn sqlite() {
-                    super::$name(crate::helpers::Backend::Sqlite).await
+                    super::$name($crate::helpers::Backend::Sqlite).await
                 }
                 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
                 async fn postgres() {
-                    if let Some(backend) = crate::helpers::Backend::postgres() {
+                    if let Some(backend) = $crate::helpers::Backend::postgres() {
                         super::$name(backend).await
                     }
                 }
