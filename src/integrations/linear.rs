@@ -292,13 +292,33 @@ fn classify_errors(errors: &[Value], answer: &Answer, now_ms: i64) -> ProviderEr
         });
     }
     let transient = answer.status.is_server_error() || any(&|e| kind(e) == "internal error");
-    let reason = if kind(&errors[0]).is_empty() {
-        "request refused".to_string()
-    } else {
-        kind(&errors[0])
-    };
-    ProviderError::Failed { reason, transient }
+    // Only Linear's documented error types are repeated, never its free text.
+    let kind = kind(&errors[0]);
+    let reason = KNOWN_ERROR_TYPES
+        .iter()
+        .find(|t| **t == kind)
+        .unwrap_or(&"request refused");
+    ProviderError::Failed {
+        reason: (*reason).to_string(),
+        transient,
+    }
 }
+
+/// The `extensions.type` values of Linear's SDK error map.
+const KNOWN_ERROR_TYPES: [&str; 12] = [
+    "feature not accessible",
+    "invalid input",
+    "network error",
+    "bootstrap error",
+    "unknown",
+    "internal error",
+    "other",
+    "user error",
+    "graphql error",
+    "lock timeout",
+    "usage limit exceeded",
+    "forbidden",
+];
 
 /// Waits as Linear says: `Retry-After` (s), else `X-RateLimit-Requests-Reset` (epoch ms).
 fn rate_limited(answer: &Answer, now_ms: i64) -> ProviderError {

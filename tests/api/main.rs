@@ -5,6 +5,8 @@ mod helpers;
 
 mod auth;
 mod cli;
+mod fakes;
 mod hygiene;
+mod integrations;
 mod organization;
 mod ratelimit;
