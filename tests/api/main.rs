@@ -3,6 +3,7 @@
 
 mod helpers;
 
+mod ai_config;
 mod auth;
 mod cli;
 mod fakes;
@@ -10,3 +11,4 @@ mod hygiene;
 mod integrations;
 mod organization;
 mod ratelimit;
+mod secrets;
