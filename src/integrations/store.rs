@@ -9,7 +9,7 @@ use crate::audit::{self, AuditEvent};
 use crate::store::{SqlStore, StoreError, StoreResult, Tx, flag};
 
 /// One organization's stored settings for one provider.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct IntegrationRecord {
     pub settings: Map<String, Value>,
     /// Sealed by the vault; opened only where the credential is used.

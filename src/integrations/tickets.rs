@@ -261,17 +261,23 @@ impl Job {
                 }
             }
         }
-        let result = self.file().await;
-        // Only a created ticket is remembered; after an error the same key may try again.
-        if let (Err(_), Some(scope)) = (&result, &self.idempotency)
-            && let Err(e) = self.app.store.release_idempotency(scope).await
-        {
-            tracing::warn!(error = %e, "could not release an idempotency key");
+        match self.create().await {
+            Ok((execution_id, created)) => self.link(execution_id, created).await,
+            Err(e) => {
+                // Nothing was created: the same key may try again.
+                if let Some(scope) = &self.idempotency
+                    && let Err(release) = self.app.store.release_idempotency(scope).await
+                {
+                    tracing::warn!(error = %release, "could not release an idempotency key");
+                }
+                Err(e)
+            }
         }
-        result
     }
 
-    async fn file(&self) -> Result<Answer, ApiError> {
+    /// Finds the execution and the integration, and has the provider create the ticket:
+    /// `(execution id, ticket)`. When this fails, nothing was created.
+    async fn create(&self) -> Result<(String, Created), ApiError> {
         let org = &self.audit.organization_id;
         let provider = self.tracker.provider();
         let execution_id = self
@@ -307,25 +313,28 @@ impl Job {
             Tracker::Linear => self.create_linear(&record, &secret).await?,
             Tracker::Monday => self.create_monday(&record, &secret).await?,
         };
+        Ok((execution_id, created))
+    }
+
+    /// Links a created ticket to its execution and builds the answer.
+    async fn link(&self, execution_id: String, created: Created) -> Result<Answer, ApiError> {
         let mut body = json!({"success": true, "data": created.data});
+        let mut details = created.data.clone();
+        details["taskId"] = json!(self.request.task_id);
         if let Some(warning) = created.warning {
             body["warning"] = json!(warning);
+            details["warning"] = json!(warning);
         }
         let link = TicketLink {
             id: crate::id::new_id(self.app.now()),
-            organization_id: org.clone(),
+            organization_id: self.audit.organization_id.clone(),
             execution_id,
-            provider: provider.as_str(),
+            provider: self.tracker.provider().as_str(),
             external_id: created.external_id,
             url: created.url,
             title: self.request.title.clone(),
             created_by: self.user_id.clone(),
         };
-        let mut details = created.data.clone();
-        details["taskId"] = json!(self.request.task_id);
-        if let Some(warning) = created.warning {
-            details["warning"] = json!(warning);
-        }
         let audit = self.audit.clone().with_details(details);
         self.record(&link, &audit, &body).await?;
         Ok(Answer {
@@ -336,7 +345,9 @@ impl Job {
     }
 
     /// Records the link, the audit entry and the idempotent answer. The ticket exists by
-    /// now, so a failing database gets a few more chances before the request gives up.
+    /// now, so a failing database gets a few more chances before the request gives up; then
+    /// its idempotency key stays claimed, so a repeat cannot file the ticket again until the
+    /// claim counts as abandoned.
     async fn record(
         &self,
         link: &TicketLink,

@@ -62,6 +62,11 @@ pub struct Seen {
     pub variables: Value,
 }
 
+/// Status, extra headers and JSON body of a fake's answer.
+type Answer = (StatusCode, Vec<(&'static str, String)>, Value);
+/// A protocol: what the fake answers to one request.
+type Handler = fn(Arc<FakeState>, Seen) -> Answer;
+
 #[derive(Default)]
 pub struct FakeState {
     seen: Mutex<Vec<Seen>>,
@@ -103,7 +108,7 @@ impl FakeTracker {
 
     async fn start(
         path: &str,
-        handler: fn(Arc<FakeState>, Seen) -> (StatusCode, Vec<(&'static str, String)>, Value),
+        handler: Handler,
         accepted: Vec<String>,
         boards: HashMap<String, Vec<String>>,
     ) -> Self {
@@ -183,7 +188,7 @@ async fn serve(
     state: Arc<FakeState>,
     headers: HeaderMap,
     body: String,
-    handler: fn(Arc<FakeState>, Seen) -> (StatusCode, Vec<(&'static str, String)>, Value),
+    handler: Handler,
 ) -> Response {
     let parsed: Value = serde_json::from_str(&body).unwrap_or(Value::Null);
     let seen = Seen {
@@ -228,8 +233,6 @@ async fn serve(
     }
     response
 }
-
-type Answer = (StatusCode, Vec<(&'static str, String)>, Value);
 
 fn ok(body: Value) -> Answer {
     (StatusCode::OK, Vec::new(), body)

@@ -30,6 +30,7 @@ crate::backend_tests!(
     parallel_requests_with_one_key_create_one_ticket,
     a_ticket_created_after_the_client_left_is_still_linked,
     a_timed_out_create_is_never_duplicated,
+    concurrent_saves_are_applied_whole_or_refused,
 );
 
 pub struct World {
@@ -1471,4 +1472,65 @@ async fn a_timed_out_create_is_never_duplicated(backend: Backend) {
     assert_error(status, &body, 502, "Provider unavailable");
     assert_eq!(w.monday.seen_op("create_item").len(), 1);
     assert_eq!(links(app, &execution).await.len(), 1);
+}
+
+async fn concurrent_saves_are_applied_whole_or_refused(backend: Backend) {
+    let w = world(backend).await;
+    let app = &w.app;
+    let admin = app.signup("Racing Org").await;
+    let (status, _) = put(
+        app,
+        &admin.token,
+        "github",
+        json!({"token": "ghp_first", "owner": "acme", "repo": "start"}),
+    )
+    .await;
+    assert_eq!(status, 200);
+    let mut tasks = Vec::new();
+    for i in 0..8 {
+        let request = app.send_json(
+            Method::PUT,
+            "/api/integrations/github",
+            &admin.token,
+            json!({"repo": format!("repo-{i}")}),
+        );
+        tasks.push(tokio::spawn(async move {
+            crate::helpers::read(request.send().await.unwrap()).await
+        }));
+    }
+    let mut saved = Vec::new();
+    for (i, task) in tasks.into_iter().enumerate() {
+        let (status, body) = task.await.unwrap();
+        match status {
+            200 => saved.push(format!("repo-{i}")),
+            _ => assert_error(status, &body, 409, "Integration changed"),
+        }
+    }
+    assert!(!saved.is_empty());
+    let repo = get(app, &admin.token, "github").await["repo"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(
+        saved.contains(&repo),
+        "{repo} was not among the accepted saves {saved:?}"
+    );
+    let version: i64 = sqlx::query_scalar(
+        "SELECT version FROM integrations WHERE organization_id = $1 AND provider = 'github'",
+    )
+    .bind(&admin.org_id)
+    .fetch_one(&app.db)
+    .await
+    .unwrap();
+    assert_eq!(
+        version as usize,
+        saved.len() + 1,
+        "every accepted save, and only those, was written"
+    );
+    assert_eq!(
+        audit_details(app, &admin.org_id, "integration.updated")
+            .await
+            .len(),
+        saved.len() + 1
+    );
 }
