@@ -2,13 +2,11 @@
 //! saving, and creating issues with a client-generated id so a retry can never file the
 //! same issue twice.
 
-use std::time::Duration;
-
 use axum::http::{HeaderMap, HeaderValue, header};
 use serde_json::{Value, json};
 
 use super::provider::{
-    Answer, MAX_ATTEMPTS, ProviderError, post_graphql, retry_after_header, status_failure,
+    Answer, MAX_ATTEMPTS, ProviderError, backoff, post_graphql, retry_after_header, status_failure,
     with_safe_retries,
 };
 use crate::clock::SharedClock;
@@ -166,10 +164,9 @@ impl LinearApi for LinearClient {
                 return Ok(found);
             }
             // Our issue id makes even an attempt that may have run safe to repeat.
-            let delay = err.safe_retry_delay(attempt).or_else(|| {
-                err.maybe_applied()
-                    .then(|| Duration::from_millis(250 * u64::from(attempt)))
-            });
+            let delay = err
+                .safe_retry_delay(attempt)
+                .or_else(|| err.maybe_applied().then(|| backoff(attempt)));
             match delay {
                 Some(delay) if attempt < MAX_ATTEMPTS => {
                     tracing::info!(error = %err, attempt, "Linear issueCreate failed; retrying with the same issue id");

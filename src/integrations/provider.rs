@@ -131,7 +131,8 @@ pub const MAX_INLINE_WAIT_SECS: u64 = 5;
 /// Attempts per provider operation, the first included.
 pub const MAX_ATTEMPTS: u32 = 3;
 
-fn backoff(attempt: u32) -> Duration {
+/// 250 ms, doubling per attempt (capped at 4 s).
+pub fn backoff(attempt: u32) -> Duration {
     Duration::from_millis(250 * 2u64.pow(attempt.saturating_sub(1).min(4)))
 }
 
