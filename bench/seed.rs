@@ -8,8 +8,8 @@
 
 use anyhow::Context;
 use orgd::auth::jwt::JwtKeys;
+use orgd::auth::slugify;
 use orgd::auth::store::{AuthStore, NewOrganization, NewUser};
-use orgd::auth::{Role, slugify};
 use orgd::clock::{Clock, SystemClock};
 use orgd::organization::Plan;
 use orgd::store::{Backend, SqlStore};
@@ -51,7 +51,6 @@ async fn main() -> anyhow::Result<()> {
                 email: format!("bench-{user_id}@example.com"),
                 name: "Bench Admin".into(),
                 password_hash: hash,
-                role: Role::Admin,
             },
             now,
         )

@@ -36,6 +36,13 @@ pub fn random_hex(bytes: usize) -> String {
     hex::encode(buf)
 }
 
+/// SHA-256 of `secret` as lowercase hex: how invitation tokens and API keys are stored.
+/// A plain digest is enough: the secrets are 256 random bits, not guessable passwords.
+pub fn sha256_hex(secret: &str) -> String {
+    use sha2::Digest;
+    hex::encode(sha2::Sha256::digest(secret.as_bytes()))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -50,5 +57,13 @@ mod tests {
         assert!(c > a);
         assert!(!is_valid("507F191E810C19729DE860EA"));
         assert!(!is_valid("507f191e810c19729de860e"));
+    }
+
+    #[test]
+    fn sha256_is_lowercase_hex() {
+        assert_eq!(
+            sha256_hex("abc"),
+            "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
+        );
     }
 }

@@ -10,6 +10,8 @@ pub mod health;
 pub mod http;
 pub mod id;
 pub mod integrations;
+pub mod logging;
+pub mod members;
 pub mod organization;
 pub mod ratelimit;
 pub mod secrets;
@@ -39,6 +41,7 @@ pub fn router(state: AppState) -> Router {
         .merge(organization::router())
         .merge(audit::router())
         .merge(integrations::router())
+        .merge(members::router())
         .fallback(http::route_not_found)
         .method_not_allowed_fallback(http::method_not_allowed)
         .layer(DefaultBodyLimit::max(MAX_JSON_BODY_BYTES))

@@ -5,7 +5,6 @@ use orgd::config::{KeyArgs, LogFormat, ServeArgs, StoreArgs};
 use orgd::crypto::Vault;
 use orgd::store::SqlStore;
 use orgd::{AppState, Config};
-use tracing_subscriber::EnvFilter;
 
 #[derive(Parser)]
 #[command(
@@ -40,17 +39,6 @@ enum SecretsCommand {
     },
 }
 
-fn init_logging(format: LogFormat) {
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    match format {
-        LogFormat::Json => builder.json().with_current_span(true).init(),
-        LogFormat::Pretty => builder.init(),
-    }
-}
-
 async fn shutdown_signal() {
     let ctrl_c = async {
         if tokio::signal::ctrl_c().await.is_err() {
@@ -75,18 +63,24 @@ async fn shutdown_signal() {
     tracing::info!("shutdown signal received: finishing requests in flight");
 }
 
+async fn serve(args: ServeArgs) -> anyhow::Result<()> {
+    let config = Config::from_args(&args)?;
+    std::fs::create_dir_all(config.reports_dir())?;
+    let listener = tokio::net::TcpListener::bind(args.bind).await?;
+    let state = AppState::build(config, None).await?;
+    orgd::serve(state, listener, shutdown_signal()).await
+}
+
 async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Serve(args) => {
-            init_logging(args.log_format);
-            let config = Config::from_args(&args)?;
-            std::fs::create_dir_all(config.reports_dir())?;
-            let listener = tokio::net::TcpListener::bind(args.bind).await?;
-            let state = AppState::build(config, None).await?;
-            orgd::serve(state, listener, shutdown_signal()).await
+            let logs = orgd::logging::init(args.log_format)?;
+            let served = serve(*args).await;
+            logs.flush();
+            served
         }
         Command::Migrate(args) => {
-            init_logging(LogFormat::Pretty);
+            let _logs = orgd::logging::init(LogFormat::Pretty)?;
             if args.database_url.is_none() {
                 std::fs::create_dir_all(&args.data_dir)?;
             }
@@ -95,39 +89,39 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             println!("migrations applied");
             Ok(())
         }
-        Command::Secrets(SecretsCommand::Rotate {
-            store: store_args,
-            keys,
-        }) => {
-            init_logging(LogFormat::Pretty);
-            let keys = keys.for_command(&store_args)?;
-            let vault = Vault::new(&keys.current.0, &keys.old);
-            let store = SqlStore::connect(&store_args.database_url()).await?;
-            store.migrate().await?;
-            let report = orgd::secrets::rotate(&store, &vault).await?;
-            store.pool().close().await;
-            println!(
-                "re-encrypted {} secret(s) under key {}; {} already current; {} changed meanwhile (run again)",
-                report.rotated,
-                vault.current_key_id(),
-                report.current,
-                report.skipped
-            );
-            for (table, organization, provider, why) in &report.failed {
-                eprintln!(
-                    "cannot decrypt {table:?} {provider} of organization {organization}: {why}"
-                );
-            }
-            if report.failed.is_empty() {
-                Ok(())
-            } else {
-                anyhow::bail!(
-                    "{} secret(s) could not be decrypted with the configured keys",
-                    report.failed.len()
-                )
-            }
+        Command::Secrets(SecretsCommand::Rotate { store, keys }) => {
+            let _logs = orgd::logging::init(LogFormat::Pretty)?;
+            rotate_secrets(&store, &keys).await
         }
     }
+}
+
+/// `orgd secrets rotate`: re-encrypts under the current key; fails when a secret cannot be
+/// opened with any configured key (the others are still rotated).
+async fn rotate_secrets(store_args: &StoreArgs, keys: &KeyArgs) -> anyhow::Result<()> {
+    let keys = keys.for_command(store_args)?;
+    let vault = Vault::new(&keys.current.0, &keys.old);
+    let store = SqlStore::connect(&store_args.database_url()).await?;
+    store.migrate().await?;
+    let report = orgd::secrets::rotate(&store, &vault).await?;
+    store.pool().close().await;
+    println!(
+        "re-encrypted {} secret(s) under key {}; {} already current; {} changed meanwhile (run again)",
+        report.rotated,
+        vault.current_key_id(),
+        report.current,
+        report.skipped
+    );
+    for (table, organization, provider, why) in &report.failed {
+        eprintln!("cannot decrypt {table:?} {provider} of organization {organization}: {why}");
+    }
+    if !report.failed.is_empty() {
+        anyhow::bail!(
+            "{} secret(s) could not be decrypted with the configured keys",
+            report.failed.len()
+        );
+    }
+    Ok(())
 }
 
 #[tokio::main]

@@ -1,12 +1,14 @@
-//! Who is calling: `CurrentUser` authenticates a Bearer token against the store (role and
-//! organization are the user's current ones) and counts the request in its organization's
-//! rate-limit bucket. `AuthAttempt` counts a public auth request in its IP's bucket.
+//! Who is calling: `CurrentUser` authenticates a Bearer token — or, on `/api/executions*`
+//! only, an `x-api-key` — against the store (role and organization are the user's current
+//! ones) and counts the request in its organization's rate-limit bucket. `AuthAttempt`
+//! counts a public auth request in its IP's bucket.
 
 use axum::extract::FromRequestParts;
 use axum::http::header::AUTHORIZATION;
 use axum::http::request::Parts;
 
 use super::Role;
+use super::api_keys::ApiKey;
 use super::jwt::{Claims, TokenError};
 use super::store::UserRecord;
 use crate::error::ApiError;
@@ -14,9 +16,18 @@ use crate::http::ClientIp;
 use crate::ratelimit::{DecisionSlot, Scope};
 use crate::state::AppState;
 
+/// What the caller authenticated with.
+#[derive(Debug)]
+pub enum Credential {
+    /// A user's session token (JWT).
+    Session(Claims),
+    /// An API key, acting as its creator.
+    ApiKey { key_id: String },
+}
+
 pub struct CurrentUser {
     pub user: UserRecord,
-    pub claims: Claims,
+    pub credential: Credential,
 }
 
 impl CurrentUser {
@@ -43,6 +54,24 @@ impl CurrentUser {
             })
         }
     }
+
+    /// The session token's claims; 400 `Session required` when the caller used an API key.
+    pub fn session(&self) -> Result<&Claims, ApiError> {
+        match &self.credential {
+            Credential::Session(claims) => Ok(claims),
+            Credential::ApiKey { .. } => Err(ApiError::bad_request(
+                "Session required",
+                "This action needs a session token (Authorization: Bearer), not an API key",
+            )),
+        }
+    }
+}
+
+/// API keys are accepted on the executions API and nowhere else (API.md, Conventions).
+/// An exact segment match, not a raw prefix (the original's `startsWith` bypass, §10.10).
+fn accepts_api_keys(path: &str) -> bool {
+    path.strip_prefix("/api/executions")
+        .is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
 }
 
 fn bearer_token(parts: &Parts) -> Result<&str, ApiError> {
@@ -66,32 +95,70 @@ fn bearer_token(parts: &Parts) -> Result<&str, ApiError> {
         ))
 }
 
+async fn from_session(parts: &Parts, app: &AppState) -> Result<CurrentUser, ApiError> {
+    let token = bearer_token(parts)?;
+    let claims = app.jwt.verify(token, app.now()).map_err(|e| {
+        ApiError::Unauthenticated(match e {
+            TokenError::Expired => "Token has expired. Please login again.",
+            TokenError::Invalid => "Token is invalid. Please login again.",
+        })
+    })?;
+    let (user, revoked) =
+        app.store
+            .identity(&claims.sub, &claims.jti)
+            .await?
+            .ok_or(ApiError::Unauthenticated(
+                "The account this token belongs to no longer exists.",
+            ))?;
+    if revoked {
+        return Err(ApiError::Unauthenticated(
+            "Token has been revoked. Please login again.",
+        ));
+    }
+    Ok(CurrentUser {
+        user,
+        credential: Credential::Session(claims),
+    })
+}
+
+async fn from_api_key(raw: &[u8], app: &AppState) -> Result<CurrentUser, ApiError> {
+    const INVALID: ApiError =
+        ApiError::Unauthenticated("The API key is invalid or has been revoked.");
+    let key = std::str::from_utf8(raw)
+        .ok()
+        .and_then(ApiKey::parse)
+        .ok_or(INVALID)?;
+    let (user, key_id) = app
+        .store
+        .api_key_identity(&key.hash(), app.now())
+        .await?
+        .ok_or(INVALID)?;
+    Ok(CurrentUser {
+        user,
+        credential: Credential::ApiKey { key_id },
+    })
+}
+
 impl FromRequestParts<AppState> for CurrentUser {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, app: &AppState) -> Result<Self, ApiError> {
-        let token = bearer_token(parts)?;
-        let claims = app.jwt.verify(token, app.now()).map_err(|e| {
-            ApiError::Unauthenticated(match e {
-                TokenError::Expired => "Token has expired. Please login again.",
-                TokenError::Invalid => "Token is invalid. Please login again.",
-            })
-        })?;
-        let (user, revoked) = app.store.identity(&claims.sub, &claims.jti).await?.ok_or(
-            ApiError::Unauthenticated("The account this token belongs to no longer exists."),
-        )?;
-        if revoked {
-            return Err(ApiError::Unauthenticated(
-                "Token has been revoked. Please login again.",
-            ));
-        }
-        if user.status != "active" {
+        let path = parts.uri.path();
+        // A key is used only where keys are accepted and no Bearer token was sent; anywhere
+        // else the request goes down the session path, whose 401 explains where keys work.
+        let caller = match parts.headers.get("x-api-key") {
+            Some(key) if !parts.headers.contains_key(AUTHORIZATION) && accepts_api_keys(path) => {
+                from_api_key(key.as_bytes(), app).await?
+            }
+            _ => from_session(parts, app).await?,
+        };
+        if caller.user.status != "active" {
             return Err(ApiError::Unauthenticated("This account is suspended."));
         }
         // Counted only once authenticated: a 401 never uses up an organization's budget.
-        let scope = Scope::for_path(parts.uri.path());
-        count_request(parts, app, scope, &user.organization_id).await?;
-        Ok(Self { user, claims })
+        let scope = Scope::for_path(path);
+        count_request(parts, app, scope, caller.org_id()).await?;
+        Ok(caller)
     }
 }
 
@@ -135,5 +202,19 @@ async fn count_request(
             decision,
             message: scope.refusal_message(),
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::accepts_api_keys;
+
+    #[test]
+    fn api_keys_only_on_the_executions_api() {
+        assert!(accepts_api_keys("/api/executions"));
+        assert!(accepts_api_keys("/api/executions/abc/reports"));
+        assert!(!accepts_api_keys("/api/executionsX"));
+        assert!(!accepts_api_keys("/api/organization"));
+        assert!(!accepts_api_keys("/api/auth/api-keys"));
     }
 }

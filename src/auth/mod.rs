@@ -1,5 +1,6 @@
 //! Sign-up, login, logout and `GET /api/auth/me`; roles; the extractors that say who calls.
 
+pub mod api_keys;
 pub mod extract;
 pub mod jwt;
 pub mod password;
@@ -11,11 +12,14 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde_json::{Value, json};
 
-pub use extract::{AuthAttempt, CurrentUser};
+pub use extract::{AuthAttempt, Credential, CurrentUser};
 
 use crate::clock::Timestamp;
 use crate::error::{ApiError, OrInternal};
-use crate::http::JsonBody;
+use crate::http::{JsonBody, Object};
+use crate::members::InviteToken;
+use crate::members::invitations::signup_refused;
+use crate::members::store::Joined;
 use crate::organization::{OrgName, Plan};
 use crate::state::AppState;
 use store::{NewOrganization, NewUser};
@@ -66,6 +70,7 @@ pub fn router() -> Router<AppState> {
         .route("/api/auth/login", post(login))
         .route("/api/auth/logout", post(logout))
         .route("/api/auth/me", get(me))
+        .merge(api_keys::router())
 }
 
 /// An email address, trimmed and lower-cased, in the original's accepted shape.
@@ -145,12 +150,15 @@ fn session_body(token: &str, user: &store::UserRecord, organization_name: &str) 
     })
 }
 
-async fn signup(
-    State(app): State<AppState>,
-    _attempt: AuthAttempt,
-    body: JsonBody,
-) -> Result<(StatusCode, Json<Value>), ApiError> {
-    let body = body.required()?;
+/// What a new user joins: a new organization they found, or an invitation's.
+enum Joining {
+    NewOrganization(OrgName),
+    Invitation(InviteToken),
+}
+
+/// The signup body, checked in the original's order (§2.1). An `inviteToken` wins over an
+/// `organizationName` sent alongside it.
+fn parse_signup(body: &Object) -> Result<(Email, &str, String, Joining), ApiError> {
     let missing = || {
         ApiError::bad_request(
             "Missing required fields",
@@ -160,39 +168,94 @@ async fn signup(
     let email = body.required_str("email", missing())?;
     let password = body.required_str("password", missing())?;
     let name = body.required_str("name", missing())?;
-    let org_name = body.required_str(
-        "organizationName",
-        ApiError::bad_request(
-            "Missing required fields",
-            "Organization name is required when not using an invitation",
-        ),
-    )?;
+    let invite = body.opt_str("inviteToken")?.filter(|t| !t.is_empty());
+    let org_name = match invite {
+        Some(_) => None,
+        None => Some(body.required_str(
+            "organizationName",
+            ApiError::bad_request(
+                "Missing required fields",
+                "Organization name is required when not using an invitation",
+            ),
+        )?),
+    };
     let email = Email::parse(email)?;
     let problems = password::policy_violations(password);
     if !problems.is_empty() {
         return Err(ApiError::bad_request("Weak password", problems.join(", ")));
     }
     let name = person_name(name)?;
-    let org_name = OrgName::parse_field("organizationName", org_name)?;
+    let joining = match invite {
+        Some(token) => Joining::Invitation(InviteToken::parse(token).ok_or_else(|| {
+            ApiError::bad_request(
+                "Invalid invitation token format",
+                "An invitation token is 64 hexadecimal characters",
+            )
+        })?),
+        None => Joining::NewOrganization(OrgName::parse_field(
+            "organizationName",
+            org_name.unwrap_or_default(),
+        )?),
+    };
+    Ok((email, password, name, joining))
+}
 
+async fn signup(
+    State(app): State<AppState>,
+    attempt: AuthAttempt,
+    body: JsonBody,
+) -> Result<(StatusCode, Json<Value>), ApiError> {
+    let body = body.required()?;
+    let (email, password, name, joining) = parse_signup(&body)?;
     let password_hash = app
         .passwords
         .hash(password.to_string())
         .await
         .or_internal("Signup failed")?;
     let now = app.now();
-    let org = NewOrganization {
-        id: crate::id::new_id(now),
-        base_slug: slugify(org_name.as_str()),
-        name: org_name.into_string(),
-        plan: Plan::Free,
-    };
     let user = NewUser {
         id: crate::id::new_id(now),
         email: email.as_str().to_string(),
         name,
         password_hash,
-        role: Role::Admin,
+    };
+    let (record, org_name) = match joining {
+        Joining::NewOrganization(org_name) => found_organization(&app, org_name, user, now).await?,
+        Joining::Invitation(token) => {
+            let ip = Some(attempt.ip.0.to_string());
+            match app
+                .store
+                .signup_with_invitation(&token.hash(), &user, ip, now)
+                .await
+                .or_internal("Signup failed")?
+            {
+                Joined::Joined(membership) => (membership.user, membership.organization_name),
+                refusal => return Err(signup_refused(refusal)),
+            }
+        }
+    };
+    let (token, _) = app
+        .jwt
+        .issue(&record.id, now)
+        .or_internal("Signup failed")?;
+    Ok((
+        StatusCode::CREATED,
+        Json(session_body(&token, &record, &org_name)),
+    ))
+}
+
+/// Creates the organization with `user` as its first admin.
+async fn found_organization(
+    app: &AppState,
+    org_name: OrgName,
+    user: NewUser,
+    now: i64,
+) -> Result<(store::UserRecord, String), ApiError> {
+    let org = NewOrganization {
+        id: crate::id::new_id(now),
+        base_slug: slugify(org_name.as_str()),
+        name: org_name.into_string(),
+        plan: Plan::Free,
     };
     let record = store::UserRecord {
         id: user.id.clone(),
@@ -219,14 +282,7 @@ async fn signup(
         }
         other => other.or_internal("Signup failed")?,
     };
-    let (token, _) = app
-        .jwt
-        .issue(&record.id, now)
-        .or_internal("Signup failed")?;
-    Ok((
-        StatusCode::CREATED,
-        Json(session_body(&token, &record, &org_name)),
-    ))
+    Ok((record, org_name))
 }
 
 async fn login(
@@ -300,8 +356,9 @@ async fn login(
 }
 
 async fn logout(State(app): State<AppState>, user: CurrentUser) -> Result<Json<Value>, ApiError> {
+    let claims = user.session()?;
     app.store
-        .revoke_token(&user.claims.jti, user.claims.exp * 1000, app.now())
+        .revoke_token(&claims.jti, claims.exp * 1000, app.now())
         .await
         .or_internal("Logout failed")?;
     Ok(Json(

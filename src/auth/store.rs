@@ -3,6 +3,7 @@
 use sqlx::Row;
 
 use super::Role;
+use crate::audit::{self, AuditEvent};
 use crate::organization::Plan;
 use crate::store::{SqlStore, StoreError, StoreResult};
 
@@ -32,7 +33,6 @@ pub struct NewUser {
     pub email: String,
     pub name: String,
     pub password_hash: String,
-    pub role: Role,
 }
 
 pub struct NewOrganization {
@@ -42,7 +42,29 @@ pub struct NewOrganization {
     pub plan: Plan,
 }
 
-const USER_COLUMNS: &str = "u.id, u.organization_id, u.email, u.name, u.role, u.status, u.last_login_at, u.created_at, u.updated_at";
+pub struct NewApiKey {
+    pub id: String,
+    pub organization_id: String,
+    pub user_id: String,
+    pub name: String,
+    pub key_hash: String,
+    pub prefix: String,
+}
+
+/// An API key as its owner may see it (never the secret, never its hash).
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct ApiKeyRecord {
+    pub id: String,
+    pub name: String,
+    pub prefix: String,
+    pub created_at: i64,
+    pub last_used_at: Option<i64>,
+}
+
+/// `lastUsed` is refreshed at most this often, so keys in busy CI do not cost a write per request.
+pub const API_KEY_TOUCH_INTERVAL_MS: i64 = 60_000;
+
+pub const USER_COLUMNS: &str = "u.id, u.organization_id, u.email, u.name, u.role, u.status, u.last_login_at, u.created_at, u.updated_at";
 
 #[async_trait::async_trait]
 pub trait AuthStore: Send + Sync + 'static {
@@ -74,6 +96,36 @@ pub trait AuthStore: Send + Sync + 'static {
         ip: &str,
         now: i64,
     ) -> StoreResult<()>;
+    async fn create_api_key(
+        &self,
+        key: &NewApiKey,
+        audit: &AuditEvent,
+        now: i64,
+    ) -> StoreResult<()>;
+    /// The live keys `user_id` created in `organization_id`, newest first.
+    async fn api_keys(
+        &self,
+        user_id: &str,
+        organization_id: &str,
+    ) -> StoreResult<Vec<ApiKeyRecord>>;
+    /// Revokes one of the caller's live keys and writes `audit` (its details completed with
+    /// the key's name and prefix). False when there is no such key.
+    async fn revoke_api_key(
+        &self,
+        user_id: &str,
+        organization_id: &str,
+        key_id: &str,
+        audit: AuditEvent,
+        now: i64,
+    ) -> StoreResult<bool>;
+    /// The creator of a live key, with the key's id, in one query: `None` when the key is
+    /// unknown or revoked, its creator removed, or the creator now belongs to another
+    /// organization than the key. Refreshes the key's `last_used_at` when stale.
+    async fn api_key_identity(
+        &self,
+        key_hash: &str,
+        now: i64,
+    ) -> StoreResult<Option<(UserRecord, String)>>;
 }
 
 #[async_trait::async_trait]
@@ -119,7 +171,7 @@ impl AuthStore for SqlStore {
             .bind(&admin.email)
             .bind(&admin.name)
             .bind(&admin.password_hash)
-            .bind(admin.role.as_str())
+            .bind(Role::Admin.as_str())
             .bind(now)
             .execute(&mut *tx)
             .await?;
@@ -152,23 +204,16 @@ impl AuthStore for SqlStore {
     }
 
     async fn identity(&self, user_id: &str, jti: &str) -> StoreResult<Option<(UserRecord, bool)>> {
-        let sql = format!(
-            "SELECT {USER_COLUMNS},
-                    CASE WHEN EXISTS (SELECT 1 FROM revoked_tokens r WHERE r.jti = $2) THEN 1 ELSE 0 END AS revoked
-             FROM users u WHERE u.id = $1"
-        );
-        let row = sqlx::query(sqlx::AssertSqlSafe(sql))
-            .bind(user_id)
-            .bind(jti)
-            .fetch_optional(self.pool())
-            .await?;
-        row.map(|row| {
-            let user: UserRecord = sqlx::FromRow::from_row(&row)?;
-            let revoked: i64 = row.try_get("revoked")?;
-            Ok((user, revoked != 0))
-        })
-        .transpose()
-        .map_err(|e: sqlx::Error| e.into())
+        let key = (user_id.to_string(), jti.to_string());
+        let loaded_under = match self.identities.get(&key) {
+            Ok(hit) => return Ok(Some(hit)),
+            Err(header) => header,
+        };
+        let found = self.load_identity(user_id, jti).await?;
+        if let Some(identity) = &found {
+            self.identities.put(key, identity.clone(), loaded_under);
+        }
+        Ok(found)
     }
 
     async fn revoke_token(&self, jti: &str, expires_at: i64, now: i64) -> StoreResult<()> {
@@ -248,6 +293,134 @@ impl AuthStore for SqlStore {
             .await?;
         tx.commit().await?;
         Ok(())
+    }
+
+    async fn create_api_key(
+        &self,
+        key: &NewApiKey,
+        audit: &AuditEvent,
+        now: i64,
+    ) -> StoreResult<()> {
+        let mut tx = self.begin_write().await?;
+        sqlx::query(
+            "INSERT INTO api_keys (id, organization_id, user_id, name, key_hash, prefix, created_at, last_used_at, revoked_at)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, NULL, NULL)",
+        )
+        .bind(&key.id)
+        .bind(&key.organization_id)
+        .bind(&key.user_id)
+        .bind(&key.name)
+        .bind(&key.key_hash)
+        .bind(&key.prefix)
+        .bind(now)
+        .execute(&mut *tx)
+        .await?;
+        audit::insert(&mut tx, audit, now).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn api_keys(
+        &self,
+        user_id: &str,
+        organization_id: &str,
+    ) -> StoreResult<Vec<ApiKeyRecord>> {
+        Ok(sqlx::query_as(
+            "SELECT id, name, prefix, created_at, last_used_at FROM api_keys
+             WHERE user_id = $1 AND organization_id = $2 AND revoked_at IS NULL
+             ORDER BY created_at DESC, id DESC",
+        )
+        .bind(user_id)
+        .bind(organization_id)
+        .fetch_all(self.pool())
+        .await?)
+    }
+
+    async fn revoke_api_key(
+        &self,
+        user_id: &str,
+        organization_id: &str,
+        key_id: &str,
+        audit: AuditEvent,
+        now: i64,
+    ) -> StoreResult<bool> {
+        let mut tx = self.begin_write().await?;
+        let revoked: Option<(String, String)> = sqlx::query_as(
+            "UPDATE api_keys SET revoked_at = $1
+             WHERE id = $2 AND user_id = $3 AND organization_id = $4 AND revoked_at IS NULL
+             RETURNING name, prefix",
+        )
+        .bind(now)
+        .bind(key_id)
+        .bind(user_id)
+        .bind(organization_id)
+        .fetch_optional(&mut *tx)
+        .await?;
+        let Some((name, prefix)) = revoked else {
+            return Ok(false);
+        };
+        let audit = audit.with_details(serde_json::json!({"name": name, "prefix": prefix}));
+        audit::insert(&mut tx, &audit, now).await?;
+        tx.commit().await?;
+        Ok(true)
+    }
+
+    async fn api_key_identity(
+        &self,
+        key_hash: &str,
+        now: i64,
+    ) -> StoreResult<Option<(UserRecord, String)>> {
+        let sql = format!(
+            "SELECT {USER_COLUMNS}, k.id AS key_id, k.last_used_at AS key_last_used_at
+             FROM api_keys k JOIN users u ON u.id = k.user_id AND u.organization_id = k.organization_id
+             WHERE k.key_hash = $1 AND k.revoked_at IS NULL"
+        );
+        let row = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(key_hash)
+            .fetch_optional(self.pool())
+            .await?;
+        let Some(row) = row else { return Ok(None) };
+        let user: UserRecord = sqlx::FromRow::from_row(&row)?;
+        let key_id: String = row.try_get("key_id")?;
+        let last_used: Option<i64> = row.try_get("key_last_used_at")?;
+        if last_used.is_none_or(|t| now - t >= API_KEY_TOUCH_INTERVAL_MS) {
+            // Bookkeeping only: a failure here must not refuse an authenticated request.
+            if let Err(e) = sqlx::query("UPDATE api_keys SET last_used_at = $1 WHERE id = $2")
+                .bind(now)
+                .bind(&key_id)
+                .execute(self.pool())
+                .await
+            {
+                tracing::warn!(error = %e, "could not record API key use");
+            }
+        }
+        Ok(Some((user, key_id)))
+    }
+}
+
+impl SqlStore {
+    async fn load_identity(
+        &self,
+        user_id: &str,
+        jti: &str,
+    ) -> StoreResult<Option<(UserRecord, bool)>> {
+        let sql = format!(
+            "SELECT {USER_COLUMNS},
+                    CASE WHEN EXISTS (SELECT 1 FROM revoked_tokens r WHERE r.jti = $2) THEN 1 ELSE 0 END AS revoked
+             FROM users u WHERE u.id = $1"
+        );
+        let row = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(user_id)
+            .bind(jti)
+            .fetch_optional(self.pool())
+            .await?;
+        row.map(|row| {
+            let user: UserRecord = sqlx::FromRow::from_row(&row)?;
+            let revoked: i64 = row.try_get("revoked")?;
+            Ok((user, revoked != 0))
+        })
+        .transpose()
+        .map_err(|e: sqlx::Error| e.into())
     }
 }
 

@@ -4,6 +4,7 @@
 
 pub mod body;
 pub mod client_ip;
+pub mod page;
 
 use std::any::Any;
 use std::time::Instant;
@@ -22,6 +23,7 @@ use crate::state::AppState;
 
 pub use body::{JsonBody, Object};
 pub use client_ip::ClientIp;
+pub use page::{Page, PageQuery};
 
 tokio::task_local! {
     static REQUEST_ID: String;
@@ -50,7 +52,8 @@ fn incoming_request_id(req: &Request) -> Option<String> {
 /// the rate-limit headers of whichever bucket counted the request.
 pub async fn common_layer(State(app): State<AppState>, mut req: Request, next: Next) -> Response {
     let started = Instant::now();
-    let request_id = incoming_request_id(&req).unwrap_or_else(|| crate::id::random_hex(8));
+    let request_id =
+        incoming_request_id(&req).unwrap_or_else(|| format!("{:016x}", rand::random::<u64>()));
     let slot = DecisionSlot::default();
     req.extensions_mut().insert(slot.clone());
     let method = req.method().clone();

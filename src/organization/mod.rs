@@ -7,8 +7,10 @@ pub mod plan;
 pub mod store;
 
 use axum::extract::State;
+use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
+use serde::Serialize;
 use serde_json::{Value, json};
 
 pub use plan::{Limits, LimitsView, Plan};
@@ -67,28 +69,51 @@ impl OrganizationRecord {
     }
 }
 
-async fn show(State(app): State<AppState>, user: CurrentUser) -> Result<Json<Value>, ApiError> {
+/// The seed's organization object.
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct OrganizationView<'a> {
+    id: &'a str,
+    name: &'a str,
+    slug: &'a str,
+    plan: &'static str,
+    limits: LimitsView,
+    user_count: i64,
+    user_limit: Option<i64>,
+    ai_analysis_enabled: bool,
+    created_at: Timestamp,
+    updated_at: Timestamp,
+}
+
+#[derive(Serialize)]
+struct ShowResponse<'a> {
+    success: bool,
+    organization: OrganizationView<'a>,
+}
+
+async fn show(State(app): State<AppState>, user: CurrentUser) -> Result<Response, ApiError> {
     let org = app
         .store
         .organization(user.org_id())
         .await
         .or_internal("Failed to fetch organization")?
         .ok_or_else(org_not_found)?;
-    Ok(Json(json!({
-        "success": true,
-        "organization": {
-            "id": org.id,
-            "name": org.name,
-            "slug": org.slug,
-            "plan": org.plan.as_str(),
-            "limits": org.limits_view(),
-            "userCount": org.user_count,
-            "userLimit": org.limits().max_users,
-            "aiAnalysisEnabled": org.ai_analysis_enabled,
-            "createdAt": Timestamp(org.created_at),
-            "updatedAt": Timestamp(org.updated_at),
-        }
-    })))
+    let body = ShowResponse {
+        success: true,
+        organization: OrganizationView {
+            id: &org.id,
+            name: &org.name,
+            slug: &org.slug,
+            plan: org.plan.as_str(),
+            limits: org.limits_view(),
+            user_count: org.user_count,
+            user_limit: org.limits().max_users,
+            ai_analysis_enabled: org.ai_analysis_enabled,
+            created_at: Timestamp(org.created_at),
+            updated_at: Timestamp(org.updated_at),
+        },
+    };
+    Ok(Json(body).into_response())
 }
 
 fn org_not_found() -> ApiError {

@@ -74,11 +74,20 @@ const ORG_SELECT: &str = "SELECT o.id, o.name, o.slug, o.plan, o.limit_overrides
 #[async_trait::async_trait]
 impl OrganizationStore for SqlStore {
     async fn organization(&self, id: &str) -> StoreResult<Option<OrganizationRecord>> {
+        let loaded_under = match self.organizations.get(&id.to_string()) {
+            Ok(hit) => return Ok(Some(hit)),
+            Err(header) => header,
+        };
         let row = sqlx::query(ORG_SELECT)
             .bind(id)
             .fetch_optional(self.pool())
             .await?;
-        row.as_ref().map(OrganizationRecord::from_row).transpose()
+        let found = row.as_ref().map(OrganizationRecord::from_row).transpose()?;
+        if let Some(org) = &found {
+            self.organizations
+                .put(id.to_string(), org.clone(), loaded_under);
+        }
+        Ok(found)
     }
 
     async fn update_settings(

@@ -13,10 +13,17 @@ use anyhow::Context;
 use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
 use sqlx::{Any, AnyPool, Executor, Transaction};
 
+pub mod cache;
+
+use std::sync::Arc;
+
 use crate::audit::AuditStore;
 use crate::auth::store::AuthStore;
+use crate::auth::store::UserRecord;
 use crate::integrations::store::IntegrationStore;
+use crate::members::store::MemberStore;
 use crate::organization::ai_store::AiConfigStore;
+use crate::organization::store::OrganizationRecord;
 use crate::organization::store::OrganizationStore;
 use crate::secrets::SecretStore;
 
@@ -66,6 +73,7 @@ pub trait Store:
     + AuthStore
     + OrganizationStore
     + AuditStore
+    + MemberStore
     + IntegrationStore
     + AiConfigStore
     + SecretStore
@@ -76,6 +84,7 @@ impl<
         + AuthStore
         + OrganizationStore
         + AuditStore
+        + MemberStore
         + IntegrationStore
         + AiConfigStore
         + SecretStore,
@@ -93,6 +102,9 @@ pub trait HealthStore: Send + Sync + 'static {
 pub struct SqlStore {
     pool: AnyPool,
     backend: Backend,
+    /// Who a (user id, token id) is and whether the token was revoked.
+    pub(crate) identities: Arc<cache::ReadCache<(String, String), (UserRecord, bool)>>,
+    pub(crate) organizations: Arc<cache::ReadCache<String, OrganizationRecord>>,
 }
 
 impl SqlStore {
@@ -130,7 +142,17 @@ impl SqlStore {
             .connect_with(options)
             .await
             .context("cannot connect to the database")?;
-        Ok(Self { pool, backend })
+        // Only a SQLite file announces every commit cheaply (see cache.rs).
+        let cached_file = match backend {
+            Backend::Sqlite => cache::sqlite_path(url),
+            Backend::Postgres => None,
+        };
+        Ok(Self {
+            pool,
+            backend,
+            identities: Arc::new(cache::ReadCache::new(cached_file.clone())),
+            organizations: Arc::new(cache::ReadCache::new(cached_file)),
+        })
     }
 
     pub async fn migrate(&self) -> anyhow::Result<()> {

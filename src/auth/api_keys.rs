@@ -1,0 +1,190 @@
+//! API keys for automation: `POST/GET /api/auth/api-keys`, `DELETE /api/auth/api-keys/:id`.
+//! A key is `orgd_` + 32 random bytes in hex, shown once and stored only as its SHA-256. It
+//! acts as its creator with the creator's current role, and only in the organization it was
+//! created in: a creator who moves to another organization leaves their keys behind, dead.
+
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::routing::{delete, get};
+use axum::{Json, Router};
+use serde_json::{Value, json};
+
+use super::CurrentUser;
+use super::store::{ApiKeyRecord, NewApiKey};
+use crate::audit::AuditEvent;
+use crate::clock::Timestamp;
+use crate::error::{ApiError, OrInternal};
+use crate::http::{ClientIp, JsonBody};
+use crate::state::AppState;
+
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/api/auth/api-keys", get(list).post(create))
+        .route("/api/auth/api-keys/{id}", delete(revoke))
+}
+
+/// A well-formed API key secret.
+pub struct ApiKey(String);
+
+impl ApiKey {
+    const PREFIX: &'static str = "orgd_";
+    /// Characters of the key kept in the clear to recognise it in lists: `orgd_` + 8 hex.
+    const SHOWN: usize = 13;
+
+    pub fn generate() -> Self {
+        Self(format!("{}{}", Self::PREFIX, crate::id::random_hex(32)))
+    }
+
+    /// `orgd_` followed by 64 lowercase hex characters, or `None`.
+    pub fn parse(raw: &str) -> Option<Self> {
+        let hex = raw.strip_prefix(Self::PREFIX)?;
+        let well_formed = hex.len() == 64
+            && hex
+                .bytes()
+                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
+        well_formed.then(|| Self(raw.to_string()))
+    }
+
+    pub fn hash(&self) -> String {
+        crate::id::sha256_hex(&self.0)
+    }
+
+    pub fn shown_prefix(&self) -> &str {
+        &self.0[..Self::SHOWN]
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+/// The key's label: trimmed, at most 100 characters, `Unnamed Key` when absent or blank.
+fn key_name(raw: Option<&str>) -> Result<String, ApiError> {
+    let name = raw.map(str::trim).unwrap_or_default();
+    match name.chars().count() {
+        0 => Ok("Unnamed Key".into()),
+        101.. => Err(ApiError::invalid(
+            "name",
+            "Key name cannot exceed 100 characters",
+        )),
+        _ => Ok(name.to_string()),
+    }
+}
+
+fn key_view(key: &ApiKeyRecord) -> Value {
+    json!({
+        "id": key.id,
+        "name": key.name,
+        "prefix": key.prefix,
+        "createdAt": Timestamp(key.created_at),
+        "lastUsed": key.last_used_at.map(Timestamp),
+    })
+}
+
+async fn create(
+    State(app): State<AppState>,
+    ip: ClientIp,
+    user: CurrentUser,
+    body: JsonBody,
+) -> Result<(StatusCode, Json<Value>), ApiError> {
+    let name = key_name(body.or_empty()?.opt_str("name")?)?;
+    let now = app.now();
+    let secret = ApiKey::generate();
+    let key = NewApiKey {
+        id: crate::id::new_id(now),
+        organization_id: user.org_id().to_string(),
+        user_id: user.id().to_string(),
+        name,
+        key_hash: secret.hash(),
+        prefix: secret.shown_prefix().to_string(),
+    };
+    let audit = AuditEvent::by_user(&user, ip, "apikey.created", "apiKey", &key.id)
+        .with_details(json!({"name": key.name, "prefix": key.prefix}));
+    app.store
+        .create_api_key(&key, &audit, now)
+        .await
+        .or_internal("Failed to create API key")?;
+    Ok((
+        StatusCode::CREATED,
+        Json(json!({
+            "success": true,
+            "message": "API key created. Store this key securely - it will not be shown again.",
+            "apiKey": secret.as_str(),
+            "data": {"id": key.id, "name": key.name, "prefix": key.prefix, "createdAt": Timestamp(now)},
+        })),
+    ))
+}
+
+async fn list(State(app): State<AppState>, user: CurrentUser) -> Result<Json<Value>, ApiError> {
+    let keys = app
+        .store
+        .api_keys(user.id(), user.org_id())
+        .await
+        .or_internal("Failed to list API keys")?;
+    Ok(Json(
+        json!({"success": true, "data": keys.iter().map(key_view).collect::<Vec<_>>()}),
+    ))
+}
+
+async fn revoke(
+    State(app): State<AppState>,
+    ip: ClientIp,
+    user: CurrentUser,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    if !crate::id::is_valid(&id) {
+        return Err(ApiError::bad_request(
+            "Invalid key ID",
+            "The key id must be 24 lowercase hex characters",
+        ));
+    }
+    let audit = AuditEvent::by_user(&user, ip, "apikey.revoked", "apiKey", &id);
+    let revoked = app
+        .store
+        .revoke_api_key(user.id(), user.org_id(), &id, audit, app.now())
+        .await
+        .or_internal("Failed to revoke API key")?;
+    if !revoked {
+        return Err(ApiError::not_found(
+            "API key not found",
+            "The API key does not exist or you do not have permission to delete it.",
+        ));
+    }
+    Ok(Json(
+        json!({"success": true, "message": "API key revoked successfully"}),
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_round_trip_and_reject_lookalikes() {
+        let key = ApiKey::generate();
+        assert_eq!(key.as_str().len(), 69);
+        assert!(ApiKey::parse(key.as_str()).is_some());
+        assert_eq!(key.shown_prefix(), &key.as_str()[..13]);
+        assert_eq!(key.hash(), crate::id::sha256_hex(key.as_str()));
+        let upper = key.as_str().to_uppercase().replacen("ORGD_", "orgd_", 1);
+        for bad in [
+            "",
+            "orgd_",
+            "orgd_abc",
+            &upper,
+            &key.as_str()[5..],
+            &format!("{}0", key.as_str()),
+        ] {
+            assert!(ApiKey::parse(bad).is_none(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn names_default_trim_and_cap() {
+        assert_eq!(key_name(None).ok().as_deref(), Some("Unnamed Key"));
+        assert_eq!(key_name(Some("   ")).ok().as_deref(), Some("Unnamed Key"));
+        assert_eq!(key_name(Some(" CI ")).ok().as_deref(), Some("CI"));
+        assert!(key_name(Some(&"é".repeat(100))).is_ok());
+        assert!(key_name(Some(&"é".repeat(101))).is_err());
+    }
+}

@@ -1,0 +1,340 @@
+//! Invitations: an admin invites an email with a role; the invitee joins with the token —
+//! `POST /api/invitations/accept` for an existing account, signup with `inviteToken` for a new
+//! one. The token (32 random bytes, 64 hex) is returned once to the inviting admin and stored
+//! only as its SHA-256. Invitations expire after 7 days and reserve a seat while pending.
+
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::routing::{delete, get, post};
+use axum::{Json, Router};
+use serde_json::{Value, json};
+
+use super::store::{Invited, Joined, Joiner, NewInvitation, PendingInvitation, SeatUsage};
+use super::{parse_role, refused};
+use crate::audit::AuditEvent;
+use crate::auth::{AuthAttempt, CurrentUser, Email, Role};
+use crate::clock::Timestamp;
+use crate::error::{ApiError, OrInternal};
+use crate::http::{ClientIp, JsonBody, PageQuery};
+use crate::state::AppState;
+
+pub const INVITATION_TTL_MS: i64 = 7 * 24 * 60 * 60 * 1000;
+
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/api/invitations", get(list).post(create))
+        .route("/api/invitations/{id}", delete(revoke))
+        .route("/api/invitations/validate/{token}", get(validate))
+        .route("/api/invitations/accept", post(accept))
+}
+
+/// A well-formed invitation token: 64 hex characters (case-insensitive, kept lowercase).
+pub struct InviteToken(String);
+
+impl InviteToken {
+    fn generate() -> Self {
+        Self(crate::id::random_hex(32))
+    }
+
+    pub fn parse(raw: &str) -> Option<Self> {
+        (raw.len() == 64 && raw.bytes().all(|b| b.is_ascii_hexdigit()))
+            .then(|| Self(raw.to_ascii_lowercase()))
+    }
+
+    pub fn hash(&self) -> String {
+        crate::id::sha256_hex(&self.0)
+    }
+}
+
+/// 403 `User limit exceeded` with the organization's seat usage.
+fn seats_full(seats: SeatUsage) -> ApiError {
+    // Only a limited organization is ever refused; 0 would be an operator's "no seats at all".
+    let limit = seats.limit.unwrap_or(0);
+    let percent_used = if limit > 0 {
+        seats.used * 100 / limit
+    } else {
+        100
+    };
+    let mut extra = serde_json::Map::new();
+    extra.insert(
+        "usage".into(),
+        json!({"used": seats.used, "limit": limit, "percentUsed": percent_used}),
+    );
+    ApiError::Refused {
+        status: StatusCode::FORBIDDEN,
+        error: "User limit exceeded",
+        message: format!(
+            "Your organization has reached the team member limit ({}/{limit}). Upgrade your plan to invite more users.",
+            seats.used
+        )
+        .into(),
+        extra,
+    }
+}
+
+const EXPIRED_MESSAGE: &str = "This invitation has expired. Please request a new invitation.";
+const UNUSABLE_MESSAGE: &str = "The invitation token is invalid or has already been used";
+
+/// How signup with an `inviteToken` reports a refused join.
+pub fn signup_refused(outcome: Joined) -> ApiError {
+    match outcome {
+        Joined::Expired => ApiError::bad_request("Invitation has expired", EXPIRED_MESSAGE),
+        Joined::SeatsFull(seats) => seats_full(seats),
+        Joined::EmailTaken => ApiError::conflict(
+            "Email already registered",
+            "An account with this email already exists",
+        ),
+        // Also covers a token for another email: the answer must not tell them apart.
+        _ => ApiError::bad_request("Invalid or expired invitation", UNUSABLE_MESSAGE),
+    }
+}
+
+fn pending_view(pending: &PendingInvitation) -> Value {
+    let invitation = &pending.invitation;
+    json!({
+        "id": invitation.id,
+        "email": invitation.email,
+        "role": invitation.role.as_str(),
+        "status": invitation.status,
+        "invitedBy": invitation.invited_by,
+        "invitedByName": pending.invited_by_name.as_deref().unwrap_or("Unknown"),
+        "expiresAt": Timestamp(invitation.expires_at),
+        "createdAt": Timestamp(invitation.created_at),
+    })
+}
+
+async fn create(
+    State(app): State<AppState>,
+    ip: ClientIp,
+    user: CurrentUser,
+    body: JsonBody,
+) -> Result<(StatusCode, Json<Value>), ApiError> {
+    user.require(Role::ADMIN)?;
+    let body = body.required()?;
+    let missing =
+        || ApiError::bad_request("Missing required fields", "Email and role are required");
+    let email = Email::parse(body.required_str("email", missing())?)?;
+    let role = parse_role(body.required_str("role", missing())?)?;
+    let now = app.now();
+    let token = InviteToken::generate();
+    let invitation = NewInvitation {
+        id: crate::id::new_id(now),
+        organization_id: user.org_id().to_string(),
+        email: email.as_str().to_string(),
+        role,
+        token_hash: token.hash(),
+        invited_by: user.id().to_string(),
+        expires_at: now + INVITATION_TTL_MS,
+    };
+    let audit = AuditEvent::by_user(
+        &user,
+        ip,
+        "invitation.created",
+        "invitation",
+        &invitation.id,
+    )
+    .with_details(json!({"email": invitation.email, "role": role.as_str()}));
+    let outcome = app
+        .store
+        .create_invitation(&invitation, &audit, now)
+        .await
+        .or_internal("Failed to send invitation")?;
+    match outcome {
+        Invited::Created => {}
+        Invited::AlreadyMember => {
+            return Err(ApiError::conflict(
+                "User already in organization",
+                "This user is already a member of your organization",
+            ));
+        }
+        Invited::AlreadyInvited => {
+            return Err(ApiError::conflict(
+                "Invitation already sent",
+                "A pending invitation for this email already exists",
+            ));
+        }
+        Invited::SeatsFull(seats) => return Err(seats_full(seats)),
+    }
+    Ok((
+        StatusCode::CREATED,
+        Json(json!({
+            "success": true,
+            "message": "Invitation created. Give the token to the invitee: it will not be shown again.",
+            "invitation": {
+                "id": invitation.id,
+                "email": invitation.email,
+                "role": role.as_str(),
+                "expiresAt": Timestamp(invitation.expires_at),
+                "token": token.0,
+            },
+        })),
+    ))
+}
+
+async fn list(
+    State(app): State<AppState>,
+    user: CurrentUser,
+    page: PageQuery,
+) -> Result<Json<Value>, ApiError> {
+    user.require(Role::ADMIN)?;
+    let page = page.page()?;
+    let (invitations, total) = app
+        .store
+        .pending_invitations(user.org_id(), app.now(), page.limit, page.offset)
+        .await
+        .or_internal("Failed to fetch invitations")?;
+    Ok(Json(json!({
+        "success": true,
+        "invitations": invitations.iter().map(pending_view).collect::<Vec<_>>(),
+        "total": total,
+        "limit": page.limit,
+        "offset": page.offset,
+    })))
+}
+
+async fn revoke(
+    State(app): State<AppState>,
+    ip: ClientIp,
+    user: CurrentUser,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    user.require(Role::ADMIN)?;
+    if !crate::id::is_valid(&id) {
+        return Err(ApiError::bad_request(
+            "Invalid invitation ID",
+            "An invitation id is 24 lowercase hexadecimal characters",
+        ));
+    }
+    let audit = AuditEvent::by_user(&user, ip, "invitation.revoked", "invitation", &id);
+    let revoked = app
+        .store
+        .revoke_invitation(user.org_id(), &id, audit, app.now())
+        .await
+        .or_internal("Failed to revoke invitation")?;
+    if !revoked {
+        return Err(ApiError::not_found(
+            "Invitation not found",
+            "No pending invitation with this id in your organization",
+        ));
+    }
+    Ok(Json(
+        json!({"success": true, "message": "Invitation revoked successfully"}),
+    ))
+}
+
+/// A refusal of the public validation endpoint, which also says `valid: false`.
+fn not_valid(status: StatusCode, error: &'static str, message: &'static str) -> ApiError {
+    let mut extra = serde_json::Map::new();
+    extra.insert("valid".into(), Value::Bool(false));
+    ApiError::Refused {
+        status,
+        error,
+        message: message.into(),
+        extra,
+    }
+}
+
+async fn validate(
+    State(app): State<AppState>,
+    _attempt: AuthAttempt,
+    Path(token): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    let token = InviteToken::parse(&token).ok_or_else(|| {
+        not_valid(
+            StatusCode::BAD_REQUEST,
+            "Invalid token format",
+            "An invitation token is 64 hexadecimal characters",
+        )
+    })?;
+    let preview = app
+        .store
+        .invitation_preview(&token.hash())
+        .await
+        .or_internal("Failed to validate invitation")?
+        .ok_or_else(|| {
+            not_valid(
+                StatusCode::NOT_FOUND,
+                "Invitation not found or already used",
+                UNUSABLE_MESSAGE,
+            )
+        })?;
+    if preview.invitation.is_expired(app.now()) {
+        return Err(not_valid(
+            StatusCode::NOT_FOUND,
+            "Invitation has expired",
+            EXPIRED_MESSAGE,
+        ));
+    }
+    // Deliberately nothing about whether the email already has an account (§10.7).
+    Ok(Json(json!({
+        "success": true,
+        "valid": true,
+        "organizationName": preview.organization_name,
+        "role": preview.invitation.role.as_str(),
+        "inviterName": preview.inviter_name.as_deref().unwrap_or("Unknown"),
+        "email": preview.invitation.email,
+        "expiresAt": Timestamp(preview.invitation.expires_at),
+    })))
+}
+
+async fn accept(
+    State(app): State<AppState>,
+    ip: ClientIp,
+    user: CurrentUser,
+    body: JsonBody,
+) -> Result<Json<Value>, ApiError> {
+    let body = body.required()?;
+    let token = body.required_str(
+        "token",
+        ApiError::bad_request("Missing token", "Invitation token is required"),
+    )?;
+    let token = InviteToken::parse(token).ok_or_else(|| {
+        ApiError::bad_request(
+            "Invalid token format",
+            "An invitation token is 64 hexadecimal characters",
+        )
+    })?;
+    let joiner = Joiner {
+        user_id: user.id(),
+        organization_id: user.org_id(),
+    };
+    let outcome = app
+        .store
+        .accept_invitation(&token.hash(), joiner, Some(ip.0.to_string()), app.now())
+        .await
+        .or_internal("Failed to accept invitation")?;
+    let joined = match outcome {
+        Joined::Joined(membership) => membership,
+        refusal => return Err(accept_refused(refusal)),
+    };
+    Ok(Json(json!({
+        "success": true,
+        "message": format!("Successfully joined {}", joined.organization_name),
+        "organization": {"id": joined.invitation.organization_id, "name": joined.organization_name},
+        "role": joined.invitation.role.as_str(),
+    })))
+}
+
+fn accept_refused(outcome: Joined) -> ApiError {
+    match outcome {
+        Joined::Expired => ApiError::not_found("Invitation has expired", EXPIRED_MESSAGE),
+        Joined::EmailMismatch => refused(
+            "Email mismatch",
+            "This invitation is for a different email address",
+        ),
+        Joined::AlreadyMember => ApiError::conflict(
+            "User already in organization",
+            "You are already a member of this organization",
+        ),
+        Joined::LastAdmin => ApiError::conflict(
+            "Last admin",
+            "You are the last admin of your current organization. Promote another member to admin before leaving it.",
+        ),
+        Joined::SeatsFull(seats) => seats_full(seats),
+        Joined::MembershipChanged => ApiError::conflict(
+            "Membership changed",
+            "Your membership changed while the invitation was being accepted. Please try again.",
+        ),
+        _ => ApiError::not_found("Invalid or expired invitation", UNUSABLE_MESSAGE),
+    }
+}

@@ -1,0 +1,717 @@
+//! Queries behind members and invitations. Every rule that must hold under concurrency —
+//! the last admin, the seat limit, one pending invitation per email — is checked and acted on
+//! in one transaction that first locks the organization(s) involved.
+
+use serde_json::json;
+use sqlx::Row;
+
+use crate::audit::{self, Actor, AuditEvent};
+use crate::auth::Role;
+use crate::auth::store::{USER_COLUMNS, UserRecord};
+use crate::organization::plan::{Overrides, Plan};
+use crate::store::{SqlStore, StoreError, StoreResult, Tx};
+
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct InvitationRecord {
+    pub id: String,
+    pub organization_id: String,
+    pub email: String,
+    #[sqlx(try_from = "String")]
+    pub role: Role,
+    pub status: String,
+    pub invited_by: String,
+    pub expires_at: i64,
+    pub created_at: i64,
+    pub accepted_at: Option<i64>,
+}
+
+impl InvitationRecord {
+    /// Expired strictly after `expires_at` (the original's `now > expiresAt`).
+    pub fn is_expired(&self, now: i64) -> bool {
+        now > self.expires_at
+    }
+}
+
+/// A pending invitation as the organization's admins list it.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct PendingInvitation {
+    #[sqlx(flatten)]
+    pub invitation: InvitationRecord,
+    pub invited_by_name: Option<String>,
+}
+
+/// What the holder of an invitation token may learn about it.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct InvitationPreview {
+    #[sqlx(flatten)]
+    pub invitation: InvitationRecord,
+    pub organization_name: String,
+    pub inviter_name: Option<String>,
+}
+
+pub struct NewInvitation {
+    pub id: String,
+    pub organization_id: String,
+    pub email: String,
+    pub role: Role,
+    pub token_hash: String,
+    pub invited_by: String,
+    pub expires_at: i64,
+}
+
+/// Seats taken (active members + pending unexpired invitations) and the effective limit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SeatUsage {
+    pub used: i64,
+    pub limit: Option<i64>,
+}
+
+impl SeatUsage {
+    /// True when `more` seats can be taken without exceeding the limit.
+    pub fn admits(&self, more: i64) -> bool {
+        self.limit.is_none_or(|limit| self.used + more <= limit)
+    }
+}
+
+/// Result of changing or removing a member.
+#[derive(Debug)]
+pub enum MemberChange {
+    /// Done; the target as it was before the change.
+    Done(UserRecord),
+    NotFound,
+    LastAdmin,
+    /// The acting admin is no longer an admin of this organization (their current role, or
+    /// `None` when they are no longer in it).
+    ActorNotAdmin(Option<Role>),
+}
+
+#[derive(Debug)]
+pub enum Invited {
+    Created,
+    AlreadyMember,
+    AlreadyInvited,
+    SeatsFull(SeatUsage),
+}
+
+/// A user who just joined an organization with an invitation.
+#[derive(Debug)]
+pub struct Membership {
+    pub invitation: InvitationRecord,
+    pub organization_name: String,
+    /// The user as they are now, in the inviting organization.
+    pub user: UserRecord,
+}
+
+/// Result of joining an organization with an invitation (accept, or signup with a token).
+#[derive(Debug)]
+pub enum Joined {
+    Joined(Box<Membership>),
+    /// No pending invitation with that token (or, at signup, not for this email).
+    NotFound,
+    Expired,
+    EmailMismatch,
+    AlreadyMember,
+    /// The caller is the last admin of the organization they would leave.
+    LastAdmin,
+    SeatsFull(SeatUsage),
+    /// Signup only: the email already has an account.
+    EmailTaken,
+    /// The caller's membership changed while the request ran (moved or removed).
+    MembershipChanged,
+}
+
+/// Who accepts an invitation.
+pub struct Joiner<'a> {
+    pub user_id: &'a str,
+    /// The organization the caller belonged to when the request was authenticated.
+    pub organization_id: &'a str,
+}
+
+#[async_trait::async_trait]
+pub trait MemberStore: Send + Sync + 'static {
+    /// One page of an organization's members, newest first, and how many there are.
+    async fn members(
+        &self,
+        organization_id: &str,
+        limit: i64,
+        offset: i64,
+    ) -> StoreResult<(Vec<UserRecord>, i64)>;
+    async fn member(&self, organization_id: &str, user_id: &str)
+    -> StoreResult<Option<UserRecord>>;
+    /// Sets a member's role unless that leaves no admin; `audit` is completed with
+    /// `{oldRole, newRole, targetEmail}`. Nothing is written when the role is unchanged.
+    async fn change_role(
+        &self,
+        organization_id: &str,
+        actor_id: &str,
+        target_id: &str,
+        role: Role,
+        audit: AuditEvent,
+        now: i64,
+    ) -> StoreResult<MemberChange>;
+    /// Deletes a member (their API keys go with them) unless that leaves no admin; `audit` is
+    /// completed with `{targetEmail, targetRole, targetName}`.
+    async fn remove_member(
+        &self,
+        organization_id: &str,
+        actor_id: &str,
+        target_id: &str,
+        audit: AuditEvent,
+        now: i64,
+    ) -> StoreResult<MemberChange>;
+    /// Creates an invitation, reserving a seat; expired pending invitations of the
+    /// organization are marked `expired` first so they stop blocking and counting.
+    async fn create_invitation(
+        &self,
+        invitation: &NewInvitation,
+        audit: &AuditEvent,
+        now: i64,
+    ) -> StoreResult<Invited>;
+    /// One page of an organization's pending, unexpired invitations, newest first, and the total.
+    async fn pending_invitations(
+        &self,
+        organization_id: &str,
+        now: i64,
+        limit: i64,
+        offset: i64,
+    ) -> StoreResult<(Vec<PendingInvitation>, i64)>;
+    /// Marks a pending invitation `revoked`; `audit` is completed with `{email, role}`.
+    /// False when the organization has no pending invitation with that id.
+    async fn revoke_invitation(
+        &self,
+        organization_id: &str,
+        id: &str,
+        audit: AuditEvent,
+        now: i64,
+    ) -> StoreResult<bool>;
+    /// The pending invitation with that token hash, with its organization and inviter names.
+    async fn invitation_preview(&self, token_hash: &str) -> StoreResult<Option<InvitationPreview>>;
+    /// An existing user moves into the inviting organization with the invited role.
+    async fn accept_invitation(
+        &self,
+        token_hash: &str,
+        joiner: Joiner<'_>,
+        ip: Option<String>,
+        now: i64,
+    ) -> StoreResult<Joined>;
+    /// A new user is created in the inviting organization with the invited role.
+    async fn signup_with_invitation(
+        &self,
+        token_hash: &str,
+        user: &crate::auth::store::NewUser,
+        ip: Option<String>,
+        now: i64,
+    ) -> StoreResult<Joined>;
+}
+
+const INVITATION_COLUMNS: &str = "i.id, i.organization_id, i.email, i.role, i.status, i.invited_by, i.expires_at, i.created_at, i.accepted_at";
+
+async fn member_in(
+    tx: &mut Tx,
+    organization_id: &str,
+    user_id: &str,
+) -> StoreResult<Option<UserRecord>> {
+    let sql =
+        format!("SELECT {USER_COLUMNS} FROM users u WHERE u.id = $1 AND u.organization_id = $2");
+    Ok(sqlx::query_as(sqlx::AssertSqlSafe(sql))
+        .bind(user_id)
+        .bind(organization_id)
+        .fetch_optional(&mut **tx)
+        .await?)
+}
+
+async fn active_admins(tx: &mut Tx, organization_id: &str) -> StoreResult<i64> {
+    Ok(sqlx::query_scalar(
+        "SELECT COUNT(*) FROM users WHERE organization_id = $1 AND role = 'admin' AND status = 'active'",
+    )
+    .bind(organization_id)
+    .fetch_one(&mut **tx)
+    .await?)
+}
+
+/// Re-checks, under the organization lock, that the acting admin still is one: the check
+/// made when the request was authenticated may be stale by now.
+async fn check_actor(
+    tx: &mut Tx,
+    organization_id: &str,
+    actor_id: &str,
+) -> StoreResult<Result<(), MemberChange>> {
+    let actor = member_in(tx, organization_id, actor_id).await?;
+    Ok(match actor {
+        Some(a) if a.role == Role::Admin && a.status == "active" => Ok(()),
+        other => Err(MemberChange::ActorNotAdmin(other.map(|a| a.role))),
+    })
+}
+
+/// True when taking `target`'s admin role away would leave the organization without an
+/// active admin. (With the acting admin re-checked first this cannot happen for role changes
+/// and removals; it is the rule itself, kept where the write happens.)
+async fn would_orphan(tx: &mut Tx, target: &UserRecord) -> StoreResult<bool> {
+    let active_admin = target.role == Role::Admin && target.status == "active";
+    Ok(active_admin && active_admins(tx, &target.organization_id).await? <= 1)
+}
+
+async fn seat_usage(tx: &mut Tx, organization_id: &str, now: i64) -> StoreResult<SeatUsage> {
+    let row = sqlx::query(
+        "SELECT o.plan, o.limit_overrides,
+                (SELECT COUNT(*) FROM users u WHERE u.organization_id = o.id AND u.status = 'active') AS members,
+                (SELECT COUNT(*) FROM invitations i
+                  WHERE i.organization_id = o.id AND i.status = 'pending' AND i.expires_at >= $2) AS pending
+         FROM organizations o WHERE o.id = $1",
+    )
+    .bind(organization_id)
+    .bind(now)
+    .fetch_one(&mut **tx)
+    .await?;
+    let plan: String = row.try_get("plan")?;
+    let overrides: String = row.try_get("limit_overrides")?;
+    let plan = Plan::parse(&plan).ok_or_else(|| StoreError::Corrupt(format!("plan {plan:?}")))?;
+    let limits = Overrides::from_json(&overrides)
+        .map_err(StoreError::Corrupt)?
+        .apply(plan.defaults());
+    let members: i64 = row.try_get("members")?;
+    let pending: i64 = row.try_get("pending")?;
+    Ok(SeatUsage {
+        used: members + pending,
+        limit: limits.max_users,
+    })
+}
+
+async fn pending_by_token(tx: &mut Tx, token_hash: &str) -> StoreResult<Option<InvitationRecord>> {
+    let sql = format!(
+        "SELECT {INVITATION_COLUMNS} FROM invitations i WHERE i.token_hash = $1 AND i.status = 'pending'"
+    );
+    Ok(sqlx::query_as(sqlx::AssertSqlSafe(sql))
+        .bind(token_hash)
+        .fetch_optional(&mut **tx)
+        .await?)
+}
+
+/// Marks the invitation accepted if it is still pending (false: someone else used it first).
+async fn mark_accepted(tx: &mut Tx, invitation_id: &str, now: i64) -> StoreResult<bool> {
+    let done = sqlx::query("UPDATE invitations SET status = 'accepted', accepted_at = $1 WHERE id = $2 AND status = 'pending'")
+        .bind(now)
+        .bind(invitation_id)
+        .execute(&mut **tx)
+        .await?;
+    Ok(done.rows_affected() == 1)
+}
+
+async fn organization_name(tx: &mut Tx, organization_id: &str) -> StoreResult<String> {
+    Ok(
+        sqlx::query_scalar("SELECT name FROM organizations WHERE id = $1")
+            .bind(organization_id)
+            .fetch_one(&mut **tx)
+            .await?,
+    )
+}
+
+fn accepted_event(invitation: &InvitationRecord, user_id: &str, ip: Option<String>) -> AuditEvent {
+    AuditEvent {
+        organization_id: invitation.organization_id.clone(),
+        user_id: Some(user_id.to_string()),
+        actor: Actor::User,
+        action: "invitation.accepted",
+        target_type: "invitation",
+        target_id: invitation.id.clone(),
+        details: json!({"email": invitation.email, "role": invitation.role.as_str()}),
+        ip,
+    }
+}
+
+#[async_trait::async_trait]
+impl MemberStore for SqlStore {
+    async fn members(
+        &self,
+        organization_id: &str,
+        limit: i64,
+        offset: i64,
+    ) -> StoreResult<(Vec<UserRecord>, i64)> {
+        let sql = format!(
+            "SELECT {USER_COLUMNS} FROM users u WHERE u.organization_id = $1
+             ORDER BY u.created_at DESC, u.id DESC LIMIT $2 OFFSET $3"
+        );
+        let users = sqlx::query_as(sqlx::AssertSqlSafe(sql))
+            .bind(organization_id)
+            .bind(limit)
+            .bind(offset)
+            .fetch_all(self.pool())
+            .await?;
+        let total = sqlx::query_scalar("SELECT COUNT(*) FROM users WHERE organization_id = $1")
+            .bind(organization_id)
+            .fetch_one(self.pool())
+            .await?;
+        Ok((users, total))
+    }
+
+    async fn member(
+        &self,
+        organization_id: &str,
+        user_id: &str,
+    ) -> StoreResult<Option<UserRecord>> {
+        let sql = format!(
+            "SELECT {USER_COLUMNS} FROM users u WHERE u.id = $1 AND u.organization_id = $2"
+        );
+        Ok(sqlx::query_as(sqlx::AssertSqlSafe(sql))
+            .bind(user_id)
+            .bind(organization_id)
+            .fetch_optional(self.pool())
+            .await?)
+    }
+
+    async fn change_role(
+        &self,
+        organization_id: &str,
+        actor_id: &str,
+        target_id: &str,
+        role: Role,
+        audit: AuditEvent,
+        now: i64,
+    ) -> StoreResult<MemberChange> {
+        let mut tx = self.begin_write().await?;
+        self.lock_organization(&mut tx, organization_id).await?;
+        if let Err(refused) = check_actor(&mut tx, organization_id, actor_id).await? {
+            return Ok(refused);
+        }
+        let Some(target) = member_in(&mut tx, organization_id, target_id).await? else {
+            return Ok(MemberChange::NotFound);
+        };
+        if target.role == role {
+            return Ok(MemberChange::Done(target));
+        }
+        if role != Role::Admin && would_orphan(&mut tx, &target).await? {
+            return Ok(MemberChange::LastAdmin);
+        }
+        sqlx::query("UPDATE users SET role = $1, updated_at = $2 WHERE id = $3")
+            .bind(role.as_str())
+            .bind(now)
+            .bind(target_id)
+            .execute(&mut *tx)
+            .await?;
+        let audit = audit.with_details(json!({
+            "oldRole": target.role.as_str(),
+            "newRole": role.as_str(),
+            "targetEmail": target.email,
+        }));
+        audit::insert(&mut tx, &audit, now).await?;
+        tx.commit().await?;
+        Ok(MemberChange::Done(target))
+    }
+
+    async fn remove_member(
+        &self,
+        organization_id: &str,
+        actor_id: &str,
+        target_id: &str,
+        audit: AuditEvent,
+        now: i64,
+    ) -> StoreResult<MemberChange> {
+        let mut tx = self.begin_write().await?;
+        self.lock_organization(&mut tx, organization_id).await?;
+        if let Err(refused) = check_actor(&mut tx, organization_id, actor_id).await? {
+            return Ok(refused);
+        }
+        let Some(target) = member_in(&mut tx, organization_id, target_id).await? else {
+            return Ok(MemberChange::NotFound);
+        };
+        if would_orphan(&mut tx, &target).await? {
+            return Ok(MemberChange::LastAdmin);
+        }
+        // api_keys rows go with the user (ON DELETE CASCADE); sessions die because
+        // `identity` no longer finds the user.
+        sqlx::query("DELETE FROM users WHERE id = $1")
+            .bind(target_id)
+            .execute(&mut *tx)
+            .await?;
+        let audit = audit.with_details(json!({
+            "targetEmail": target.email,
+            "targetRole": target.role.as_str(),
+            "targetName": target.name,
+        }));
+        audit::insert(&mut tx, &audit, now).await?;
+        tx.commit().await?;
+        Ok(MemberChange::Done(target))
+    }
+
+    async fn create_invitation(
+        &self,
+        invitation: &NewInvitation,
+        audit: &AuditEvent,
+        now: i64,
+    ) -> StoreResult<Invited> {
+        let org = &invitation.organization_id;
+        let mut tx = self.begin_write().await?;
+        self.lock_organization(&mut tx, org).await?;
+        sqlx::query(
+            "UPDATE invitations SET status = 'expired'
+             WHERE organization_id = $1 AND status = 'pending' AND expires_at < $2",
+        )
+        .bind(org)
+        .bind(now)
+        .execute(&mut *tx)
+        .await?;
+        let member: Option<String> =
+            sqlx::query_scalar("SELECT id FROM users WHERE organization_id = $1 AND email = $2")
+                .bind(org)
+                .bind(&invitation.email)
+                .fetch_optional(&mut *tx)
+                .await?;
+        if member.is_some() {
+            return Ok(Invited::AlreadyMember);
+        }
+        let pending: Option<String> =
+            sqlx::query_scalar("SELECT id FROM invitations WHERE organization_id = $1 AND email = $2 AND status = 'pending'")
+                .bind(org)
+                .bind(&invitation.email)
+                .fetch_optional(&mut *tx)
+                .await?;
+        if pending.is_some() {
+            return Ok(Invited::AlreadyInvited);
+        }
+        let seats = seat_usage(&mut tx, org, now).await?;
+        if !seats.admits(1) {
+            return Ok(Invited::SeatsFull(seats));
+        }
+        sqlx::query(
+            "INSERT INTO invitations (id, organization_id, email, role, token_hash, status, invited_by, expires_at, created_at, accepted_at)
+             VALUES ($1, $2, $3, $4, $5, 'pending', $6, $7, $8, NULL)",
+        )
+        .bind(&invitation.id)
+        .bind(org)
+        .bind(&invitation.email)
+        .bind(invitation.role.as_str())
+        .bind(&invitation.token_hash)
+        .bind(&invitation.invited_by)
+        .bind(invitation.expires_at)
+        .bind(now)
+        .execute(&mut *tx)
+        .await?;
+        audit::insert(&mut tx, audit, now).await?;
+        tx.commit().await?;
+        Ok(Invited::Created)
+    }
+
+    async fn pending_invitations(
+        &self,
+        organization_id: &str,
+        now: i64,
+        limit: i64,
+        offset: i64,
+    ) -> StoreResult<(Vec<PendingInvitation>, i64)> {
+        let sql = format!(
+            "SELECT {INVITATION_COLUMNS}, u.name AS invited_by_name
+             FROM invitations i LEFT JOIN users u ON u.id = i.invited_by
+             WHERE i.organization_id = $1 AND i.status = 'pending' AND i.expires_at >= $2
+             ORDER BY i.created_at DESC, i.id DESC LIMIT $3 OFFSET $4"
+        );
+        let invitations = sqlx::query_as(sqlx::AssertSqlSafe(sql))
+            .bind(organization_id)
+            .bind(now)
+            .bind(limit)
+            .bind(offset)
+            .fetch_all(self.pool())
+            .await?;
+        let total = sqlx::query_scalar(
+            "SELECT COUNT(*) FROM invitations WHERE organization_id = $1 AND status = 'pending' AND expires_at >= $2",
+        )
+        .bind(organization_id)
+        .bind(now)
+        .fetch_one(self.pool())
+        .await?;
+        Ok((invitations, total))
+    }
+
+    async fn revoke_invitation(
+        &self,
+        organization_id: &str,
+        id: &str,
+        audit: AuditEvent,
+        now: i64,
+    ) -> StoreResult<bool> {
+        let mut tx = self.begin_write().await?;
+        let revoked: Option<(String, String)> = sqlx::query_as(
+            "UPDATE invitations SET status = 'revoked'
+             WHERE id = $1 AND organization_id = $2 AND status = 'pending'
+             RETURNING email, role",
+        )
+        .bind(id)
+        .bind(organization_id)
+        .fetch_optional(&mut *tx)
+        .await?;
+        let Some((email, role)) = revoked else {
+            return Ok(false);
+        };
+        audit::insert(
+            &mut tx,
+            &audit.with_details(json!({"email": email, "role": role})),
+            now,
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(true)
+    }
+
+    async fn invitation_preview(&self, token_hash: &str) -> StoreResult<Option<InvitationPreview>> {
+        let sql = format!(
+            "SELECT {INVITATION_COLUMNS}, o.name AS organization_name, u.name AS inviter_name
+             FROM invitations i
+             JOIN organizations o ON o.id = i.organization_id
+             LEFT JOIN users u ON u.id = i.invited_by
+             WHERE i.token_hash = $1 AND i.status = 'pending'"
+        );
+        Ok(sqlx::query_as(sqlx::AssertSqlSafe(sql))
+            .bind(token_hash)
+            .fetch_optional(self.pool())
+            .await?)
+    }
+
+    async fn accept_invitation(
+        &self,
+        token_hash: &str,
+        joiner: Joiner<'_>,
+        ip: Option<String>,
+        now: i64,
+    ) -> StoreResult<Joined> {
+        let mut tx = self.begin_write().await?;
+        let Some(invitation) = pending_by_token(&mut tx, token_hash).await? else {
+            return Ok(Joined::NotFound);
+        };
+        if invitation.is_expired(now) {
+            return Ok(Joined::Expired);
+        }
+        // Both organizations, in a fixed order so two opposite moves cannot deadlock.
+        let mut orgs = [invitation.organization_id.as_str(), joiner.organization_id];
+        orgs.sort_unstable();
+        self.lock_organization(&mut tx, orgs[0]).await?;
+        if orgs[1] != orgs[0] {
+            self.lock_organization(&mut tx, orgs[1]).await?;
+        }
+        let Some(user) = member_in(&mut tx, joiner.organization_id, joiner.user_id).await? else {
+            return Ok(Joined::MembershipChanged);
+        };
+        if user.email != invitation.email {
+            return Ok(Joined::EmailMismatch);
+        }
+        if user.organization_id == invitation.organization_id {
+            return Ok(Joined::AlreadyMember);
+        }
+        if would_orphan(&mut tx, &user).await? {
+            return Ok(Joined::LastAdmin);
+        }
+        // The invitation already holds a seat: accepting only converts it, so this refuses
+        // only an organization that is over its limit (e.g. the operator lowered it).
+        let seats = seat_usage(&mut tx, &invitation.organization_id, now).await?;
+        if !seats.admits(0) {
+            return Ok(Joined::SeatsFull(seats));
+        }
+        if !mark_accepted(&mut tx, &invitation.id, now).await? {
+            return Ok(Joined::NotFound);
+        }
+        sqlx::query(
+            "UPDATE users SET organization_id = $1, role = $2, updated_at = $3 WHERE id = $4",
+        )
+        .bind(&invitation.organization_id)
+        .bind(invitation.role.as_str())
+        .bind(now)
+        .bind(&user.id)
+        .execute(&mut *tx)
+        .await?;
+        // API keys are bound to the organization they were made in.
+        sqlx::query(
+            "UPDATE api_keys SET revoked_at = $1 WHERE user_id = $2 AND revoked_at IS NULL",
+        )
+        .bind(now)
+        .bind(&user.id)
+        .execute(&mut *tx)
+        .await?;
+        let left = AuditEvent {
+            organization_id: user.organization_id.clone(),
+            user_id: Some(user.id.clone()),
+            actor: Actor::User,
+            action: "user.left",
+            target_type: "user",
+            target_id: user.id.clone(),
+            details: json!({"targetEmail": user.email, "targetRole": user.role.as_str()}),
+            ip: ip.clone(),
+        };
+        audit::insert(&mut tx, &left, now).await?;
+        audit::insert(&mut tx, &accepted_event(&invitation, &user.id, ip), now).await?;
+        let organization_name = organization_name(&mut tx, &invitation.organization_id).await?;
+        tx.commit().await?;
+        let user = UserRecord {
+            organization_id: invitation.organization_id.clone(),
+            role: invitation.role,
+            updated_at: now,
+            ..user
+        };
+        Ok(Joined::Joined(Box::new(Membership {
+            invitation,
+            organization_name,
+            user,
+        })))
+    }
+
+    async fn signup_with_invitation(
+        &self,
+        token_hash: &str,
+        user: &crate::auth::store::NewUser,
+        ip: Option<String>,
+        now: i64,
+    ) -> StoreResult<Joined> {
+        let mut tx = self.begin_write().await?;
+        let Some(invitation) = pending_by_token(&mut tx, token_hash)
+            .await?
+            .filter(|i| i.email == user.email)
+        else {
+            return Ok(Joined::NotFound);
+        };
+        if invitation.is_expired(now) {
+            return Ok(Joined::Expired);
+        }
+        let org = &invitation.organization_id;
+        self.lock_organization(&mut tx, org).await?;
+        let seats = seat_usage(&mut tx, org, now).await?;
+        if !seats.admits(0) {
+            return Ok(Joined::SeatsFull(seats));
+        }
+        if !mark_accepted(&mut tx, &invitation.id, now).await? {
+            return Ok(Joined::NotFound);
+        }
+        let inserted = sqlx::query(
+            "INSERT INTO users (id, organization_id, email, name, password_hash, role, status, last_login_at, created_at, updated_at)
+             VALUES ($1, $2, $3, $4, $5, $6, 'active', NULL, $7, $7)",
+        )
+        .bind(&user.id)
+        .bind(org)
+        .bind(&user.email)
+        .bind(&user.name)
+        .bind(&user.password_hash)
+        .bind(invitation.role.as_str())
+        .bind(now)
+        .execute(&mut *tx)
+        .await;
+        match inserted.map_err(StoreError::from) {
+            Err(e) if e.is_conflict_on("email") => return Ok(Joined::EmailTaken),
+            other => other?,
+        };
+        audit::insert(&mut tx, &accepted_event(&invitation, &user.id, ip), now).await?;
+        let organization_name = organization_name(&mut tx, org).await?;
+        tx.commit().await?;
+        let record = UserRecord {
+            id: user.id.clone(),
+            organization_id: org.clone(),
+            email: user.email.clone(),
+            name: user.name.clone(),
+            role: invitation.role,
+            status: "active".into(),
+            last_login_at: None,
+            created_at: now,
+            updated_at: now,
+        };
+        Ok(Joined::Joined(Box::new(Membership {
+            invitation,
+            organization_name,
+            user: record,
+        })))
+    }
+}
