@@ -107,7 +107,7 @@ pub struct ServeArgs {
 }
 
 /// The vault keys, shared by `serve` and `secrets rotate`.
-#[derive(Debug, Clone, clap::Args)]
+#[derive(Clone, clap::Args)]
 pub struct KeyArgs {
     /// 32 bytes as 64 hex characters; encrypts every new secret.
     #[arg(long, env = "ENCRYPTION_KEY", hide_env_values = true)]
@@ -120,6 +120,12 @@ pub struct KeyArgs {
         default_value = ""
     )]
     pub encryption_keys_old: String,
+}
+
+impl fmt::Debug for KeyArgs {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("KeyArgs([redacted])")
+    }
 }
 
 impl KeyArgs {
