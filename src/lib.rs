@@ -4,14 +4,17 @@ pub mod audit;
 pub mod auth;
 pub mod clock;
 pub mod config;
+pub mod crypto;
 pub mod error;
 pub mod health;
 pub mod http;
 pub mod id;
+pub mod integrations;
 pub mod logging;
 pub mod members;
 pub mod organization;
 pub mod ratelimit;
+pub mod secrets;
 pub mod state;
 pub mod store;
 
@@ -37,6 +40,7 @@ pub fn router(state: AppState) -> Router {
         .merge(auth::router())
         .merge(organization::router())
         .merge(audit::router())
+        .merge(integrations::router())
         .merge(members::router())
         .fallback(http::route_not_found)
         .method_not_allowed_fallback(http::method_not_allowed)

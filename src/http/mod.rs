@@ -118,6 +118,7 @@ pub fn cors_layer(app: &AppState) -> CorsLayer {
             HeaderName::from_static("x-ratelimit-reset"),
             header::RETRY_AFTER,
             REQUEST_ID_HEADER,
+            HeaderName::from_static("idempotent-replayed"),
         ])
         .max_age(std::time::Duration::from_secs(600))
 }

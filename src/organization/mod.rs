@@ -1,5 +1,8 @@
 //! `GET` and `PATCH /api/organization` (API.md, Organization — seed): plans and limits.
 
+pub mod ai_config;
+pub mod ai_store;
+pub mod models;
 pub mod plan;
 pub mod store;
 
@@ -21,7 +24,9 @@ use crate::http::{ClientIp, JsonBody, Object};
 use crate::state::AppState;
 
 pub fn router() -> Router<AppState> {
-    Router::new().route("/api/organization", get(show).patch(update))
+    Router::new()
+        .route("/api/organization", get(show).patch(update))
+        .merge(ai_config::router())
 }
 
 /// An organization's name: trimmed, 2–100 Unicode scalar values.

@@ -20,9 +20,12 @@ use std::sync::Arc;
 use crate::audit::AuditStore;
 use crate::auth::store::AuthStore;
 use crate::auth::store::UserRecord;
+use crate::integrations::store::IntegrationStore;
 use crate::members::store::MemberStore;
+use crate::organization::ai_store::AiConfigStore;
 use crate::organization::store::OrganizationRecord;
 use crate::organization::store::OrganizationStore;
+use crate::secrets::SecretStore;
 
 pub type Tx = Transaction<'static, Any>;
 
@@ -65,8 +68,29 @@ pub enum Backend {
 }
 
 /// Everything the service needs from its database.
-pub trait Store: HealthStore + AuthStore + OrganizationStore + AuditStore + MemberStore {}
-impl<T: HealthStore + AuthStore + OrganizationStore + AuditStore + MemberStore> Store for T {}
+pub trait Store:
+    HealthStore
+    + AuthStore
+    + OrganizationStore
+    + AuditStore
+    + MemberStore
+    + IntegrationStore
+    + AiConfigStore
+    + SecretStore
+{
+}
+impl<
+    T: HealthStore
+        + AuthStore
+        + OrganizationStore
+        + AuditStore
+        + MemberStore
+        + IntegrationStore
+        + AiConfigStore
+        + SecretStore,
+> Store for T
+{
+}
 
 #[async_trait::async_trait]
 pub trait HealthStore: Send + Sync + 'static {

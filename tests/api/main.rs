@@ -3,11 +3,15 @@
 
 mod helpers;
 
+mod ai_config;
 mod api_keys;
 mod auth;
 mod cli;
+mod fakes;
 mod hygiene;
+mod integrations;
 mod invitations;
 mod members;
 mod organization;
 mod ratelimit;
+mod secrets;
