@@ -5,11 +5,14 @@ use std::fmt;
 use std::io::Write;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, bail};
 use axum::http::HeaderValue;
 use ipnet::IpNet;
+
+use crate::organization::models::ModelCatalog;
 
 /// Flags and variables shared by every subcommand that touches the database.
 #[derive(Debug, Clone, clap::Args)]
@@ -47,9 +50,8 @@ pub struct ServeArgs {
     pub redis_url: Option<String>,
     #[arg(long, env = "JWT_SECRET", hide_env_values = true)]
     pub jwt_secret: Option<String>,
-    /// 32 bytes as 64 hex characters.
-    #[arg(long, env = "ENCRYPTION_KEY", hide_env_values = true)]
-    pub encryption_key: Option<String>,
+    #[command(flatten)]
+    pub keys: KeyArgs,
     /// `development` or `production`.
     #[arg(long = "env", env = "ORGD_ENV", default_value = "development")]
     pub environment: Environment,
@@ -88,6 +90,96 @@ pub struct ServeArgs {
     /// Enables the operator API (`/api/admin/...`), authenticated by this bearer token.
     #[arg(long, env = "ORGD_ADMIN_TOKEN", hide_env_values = true)]
     pub admin_token: Option<String>,
+    /// Base URL of the product, for links from tickets back to runs.
+    #[arg(long, env = "ORGD_PUBLIC_URL")]
+    pub public_url: Option<String>,
+    #[arg(
+        long,
+        env = "LINEAR_API_URL",
+        default_value = "https://api.linear.app/graphql"
+    )]
+    pub linear_api_url: String,
+    #[arg(
+        long,
+        env = "MONDAY_API_URL",
+        default_value = "https://api.monday.com/v2"
+    )]
+    pub monday_api_url: String,
+    /// The pinned Monday.com `API-Version` header.
+    #[arg(long, env = "MONDAY_API_VERSION", default_value = "2026-07")]
+    pub monday_api_version: String,
+    /// Request timeout for calls to Linear and Monday.com (connecting gets at most 5 s of it).
+    #[arg(long, env = "ORGD_PROVIDER_TIMEOUT", default_value = "15s", value_parser = parse_duration)]
+    pub provider_timeout: Duration,
+    /// JSON file replacing the built-in AI model catalogue.
+    #[arg(long, env = "ORGD_MODEL_CATALOG")]
+    pub model_catalog: Option<PathBuf>,
+}
+
+/// The vault keys, shared by `serve` and `secrets rotate`.
+#[derive(Clone, clap::Args)]
+pub struct KeyArgs {
+    /// 32 bytes as 64 hex characters; encrypts every new secret.
+    #[arg(long, env = "ENCRYPTION_KEY", hide_env_values = true)]
+    pub encryption_key: Option<String>,
+    /// Comma-separated earlier keys (64 hex characters each) that still decrypt.
+    #[arg(
+        long,
+        env = "ENCRYPTION_KEYS_OLD",
+        hide_env_values = true,
+        default_value = ""
+    )]
+    pub encryption_keys_old: String,
+}
+
+impl fmt::Debug for KeyArgs {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("KeyArgs([redacted])")
+    }
+}
+
+impl KeyArgs {
+    /// The current key (from the flag, else the data directory's generated one when
+    /// `generate` allows creating it) and the old keys.
+    fn resolve(
+        &self,
+        data_dir: &Path,
+        generate: bool,
+        refuse: impl FnOnce() -> anyhow::Error,
+    ) -> anyhow::Result<VaultKeys> {
+        let current = match &self.encryption_key {
+            Some(s) => s.clone(),
+            None if generate => load_or_generate(data_dir, "encryption_key")?,
+            None => return Err(refuse()),
+        };
+        let old = self
+            .encryption_keys_old
+            .split(',')
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .map(|k| parse_encryption_key(k, "ENCRYPTION_KEYS_OLD").map(Secret))
+            .collect::<anyhow::Result<Vec<_>>>()?;
+        Ok(VaultKeys {
+            current: Secret(parse_encryption_key(&current, "ENCRYPTION_KEY")?),
+            old,
+        })
+    }
+
+    /// The keys for an operator command on `store`: never generates a key (there would be
+    /// nothing it could decrypt), but reads the one a zero-config SQLite start generated.
+    pub fn for_command(&self, store: &StoreArgs) -> anyhow::Result<VaultKeys> {
+        let generated = store.data_dir.join("encryption_key").is_file();
+        self.resolve(&store.data_dir, generated, || {
+            anyhow::anyhow!("ENCRYPTION_KEY is required (no generated key in the data directory)")
+        })
+    }
+}
+
+/// The vault's keys: `current` encrypts, `old` still decrypt.
+#[derive(Debug, Clone)]
+pub struct VaultKeys {
+    pub current: Secret<[u8; 32]>,
+    pub old: Vec<Secret<[u8; 32]>>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -121,7 +213,10 @@ pub struct Config {
     /// Prefix of every Redis key, so instances of one deployment share buckets and tests don't.
     pub redis_key_prefix: String,
     pub jwt_secret: Secret<Vec<u8>>,
+    /// Encrypts every new secret.
     pub encryption_key: Secret<[u8; 32]>,
+    /// Earlier keys that still decrypt (`ENCRYPTION_KEYS_OLD`).
+    pub encryption_keys_old: Vec<Secret<[u8; 32]>>,
     pub environment: Environment,
     pub rate_limit_per_minute: u32,
     pub ingest_rate_limit_per_minute: u32,
@@ -132,6 +227,13 @@ pub struct Config {
     pub max_report_file_bytes: u64,
     /// `None`: the operator API does not exist.
     pub admin_token: Option<Secret<String>>,
+    /// Base URL of the product without a trailing `/` (`ORGD_PUBLIC_URL`).
+    pub public_url: Option<String>,
+    pub linear_api_url: String,
+    pub monday_api_url: String,
+    pub monday_api_version: String,
+    pub provider_timeout: Duration,
+    pub model_catalog: Arc<ModelCatalog>,
 }
 
 const MIN_JWT_SECRET_BYTES: usize = 32;
@@ -172,10 +274,12 @@ impl Config {
         {
             bail!("ORGD_ADMIN_TOKEN must be at least {MIN_ADMIN_TOKEN_BYTES} bytes long");
         }
-        let encryption_key = match &args.encryption_key {
-            Some(s) => s.clone(),
-            None if may_generate => load_or_generate(&args.store.data_dir, "encryption_key")?,
-            None => return Err(refuse("ENCRYPTION_KEY")),
+        let keys = args.keys.resolve(&args.store.data_dir, may_generate, || {
+            refuse("ENCRYPTION_KEY")
+        })?;
+        let model_catalog = match &args.model_catalog {
+            Some(path) => ModelCatalog::load(path)?,
+            None => ModelCatalog::builtin(),
         };
         Ok(Self {
             data_dir: args.store.data_dir.clone(),
@@ -183,7 +287,8 @@ impl Config {
             redis_url: args.redis_url.clone().filter(|u| !u.is_empty()).map(Secret),
             redis_key_prefix: "orgd:".into(),
             jwt_secret: Secret(jwt_secret.into_bytes()),
-            encryption_key: Secret(parse_encryption_key(&encryption_key)?),
+            encryption_key: keys.current,
+            encryption_keys_old: keys.old,
             environment: args.environment,
             rate_limit_per_minute: positive(
                 args.rate_limit_per_minute,
@@ -202,6 +307,18 @@ impl Config {
             trusted_proxies: parse_cidrs(&args.trusted_proxies)?,
             max_report_file_bytes: args.max_report_file_bytes,
             admin_token: admin_token.map(Secret),
+            public_url: args
+                .public_url
+                .as_deref()
+                .map(str::trim)
+                .filter(|u| !u.is_empty())
+                .map(|u| http_url(u, "ORGD_PUBLIC_URL"))
+                .transpose()?,
+            linear_api_url: http_url(&args.linear_api_url, "LINEAR_API_URL")?,
+            monday_api_url: http_url(&args.monday_api_url, "MONDAY_API_URL")?,
+            monday_api_version: monday_version(&args.monday_api_version)?,
+            provider_timeout: args.provider_timeout,
+            model_catalog: Arc::new(model_catalog),
         })
     }
 
@@ -226,6 +343,13 @@ impl Config {
             trusted_proxies: Vec::new(),
             max_report_file_bytes: 104_857_600,
             admin_token: None,
+            public_url: None,
+            linear_api_url: "https://api.linear.app/graphql".into(),
+            monday_api_url: "https://api.monday.com/v2".into(),
+            monday_api_version: "2026-07".into(),
+            provider_timeout: Duration::from_secs(15),
+            model_catalog: Arc::new(ModelCatalog::builtin()),
+            encryption_keys_old: Vec::new(),
         }
     }
 
@@ -268,14 +392,41 @@ fn load_or_generate(dir: &Path, name: &str) -> anyhow::Result<String> {
     Ok(secret)
 }
 
-fn parse_encryption_key(hex_key: &str) -> anyhow::Result<[u8; 32]> {
+fn parse_encryption_key(hex_key: &str, name: &str) -> anyhow::Result<[u8; 32]> {
     let bytes = hex::decode(hex_key.trim())
         .ok()
         .filter(|b| b.len() == 32)
-        .context("ENCRYPTION_KEY must be exactly 32 bytes written as 64 hex characters")?;
+        .with_context(|| format!("{name} must be exactly 32 bytes written as 64 hex characters"))?;
     let mut key = [0u8; 32];
     key.copy_from_slice(&bytes);
     Ok(key)
+}
+
+/// An absolute `http(s)://` URL, without a trailing `/`.
+fn http_url(url: &str, name: &str) -> anyhow::Result<String> {
+    let url = url.trim().trim_end_matches('/');
+    let rest = url
+        .strip_prefix("https://")
+        .or_else(|| url.strip_prefix("http://"));
+    match rest {
+        Some(host)
+            if !host.is_empty() && !url.chars().any(|c| c.is_whitespace() || c.is_control()) =>
+        {
+            Ok(url.to_string())
+        }
+        _ => bail!("{name} must be an absolute http:// or https:// URL"),
+    }
+}
+
+/// Monday.com versions are quarterly: `YYYY-01|04|07|10`.
+fn monday_version(version: &str) -> anyhow::Result<String> {
+    let valid = version.len() == 7
+        && version.as_bytes()[..4].iter().all(u8::is_ascii_digit)
+        && ["-01", "-04", "-07", "-10"].contains(&&version[4..]);
+    if !valid {
+        bail!("MONDAY_API_VERSION must look like 2026-07 (a quarterly version)");
+    }
+    Ok(version.to_string())
 }
 
 fn parse_origins(list: &str) -> anyhow::Result<Vec<HeaderValue>> {
@@ -345,7 +496,15 @@ mod tests {
             Some(2)
         );
         assert!(parse_cidrs("nonsense").is_err());
-        assert!(parse_encryption_key(&"ab".repeat(32)).is_ok());
-        assert!(parse_encryption_key("abcd").is_err());
+        assert!(parse_encryption_key(&"ab".repeat(32), "K").is_ok());
+        assert!(parse_encryption_key("abcd", "K").is_err());
+        assert_eq!(
+            http_url("https://orgd.example/", "U").ok().as_deref(),
+            Some("https://orgd.example")
+        );
+        assert!(http_url("ftp://x", "U").is_err());
+        assert!(http_url("https://", "U").is_err());
+        assert!(monday_version("2026-07").is_ok());
+        assert!(monday_version("2026-08").is_err());
     }
 }

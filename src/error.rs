@@ -41,6 +41,15 @@ pub enum ApiError {
         message: Text,
         extra: Map<String, Value>,
     },
+    /// Any status that asks the caller to come back later: `Retry-After` header and
+    /// `retryAfter` (seconds) in the body (e.g. 503 `Provider rate limited`).
+    #[error("{error}")]
+    RetryLater {
+        status: StatusCode,
+        error: &'static str,
+        message: Text,
+        retry_after_secs: u64,
+    },
     #[error("route not found")]
     RouteNotFound,
     #[error("method not allowed")]
@@ -107,7 +116,7 @@ impl ApiError {
             Self::BadRequest { .. } => StatusCode::BAD_REQUEST,
             Self::NotFound { .. } | Self::RouteNotFound => StatusCode::NOT_FOUND,
             Self::Conflict { .. } => StatusCode::CONFLICT,
-            Self::Refused { status, .. } => *status,
+            Self::Refused { status, .. } | Self::RetryLater { status, .. } => *status,
             Self::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             Self::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             Self::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
@@ -136,7 +145,8 @@ impl ApiError {
             Self::BadRequest { error, message } => (error.clone(), message.clone()),
             Self::NotFound { error, message }
             | Self::Conflict { error, message }
-            | Self::Refused { error, message, .. } => ((*error).into(), message.clone()),
+            | Self::Refused { error, message, .. }
+            | Self::RetryLater { error, message, .. } => ((*error).into(), message.clone()),
             Self::RouteNotFound => ("Not found".into(), "No such endpoint".into()),
             Self::MethodNotAllowed => (
                 "Method not allowed".into(),
@@ -174,7 +184,12 @@ impl ApiError {
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         if let Self::Internal { source, error } = &self {
-            tracing::error!(error = %error, detail = %format!("{source:#}"), "request failed");
+            tracing::error!(
+                request_id = %crate::http::current_request_id(),
+                error = %error,
+                detail = %format!("{source:#}"),
+                "request failed"
+            );
         }
         let status = self.status();
         let (error, message) = self.error_and_message();
@@ -194,6 +209,14 @@ impl IntoResponse for ApiError {
                     obj.insert("window".into(), decision.window_ms.into());
                 }
                 headers.push((header::RETRY_AFTER, HeaderValue::from(retry_after)));
+            }
+            Self::RetryLater {
+                retry_after_secs, ..
+            } => {
+                if let Some(obj) = body.as_object_mut() {
+                    obj.insert("retryAfter".into(), (*retry_after_secs).into());
+                }
+                headers.push((header::RETRY_AFTER, HeaderValue::from(*retry_after_secs)));
             }
             Self::TooManyAttempts { retry_after_secs } => {
                 if let Some(obj) = body.as_object_mut() {

@@ -4,16 +4,19 @@ pub mod audit;
 pub mod auth;
 pub mod clock;
 pub mod config;
+pub mod crypto;
 pub mod error;
 pub mod executions;
 pub mod health;
 pub mod http;
 pub mod id;
+pub mod integrations;
 pub mod logging;
 pub mod members;
 pub mod operator;
 pub mod organization;
 pub mod ratelimit;
+pub mod secrets;
 pub mod state;
 pub mod store;
 
@@ -39,6 +42,7 @@ pub fn router(state: AppState) -> Router {
         .merge(auth::router())
         .merge(organization::router())
         .merge(audit::router())
+        .merge(integrations::router())
         .merge(members::router())
         .merge(executions::router());
     // Without ORGD_ADMIN_TOKEN the operator API does not exist: 404 like any unknown route.

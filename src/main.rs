@@ -2,7 +2,8 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 use orgd::clock::{Clock, SystemClock};
-use orgd::config::{LogFormat, ServeArgs, StoreArgs};
+use orgd::config::{KeyArgs, LogFormat, ServeArgs, StoreArgs};
+use orgd::crypto::Vault;
 use orgd::executions::storage::LocalReportStorage;
 use orgd::operator::cli;
 use orgd::store::SqlStore;
@@ -22,7 +23,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Apply migrations and serve the HTTP API.
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
     /// Apply database migrations and exit.
     Migrate(StoreArgs),
     /// Inspect organizations; change their plan and limits.
@@ -31,6 +32,20 @@ enum Command {
     /// Usage counters.
     #[command(subcommand)]
     Usage(UsageCommand),
+    /// Manage the stored secrets.
+    #[command(subcommand)]
+    Secrets(SecretsCommand),
+}
+
+#[derive(Subcommand)]
+enum SecretsCommand {
+    /// Re-encrypt every stored secret under ENCRYPTION_KEY (old keys in ENCRYPTION_KEYS_OLD).
+    Rotate {
+        #[command(flatten)]
+        store: StoreArgs,
+        #[command(flatten)]
+        keys: KeyArgs,
+    },
 }
 
 #[derive(Subcommand)]
@@ -147,7 +162,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Serve(args) => {
             let logs = orgd::logging::init(args.log_format)?;
-            let served = serve(args).await;
+            let served = serve(*args).await;
             logs.flush();
             served
         }
@@ -158,10 +173,12 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Org(command) => {
+            let _logs = orgd::logging::init(LogFormat::Pretty)?;
             print!("{}", run_org(command).await?);
             Ok(())
         }
         Command::Usage(UsageCommand::Reconcile { org, store: args }) => {
+            let _logs = orgd::logging::init(LogFormat::Pretty)?;
             let store = open_store(&args).await?;
             let reports = LocalReportStorage::new(orgd::config::reports_dir(&args.data_dir));
             print!(
@@ -171,7 +188,39 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             );
             Ok(())
         }
+        Command::Secrets(SecretsCommand::Rotate { store, keys }) => {
+            let _logs = orgd::logging::init(LogFormat::Pretty)?;
+            rotate_secrets(&store, &keys).await
+        }
     }
+}
+
+/// `orgd secrets rotate`: re-encrypts under the current key; fails when a secret cannot be
+/// opened with any configured key (the others are still rotated).
+async fn rotate_secrets(store_args: &StoreArgs, keys: &KeyArgs) -> anyhow::Result<()> {
+    let keys = keys.for_command(store_args)?;
+    let vault = Vault::new(&keys.current.0, &keys.old);
+    let store = SqlStore::connect(&store_args.database_url()).await?;
+    store.migrate().await?;
+    let report = orgd::secrets::rotate(&store, &vault).await?;
+    store.pool().close().await;
+    println!(
+        "re-encrypted {} secret(s) under key {}; {} already current; {} changed meanwhile (run again)",
+        report.rotated,
+        vault.current_key_id(),
+        report.current,
+        report.skipped
+    );
+    for (table, organization, provider, why) in &report.failed {
+        eprintln!("cannot decrypt {table:?} {provider} of organization {organization}: {why}");
+    }
+    if !report.failed.is_empty() {
+        anyhow::bail!(
+            "{} secret(s) could not be decrypted with the configured keys",
+            report.failed.len()
+        );
+    }
+    Ok(())
 }
 
 #[tokio::main]

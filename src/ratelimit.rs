@@ -111,12 +111,14 @@ pub trait RateLimiter: Send + Sync + 'static {
     async fn shared_store_healthy(&self) -> Option<bool>;
 }
 
-/// The in-process sliding log.
+/// The in-process sliding log, sharded so concurrent requests rarely wait on each other.
 pub struct MemoryLimiter {
     clock: SharedClock,
-    buckets: Mutex<HashMap<String, Bucket>>,
+    shards: Vec<Mutex<HashMap<String, Bucket>>>,
     hits: AtomicI64,
 }
+
+const SHARDS: usize = 16;
 
 struct Bucket {
     window_ms: i64,
@@ -129,13 +131,18 @@ impl MemoryLimiter {
     pub fn new(clock: SharedClock) -> Self {
         Self {
             clock,
-            buckets: Mutex::new(HashMap::new()),
+            shards: (0..SHARDS).map(|_| Mutex::new(HashMap::new())).collect(),
             hits: AtomicI64::new(0),
         }
     }
 
     fn hit_now(&self, bucket: &str, limit: u32, window_ms: i64) -> Decision {
-        let mut buckets = self.buckets.lock().unwrap_or_else(|p| p.into_inner());
+        let shard = {
+            let mut hasher = std::collections::hash_map::DefaultHasher::new();
+            std::hash::Hash::hash(bucket, &mut hasher);
+            std::hash::Hasher::finish(&hasher) as usize % SHARDS
+        };
+        let mut buckets = self.shards[shard].lock().unwrap_or_else(|p| p.into_inner());
         // Read the clock under the lock so each log stays in time order.
         let now = self.clock.now_ms();
         if self.hits.fetch_add(1, Ordering::Relaxed) % SWEEP_EVERY == 0 {

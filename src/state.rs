@@ -2,12 +2,18 @@
 
 use std::ops::Deref;
 use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
 
 use crate::auth::jwt::JwtKeys;
 use crate::auth::password::PasswordHasherPool;
 use crate::clock::{SharedClock, SystemClock};
 use crate::config::Config;
+use crate::crypto::Vault;
 use crate::executions::storage::{LocalReportStorage, ReportStorage};
+use crate::integrations::linear::{LinearApi, LinearClient};
+use crate::integrations::monday::{MondayApi, MondayClient};
 use crate::ratelimit::{MemoryLimiter, RateLimiter, RedisLimiter, Scope};
 use crate::store::{SqlStore, Store};
 
@@ -24,6 +30,12 @@ pub struct App {
     /// Where report files are kept.
     pub reports: Arc<dyn ReportStorage>,
     pub started_at_ms: i64,
+    /// Seals and opens every stored secret.
+    pub vault: Vault,
+    /// The one outbound HTTP client (connection pool, timeouts) every provider uses.
+    pub http: reqwest::Client,
+    pub linear: Arc<dyn LinearApi>,
+    pub monday: Arc<dyn MondayApi>,
 }
 
 impl Deref for AppState {
@@ -48,7 +60,19 @@ impl AppState {
             None => Arc::new(MemoryLimiter::new(clock.clone())),
         };
         let jwt = JwtKeys::new(&config.jwt_secret.0, config.jwt_ttl.as_secs() as i64);
+        let http = provider_http_client(config.provider_timeout)?;
+        let linear = LinearClient::new(http.clone(), config.linear_api_url.clone(), clock.clone());
+        let monday = MondayClient::new(
+            http.clone(),
+            config.monday_api_url.clone(),
+            &config.monday_api_version,
+            clock.clone(),
+        )?;
         Ok(Self(Arc::new(App {
+            vault: Vault::new(&config.encryption_key.0, &config.encryption_keys_old),
+            http,
+            linear: Arc::new(linear),
+            monday: Arc::new(monday),
             started_at_ms: clock.now_ms(),
             store: Arc::new(store),
             limiter,
@@ -71,4 +95,16 @@ impl AppState {
             Scope::Auth => self.config.auth_rate_limit_per_minute,
         }
     }
+}
+
+/// Connecting gets at most 5 s of the request timeout; redirects are not followed (a
+/// redirected GraphQL POST would be a misconfiguration, and must not carry credentials on).
+fn provider_http_client(timeout: Duration) -> anyhow::Result<reqwest::Client> {
+    reqwest::Client::builder()
+        .connect_timeout(timeout.min(Duration::from_secs(5)))
+        .timeout(timeout)
+        .redirect(reqwest::redirect::Policy::none())
+        .user_agent(concat!("orgd/", env!("CARGO_PKG_VERSION")))
+        .build()
+        .context("cannot build the HTTP client")
 }

@@ -1,5 +1,8 @@
 //! `GET` and `PATCH /api/organization` (API.md, Organization — seed): plans and limits.
 
+pub mod ai_config;
+pub mod ai_store;
+pub mod models;
 pub mod plan;
 pub mod store;
 pub mod usage;
@@ -26,6 +29,7 @@ pub fn router() -> Router<AppState> {
         .route("/api/organization", get(show).patch(update))
         .route("/api/organization/usage", get(usage::show))
         .route("/api/organization/usage/alerts", get(usage::alerts))
+        .merge(ai_config::router())
 }
 
 /// An organization's name: trimmed, 2–100 Unicode scalar values.

@@ -11,7 +11,7 @@ use std::fs::File;
 use std::hash::Hash;
 use std::os::unix::fs::FileExt;
 use std::path::PathBuf;
-use std::sync::Mutex;
+use std::sync::{OnceLock, RwLock};
 
 const HEADER_BYTES: usize = 48;
 /// Entries beyond this are not worth keeping; the map starts over.
@@ -21,8 +21,8 @@ type Header = [u8; HEADER_BYTES];
 
 pub struct ReadCache<K, V> {
     shm: Option<PathBuf>,
-    file: Mutex<Option<File>>,
-    entries: Mutex<(Header, HashMap<K, V>)>,
+    file: OnceLock<File>,
+    entries: RwLock<(Header, HashMap<K, V>)>,
 }
 
 impl<K: Eq + Hash, V: Clone> ReadCache<K, V> {
@@ -35,28 +35,24 @@ impl<K: Eq + Hash, V: Clone> ReadCache<K, V> {
         });
         Self {
             shm,
-            file: Mutex::new(None),
-            entries: Mutex::new(([0; HEADER_BYTES], HashMap::new())),
+            file: OnceLock::new(),
+            entries: RwLock::new(([0; HEADER_BYTES], HashMap::new())),
         }
     }
 
     /// The current WAL-index header, or `None` when it cannot be read (then nothing is cached).
     fn header(&self) -> Option<Header> {
-        let path = self.shm.as_ref()?;
-        let mut file = self.file.lock().unwrap_or_else(|p| p.into_inner());
-        if file.is_none() {
-            *file = File::open(path).ok();
-        }
-        let mut header = [0u8; HEADER_BYTES];
-        match file.as_ref()?.read_exact_at(&mut header, 0) {
-            // An uninitialised index (isInit = 0) says nothing reliable.
-            Ok(()) if header[12] == 1 => Some(header),
-            Ok(()) => None,
-            Err(_) => {
-                *file = None;
-                None
+        let file = match self.file.get() {
+            Some(file) => file,
+            None => {
+                let opened = File::open(self.shm.as_ref()?).ok()?;
+                self.file.get_or_init(|| opened)
             }
-        }
+        };
+        let mut header = [0u8; HEADER_BYTES];
+        file.read_exact_at(&mut header, 0).ok()?;
+        // An uninitialised index (isInit = 0) says nothing reliable.
+        (header[12] == 1).then_some(header)
     }
 
     /// The cached value for `key` if the database has not changed since it was loaded.
@@ -65,7 +61,13 @@ impl<K: Eq + Hash, V: Clone> ReadCache<K, V> {
         let Some(now) = self.header() else {
             return Err(None);
         };
-        let mut entries = self.entries.lock().unwrap_or_else(|p| p.into_inner());
+        {
+            let entries = self.entries.read().unwrap_or_else(|p| p.into_inner());
+            if entries.0 == now {
+                return entries.1.get(key).cloned().ok_or(Some(now));
+            }
+        }
+        let mut entries = self.entries.write().unwrap_or_else(|p| p.into_inner());
         if entries.0 != now {
             entries.0 = now;
             entries.1.clear();
@@ -78,7 +80,7 @@ impl<K: Eq + Hash, V: Clone> ReadCache<K, V> {
         let Some(loaded_under) = loaded_under else {
             return;
         };
-        let mut entries = self.entries.lock().unwrap_or_else(|p| p.into_inner());
+        let mut entries = self.entries.write().unwrap_or_else(|p| p.into_inner());
         if entries.0 != loaded_under {
             return;
         }

@@ -21,10 +21,13 @@ use crate::audit::AuditStore;
 use crate::auth::store::AuthStore;
 use crate::auth::store::UserRecord;
 use crate::executions::store::ExecutionStore;
+use crate::integrations::store::IntegrationStore;
 use crate::members::store::MemberStore;
 use crate::operator::store::OperatorStore;
+use crate::organization::ai_store::AiConfigStore;
 use crate::organization::store::OrganizationRecord;
 use crate::organization::store::OrganizationStore;
+use crate::secrets::SecretStore;
 
 pub type Tx = Transaction<'static, Any>;
 
@@ -75,6 +78,9 @@ pub trait Store:
     + MemberStore
     + ExecutionStore
     + OperatorStore
+    + IntegrationStore
+    + AiConfigStore
+    + SecretStore
 {
 }
 impl<
@@ -84,7 +90,10 @@ impl<
         + AuditStore
         + MemberStore
         + ExecutionStore
-        + OperatorStore,
+        + OperatorStore
+        + IntegrationStore
+        + AiConfigStore
+        + SecretStore,
 > Store for T
 {
 }

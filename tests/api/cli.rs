@@ -14,7 +14,7 @@ const BIN: &str = env!("CARGO_BIN_EXE_orgd");
 const PASSWORD: &str = crate::helpers::PASSWORD;
 
 /// `orgd` with none of the configuration of the environment running the tests.
-fn orgd(dir: &Path) -> Command {
+pub(crate) fn orgd(dir: &Path) -> Command {
     let mut cmd = Command::new(BIN);
     cmd.current_dir(dir);
     for var in [
@@ -29,20 +29,26 @@ fn orgd(dir: &Path) -> Command {
         "ORGD_LOG_FORMAT",
         "RUST_LOG",
         "ORGD_ADMIN_TOKEN",
+        "ORGD_PUBLIC_URL",
+        "ORGD_PROVIDER_TIMEOUT",
+        "ORGD_MODEL_CATALOG",
+        "LINEAR_API_URL",
+        "MONDAY_API_URL",
+        "MONDAY_API_VERSION",
     ] {
         cmd.env_remove(var);
     }
     cmd
 }
 
-struct Running {
-    child: Child,
-    base: String,
+pub(crate) struct Running {
+    pub(crate) child: Child,
+    pub(crate) base: String,
     stderr: Arc<Mutex<String>>,
 }
 
 impl Running {
-    fn start(mut cmd: Command) -> Self {
+    pub(crate) fn start(mut cmd: Command) -> Self {
         let mut child = cmd
             .args(["serve", "--bind", "127.0.0.1:0"])
             .stdout(Stdio::piped())
@@ -74,7 +80,7 @@ impl Running {
         }
     }
 
-    fn terminate(mut self) -> (std::process::ExitStatus, String) {
+    pub(crate) fn terminate(mut self) -> (std::process::ExitStatus, String) {
         let status = Command::new("kill")
             .args(["-TERM", &self.child.id().to_string()])
             .status()
@@ -101,7 +107,7 @@ fn wait_with_timeout(child: &mut Child, timeout: Duration) -> std::process::Exit
     }
 }
 
-async fn signup(base: &str, email: &str) -> Value {
+pub(crate) async fn signup(base: &str, email: &str) -> Value {
     let res = reqwest::Client::new()
         .post(format!("{base}/api/auth/signup"))
         .json(&json!({"email": email, "password": PASSWORD, "name": "Zero Config", "organizationName": "Fresh Machine"}))
@@ -245,7 +251,8 @@ async fn json_logs_carry_request_ids_and_no_secrets() {
     assert!(
         lines
             .iter()
-            .any(|l| l["span"]["id"] == json!(request_id) && l["fields"]["status"] == json!(200)),
+            .any(|l| l["fields"]["request_id"] == json!(request_id)
+                && l["fields"]["status"] == json!(200)),
         "no log line for request {request_id}: {logs}"
     );
     for secret in [

@@ -171,7 +171,13 @@ impl TestApp {
 
     /// A second instance on the same database and clock (and the same Redis keyspace).
     pub async fn another_instance(&self) -> Self {
-        let config = self.config.clone();
+        self.another_instance_with(|_| {}).await
+    }
+
+    /// Like `another_instance`, with a configuration `tweak` may change first (e.g. keys).
+    pub async fn another_instance_with(&self, tweak: impl FnOnce(&mut Config)) -> Self {
+        let mut config = self.config.clone();
+        tweak(&mut config);
         Self::start(self.test_db.clone(), self.clock.clone(), move |c| {
             *c = config
         })

@@ -3,15 +3,19 @@
 
 mod helpers;
 
+mod ai_config;
 mod api_keys;
 mod auth;
 mod cli;
 mod executions;
+mod fakes;
 mod hygiene;
+mod integrations;
 mod invitations;
 mod members;
 mod operator;
 mod organization;
 mod ratelimit;
 mod reports;
+mod secrets;
 mod usage;

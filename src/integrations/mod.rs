@@ -1,0 +1,238 @@
+//! Integrations (API.md, Integrations — seed): per-organization settings for eight
+//! providers with their credentials sealed in the vault, checked against Linear and
+//! Monday.com before they are saved; and tickets filed from executions (`tickets`).
+
+pub mod linear;
+pub mod monday;
+pub mod provider;
+pub mod settings;
+pub mod store;
+pub mod tickets;
+
+use axum::extract::{Path, State};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde_json::{Value, json};
+
+pub use settings::Provider;
+
+use crate::audit::AuditEvent;
+use crate::auth::{CurrentUser, Role};
+use crate::config::Secret;
+use crate::error::{ApiError, OrInternal};
+use crate::http::{ClientIp, JsonBody};
+use crate::secrets::SecretTable;
+use crate::state::AppState;
+use settings::{Draft, changed_fields, view};
+use store::{IntegrationRecord, IntegrationWrite};
+
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route(
+            "/api/integrations/{provider}",
+            get(show).put(save).delete(unlink),
+        )
+        .route("/api/linear/issues", post(tickets::create_linear_issue))
+        .route("/api/monday/items", post(tickets::create_monday_item))
+}
+
+fn parse_provider(raw: &str) -> Result<Provider, ApiError> {
+    Provider::parse(raw).ok_or_else(|| {
+        ApiError::not_found(
+            "Unsupported provider",
+            "Supported providers: github, gitlab, azuredevops, bitbucket, jira, linear, monday, slack",
+        )
+    })
+}
+
+/// Opens an organization's stored credential for `provider`.
+pub fn open_secret(
+    app: &AppState,
+    organization_id: &str,
+    provider: Provider,
+    sealed: &str,
+) -> Result<Secret<String>, ApiError> {
+    app.vault
+        .open(
+            sealed,
+            &SecretTable::Integrations.binding(organization_id, provider.as_str()),
+        )
+        .or_internal("Failed to read integration credentials")
+}
+
+async fn show(
+    State(app): State<AppState>,
+    user: CurrentUser,
+    Path(provider): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    let provider = parse_provider(&provider)?;
+    let record = app
+        .store
+        .integration(user.org_id(), provider)
+        .await
+        .or_internal("Failed to fetch integration")?;
+    Ok(Json(
+        json!({"success": true, "data": view(provider, record.as_ref())}),
+    ))
+}
+
+async fn save(
+    State(app): State<AppState>,
+    ip: ClientIp,
+    user: CurrentUser,
+    Path(provider): Path<String>,
+    body: JsonBody,
+) -> Result<Json<Value>, ApiError> {
+    let provider = parse_provider(&provider)?;
+    user.require(Role::ADMIN)?;
+    let body = body.required()?;
+    let org = user.org_id();
+    let stored = app
+        .store
+        .integration(org, provider)
+        .await
+        .or_internal("Failed to save integration")?;
+    let mut draft = Draft::parse(provider, &body, stored.as_ref())?;
+    check_with_provider(&app, provider, org, &mut draft, stored.as_ref()).await?;
+
+    // Saving a new credential turns the integration on unless the body says otherwise.
+    let enabled = draft.enabled.unwrap_or(match &stored {
+        Some(record) if draft.secret.is_none() => record.enabled,
+        _ => true,
+    });
+    let sealed = match (&draft.secret, &stored) {
+        (Some(secret), _) => app.vault.seal(
+            &secret.0,
+            &SecretTable::Integrations.binding(org, provider.as_str()),
+        ),
+        (None, Some(record)) => record.secret.clone(),
+        (None, None) => {
+            return Err(ApiError::internal(
+                "Failed to save integration",
+                anyhow::anyhow!("no credential"),
+            ));
+        }
+    };
+    let before = stored
+        .as_ref()
+        .map(|r| r.settings.clone())
+        .unwrap_or_default();
+    let mut fields = changed_fields(provider, &before, &draft.settings);
+    if draft.secret.is_some() {
+        fields.push(provider.secret_field());
+    }
+    if stored.as_ref().is_some_and(|r| r.enabled != enabled) {
+        fields.push("enabled");
+    }
+    let audit = AuditEvent::by_user(
+        &user,
+        ip,
+        "integration.updated",
+        "integration",
+        provider.as_str(),
+    )
+    .with_details(json!({"provider": provider.as_str(), "fields": fields, "enabled": enabled}));
+    let write = IntegrationWrite {
+        organization_id: org,
+        provider,
+        settings: &draft.settings,
+        secret: &sealed,
+        enabled,
+        expected_version: stored.as_ref().map(|r| r.version),
+    };
+    let saved = app
+        .store
+        .save_integration(&write, &audit, app.now())
+        .await
+        .or_internal("Failed to save integration")?;
+    if !saved {
+        return Err(ApiError::conflict(
+            "Integration changed",
+            "The integration was changed by another request meanwhile; reload it and try again",
+        ));
+    }
+    Ok(Json(json!({
+        "success": true,
+        "message": format!("{} integration saved successfully", provider.display_name()),
+    })))
+}
+
+/// Linear and Monday.com settings are saved only once the provider confirms them: the
+/// credential authenticates and the team / board / group exist. Linear's team may be given
+/// by key; the UUID, key and name Linear reports are what is stored.
+async fn check_with_provider(
+    app: &AppState,
+    provider: Provider,
+    org: &str,
+    draft: &mut Draft,
+    stored: Option<&IntegrationRecord>,
+) -> Result<(), ApiError> {
+    if !provider.is_checked() || (draft.secret.is_none() && !draft.fields_given) {
+        return Ok(());
+    }
+    let secret = match (&draft.secret, stored) {
+        (Some(secret), _) => secret.clone(),
+        (None, Some(record)) => open_secret(app, org, provider, &record.secret)?,
+        (None, None) => return Ok(()),
+    };
+    let text = |name: &str| {
+        draft
+            .settings
+            .get(name)
+            .and_then(Value::as_str)
+            .map(str::to_string)
+    };
+    let refused = |e: provider::ProviderError| e.into_api_error(provider.display_name());
+    match provider {
+        Provider::Linear => {
+            let team_ref = text("teamId").unwrap_or_default();
+            let team = app
+                .linear
+                .find_team(&secret, &team_ref)
+                .await
+                .map_err(refused)?;
+            draft.settings.insert("teamId".into(), json!(team.id));
+            draft.settings.insert("teamKey".into(), json!(team.key));
+            draft.settings.insert("teamName".into(), json!(team.name));
+        }
+        Provider::Monday => {
+            let board = text("boardId").unwrap_or_default();
+            let group = text("groupId");
+            let account = app
+                .monday
+                .check_board(&secret, &board, group.as_deref())
+                .await
+                .map_err(refused)?;
+            draft
+                .settings
+                .insert("accountSlug".into(), json!(account.slug));
+        }
+        _ => {}
+    }
+    Ok(())
+}
+
+async fn unlink(
+    State(app): State<AppState>,
+    ip: ClientIp,
+    user: CurrentUser,
+    Path(provider): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    let provider = parse_provider(&provider)?;
+    user.require(Role::ADMIN)?;
+    let audit = AuditEvent::by_user(
+        &user,
+        ip,
+        "integration.unlinked",
+        "integration",
+        provider.as_str(),
+    )
+    .with_details(json!({"provider": provider.as_str()}));
+    app.store
+        .delete_integration(user.org_id(), provider, &audit, app.now())
+        .await
+        .or_internal("Failed to unlink integration")?;
+    Ok(Json(
+        json!({"success": true, "message": "Integration unlinked successfully"}),
+    ))
+}

@@ -1,0 +1,632 @@
+//! The provider catalogue (API.md, Integrations): each provider's display name, secret
+//! field and non-secret fields with their validation, and the merge of a `PUT` body into
+//! the stored settings.
+
+use serde_json::{Map, Value, json};
+
+use super::store::IntegrationRecord;
+use crate::config::Secret;
+use crate::error::ApiError;
+use crate::http::Object;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Provider {
+    Github,
+    Gitlab,
+    AzureDevops,
+    Bitbucket,
+    Jira,
+    Linear,
+    Monday,
+    Slack,
+}
+
+/// A non-secret field a `PUT` may set.
+pub struct Field {
+    pub name: &'static str,
+    required: bool,
+    parse: fn(&'static str, &Value) -> Result<Value, ApiError>,
+    /// Filled in on the first save when absent, and restored by `null`.
+    default: Option<fn() -> Value>,
+}
+
+const fn required(
+    name: &'static str,
+    parse: fn(&'static str, &Value) -> Result<Value, ApiError>,
+) -> Field {
+    Field {
+        name,
+        required: true,
+        parse,
+        default: None,
+    }
+}
+
+const fn optional(
+    name: &'static str,
+    parse: fn(&'static str, &Value) -> Result<Value, ApiError>,
+    default: Option<fn() -> Value>,
+) -> Field {
+    Field {
+        name,
+        required: false,
+        parse,
+        default,
+    }
+}
+
+const LINEAR_FIELDS: &[Field] = &[required("teamId", team_ref)];
+const MONDAY_FIELDS: &[Field] = &[
+    required("boardId", monday_board),
+    optional("groupId", monday_group, None),
+];
+const JIRA_FIELDS: &[Field] = &[
+    required("domain", jira_domain),
+    required("email", email),
+    optional("projectKey", jira_project, None),
+];
+const GITHUB_FIELDS: &[Field] = &[required("owner", github_owner), required("repo", repo_name)];
+const GITLAB_FIELDS: &[Field] = &[
+    optional("baseUrl", https_url, Some(|| json!("https://gitlab.com"))),
+    required("projectId", gitlab_project),
+];
+const AZURE_FIELDS: &[Field] = &[
+    required("organization", azure_organization),
+    required("project", azure_project),
+];
+const BITBUCKET_FIELDS: &[Field] = &[
+    required("workspace", bitbucket_workspace),
+    required("repoSlug", repo_name),
+];
+const SLACK_FIELDS: &[Field] = &[optional(
+    "events",
+    slack_events,
+    Some(|| json!(["FAILED", "ERROR", "UNSTABLE"])),
+)];
+
+impl Provider {
+    pub const ALL: [Provider; 8] = [
+        Self::Github,
+        Self::Gitlab,
+        Self::AzureDevops,
+        Self::Bitbucket,
+        Self::Jira,
+        Self::Linear,
+        Self::Monday,
+        Self::Slack,
+    ];
+
+    pub fn parse(s: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|p| p.as_str() == s)
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Github => "github",
+            Self::Gitlab => "gitlab",
+            Self::AzureDevops => "azuredevops",
+            Self::Bitbucket => "bitbucket",
+            Self::Jira => "jira",
+            Self::Linear => "linear",
+            Self::Monday => "monday",
+            Self::Slack => "slack",
+        }
+    }
+
+    pub fn display_name(self) -> &'static str {
+        match self {
+            Self::Github => "GitHub",
+            Self::Gitlab => "GitLab",
+            Self::AzureDevops => "Azure DevOps",
+            Self::Bitbucket => "Bitbucket",
+            Self::Jira => "Jira",
+            Self::Linear => super::linear::DISPLAY_NAME,
+            Self::Monday => super::monday::DISPLAY_NAME,
+            Self::Slack => "Slack",
+        }
+    }
+
+    /// The body field carrying the credential.
+    pub fn secret_field(self) -> &'static str {
+        match self {
+            Self::Linear | Self::Monday => "apiKey",
+            Self::Jira => "apiToken",
+            Self::Slack => "webhookUrl",
+            Self::Github | Self::Gitlab | Self::AzureDevops | Self::Bitbucket => "token",
+        }
+    }
+
+    /// The fields a `PUT` may set.
+    pub fn fields(self) -> &'static [Field] {
+        match self {
+            Self::Github => GITHUB_FIELDS,
+            Self::Gitlab => GITLAB_FIELDS,
+            Self::AzureDevops => AZURE_FIELDS,
+            Self::Bitbucket => BITBUCKET_FIELDS,
+            Self::Jira => JIRA_FIELDS,
+            Self::Linear => LINEAR_FIELDS,
+            Self::Monday => MONDAY_FIELDS,
+            Self::Slack => SLACK_FIELDS,
+        }
+    }
+
+    /// The fields `GET` shows besides `enabled` (Linear's team key and name are learned
+    /// from Linear when the team is checked).
+    pub fn shown(self) -> Vec<&'static str> {
+        match self {
+            Self::Linear => vec!["teamId", "teamKey", "teamName"],
+            _ => self.fields().iter().map(|f| f.name).collect(),
+        }
+    }
+
+    /// Whether credentials are checked against the provider before they are saved.
+    pub fn is_checked(self) -> bool {
+        matches!(self, Self::Linear | Self::Monday)
+    }
+}
+
+/// A `PUT` body merged into what was stored.
+pub struct Draft {
+    pub settings: Map<String, Value>,
+    /// A newly given credential (`None`: keep the stored one).
+    pub secret: Option<Secret<String>>,
+    pub enabled: Option<bool>,
+    /// Whether the body set any non-secret field.
+    pub fields_given: bool,
+}
+
+impl Draft {
+    /// Parses `body` for `provider` on top of `stored` (partial updates keep the rest).
+    pub fn parse(
+        provider: Provider,
+        body: &Object,
+        stored: Option<&IntegrationRecord>,
+    ) -> Result<Self, ApiError> {
+        let secret_field = provider.secret_field();
+        let fields = provider.fields();
+        if !body.has(secret_field)
+            && !body.has("enabled")
+            && !fields.iter().any(|f| body.has(f.name))
+        {
+            let names: Vec<&str> = std::iter::once(secret_field)
+                .chain(fields.iter().map(|f| f.name))
+                .collect();
+            return Err(ApiError::bad_request(
+                "Missing fields",
+                format!("At least one of {}, enabled is required", names.join(", ")),
+            ));
+        }
+        let secret = body
+            .0
+            .get(secret_field)
+            .map(|v| parse_secret(provider, v))
+            .transpose()?;
+        if stored.is_none() && secret.is_none() {
+            return Err(ApiError::invalid(
+                secret_field,
+                format!("{secret_field} is required on the first save"),
+            ));
+        }
+        let enabled = body.opt_bool("enabled")?;
+        let mut settings = stored.map(|s| s.settings.clone()).unwrap_or_default();
+        let mut fields_given = false;
+        for field in fields {
+            match body.0.get(field.name) {
+                Some(Value::Null) if !field.required => {
+                    fields_given = true;
+                    settings.remove(field.name);
+                    if let Some(default) = field.default {
+                        settings.insert(field.name.into(), default());
+                    }
+                }
+                Some(value) => {
+                    fields_given = true;
+                    settings.insert(field.name.into(), (field.parse)(field.name, value)?);
+                }
+                None if stored.is_some() => {}
+                None if field.required => {
+                    return Err(ApiError::invalid(
+                        field.name,
+                        format!("{} is required", field.name),
+                    ));
+                }
+                None => {
+                    if let Some(default) = field.default {
+                        settings.insert(field.name.into(), default());
+                    }
+                }
+            }
+        }
+        Ok(Self {
+            settings,
+            secret,
+            enabled,
+            fields_given,
+        })
+    }
+}
+
+/// The body `GET` answers for a provider: `enabled` plus its shown fields (null when unset).
+pub fn view(provider: Provider, record: Option<&IntegrationRecord>) -> Value {
+    let Some(record) = record else {
+        return json!({"enabled": false});
+    };
+    let mut out = Map::new();
+    out.insert("enabled".into(), record.enabled.into());
+    for name in provider.shown() {
+        out.insert(
+            name.into(),
+            record.settings.get(name).cloned().unwrap_or(Value::Null),
+        );
+    }
+    Value::Object(out)
+}
+
+/// Names of shown fields whose values differ between two settings.
+pub fn changed_fields(
+    provider: Provider,
+    before: &Map<String, Value>,
+    after: &Map<String, Value>,
+) -> Vec<&'static str> {
+    provider
+        .shown()
+        .into_iter()
+        .filter(|name| before.get(*name) != after.get(*name))
+        .collect()
+}
+
+const MAX_SECRET_CHARS: usize = 2048;
+
+fn string<'a>(field: &str, value: &'a Value) -> Result<&'a str, ApiError> {
+    match value {
+        Value::String(s) if !s.trim().is_empty() => Ok(s.trim()),
+        Value::String(_) => Err(ApiError::invalid(field, format!("{field} cannot be empty"))),
+        _ => Err(ApiError::invalid(
+            field,
+            format!("{field} must be a string"),
+        )),
+    }
+}
+
+/// A string of 1..=`max` characters, each allowed by `ok`.
+fn token_text<'a>(
+    field: &str,
+    value: &'a Value,
+    max: usize,
+    ok: fn(char) -> bool,
+    what: &str,
+) -> Result<&'a str, ApiError> {
+    let s = string(field, value)?;
+    if s.chars().count() > max || !s.chars().all(ok) {
+        return Err(ApiError::invalid(field, format!("{field} must be {what}")));
+    }
+    Ok(s)
+}
+
+fn parse_secret(provider: Provider, value: &Value) -> Result<Secret<String>, ApiError> {
+    let field = provider.secret_field();
+    let s = token_text(
+        field,
+        value,
+        MAX_SECRET_CHARS,
+        |c| !c.is_control(),
+        "at most 2048 printable characters",
+    )?;
+    if provider == Provider::Slack && !is_slack_webhook(s) {
+        return Err(ApiError::invalid(
+            field,
+            "webhookUrl must be a Slack incoming webhook URL (https://hooks.slack.com/services/...)",
+        ));
+    }
+    Ok(Secret(s.to_string()))
+}
+
+/// `https://hooks.slack.com/services/T…/B…/…` (the seed's shape).
+fn is_slack_webhook(url: &str) -> bool {
+    let Some(path) = url.strip_prefix("https://hooks.slack.com/services/") else {
+        return false;
+    };
+    let parts: Vec<&str> = path.split('/').collect();
+    let upper_id = |s: &str| {
+        (9..=11).contains(&s.len())
+            && s.bytes()
+                .all(|b| b.is_ascii_uppercase() || b.is_ascii_digit())
+    };
+    matches!(parts.as_slice(), [team, bot, secret]
+        if upper_id(team) && upper_id(bot) && secret.len() >= 24 && secret.bytes().all(|b| b.is_ascii_alphanumeric()))
+}
+
+fn is_id_char(c: char) -> bool {
+    c.is_ascii_alphanumeric() || c == '-' || c == '_'
+}
+
+/// A Linear team UUID or team key (`ENG`); resolved to the UUID when checked.
+fn team_ref(field: &'static str, value: &Value) -> Result<Value, ApiError> {
+    Ok(json!(token_text(
+        field,
+        value,
+        100,
+        is_id_char,
+        "a team id or key such as ENG"
+    )?))
+}
+
+/// Monday board ids are numeric; accepted as a string or a number.
+fn monday_board(field: &'static str, value: &Value) -> Result<Value, ApiError> {
+    let text = match value {
+        Value::Number(n) if n.is_u64() => n.to_string(),
+        other => string(field, other)?.to_string(),
+    };
+    if text.is_empty() || text.len() > 20 || !text.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(ApiError::invalid(
+            field,
+            "boardId must be a numeric Monday.com board id",
+        ));
+    }
+    Ok(json!(text))
+}
+
+fn monday_group(field: &'static str, value: &Value) -> Result<Value, ApiError> {
+    Ok(json!(token_text(
+        field,
+        value,
+        100,
+        is_id_char,
+        "a Monday.com group id"
+    )?))
+}
+
+/// `<site>.atlassian.net`; a scheme and a trailing `/` are tolerated and dropped.
+fn jira_domain(field: &'static str, value: &Value) -> Result<Value, ApiError> {
+    let raw = string(field, value)?.to_ascii_lowercase();
+    let host = raw
+        .trim_start_matches("https://")
+        .trim_start_matches("http://")
+        .trim_end_matches('/');
+    let site = host.strip_suffix(".atlassian.net").unwrap_or("");
+    let label_ok = !site.is_empty()
+        && site.len() <= 63
+        && site
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && !site.starts_with('-')
+        && !site.ends_with('-');
+    if !label_ok {
+        return Err(ApiError::invalid(
+            field,
+            "domain must be a valid Atlassian Cloud domain (*.atlassian.net)",
+        ));
+    }
+    Ok(json!(host))
+}
+
+fn email(field: &'static str, value: &Value) -> Result<Value, ApiError> {
+    let email = crate::auth::Email::parse(string(field, value)?)
+        .map_err(|_| ApiError::invalid(field, "email must be a valid email address"))?;
+    Ok(json!(email.as_str()))
+}
+
+/// Jira project keys: a letter, then letters, digits or `_`; stored upper-case.
+fn jira_project(field: &'static str, value: &Value) -> Result<Value, ApiError> {
+    let key = string(field, value)?.to_ascii_uppercase();
+    let valid = key.len() <= 255
+        && key.starts_with(|c: char| c.is_ascii_uppercase())
+        && key
+            .bytes()
+            .all(|b| b.is_ascii_uppercase() || b.is_ascii_digit() || b == b'_');
+    if !valid {
+        return Err(ApiError::invalid(
+            field,
+            "projectKey must be a Jira project key such as ENG",
+        ));
+    }
+    Ok(json!(key))
+}
+
+fn github_owner(field: &'static str, value: &Value) -> Result<Value, ApiError> {
+    let owner = token_text(
+        field,
+        value,
+        39,
+        |c| c.is_ascii_alphanumeric() || c == '-',
+        "a GitHub user or organization",
+    )?;
+    if owner.starts_with('-') {
+        return Err(ApiError::invalid(
+            field,
+            "owner must be a GitHub user or organization",
+        ));
+    }
+    Ok(json!(owner))
+}
+
+/// GitHub and Bitbucket repository names/slugs.
+fn repo_name(field: &'static str, value: &Value) -> Result<Value, ApiError> {
+    let ok = |c: char| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.');
+    let name = token_text(
+        field,
+        value,
+        100,
+        ok,
+        "a repository name (letters, digits, - _ .)",
+    )?;
+    if name == "." || name == ".." {
+        return Err(ApiError::invalid(
+            field,
+            format!("{field} must be a repository name"),
+        ));
+    }
+    Ok(json!(name))
+}
+
+/// A self-managed GitLab's `https://` base URL, without credentials, query or fragment.
+fn https_url(field: &'static str, value: &Value) -> Result<Value, ApiError> {
+    let url = string(field, value)?.trim_end_matches('/');
+    let host = url
+        .strip_prefix("https://")
+        .map(|rest| rest.split('/').next().unwrap_or(""));
+    let valid = host.is_some_and(|h| !h.is_empty())
+        && !url
+            .chars()
+            .any(|c| c.is_whitespace() || c.is_control() || matches!(c, '@' | '?' | '#'))
+        && url.len() <= 2048;
+    if !valid {
+        return Err(ApiError::invalid(field, "baseUrl must be an https:// URL"));
+    }
+    Ok(json!(url))
+}
+
+/// A numeric project id or a `group/subgroup/project` path.
+fn gitlab_project(field: &'static str, value: &Value) -> Result<Value, ApiError> {
+    if let Value::Number(n) = value {
+        return match n.as_u64() {
+            Some(id) if id > 0 => Ok(json!(id.to_string())),
+            _ => Err(ApiError::invalid(
+                field,
+                "projectId must be a positive number or a project path",
+            )),
+        };
+    }
+    let ok = |c: char| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | '/');
+    let path = token_text(
+        field,
+        value,
+        255,
+        ok,
+        "a project id or a path such as group/project",
+    )?;
+    if path.starts_with('/') || path.ends_with('/') || path.contains("//") {
+        return Err(ApiError::invalid(
+            field,
+            "projectId must be a project id or a path such as group/project",
+        ));
+    }
+    Ok(json!(path))
+}
+
+fn azure_organization(field: &'static str, value: &Value) -> Result<Value, ApiError> {
+    let org = token_text(
+        field,
+        value,
+        50,
+        |c| c.is_ascii_alphanumeric() || c == '-',
+        "an Azure DevOps organization name",
+    )?;
+    if org.starts_with('-') || org.ends_with('-') {
+        return Err(ApiError::invalid(
+            field,
+            "organization must be an Azure DevOps organization name",
+        ));
+    }
+    Ok(json!(org))
+}
+
+/// Azure DevOps project names: up to 64 characters, none of its reserved ones.
+fn azure_project(field: &'static str, value: &Value) -> Result<Value, ApiError> {
+    let ok = |c: char| !c.is_control() && !"\\/:*?\"<>|;#$%{}+=[]".contains(c);
+    let name = token_text(field, value, 64, ok, "an Azure DevOps project name")?;
+    if name.starts_with('_') || name.ends_with('.') {
+        return Err(ApiError::invalid(
+            field,
+            "project must be an Azure DevOps project name",
+        ));
+    }
+    Ok(json!(name))
+}
+
+fn bitbucket_workspace(field: &'static str, value: &Value) -> Result<Value, ApiError> {
+    let ok = |c: char| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '_';
+    let lower = string(field, value)?.to_ascii_lowercase();
+    Ok(json!(token_text(
+        field,
+        &json!(lower),
+        62,
+        ok,
+        "a Bitbucket workspace id"
+    )?))
+}
+
+/// A subset of the execution statuses that notify; duplicates dropped, order kept.
+fn slack_events(field: &'static str, value: &Value) -> Result<Value, ApiError> {
+    const EVENTS: [&str; 4] = ["PASSED", "FAILED", "ERROR", "UNSTABLE"];
+    let invalid = || {
+        ApiError::invalid(
+            field,
+            "events must be an array of PASSED, FAILED, ERROR, UNSTABLE",
+        )
+    };
+    let list = value.as_array().ok_or_else(invalid)?;
+    let mut events: Vec<&str> = Vec::new();
+    for item in list {
+        let event = item
+            .as_str()
+            .filter(|e| EVENTS.contains(e))
+            .ok_or_else(invalid)?;
+        if !events.contains(&event) {
+            events.push(event);
+        }
+    }
+    Ok(json!(events))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ok(parse: fn(&'static str, &Value) -> Result<Value, ApiError>, v: Value) -> Option<Value> {
+        parse("f", &v).ok()
+    }
+
+    #[test]
+    fn field_rules() {
+        assert_eq!(
+            ok(jira_domain, json!("https://Acme.atlassian.net/")),
+            Some(json!("acme.atlassian.net"))
+        );
+        assert_eq!(ok(jira_domain, json!("acme.atlassian.net.evil.com")), None);
+        assert_eq!(ok(jira_domain, json!(".atlassian.net")), None);
+        assert_eq!(ok(jira_domain, json!("a_b.atlassian.net")), None);
+        assert!(is_slack_webhook(
+            "https://hooks.slack.com/services/T00000000/B00000000/XXXXXXXXXXXXXXXXXXXXXXXX"
+        ));
+        assert!(!is_slack_webhook(
+            "https://hooks.slack.com.evil.com/services/T00000000/B00000000/XXXXXXXXXXXXXXXXXXXXXXXX"
+        ));
+        assert!(!is_slack_webhook(
+            "http://hooks.slack.com/services/T00000000/B00000000/XXXXXXXXXXXXXXXXXXXXXXXX"
+        ));
+        assert!(!is_slack_webhook(
+            "https://hooks.slack.com/services/T00000000/B00000000/short"
+        ));
+        assert_eq!(
+            ok(https_url, json!("https://gitlab.example.com/")),
+            Some(json!("https://gitlab.example.com"))
+        );
+        assert_eq!(ok(https_url, json!("http://gitlab.example.com")), None);
+        assert_eq!(
+            ok(https_url, json!("https://user:pw@gitlab.example.com")),
+            None
+        );
+        assert_eq!(ok(https_url, json!("https://")), None);
+        assert_eq!(ok(gitlab_project, json!(42)), Some(json!("42")));
+        assert_eq!(
+            ok(gitlab_project, json!("group/sub/project")),
+            Some(json!("group/sub/project"))
+        );
+        assert_eq!(ok(gitlab_project, json!("/abs")), None);
+        assert_eq!(ok(monday_board, json!(123)), Some(json!("123")));
+        assert_eq!(ok(monday_board, json!("12a")), None);
+        assert_eq!(
+            ok(slack_events, json!(["FAILED", "FAILED", "ERROR"])),
+            Some(json!(["FAILED", "ERROR"]))
+        );
+        assert_eq!(ok(slack_events, json!(["BROKEN"])), None);
+        assert_eq!(ok(slack_events, json!("FAILED")), None);
+        assert_eq!(ok(repo_name, json!("..")), None);
+        assert_eq!(ok(github_owner, json!("-x")), None);
+        assert_eq!(ok(jira_project, json!("eng")), Some(json!("ENG")));
+        assert_eq!(ok(team_ref, json!("")), None);
+        assert_eq!(ok(team_ref, json!(" ")), None);
+        assert_eq!(ok(team_ref, json!(5)), None);
+    }
+}

@@ -1,0 +1,524 @@
+//! `POST /api/linear/issues` and `POST /api/monday/items`: a ticket filed from an execution,
+//! linked both ways (the execution lists the ticket; the ticket links back to the run).
+//!
+//! The work runs in a spawned task the handler awaits: once the provider has created the
+//! ticket, the link is recorded even if the client has gone. With an `Idempotency-Key`, a
+//! repeat returns the first answer and creates nothing.
+
+use std::time::Duration;
+
+use axum::extract::State;
+use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use serde_json::{Value, json};
+use sha2::{Digest, Sha256};
+
+use super::linear::{self, NewIssue};
+use super::monday;
+use super::store::{Claim, IdempotencyScope, IdempotentResult, IntegrationRecord, TicketLink};
+use super::{Provider, open_secret};
+use crate::audit::AuditEvent;
+use crate::auth::CurrentUser;
+use crate::config::Secret;
+use crate::error::{ApiError, OrInternal};
+use crate::http::{ClientIp, JsonBody, Object};
+use crate::state::AppState;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Tracker {
+    Linear,
+    Monday,
+}
+
+impl Tracker {
+    fn provider(self) -> Provider {
+        match self {
+            Self::Linear => Provider::Linear,
+            Self::Monday => Provider::Monday,
+        }
+    }
+
+    /// The idempotency scope's route.
+    fn route(self) -> &'static str {
+        match self {
+            Self::Linear => "POST /api/linear/issues",
+            Self::Monday => "POST /api/monday/items",
+        }
+    }
+
+    fn audit_action(self) -> &'static str {
+        match self {
+            Self::Linear => "linear.issue_created",
+            Self::Monday => "monday.item_created",
+        }
+    }
+}
+
+pub async fn create_linear_issue(
+    State(app): State<AppState>,
+    ip: ClientIp,
+    user: CurrentUser,
+    headers: HeaderMap,
+    body: JsonBody,
+) -> Result<Response, ApiError> {
+    file(app, ip, user, &headers, body, Tracker::Linear).await
+}
+
+pub async fn create_monday_item(
+    State(app): State<AppState>,
+    ip: ClientIp,
+    user: CurrentUser,
+    headers: HeaderMap,
+    body: JsonBody,
+) -> Result<Response, ApiError> {
+    file(app, ip, user, &headers, body, Tracker::Monday).await
+}
+
+const MAX_TITLE_CHARS: usize = 255;
+const MAX_DESCRIPTION_BYTES: usize = 64 * 1024;
+
+struct TicketRequest {
+    task_id: String,
+    title: String,
+    description: Option<String>,
+}
+
+impl TicketRequest {
+    fn parse(body: &Object) -> Result<Self, ApiError> {
+        let task_id = body
+            .required_str("taskId", ApiError::invalid("taskId", "taskId is required"))?
+            .to_string();
+        let title = body
+            .required_str("title", ApiError::invalid("title", "title is required"))?
+            .trim()
+            .to_string();
+        if title.is_empty()
+            || title.chars().count() > MAX_TITLE_CHARS
+            || title.chars().any(char::is_control)
+        {
+            return Err(ApiError::invalid(
+                "title",
+                "title must be 1-255 characters on one line",
+            ));
+        }
+        let description = match body.0.get("description") {
+            None | Some(Value::Null) => None,
+            Some(Value::String(s)) if s.len() > MAX_DESCRIPTION_BYTES => {
+                return Err(ApiError::invalid(
+                    "description",
+                    "description cannot exceed 64 KiB",
+                ));
+            }
+            Some(Value::String(s)) => Some(s.trim().to_string()).filter(|s| !s.is_empty()),
+            Some(_) => {
+                return Err(ApiError::invalid(
+                    "description",
+                    "description must be a string",
+                ));
+            }
+        };
+        Ok(Self {
+            task_id,
+            title,
+            description,
+        })
+    }
+}
+
+/// The `Idempotency-Key` header, scoped to the organization and route, with a hash of the
+/// route and body so a reuse with another body is recognised.
+fn idempotency_scope(
+    headers: &HeaderMap,
+    organization_id: &str,
+    route: &'static str,
+    body: &Object,
+) -> Result<Option<IdempotencyScope>, ApiError> {
+    let Some(value) = headers.get("idempotency-key") else {
+        return Ok(None);
+    };
+    let key = value
+        .to_str()
+        .ok()
+        .filter(|k| (1..=255).contains(&k.len()) && k.bytes().all(|b| b.is_ascii_graphic()))
+        .ok_or_else(|| {
+            ApiError::invalid(
+                "Idempotency-Key",
+                "Idempotency-Key must be 1-255 visible ASCII characters",
+            )
+        })?;
+    // serde_json maps are sorted, so equal bodies serialize equally.
+    let canonical = Value::Object(body.0.clone()).to_string();
+    let hash = Sha256::new()
+        .chain_update(route)
+        .chain_update([0])
+        .chain_update(canonical)
+        .finalize();
+    Ok(Some(IdempotencyScope {
+        organization_id: organization_id.to_string(),
+        route,
+        key: key.to_string(),
+        request_hash: hex::encode(hash),
+    }))
+}
+
+async fn file(
+    app: AppState,
+    ip: ClientIp,
+    user: CurrentUser,
+    headers: &HeaderMap,
+    body: JsonBody,
+    tracker: Tracker,
+) -> Result<Response, ApiError> {
+    let body = body.required()?;
+    let request = TicketRequest::parse(&body)?;
+    let idempotency = idempotency_scope(headers, user.org_id(), tracker.route(), &body)?;
+    let audit = AuditEvent::by_user(
+        &user,
+        ip,
+        tracker.audit_action(),
+        "execution",
+        &request.task_id,
+    );
+    let job = Job {
+        app,
+        tracker,
+        request,
+        idempotency,
+        audit,
+        user_id: user.id().to_string(),
+    };
+    let answer = tokio::spawn(job.run())
+        .await
+        .or_internal("Failed to create ticket")??;
+    let mut response = (answer.status, axum::Json(answer.body)).into_response();
+    if answer.replayed {
+        response.headers_mut().insert(
+            HeaderName::from_static("idempotent-replayed"),
+            HeaderValue::from_static("true"),
+        );
+    }
+    Ok(response)
+}
+
+struct Answer {
+    status: StatusCode,
+    body: Value,
+    replayed: bool,
+}
+
+/// A created ticket, before it is recorded.
+struct Created {
+    external_id: String,
+    url: String,
+    data: Value,
+    warning: Option<&'static str>,
+}
+
+struct Job {
+    app: AppState,
+    tracker: Tracker,
+    request: TicketRequest,
+    idempotency: Option<IdempotencyScope>,
+    audit: AuditEvent,
+    user_id: String,
+}
+
+impl Job {
+    async fn run(self) -> Result<Answer, ApiError> {
+        if let Some(scope) = &self.idempotency {
+            let claim = self
+                .app
+                .store
+                .claim_idempotency(scope, self.app.now())
+                .await
+                .or_internal("Failed to create ticket")?;
+            match claim {
+                Claim::Acquired => {}
+                Claim::Replay { status, body } => {
+                    let status =
+                        StatusCode::from_u16(status).or_internal("Failed to create ticket")?;
+                    return Ok(Answer {
+                        status,
+                        body,
+                        replayed: true,
+                    });
+                }
+                Claim::Mismatch => {
+                    return Err(ApiError::Refused {
+                        status: StatusCode::UNPROCESSABLE_ENTITY,
+                        error: "Idempotency key reused",
+                        message:
+                            "This Idempotency-Key was already used with a different request body"
+                                .into(),
+                        extra: Default::default(),
+                    });
+                }
+                Claim::InProgress => {
+                    return Err(ApiError::conflict(
+                        "Request in progress",
+                        "A request with this Idempotency-Key is still being processed",
+                    ));
+                }
+            }
+        }
+        match self.create().await {
+            Ok((execution_id, created)) => self.link(execution_id, created).await,
+            Err(e) => {
+                // Nothing was created: the same key may try again.
+                if let Some(scope) = &self.idempotency
+                    && let Err(release) = self.app.store.release_idempotency(scope).await
+                {
+                    tracing::warn!(error = %release, "could not release an idempotency key");
+                }
+                Err(e)
+            }
+        }
+    }
+
+    /// Finds the execution and the integration, and has the provider create the ticket:
+    /// `(execution id, ticket)`. When this fails, nothing was created.
+    async fn create(&self) -> Result<(String, Created), ApiError> {
+        let org = &self.audit.organization_id;
+        let provider = self.tracker.provider();
+        let execution_id = self
+            .app
+            .store
+            .execution_id(org, &self.request.task_id)
+            .await
+            .or_internal("Failed to create ticket")?
+            .ok_or_else(|| {
+                ApiError::not_found(
+                    "Execution not found",
+                    "No execution with this taskId exists",
+                )
+            })?;
+        let record = self
+            .app
+            .store
+            .integration(org, provider)
+            .await
+            .or_internal("Failed to create ticket")?
+            .filter(|r| r.enabled)
+            .ok_or_else(|| {
+                ApiError::bad_request(
+                    "Integration not configured",
+                    format!(
+                        "{} is not configured or is disabled for this organization",
+                        provider.display_name()
+                    ),
+                )
+            })?;
+        let secret = open_secret(&self.app, org, provider, &record.secret)?;
+        let created = match self.tracker {
+            Tracker::Linear => self.create_linear(&record, &secret).await?,
+            Tracker::Monday => self.create_monday(&record, &secret).await?,
+        };
+        Ok((execution_id, created))
+    }
+
+    /// Links a created ticket to its execution and builds the answer.
+    async fn link(&self, execution_id: String, created: Created) -> Result<Answer, ApiError> {
+        let mut body = json!({"success": true, "data": created.data});
+        let mut details = created.data.clone();
+        details["taskId"] = json!(self.request.task_id);
+        if let Some(warning) = created.warning {
+            body["warning"] = json!(warning);
+            details["warning"] = json!(warning);
+        }
+        let link = TicketLink {
+            id: crate::id::new_id(self.app.now()),
+            organization_id: self.audit.organization_id.clone(),
+            execution_id,
+            provider: self.tracker.provider().as_str(),
+            external_id: created.external_id,
+            url: created.url,
+            title: self.request.title.clone(),
+            created_by: self.user_id.clone(),
+        };
+        let audit = self.audit.clone().with_details(details);
+        self.record(&link, &audit, &body).await?;
+        Ok(Answer {
+            status: StatusCode::CREATED,
+            body,
+            replayed: false,
+        })
+    }
+
+    /// Records the link, the audit entry and the idempotent answer. The ticket exists by
+    /// now, so a failing database gets a few more chances before the request gives up; then
+    /// its idempotency key stays claimed, so a repeat cannot file the ticket again until the
+    /// claim counts as abandoned.
+    async fn record(
+        &self,
+        link: &TicketLink,
+        audit: &AuditEvent,
+        body: &Value,
+    ) -> Result<(), ApiError> {
+        let mut attempt = 0;
+        loop {
+            let result = self.idempotency.as_ref().map(|scope| IdempotentResult {
+                scope,
+                status: 201,
+                body,
+            });
+            match self
+                .app
+                .store
+                .record_ticket(link, audit, result, self.app.now())
+                .await
+            {
+                Ok(()) => return Ok(()),
+                Err(e) if attempt < 3 => {
+                    tracing::warn!(error = %e, attempt, "recording a ticket link failed; retrying");
+                    attempt += 1;
+                    tokio::time::sleep(Duration::from_millis(200 * attempt)).await;
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, provider = link.provider, ticket = %link.external_id, url = %link.url,
+                        task_id = %self.request.task_id, "ticket created but its link could not be recorded");
+                    return Err(ApiError::internal("Failed to record ticket", e));
+                }
+            }
+        }
+    }
+
+    /// `{ORGD_PUBLIC_URL}/executions/{taskId}`, when the public URL is configured.
+    fn run_url(&self) -> Option<String> {
+        let base = self.app.config.public_url.as_ref()?;
+        Some(format!(
+            "{base}/executions/{}",
+            encode_path_segment(&self.request.task_id)
+        ))
+    }
+
+    async fn create_linear(
+        &self,
+        record: &IntegrationRecord,
+        secret: &Secret<String>,
+    ) -> Result<Created, ApiError> {
+        let team_id = setting(record, "teamId")?;
+        let link_back = self
+            .run_url()
+            .map(|url| format!("[View this run in orgd]({url})"));
+        let description = match (&self.request.description, link_back) {
+            (Some(text), Some(link)) => Some(format!("{text}\n\n---\n{link}")),
+            (text, link) => text.clone().or(link),
+        };
+        let issue = NewIssue {
+            id: linear::new_uuid(),
+            team_id: team_id.to_string(),
+            title: self.request.title.clone(),
+            description,
+        };
+        let created = self
+            .app
+            .linear
+            .create_issue(secret, &issue)
+            .await
+            .map_err(|e| e.into_ticket_error(linear::DISPLAY_NAME))?;
+        Ok(Created {
+            data: json!({"issueId": created.identifier, "issueUrl": created.url}),
+            external_id: created.identifier,
+            url: created.url,
+            warning: None,
+        })
+    }
+
+    async fn create_monday(
+        &self,
+        record: &IntegrationRecord,
+        secret: &Secret<String>,
+    ) -> Result<Created, ApiError> {
+        let board = setting(record, "boardId")?;
+        let group = record.settings.get("groupId").and_then(Value::as_str);
+        let slug = record.settings.get("accountSlug").and_then(Value::as_str);
+        let item = self
+            .app
+            .monday
+            .create_item(secret, board, group, &self.request.title, slug)
+            .await
+            .map_err(|e| e.into_ticket_error(monday::DISPLAY_NAME))?;
+        // The item exists from here on: a failing update is a warning, never a re-create.
+        let mut warning = None;
+        if let Some(html) = update_html(
+            self.request.description.as_deref(),
+            self.run_url().as_deref(),
+        ) && let Err(e) = self.app.monday.add_update(secret, &item.id, &html).await
+        {
+            tracing::warn!(error = %e, item = %item.id, "Monday.com item created but adding its update failed");
+            warning = Some("Item created; adding the description failed");
+        }
+        Ok(Created {
+            data: json!({"itemId": item.id, "itemUrl": item.url}),
+            external_id: item.id,
+            url: item.url,
+            warning,
+        })
+    }
+}
+
+fn setting<'a>(record: &'a IntegrationRecord, name: &str) -> Result<&'a str, ApiError> {
+    record
+        .settings
+        .get(name)
+        .and_then(Value::as_str)
+        .ok_or_else(|| {
+            ApiError::internal(
+                "Failed to create ticket",
+                anyhow::anyhow!("stored settings lack {name}"),
+            )
+        })
+}
+
+/// The Monday.com update: the description (HTML-escaped, line breaks kept) and the link
+/// back to the run; `None` when there is neither.
+fn update_html(description: Option<&str>, run_url: Option<&str>) -> Option<String> {
+    let mut html = String::new();
+    if let Some(text) = description {
+        html.push_str(&format!(
+            "<p>{}</p>",
+            monday::escape_html(text).replace('\n', "<br>")
+        ));
+    }
+    if let Some(url) = run_url {
+        html.push_str(&format!(
+            "<p><a href=\"{}\">View this run in orgd</a></p>",
+            monday::escape_html(url)
+        ));
+    }
+    (!html.is_empty()).then_some(html)
+}
+
+/// Percent-encodes everything but unreserved characters.
+fn encode_path_segment(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn monday_updates_are_escaped() {
+        assert_eq!(
+            update_html(
+                Some("<b>boom</b>\nline 2"),
+                Some("https://orgd.example/executions/a%3Ab")
+            )
+            .as_deref(),
+            Some(
+                "<p>&lt;b&gt;boom&lt;/b&gt;<br>line 2</p><p><a href=\"https://orgd.example/executions/a%3Ab\">View this run in orgd</a></p>"
+            )
+        );
+        assert_eq!(update_html(None, None), None);
+        assert_eq!(encode_path_segment("run:1 2/x"), "run%3A1%202%2Fx");
+    }
+}
