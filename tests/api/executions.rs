@@ -25,6 +25,7 @@ crate::backend_tests!(
     parallel_creations_never_pass_the_concurrency_limit,
     runs_count_in_the_month_they_were_created,
     executions_use_the_ingest_bucket,
+    automation_drives_executions_with_api_keys,
 );
 
 // ---- shared helpers -------------------------------------------------------------------
@@ -1006,4 +1007,75 @@ async fn executions_use_the_ingest_bucket(backend: Backend) {
     // The organization's admins still have their API.
     let (status, _) = call(app.get("/api/organization/usage", &admin.token)).await;
     assert_eq!(status, 200);
+}
+
+async fn automation_drives_executions_with_api_keys(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let admin = app.signup("Automated").await;
+    let developer = app.add_member(&admin.org_id, "developer").await;
+    let viewer = app.add_member(&admin.org_id, "viewer").await;
+    let key_of = |session: &Session| {
+        let request = app.send_json(
+            Method::POST,
+            "/api/auth/api-keys",
+            &session.token,
+            json!({"name": "CI"}),
+        );
+        async move {
+            let (status, body) = call(request).await;
+            assert_eq!(status, 201, "{body}");
+            body["apiKey"].as_str().unwrap().to_string()
+        }
+    };
+    let (ci, read_only) = (key_of(&developer).await, key_of(&viewer).await);
+    let with_key =
+        |method: Method, path: &str, key: &str| app.request(method, path).header("x-api-key", key);
+
+    let (status, body) = call(
+        with_key(Method::POST, "/api/executions", &ci)
+            .json(&json!({"taskId": "gh-1", "trigger": "github"})),
+    )
+    .await;
+    assert_eq!(status, 201, "{body}");
+    let (status, _) = call(
+        with_key(Method::PUT, "/api/executions/gh-1/reports/index.html", &ci).body("<p>ok</p>"),
+    )
+    .await;
+    assert_eq!(status, 201);
+    let (status, body) = call(
+        with_key(Method::PATCH, "/api/executions/gh-1", &ci).json(&json!({"status": "PASSED"})),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["data"]["execution"]["reportBytes"], json!(9));
+
+    let (status, body) = call(with_key(Method::GET, "/api/executions/gh-1", &read_only)).await;
+    assert_eq!(status, 200, "{body}");
+    let res = with_key(
+        Method::GET,
+        "/api/executions/gh-1/reports/index.html",
+        &read_only,
+    )
+    .send()
+    .await
+    .unwrap();
+    assert_eq!(res.status(), 200);
+    for request in [
+        with_key(Method::POST, "/api/executions", &read_only).json(&json!({"taskId": "nope"})),
+        with_key(Method::DELETE, "/api/executions/gh-1", &read_only),
+        with_key(
+            Method::PUT,
+            "/api/executions/gh-1/reports/x.txt",
+            &read_only,
+        )
+        .body("x"),
+    ] {
+        let (status, body) = call(request).await;
+        assert_error(status, &body, 403, "Forbidden");
+    }
+    // Keys work on the executions API only.
+    let (status, body) = call(with_key(Method::GET, "/api/organization/usage", &ci)).await;
+    assert_error(status, &body, 401, "Authentication required");
+    let (status, body) = call(with_key(Method::GET, "/api/projects", &ci)).await;
+    assert_error(status, &body, 401, "Authentication required");
 }
