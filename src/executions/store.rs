@@ -227,6 +227,22 @@ impl SqlStore {
     }
 }
 
+/// Takes `bytes` off the organization's storage counter.
+async fn subtract_storage<'e>(
+    db: impl Executor<'e, Database = Any>,
+    org_id: &str,
+    bytes: i64,
+) -> StoreResult<()> {
+    sqlx::query(
+        "UPDATE organizations SET storage_used_bytes = storage_used_bytes - $2 WHERE id = $1",
+    )
+    .bind(org_id)
+    .bind(bytes)
+    .execute(db)
+    .await?;
+    Ok(())
+}
+
 async fn is_live_execution<'e>(
     db: impl Executor<'e, Database = Any>,
     org_id: &str,
@@ -523,13 +539,7 @@ impl ExecutionStore for SqlStore {
             .bind(task_id)
             .execute(&mut *tx)
             .await?;
-        sqlx::query(
-            "UPDATE organizations SET storage_used_bytes = storage_used_bytes - $2 WHERE id = $1",
-        )
-        .bind(org_id)
-        .bind(freed)
-        .execute(&mut *tx)
-        .await?;
+        subtract_storage(&mut *tx, org_id, freed).await?;
         tx.commit().await?;
         Ok(true)
     }
@@ -610,13 +620,7 @@ impl ExecutionStore for SqlStore {
         .execute(&mut *tx)
         .await?;
         // The reservation already counts `size`; the replaced file's bytes go.
-        sqlx::query(
-            "UPDATE organizations SET storage_used_bytes = storage_used_bytes - $2 WHERE id = $1",
-        )
-        .bind(org_id)
-        .bind(old)
-        .execute(&mut *tx)
-        .await?;
+        subtract_storage(&mut *tx, org_id, old).await?;
         if let Err(e) = publish.await {
             return Ok(ReportCommit::PublishFailed(e));
         }
@@ -629,14 +633,7 @@ impl ExecutionStore for SqlStore {
     }
 
     async fn release_report_bytes(&self, org_id: &str, bytes: i64) -> StoreResult<()> {
-        sqlx::query(
-            "UPDATE organizations SET storage_used_bytes = storage_used_bytes - $2 WHERE id = $1",
-        )
-        .bind(org_id)
-        .bind(bytes)
-        .execute(self.pool())
-        .await?;
-        Ok(())
+        subtract_storage(self.pool(), org_id, bytes).await
     }
 
     async fn report_files(
