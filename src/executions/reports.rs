@@ -198,20 +198,18 @@ async fn upload(
             return Err(e);
         }
     };
+    let answer = json!({"success": true, "data": {"path": path.as_str(), "size": size}});
     // All bytes are in: recording runs to its end even if the client goes away now.
     let target = (org_id.to_string(), task_id, path);
-    let stored = tokio::spawn(record_file(app.clone(), target, size, pending, reserved))
+    let replaced = tokio::spawn(record_file(app.clone(), target, size, pending, reserved))
         .await
         .map_err(|e| ApiError::internal(STORE_FAILED, e))??;
-    let status = if stored.replaced {
+    let status = if replaced {
         StatusCode::OK
     } else {
         StatusCode::CREATED
     };
-    Ok((
-        status,
-        Json(json!({"success": true, "data": {"path": stored.path.as_str(), "size": size}})),
-    ))
+    Ok((status, Json(answer)))
 }
 
 /// Streams the body into a new, not yet visible file of the storage.
@@ -230,20 +228,15 @@ async fn receive_file(
     Ok(pending)
 }
 
-struct StoredFile {
-    path: ReportPath,
-    replaced: bool,
-}
-
 /// Records and publishes the file in one transaction; the reservation becomes the file's
-/// bytes, or is released when nothing was recorded.
+/// bytes, or is released when nothing was recorded. True when it replaced a file.
 async fn record_file(
     app: AppState,
     (org_id, task_id, path): (String, TaskId, ReportPath),
     size: u64,
     pending: Box<dyn PendingUpload>,
     reserved: ReservedBytes,
-) -> Result<StoredFile, ApiError> {
+) -> Result<bool, ApiError> {
     let publish = Box::pin(async move { pending.publish().await.map_err(anyhow::Error::from) });
     let commit = app
         .store
@@ -266,7 +259,7 @@ async fn record_file(
     match replaced {
         Ok(replaced) => {
             reserved.keep();
-            Ok(StoredFile { path, replaced })
+            Ok(replaced)
         }
         Err(e) => {
             reserved.release().await;
