@@ -4,7 +4,7 @@ use serde_json::json;
 
 use super::models::AiProvider;
 use crate::audit::{self, AuditEvent};
-use crate::store::{SqlStore, StoreResult, Tx};
+use crate::store::{SqlStore, StoreResult};
 
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct AiConfigRecord {
@@ -44,11 +44,14 @@ pub trait AiConfigStore: Send + Sync + 'static {
     ) -> StoreResult<Option<String>>;
 }
 
-async fn read(tx: &mut Tx, organization_id: &str) -> StoreResult<Option<AiConfigRecord>> {
+async fn read(
+    conn: &mut sqlx::AnyConnection,
+    organization_id: &str,
+) -> StoreResult<Option<AiConfigRecord>> {
     let model: Option<Option<String>> =
         sqlx::query_scalar("SELECT ai_default_model FROM organizations WHERE id = $1")
             .bind(organization_id)
-            .fetch_optional(&mut **tx)
+            .fetch_optional(&mut *conn)
             .await?;
     let Some(default_model) = model else {
         return Ok(None);
@@ -57,7 +60,7 @@ async fn read(tx: &mut Tx, organization_id: &str) -> StoreResult<Option<AiConfig
         "SELECT provider FROM ai_provider_keys WHERE organization_id = $1 ORDER BY provider",
     )
     .bind(organization_id)
-    .fetch_all(&mut **tx)
+    .fetch_all(&mut *conn)
     .await?;
     Ok(Some(AiConfigRecord {
         default_model,

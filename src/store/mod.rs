@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
-use sqlx::{Any, AnyPool, Executor, Transaction};
+use sqlx::{Any, AnyConnection, AnyPool, Executor, Transaction};
 
 pub mod cache;
 
@@ -29,7 +29,34 @@ use crate::organization::store::OrganizationRecord;
 use crate::organization::store::OrganizationStore;
 use crate::secrets::SecretStore;
 
-pub type Tx = Transaction<'static, Any>;
+/// A write transaction. On SQLite it also holds this process's writer turn (see
+/// `begin_write`), released when the transaction commits or is dropped.
+pub struct Tx {
+    inner: Transaction<'static, Any>,
+    _writer_turn: Option<tokio::sync::OwnedMutexGuard<()>>,
+}
+
+impl Tx {
+    pub async fn commit(self) -> Result<(), sqlx::Error> {
+        self.inner.commit().await
+    }
+}
+
+impl std::ops::Deref for Tx {
+    type Target = AnyConnection;
+    fn deref(&self) -> &AnyConnection {
+        &self.inner
+    }
+}
+
+impl std::ops::DerefMut for Tx {
+    fn deref_mut(&mut self) -> &mut AnyConnection {
+        &mut self.inner
+    }
+}
+
+/// Longest wait for the writer turn; as long as SQLite's own busy timeout.
+const WRITER_TURN_TIMEOUT: Duration = Duration::from_secs(10);
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -111,6 +138,7 @@ pub struct SqlStore {
     /// Who a (user id, token id) is and whether the token was revoked.
     pub(crate) identities: Arc<cache::ReadCache<(String, String), (UserRecord, bool)>>,
     pub(crate) organizations: Arc<cache::ReadCache<String, OrganizationRecord>>,
+    writer: Arc<tokio::sync::Mutex<()>>,
 }
 
 impl SqlStore {
@@ -158,6 +186,7 @@ impl SqlStore {
             backend,
             identities: Arc::new(cache::ReadCache::new(cached_file.clone())),
             organizations: Arc::new(cache::ReadCache::new(cached_file)),
+            writer: Arc::new(tokio::sync::Mutex::new(())),
         })
     }
 
@@ -197,10 +226,24 @@ impl SqlStore {
     }
 
     /// Starts a transaction that will write: `BEGIN IMMEDIATE` on SQLite.
+    /// SQLite has one writer at a time; writers of this process take turns here instead of
+    /// meeting `SQLITE_BUSY`, whose retry sleeps (up to 100 ms each) would dominate latency.
     pub async fn begin_write(&self) -> StoreResult<Tx> {
         Ok(match self.backend {
-            Backend::Sqlite => self.pool.begin_with("BEGIN IMMEDIATE").await?,
-            Backend::Postgres => self.pool.begin().await?,
+            Backend::Sqlite => {
+                let turn =
+                    tokio::time::timeout(WRITER_TURN_TIMEOUT, self.writer.clone().lock_owned())
+                        .await
+                        .map_err(|_| StoreError::Db(sqlx::Error::PoolTimedOut))?;
+                Tx {
+                    inner: self.pool.begin_with("BEGIN IMMEDIATE").await?,
+                    _writer_turn: Some(turn),
+                }
+            }
+            Backend::Postgres => Tx {
+                inner: self.pool.begin().await?,
+                _writer_turn: None,
+            },
         })
     }
 }
