@@ -17,6 +17,7 @@ pub mod cache;
 
 use std::sync::Arc;
 
+use crate::analysis::store::AnalysisStore;
 use crate::audit::AuditStore;
 use crate::auth::store::AuthStore;
 use crate::auth::store::UserRecord;
@@ -81,6 +82,7 @@ pub trait Store:
     + IntegrationStore
     + AiConfigStore
     + SecretStore
+    + AnalysisStore
 {
 }
 impl<
@@ -93,7 +95,8 @@ impl<
         + OperatorStore
         + IntegrationStore
         + AiConfigStore
-        + SecretStore,
+        + SecretStore
+        + AnalysisStore,
 > Store for T
 {
 }
