@@ -114,9 +114,17 @@ pub struct ServeArgs {
     /// JSON file replacing the built-in AI model catalogue.
     #[arg(long, env = "ORGD_MODEL_CATALOG")]
     pub model_catalog: Option<PathBuf>,
-    #[arg(long, env = "OPENAI_API_URL", default_value = "https://api.openai.com/v1")]
+    #[arg(
+        long,
+        env = "OPENAI_API_URL",
+        default_value = "https://api.openai.com/v1"
+    )]
     pub openai_api_url: String,
-    #[arg(long, env = "ANTHROPIC_API_URL", default_value = "https://api.anthropic.com")]
+    #[arg(
+        long,
+        env = "ANTHROPIC_API_URL",
+        default_value = "https://api.anthropic.com"
+    )]
     pub anthropic_api_url: String,
     #[arg(
         long,

@@ -100,12 +100,17 @@ mod tests {
         let h = HeaderMap::new();
         let bad_key = json!({"error":{"code":400,"status":"INVALID_ARGUMENT","details":[
             {"@type":"type.googleapis.com/google.rpc.ErrorInfo","reason":"API_KEY_INVALID"}]}});
-        assert_eq!(Gemini.classify(StatusCode::BAD_REQUEST, &h, &bad_key), LlmError::KeyRejected);
+        assert_eq!(
+            Gemini.classify(StatusCode::BAD_REQUEST, &h, &bad_key),
+            LlmError::KeyRejected
+        );
         let limited = json!({"error":{"code":429,"details":[
             {"@type":"type.googleapis.com/google.rpc.RetryInfo","retryDelay":"3s"}]}});
         assert_eq!(
             Gemini.classify(StatusCode::TOO_MANY_REQUESTS, &h, &limited),
-            LlmError::RateLimited { retry_after_secs: 3 }
+            LlmError::RateLimited {
+                retry_after_secs: 3
+            }
         );
         let thoughts = json!({"candidates":[{"content":{"parts":[{"text":"x","thought":true},{"text":"{}"}]},"finishReason":"STOP"}]});
         assert_eq!(Gemini.answer_text(&thoughts).unwrap(), "{}");

@@ -55,7 +55,10 @@ pub enum Reply {
     },
     /// The provider answered, but nothing usable came back (blocked, refused, truncated,
     /// not the requested JSON). `reason` is ours, never the provider's text.
-    Unusable { reason: &'static str, tokens: Tokens },
+    Unusable {
+        reason: &'static str,
+        tokens: Tokens,
+    },
 }
 
 /// A provider call that did not produce an answer, in our words.
@@ -257,8 +260,15 @@ mod tests {
             parse_answer(r#"{"rootCause":"a","suggestedFix":"b"}"#, t),
             Reply::Answer { .. }
         ));
-        for bad in ["not json", r#"{"rootCause":"a"}"#, r#"{"rootCause":1,"suggestedFix":"b"}"#] {
-            assert!(matches!(parse_answer(bad, t), Reply::Unusable { .. }), "{bad}");
+        for bad in [
+            "not json",
+            r#"{"rootCause":"a"}"#,
+            r#"{"rootCause":1,"suggestedFix":"b"}"#,
+        ] {
+            assert!(
+                matches!(parse_answer(bad, t), Reply::Unusable { .. }),
+                "{bad}"
+            );
         }
     }
 

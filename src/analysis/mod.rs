@@ -102,9 +102,13 @@ async fn analyze(
     let model = body
         .opt_str("model")?
         .map(|id| {
-            app.config.model_catalog.choose(id, now).cloned().map_err(|_| {
-                ApiError::invalid("model", "model must be an available model of the catalogue")
-            })
+            app.config
+                .model_catalog
+                .choose(id, now)
+                .cloned()
+                .map_err(|_| {
+                    ApiError::invalid("model", "model must be an available model of the catalogue")
+                })
         })
         .transpose()?;
     let task_id = task_in_path(&task_id)?;
@@ -139,7 +143,13 @@ async fn analyze(
         .start_analysis(org_id, &execution.id, now, now + lease_ms(&app))
         .await
         .or_internal("Failed to analyze execution")?;
-    let audit = AuditEvent::by_user(&user, ip, "execution.analyzed", "execution", &execution.task_id);
+    let audit = AuditEvent::by_user(
+        &user,
+        ip,
+        "execution.analyzed",
+        "execution",
+        &execution.task_id,
+    );
     let (view, failure) = run(&app, org_id, &execution, model, audit).await?;
     match failure {
         None => Ok((

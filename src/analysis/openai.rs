@@ -74,7 +74,9 @@ impl LlmProtocol for OpenAi {
             Some("insufficient_quota" | "credit_balance_exhausted") => {
                 LlmError::Refused("the provider account is out of credit")
             }
-            Some("context_length_exceeded") => LlmError::Refused("the log is too long for the model"),
+            Some("context_length_exceeded") => {
+                LlmError::Refused("the log is too long for the model")
+            }
             _ => llm::classify_status(status, headers),
         }
     }
@@ -91,8 +93,15 @@ mod tests {
             {"type":"message","content":[{"type":"output_text","text":"{\"a\":1}"}]}
         ],"usage":{"input_tokens":5,"output_tokens":7}});
         assert_eq!(OpenAi.answer_text(&body).unwrap(), "{\"a\":1}");
-        assert_eq!(OpenAi.tokens(&body), Tokens { input: 5, output: 7 });
-        let filtered = json!({"status":"incomplete","incomplete_details":{"reason":"content_filter"}});
+        assert_eq!(
+            OpenAi.tokens(&body),
+            Tokens {
+                input: 5,
+                output: 7
+            }
+        );
+        let filtered =
+            json!({"status":"incomplete","incomplete_details":{"reason":"content_filter"}});
         assert_eq!(OpenAi.answer_text(&filtered), Err(llm::BLOCKED));
     }
 }

@@ -458,7 +458,8 @@ impl Job {
         // The item exists from here on: a failing update is a warning, never a re-create.
         let mut warning = None;
         let text = description_html(self.request.description.as_deref(), analysis);
-        if let Some(html) = update_html(text, self.run_url().as_deref()) && let Err(e) = self.app.monday.add_update(secret, &item.id, &html).await
+        if let Some(html) = update_html(text, self.run_url().as_deref())
+            && let Err(e) = self.app.monday.add_update(secret, &item.id, &html).await
         {
             tracing::warn!(error = %e, item = %item.id, "Monday.com item created but adding its update failed");
             warning = Some("Item created; adding the description failed");

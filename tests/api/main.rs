@@ -4,6 +4,7 @@
 mod helpers;
 
 mod ai_config;
+mod analysis;
 mod api_keys;
 mod auth;
 mod cli;
@@ -12,6 +13,7 @@ mod fakes;
 mod hygiene;
 mod integrations;
 mod invitations;
+mod llm_fakes;
 mod members;
 mod operator;
 mod organization;
