@@ -21,6 +21,7 @@ crate::backend_tests!(
     secrets_are_redacted_and_the_log_cut_to_budget,
     tickets_carry_the_analysis,
     patch_takes_error_and_output,
+    a_retired_default_is_replaced_and_audited,
 );
 
 const OPENAI_PLATFORM: &str = "sk-platform-openai-0123456789";
@@ -316,6 +317,18 @@ async fn refusals_before_any_provider_call(backend: Backend) {
     assert_eq!(shown["keySource"], Value::Null);
     assert_eq!(ai_used(app, &admin).await, 0);
     assert!(w.gemini.seen().is_empty());
+
+    // A queued analysis without a key is stored as failed too.
+    execution(app, &admin, "queued-no-key", "FAILED", "boom").await;
+    assert_eq!(
+        orgd::analysis::run_pending_once(&app.state).await.unwrap(),
+        1
+    );
+    let shown = shown_analysis(app, &admin, "queued-no-key").await;
+    assert_eq!(
+        (shown["status"].as_str(), shown["reason"].as_str()),
+        (Some("failed"), Some("AI provider not configured"))
+    );
 
     // Switch off: 403, and a failing run queues nothing.
     set_switch(app, &admin, false).await;
@@ -678,4 +691,29 @@ async fn patch_takes_error_and_output(backend: Backend) {
     assert!(output.len() <= 256 * 1024 && output.len() > 256 * 1024 - 2);
     assert!(output.starts_with('é') && output.ends_with("END"));
     assert_eq!(body["data"]["execution"]["error"], "short");
+}
+
+async fn a_retired_default_is_replaced_and_audited(backend: Backend) {
+    let w = world(backend, |_| {}).await;
+    let app = &w.app;
+    app.clock
+        .set(orgd::clock::parse_rfc3339("2026-12-05T10:00:00Z").unwrap());
+    let admin = app.signup("Retired Org").await;
+    // Chosen before it retired on 2026-12-01.
+    sqlx::query("UPDATE organizations SET ai_default_model = 'gemini-2.5-flash' WHERE id = $1")
+        .bind(&admin.org_id)
+        .execute(&app.db)
+        .await
+        .unwrap();
+    execution(app, &admin, "r-1", "FAILED", "x").await;
+    let (code, body) = analyze(app, &admin, "r-1", json!({})).await;
+    assert_eq!(code, 201, "{body}");
+    assert_eq!(body["data"]["analysis"]["model"], "gemini-3.8-flash");
+    assert_eq!(w.gemini.seen()[0].body.get("model"), None);
+    assert!(w.gemini.seen()[0].path.contains("gemini-3.8-flash"));
+    let audit = audit_text(app, &admin.org_id).await;
+    assert!(
+        audit.contains("\"replacedModel\":\"gemini-2.5-flash\""),
+        "{audit}"
+    );
 }
