@@ -6,7 +6,7 @@ use std::time::Duration;
 use reqwest::Method;
 use serde_json::{Value, json};
 
-use crate::fakes::{FakeTracker, LINEAR_KEY};
+use crate::fakes::{FakeTracker, LINEAR_KEY, MONDAY_BOARD, MONDAY_TOKEN};
 use crate::helpers::{Backend, Session, TestApp, assert_error, call};
 use crate::llm_fakes::{FIX, FakeLlm, Kind, ROOT_CAUSE};
 use orgd::clock::Clock;
@@ -630,8 +630,13 @@ async fn secrets_are_redacted_and_the_log_cut_to_budget(backend: Backend) {
 
 async fn tickets_carry_the_analysis(backend: Backend) {
     let linear = FakeTracker::linear().await;
-    let linear_url = linear.url.clone();
-    let w = world(backend, move |c| c.linear_api_url = linear_url).await;
+    let monday = FakeTracker::monday().await;
+    let (linear_url, monday_url) = (linear.url.clone(), monday.url.clone());
+    let w = world(backend, move |c| {
+        c.linear_api_url = linear_url;
+        c.monday_api_url = monday_url;
+    })
+    .await;
     let app = &w.app;
     let admin = app.signup("Ticket Org").await;
     let (code, body) = call(app.send_json(
@@ -670,6 +675,42 @@ async fn tickets_carry_the_analysis(backend: Backend) {
     .await;
     assert_eq!(code, 201);
     assert_eq!(linear.created()[1]["description"], "mine");
+
+    // Monday.com gets the analysis as escaped HTML.
+    let (code, body) = call(app.send_json(
+        Method::PUT,
+        "/api/integrations/monday",
+        &admin.token,
+        json!({"apiKey": MONDAY_TOKEN, "boardId": MONDAY_BOARD, "groupId": "bugs"}),
+    ))
+    .await;
+    assert_eq!(code, 200, "{body}");
+    let (code, body) = call(app.send_json(
+        Method::POST,
+        "/api/monday/items",
+        &admin.token,
+        json!({"taskId": "t-1", "title": "Login broken"}),
+    ))
+    .await;
+    assert_eq!(code, 201, "{body}");
+    assert_eq!(
+        monday.updates()[0]["body"],
+        json!(format!(
+            "<h2>Root Cause</h2><p>{ROOT_CAUSE}</p><h2>Suggested Fix</h2><p>{FIX}</p>"
+        ))
+    );
+
+    // Without a completed analysis and without a description, nothing is invented.
+    execution(app, &admin, "t-2", "FAILED", "x").await;
+    let (code, _) = call(app.send_json(
+        Method::POST,
+        "/api/linear/issues",
+        &admin.token,
+        json!({"taskId": "t-2", "title": "No analysis"}),
+    ))
+    .await;
+    assert_eq!(code, 201);
+    assert_eq!(linear.created()[2]["description"], Value::Null);
 }
 
 async fn patch_takes_error_and_output(backend: Backend) {
