@@ -3,7 +3,7 @@
 //! acts as its creator with the creator's current role, and only in the organization it was
 //! created in: a creator who moves to another organization leaves their keys behind, dead.
 
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use axum::routing::{delete, get};
 use axum::{Json, Router};
@@ -14,7 +14,7 @@ use super::store::{ApiKeyRecord, NewApiKey};
 use crate::audit::AuditEvent;
 use crate::clock::Timestamp;
 use crate::error::{ApiError, OrInternal};
-use crate::http::{ClientIp, JsonBody};
+use crate::http::{ClientIp, JsonBody, PathParams};
 use crate::state::AppState;
 
 pub fn router() -> Router<AppState> {
@@ -130,7 +130,7 @@ async fn revoke(
     State(app): State<AppState>,
     ip: ClientIp,
     user: CurrentUser,
-    Path(id): Path<String>,
+    PathParams(id): PathParams<String>,
 ) -> Result<Json<Value>, ApiError> {
     if !crate::id::is_valid(&id) {
         return Err(ApiError::bad_request(

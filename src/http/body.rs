@@ -48,6 +48,11 @@ fn parse(
         return Err(ApiError::UnsupportedMediaType);
     }
     match serde_json::from_slice::<Value>(&bytes) {
+        // PostgreSQL cannot store U+0000 in text; refuse it here rather than fail later.
+        Ok(Value::Object(map)) if contains_nul(&map) => Err(ApiError::bad_request(
+            "Invalid JSON",
+            "Text in the request body must not contain NUL (\\u0000) characters",
+        )),
         Ok(Value::Object(map)) => Ok(Some(Object(map))),
         Ok(_) => Err(ApiError::bad_request(
             "Invalid JSON",
@@ -62,6 +67,19 @@ fn parse(
             ),
         )),
     }
+}
+
+fn contains_nul(map: &Map<String, Value>) -> bool {
+    fn value_has_nul(v: &Value) -> bool {
+        match v {
+            Value::String(s) => s.contains('\0'),
+            Value::Array(items) => items.iter().any(value_has_nul),
+            Value::Object(map) => contains_nul(map),
+            _ => false,
+        }
+    }
+    map.iter()
+        .any(|(k, v)| k.contains('\0') || value_has_nul(v))
 }
 
 impl JsonBody {
@@ -151,6 +169,10 @@ mod tests {
         );
         assert_eq!(status_of(json, b"{\"a\":"), Err(StatusCode::BAD_REQUEST));
         assert_eq!(status_of(json, b"[1]"), Err(StatusCode::BAD_REQUEST));
+        assert_eq!(
+            status_of(json, b"{\"a\":[\"x\\u0000\"]}"),
+            Err(StatusCode::BAD_REQUEST)
+        );
         assert_eq!(
             status_of(json, b"{\"a\":\"\xff\"}"),
             Err(StatusCode::BAD_REQUEST)

@@ -9,7 +9,7 @@ pub mod settings;
 pub mod store;
 pub mod tickets;
 
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde_json::{Value, json};
@@ -20,7 +20,7 @@ use crate::audit::AuditEvent;
 use crate::auth::{CurrentUser, Role};
 use crate::config::Secret;
 use crate::error::{ApiError, OrInternal};
-use crate::http::{ClientIp, JsonBody};
+use crate::http::{ClientIp, JsonBody, PathParams};
 use crate::secrets::SecretTable;
 use crate::state::AppState;
 use settings::{Draft, changed_fields, view};
@@ -63,7 +63,7 @@ pub fn open_secret(
 async fn show(
     State(app): State<AppState>,
     user: CurrentUser,
-    Path(provider): Path<String>,
+    PathParams(provider): PathParams<String>,
 ) -> Result<Json<Value>, ApiError> {
     let provider = parse_provider(&provider)?;
     let record = app
@@ -80,7 +80,7 @@ async fn save(
     State(app): State<AppState>,
     ip: ClientIp,
     user: CurrentUser,
-    Path(provider): Path<String>,
+    PathParams(provider): PathParams<String>,
     body: JsonBody,
 ) -> Result<Json<Value>, ApiError> {
     let provider = parse_provider(&provider)?;
@@ -216,7 +216,7 @@ async fn unlink(
     State(app): State<AppState>,
     ip: ClientIp,
     user: CurrentUser,
-    Path(provider): Path<String>,
+    PathParams(provider): PathParams<String>,
 ) -> Result<Json<Value>, ApiError> {
     let provider = parse_provider(&provider)?;
     user.require(Role::ADMIN)?;

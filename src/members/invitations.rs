@@ -3,7 +3,7 @@
 //! one. The token (32 random bytes, 64 hex) is returned once to the inviting admin and stored
 //! only as its SHA-256. Invitations expire after 7 days and reserve a seat while pending.
 
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use axum::routing::{delete, get, post};
 use axum::{Json, Router};
@@ -15,7 +15,7 @@ use crate::audit::AuditEvent;
 use crate::auth::{AuthAttempt, CurrentUser, Email, Role};
 use crate::clock::Timestamp;
 use crate::error::{ApiError, OrInternal};
-use crate::http::{ClientIp, JsonBody, PageQuery};
+use crate::http::{ClientIp, JsonBody, PageQuery, PathParams};
 use crate::organization::usage::limit_refusal;
 use crate::state::AppState;
 
@@ -186,7 +186,7 @@ async fn revoke(
     State(app): State<AppState>,
     ip: ClientIp,
     user: CurrentUser,
-    Path(id): Path<String>,
+    PathParams(id): PathParams<String>,
 ) -> Result<Json<Value>, ApiError> {
     user.require(Role::ADMIN)?;
     if !crate::id::is_valid(&id) {
@@ -227,7 +227,7 @@ fn not_valid(status: StatusCode, error: &'static str, message: &'static str) -> 
 async fn validate(
     State(app): State<AppState>,
     _attempt: AuthAttempt,
-    Path(token): Path<String>,
+    PathParams(token): PathParams<String>,
 ) -> Result<Json<Value>, ApiError> {
     let token = InviteToken::parse(&token).ok_or_else(|| {
         not_valid(

@@ -5,7 +5,7 @@
 pub mod invitations;
 pub mod store;
 
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use axum::routing::{get, patch};
 use axum::{Json, Router};
@@ -19,7 +19,7 @@ use crate::auth::store::UserRecord;
 use crate::auth::{CurrentUser, Role};
 use crate::clock::Timestamp;
 use crate::error::{ApiError, OrInternal};
-use crate::http::{ClientIp, JsonBody, PageQuery};
+use crate::http::{ClientIp, JsonBody, PageQuery, PathParams};
 use crate::state::AppState;
 
 pub fn router() -> Router<AppState> {
@@ -123,7 +123,7 @@ async fn list(
 async fn show(
     State(app): State<AppState>,
     user: CurrentUser,
-    Path(id): Path<String>,
+    PathParams(id): PathParams<String>,
 ) -> Result<Json<Value>, ApiError> {
     let member = app
         .store
@@ -140,7 +140,7 @@ async fn change_role(
     State(app): State<AppState>,
     ip: ClientIp,
     user: CurrentUser,
-    Path(id): Path<String>,
+    PathParams(id): PathParams<String>,
     body: JsonBody,
 ) -> Result<Json<Value>, ApiError> {
     user.require(Role::ADMIN)?;
@@ -175,7 +175,7 @@ async fn remove(
     State(app): State<AppState>,
     ip: ClientIp,
     user: CurrentUser,
-    Path(id): Path<String>,
+    PathParams(id): PathParams<String>,
 ) -> Result<Json<Value>, ApiError> {
     user.require(Role::ADMIN)?;
     let target = user_id(&id)?;

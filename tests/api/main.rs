@@ -10,6 +10,7 @@ mod auth;
 mod cli;
 mod executions;
 mod fakes;
+mod hostile;
 mod hygiene;
 mod integrations;
 mod invitations;
