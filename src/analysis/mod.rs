@@ -377,9 +377,13 @@ async fn run_leased(app: &AppState, lease: &Lease) -> Result<(), ApiError> {
             .or_internal("Failed to analyze execution")?,
         None => None,
     };
-    // Deleted meanwhile: its row goes with it eventually; nothing to analyze.
+    // Deleted meanwhile: nothing to analyze, and nobody can see the result.
     let Some(execution) = execution else {
-        return Ok(());
+        return app
+            .store
+            .drop_analysis(org_id, &lease.execution_id)
+            .await
+            .or_internal("Failed to analyze execution");
     };
     let audit = AuditEvent {
         organization_id: org_id.clone(),

@@ -72,6 +72,8 @@ pub trait AnalysisStore: Send + Sync + 'static {
         audit: &AuditEvent,
         now: i64,
     ) -> StoreResult<Value>;
+    /// Drops the analysis of an execution deleted before it could run.
+    async fn drop_analysis(&self, org_id: &str, execution_id: &str) -> StoreResult<()>;
     /// The taskId of a live execution.
     async fn execution_task_id(
         &self,
@@ -272,6 +274,15 @@ impl AnalysisStore for SqlStore {
         let view = view_from_row(&row)?;
         tx.commit().await?;
         Ok(view)
+    }
+
+    async fn drop_analysis(&self, org_id: &str, execution_id: &str) -> StoreResult<()> {
+        sqlx::query("DELETE FROM analyses WHERE organization_id = $1 AND execution_id = $2")
+            .bind(org_id)
+            .bind(execution_id)
+            .execute(self.pool())
+            .await?;
+        Ok(())
     }
 
     async fn execution_task_id(

@@ -437,6 +437,26 @@ async fn expired_leases_are_retried_once_and_never_run_twice(backend: Backend) {
     assert!(shown["reason"].as_str().unwrap().contains("interrupted"));
     assert_eq!(w.gemini.seen().len(), 1);
 
+    // A queued analysis of an execution deleted meanwhile is dropped without a call.
+    execution(app, &admin, "deleted", "FAILED", "x").await;
+    let (code, _) = call(
+        app.request(Method::DELETE, "/api/executions/deleted")
+            .bearer_auth(&admin.token),
+    )
+    .await;
+    assert_eq!(code, 200);
+    assert_eq!(
+        orgd::analysis::run_pending_once(&app.state).await.unwrap(),
+        1
+    );
+    assert!(
+        analysis_rows(app, &admin.org_id)
+            .await
+            .iter()
+            .all(|(t, _, _)| t != "deleted")
+    );
+    assert_eq!(w.gemini.seen().len(), 1);
+
     // A running row whose lease is still valid is left alone.
     execution(app, &admin, "in-flight", "FAILED", "x").await;
     sqlx::query("UPDATE analyses SET status = 'running', attempts = 1, lease_until = $1 WHERE status = 'queued'")
