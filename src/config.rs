@@ -108,7 +108,8 @@ pub struct ServeArgs {
     /// The pinned Monday.com `API-Version` header.
     #[arg(long, env = "MONDAY_API_VERSION", default_value = "2026-07")]
     pub monday_api_version: String,
-    /// Request timeout for calls to Linear and Monday.com (connecting gets at most 5 s of it).
+    /// Request timeout for calls to Linear, Monday.com and the AI providers (connecting gets
+    /// at most 5 s of it).
     #[arg(long, env = "ORGD_PROVIDER_TIMEOUT", default_value = "15s", value_parser = parse_duration)]
     pub provider_timeout: Duration,
     /// JSON file replacing the built-in AI model catalogue.
