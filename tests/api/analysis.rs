@@ -381,13 +381,11 @@ async fn failed_runs_are_queued_and_survive_a_restart(backend: Backend) {
     );
     set_switch(&w.app, &admin, true).await;
 
-    // A new instance with a fast worker picks up what the stopped one queued.
-    let second = w
-        .app
-        .another_instance_with(|c| c.ai.poll_interval = Duration::from_millis(50))
-        .await;
+    // After a restart, the new instance's worker picks up what the old one queued.
     let World { app, gemini, .. } = w;
-    app.stop().await;
+    let second = app
+        .restart_with(|c| c.ai.poll_interval = Duration::from_millis(50))
+        .await;
     let shown = wait_for_status(&second, &admin, "q-1", "completed").await;
     assert_eq!(shown["rootCause"], ROOT_CAUSE);
     assert_eq!(shown["keySource"], "platform");

@@ -184,6 +184,19 @@ impl TestApp {
         .await
     }
 
+    /// Stops this instance, then starts a new one on the same database and clock, with a
+    /// configuration `tweak` may change first (a restart of the service).
+    pub async fn restart_with(self, tweak: impl FnOnce(&mut Config)) -> Self {
+        let (db, clock, mut config) = (
+            self.test_db.clone(),
+            self.clock.clone(),
+            self.config.clone(),
+        );
+        self.stop().await;
+        tweak(&mut config);
+        Self::start(db, clock, move |c| *c = config).await
+    }
+
     async fn start(
         db: Arc<TestDb>,
         clock: Arc<ManualClock>,
