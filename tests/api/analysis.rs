@@ -52,8 +52,6 @@ async fn world(backend: Backend, tweak: impl FnOnce(&mut orgd::Config)) -> World
         c.ai.gemini_api_url = urls.2;
         c.ai.openai_api_key = Some(orgd::config::Secret(OPENAI_PLATFORM.into()));
         c.ai.gemini_api_key = Some(orgd::config::Secret(GEMINI_PLATFORM.into()));
-        // The worker only runs when a test asks for it.
-        c.ai.poll_interval = Duration::from_secs(3600);
         c.provider_timeout = Duration::from_secs(3);
         c.rate_limit_per_minute = 10_000;
         tweak(c);
