@@ -108,12 +108,44 @@ pub struct ServeArgs {
     /// The pinned Monday.com `API-Version` header.
     #[arg(long, env = "MONDAY_API_VERSION", default_value = "2026-07")]
     pub monday_api_version: String,
-    /// Request timeout for calls to Linear and Monday.com (connecting gets at most 5 s of it).
+    /// Request timeout for calls to Linear, Monday.com and the AI providers (connecting gets
+    /// at most 5 s of it).
     #[arg(long, env = "ORGD_PROVIDER_TIMEOUT", default_value = "15s", value_parser = parse_duration)]
     pub provider_timeout: Duration,
     /// JSON file replacing the built-in AI model catalogue.
     #[arg(long, env = "ORGD_MODEL_CATALOG")]
     pub model_catalog: Option<PathBuf>,
+    #[arg(
+        long,
+        env = "OPENAI_API_URL",
+        default_value = "https://api.openai.com/v1"
+    )]
+    pub openai_api_url: String,
+    #[arg(
+        long,
+        env = "ANTHROPIC_API_URL",
+        default_value = "https://api.anthropic.com"
+    )]
+    pub anthropic_api_url: String,
+    #[arg(
+        long,
+        env = "GEMINI_API_URL",
+        default_value = "https://generativelanguage.googleapis.com"
+    )]
+    pub gemini_api_url: String,
+    /// Platform keys, used for organizations without their own key for the provider.
+    #[arg(long, env = "ORGD_OPENAI_API_KEY", hide_env_values = true)]
+    pub openai_api_key: Option<String>,
+    #[arg(long, env = "ORGD_ANTHROPIC_API_KEY", hide_env_values = true)]
+    pub anthropic_api_key: Option<String>,
+    #[arg(long, env = "ORGD_GEMINI_API_KEY", hide_env_values = true)]
+    pub gemini_api_key: Option<String>,
+    /// How much of a run's log (error and output tail) is sent for analysis, in bytes.
+    #[arg(long, env = "ORGD_AI_LOG_BUDGET_BYTES", default_value_t = 60_000)]
+    pub ai_log_budget_bytes: usize,
+    /// How often the analysis worker looks for queued analyses.
+    #[arg(long, env = "ORGD_AI_POLL_INTERVAL", default_value = "2s", value_parser = parse_duration)]
+    pub ai_poll_interval: Duration,
 }
 
 /// The vault keys, shared by `serve` and `secrets rotate`.
@@ -234,6 +266,54 @@ pub struct Config {
     pub monday_api_version: String,
     pub provider_timeout: Duration,
     pub model_catalog: Arc<ModelCatalog>,
+    pub ai: AiConfig,
+}
+
+/// Where and with which platform keys failure analyses are run.
+#[derive(Debug, Clone)]
+pub struct AiConfig {
+    pub openai_api_url: String,
+    pub anthropic_api_url: String,
+    pub gemini_api_url: String,
+    pub openai_api_key: Option<Secret<String>>,
+    pub anthropic_api_key: Option<Secret<String>>,
+    pub gemini_api_key: Option<Secret<String>>,
+    pub log_budget_bytes: usize,
+    pub poll_interval: Duration,
+}
+
+impl AiConfig {
+    fn from_args(args: &ServeArgs) -> anyhow::Result<Self> {
+        let key = |k: &Option<String>| {
+            k.as_deref()
+                .map(str::trim)
+                .filter(|k| !k.is_empty())
+                .map(|k| Secret(k.to_string()))
+        };
+        Ok(Self {
+            openai_api_url: http_url(&args.openai_api_url, "OPENAI_API_URL")?,
+            anthropic_api_url: http_url(&args.anthropic_api_url, "ANTHROPIC_API_URL")?,
+            gemini_api_url: http_url(&args.gemini_api_url, "GEMINI_API_URL")?,
+            openai_api_key: key(&args.openai_api_key),
+            anthropic_api_key: key(&args.anthropic_api_key),
+            gemini_api_key: key(&args.gemini_api_key),
+            log_budget_bytes: args.ai_log_budget_bytes.max(1),
+            poll_interval: args.ai_poll_interval.max(Duration::from_millis(10)),
+        })
+    }
+
+    fn development() -> Self {
+        Self {
+            openai_api_url: "https://api.openai.com/v1".into(),
+            anthropic_api_url: "https://api.anthropic.com".into(),
+            gemini_api_url: "https://generativelanguage.googleapis.com".into(),
+            openai_api_key: None,
+            anthropic_api_key: None,
+            gemini_api_key: None,
+            log_budget_bytes: 60_000,
+            poll_interval: Duration::from_secs(2),
+        }
+    }
 }
 
 const MIN_JWT_SECRET_BYTES: usize = 32;
@@ -319,6 +399,7 @@ impl Config {
             monday_api_version: monday_version(&args.monday_api_version)?,
             provider_timeout: args.provider_timeout,
             model_catalog: Arc::new(model_catalog),
+            ai: AiConfig::from_args(args)?,
         })
     }
 
@@ -350,6 +431,7 @@ impl Config {
             provider_timeout: Duration::from_secs(15),
             model_catalog: Arc::new(ModelCatalog::builtin()),
             encryption_keys_old: Vec::new(),
+            ai: AiConfig::development(),
         }
     }
 

@@ -1,5 +1,6 @@
 //! orgd: the organization layer of a test automation platform.
 
+pub mod analysis;
 pub mod audit;
 pub mod auth;
 pub mod clock;
@@ -73,9 +74,13 @@ pub async fn serve(
     let app = router(state.clone()).into_make_service_with_connect_info::<SocketAddr>();
     println!("orgd listening on http://{addr}");
     tracing::info!(%addr, "listening");
-    axum::serve(listener, app)
+    let worker = tokio::spawn(analysis::work(state.clone()));
+    let served = axum::serve(listener, app)
         .with_graceful_shutdown(shutdown)
-        .await?;
+        .await;
+    worker.abort();
+    let _ = worker.await;
+    served?;
     state.store.close().await;
     tracing::info!("stopped");
     Ok(())

@@ -31,9 +31,10 @@ pub fn router() -> Router<AppState> {
             get(show).patch(update).delete(remove),
         )
         .merge(reports::router())
+        .merge(crate::analysis::router())
 }
 
-fn execution_not_found() -> ApiError {
+pub(crate) fn execution_not_found() -> ApiError {
     ApiError::not_found(
         "Execution not found",
         "No execution with this taskId in your organization",
@@ -41,7 +42,7 @@ fn execution_not_found() -> ApiError {
 }
 
 /// A taskId from the URL; one that could never have been created does not exist.
-fn task_in_path(raw: &str) -> Result<TaskId, ApiError> {
+pub(crate) fn task_in_path(raw: &str) -> Result<TaskId, ApiError> {
     TaskId::parse(raw).ok_or_else(execution_not_found)
 }
 
@@ -248,6 +249,10 @@ async fn create(
     }
 }
 
+const MAX_ERROR_BYTES: usize = 64 * 1024;
+/// Only the end of a run's log is kept: that is where failures show.
+const MAX_OUTPUT_BYTES: usize = 256 * 1024;
+
 fn parse_change(body: &Object) -> Result<ExecutionChange, ApiError> {
     let status = body
         .opt_str("status")?
@@ -262,10 +267,16 @@ fn parse_change(body: &Object) -> Result<ExecutionChange, ApiError> {
                 })
         })
         .transpose()?;
+    let error = body.opt_str("error")?;
+    if error.is_some_and(|e| e.len() > MAX_ERROR_BYTES) {
+        return Err(ApiError::invalid("error", "error cannot exceed 64 KiB"));
+    }
     let change = ExecutionChange {
         status,
-        error: body.opt_str("error")?.map(str::to_string),
-        output: body.opt_str("output")?.map(str::to_string),
+        error: error.map(str::to_string),
+        output: body
+            .opt_str("output")?
+            .map(|o| types::utf8_tail(o, MAX_OUTPUT_BYTES).to_string()),
     };
     if change.status.is_none() && change.error.is_none() && change.output.is_none() {
         return Err(ApiError::bad_request(

@@ -148,6 +148,7 @@ fn execution_from_row(row: &AnyRow, with_output: bool) -> StoreResult<Execution>
         started_at: row.try_get("started_at")?,
         finished_at: row.try_get("finished_at")?,
         links: Vec::new(),
+        analysis: None,
     })
 }
 
@@ -412,6 +413,7 @@ impl ExecutionStore for SqlStore {
             started_at,
             finished_at: None,
             links: Vec::new(),
+            analysis: None,
         })))
     }
 
@@ -424,6 +426,7 @@ impl ExecutionStore for SqlStore {
     ) -> StoreResult<UpdateOutcome> {
         let status = change.status.map(Status::as_str);
         let finished = change.status.is_some_and(Status::is_finished);
+        let mut tx = self.begin_write().await?;
         // One conditional statement: a status change applies only to an unfinished
         // execution, so two racing finishes cannot both win.
         let updated = sqlx::query(
@@ -443,8 +446,13 @@ impl ExecutionStore for SqlStore {
         .bind(i64::from(finished))
         .bind(change.error.as_deref())
         .bind(change.output.as_deref())
-        .execute(self.pool())
+        .execute(&mut *tx)
         .await?;
+        // The move into a failed state and the queued analysis commit together.
+        if updated.rows_affected() > 0 && change.status.is_some_and(Status::is_failure) {
+            crate::analysis::store::queue_analysis(&mut tx, org_id, task_id, now).await?;
+        }
+        tx.commit().await?;
         let current = self.execution(org_id, task_id).await?;
         Ok(match current {
             None => UpdateOutcome::NotFound,
@@ -468,6 +476,7 @@ impl ExecutionStore for SqlStore {
         let Some(row) = row else { return Ok(None) };
         let mut page = [execution_from_row(&row, true)?];
         self.attach_links(org_id, &mut page).await?;
+        self.attach_analyses(org_id, &mut page).await?;
         let [execution] = page;
         Ok(Some(execution))
     }
@@ -508,6 +517,7 @@ impl ExecutionStore for SqlStore {
             .map(|row| execution_from_row(row, false))
             .collect::<StoreResult<Vec<_>>>()?;
         self.attach_links(org_id, &mut page).await?;
+        self.attach_analyses(org_id, &mut page).await?;
         Ok((page, total))
     }
 

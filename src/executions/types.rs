@@ -46,6 +46,11 @@ impl Status {
     pub fn is_finished(self) -> bool {
         !matches!(self, Self::Pending | Self::Running)
     }
+
+    /// The states a failure analysis is for.
+    pub fn is_failure(self) -> bool {
+        matches!(self, Self::Failed | Self::Error | Self::Unstable)
+    }
 }
 
 impl TryFrom<String> for Status {
@@ -53,6 +58,24 @@ impl TryFrom<String> for Status {
     fn try_from(s: String) -> Result<Self, String> {
         Self::parse(&s).ok_or_else(|| format!("unknown execution status {s:?}"))
     }
+}
+
+/// The last at most `max` bytes of `s`, starting on a character boundary.
+pub fn utf8_tail(s: &str, max: usize) -> &str {
+    let mut start = s.len().saturating_sub(max);
+    while !s.is_char_boundary(start) {
+        start += 1;
+    }
+    &s[start..]
+}
+
+/// The first at most `max` bytes of `s`, ending on a character boundary.
+pub fn utf8_head(s: &str, max: usize) -> &str {
+    let mut end = s.len().min(max);
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    &s[..end]
 }
 
 /// A client-chosen run identifier: 1–128 of `A-Za-z0-9._:-`, unique within an organization.
@@ -211,6 +234,8 @@ pub struct Execution {
     pub started_at: Option<i64>,
     pub finished_at: Option<i64>,
     pub links: Vec<ExecutionLink>,
+    /// The analysis object of the API, when there is one.
+    pub analysis: Option<Value>,
 }
 
 impl Execution {
@@ -237,7 +262,7 @@ impl Execution {
             "reportBytes": self.report_bytes,
             "linearIssues": links("linear", "issueId", "issueUrl"),
             "mondayItems": links("monday", "itemId", "itemUrl"),
-            "analysis": null,
+            "analysis": self.analysis,
         });
         if with_output && let Some(obj) = view.as_object_mut() {
             obj.insert("output".into(), self.output.clone().into());
@@ -344,5 +369,14 @@ mod tests {
         assert!(Status::ALL[2..].iter().all(|s| s.is_finished()));
         assert_eq!(Status::parse("UNSTABLE"), Some(Status::Unstable));
         assert_eq!(Status::parse("passed"), None);
+    }
+
+    #[test]
+    fn utf8_cuts() {
+        assert_eq!(utf8_tail("aé", 1), "");
+        assert_eq!(utf8_tail("aé", 2), "é");
+        assert_eq!(utf8_tail("abc", 10), "abc");
+        assert_eq!(utf8_head("éa", 1), "");
+        assert_eq!(utf8_head("éa", 3), "éa");
     }
 }

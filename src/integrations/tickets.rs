@@ -309,9 +309,19 @@ impl Job {
                 )
             })?;
         let secret = open_secret(&self.app, org, provider, &record.secret)?;
+        // Without a description of its own, the ticket carries the run's analysis.
+        let analysis = match &self.request.description {
+            Some(_) => None,
+            None => self
+                .app
+                .store
+                .completed_analysis(org, &execution_id)
+                .await
+                .or_internal("Failed to create ticket")?,
+        };
         let created = match self.tracker {
-            Tracker::Linear => self.create_linear(&record, &secret).await?,
-            Tracker::Monday => self.create_monday(&record, &secret).await?,
+            Tracker::Linear => self.create_linear(&record, &secret, analysis).await?,
+            Tracker::Monday => self.create_monday(&record, &secret, analysis).await?,
         };
         Ok((execution_id, created))
     }
@@ -395,14 +405,20 @@ impl Job {
         &self,
         record: &IntegrationRecord,
         secret: &Secret<String>,
+        analysis: Option<Analysis>,
     ) -> Result<Created, ApiError> {
         let team_id = setting(record, "teamId")?;
         let link_back = self
             .run_url()
             .map(|url| format!("[View this run in orgd]({url})"));
-        let description = match (&self.request.description, link_back) {
+        let text = self.request.description.clone().or_else(|| {
+            analysis.map(|(root_cause, fix)| {
+                format!("## Root Cause\n{root_cause}\n\n## Suggested Fix\n{fix}")
+            })
+        });
+        let description = match (text, link_back) {
             (Some(text), Some(link)) => Some(format!("{text}\n\n---\n{link}")),
-            (text, link) => text.clone().or(link),
+            (text, link) => text.or(link),
         };
         let issue = NewIssue {
             id: linear::new_uuid(),
@@ -428,6 +444,7 @@ impl Job {
         &self,
         record: &IntegrationRecord,
         secret: &Secret<String>,
+        analysis: Option<Analysis>,
     ) -> Result<Created, ApiError> {
         let board = setting(record, "boardId")?;
         let group = record.settings.get("groupId").and_then(Value::as_str);
@@ -440,10 +457,9 @@ impl Job {
             .map_err(|e| e.into_ticket_error(monday::DISPLAY_NAME))?;
         // The item exists from here on: a failing update is a warning, never a re-create.
         let mut warning = None;
-        if let Some(html) = update_html(
-            self.request.description.as_deref(),
-            self.run_url().as_deref(),
-        ) && let Err(e) = self.app.monday.add_update(secret, &item.id, &html).await
+        let text = description_html(self.request.description.as_deref(), analysis);
+        if let Some(html) = update_html(text, self.run_url().as_deref())
+            && let Err(e) = self.app.monday.add_update(secret, &item.id, &html).await
         {
             tracing::warn!(error = %e, item = %item.id, "Monday.com item created but adding its update failed");
             warning = Some("Item created; adding the description failed");
@@ -470,16 +486,31 @@ fn setting<'a>(record: &'a IntegrationRecord, name: &str) -> Result<&'a str, Api
         })
 }
 
-/// The Monday.com update: the description (HTML-escaped, line breaks kept) and the link
-/// back to the run; `None` when there is neither.
-fn update_html(description: Option<&str>, run_url: Option<&str>) -> Option<String> {
-    let mut html = String::new();
-    if let Some(text) = description {
-        html.push_str(&format!(
-            "<p>{}</p>",
-            monday::escape_html(text).replace('\n', "<br>")
-        ));
+/// A completed analysis: `(rootCause, suggestedFix)`.
+type Analysis = (String, String);
+
+/// Text as an HTML paragraph: escaped, line breaks kept.
+fn paragraph(text: &str) -> String {
+    format!("<p>{}</p>", monday::escape_html(text).replace('\n', "<br>"))
+}
+
+/// The description as Monday.com HTML: the caller's text, else the analysis.
+fn description_html(description: Option<&str>, analysis: Option<Analysis>) -> Option<String> {
+    match (description, analysis) {
+        (Some(text), _) => Some(paragraph(text)),
+        (None, Some((root_cause, fix))) => Some(format!(
+            "<h2>Root Cause</h2>{}<h2>Suggested Fix</h2>{}",
+            paragraph(&root_cause),
+            paragraph(&fix)
+        )),
+        (None, None) => None,
     }
+}
+
+/// The Monday.com update: the description (already HTML) and the link back to the run;
+/// `None` when there is neither.
+fn update_html(description: Option<String>, run_url: Option<&str>) -> Option<String> {
+    let mut html = description.unwrap_or_default();
     if let Some(url) = run_url {
         html.push_str(&format!(
             "<p><a href=\"{}\">View this run in orgd</a></p>",
@@ -510,7 +541,7 @@ mod tests {
     fn monday_updates_are_escaped() {
         assert_eq!(
             update_html(
-                Some("<b>boom</b>\nline 2"),
+                description_html(Some("<b>boom</b>\nline 2"), None),
                 Some("https://orgd.example/executions/a%3Ab")
             )
             .as_deref(),
@@ -519,6 +550,10 @@ mod tests {
             )
         );
         assert_eq!(update_html(None, None), None);
+        assert_eq!(
+            description_html(None, Some(("a<b".into(), "fix\nit".into()))).as_deref(),
+            Some("<h2>Root Cause</h2><p>a&lt;b</p><h2>Suggested Fix</h2><p>fix<br>it</p>")
+        );
         assert_eq!(encode_path_segment("run:1 2/x"), "run%3A1%202%2Fx");
     }
 }

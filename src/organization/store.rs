@@ -57,6 +57,7 @@ fn plan_and_overrides(row: &AnyRow) -> StoreResult<(Plan, Overrides)> {
 pub struct OrganizationUsage {
     pub org: OrganizationRecord,
     pub test_runs: i64,
+    pub ai_analyses: i64,
     pub pending_invitations: i64,
 }
 
@@ -65,6 +66,7 @@ impl OrganizationUsage {
         Ok(Self {
             org: OrganizationRecord::from_row(row)?,
             test_runs: row.try_get("test_runs")?,
+            ai_analyses: row.try_get("ai_analyses")?,
             pending_invitations: row.try_get("pending_invitations")?,
         })
     }
@@ -133,6 +135,8 @@ macro_rules! usage_select {
             ",
             COALESCE((SELECT c.test_runs FROM usage_counters c
                       WHERE c.organization_id = o.id AND c.period = $1), 0) AS test_runs,
+            COALESCE((SELECT c.ai_analyses FROM usage_counters c
+                      WHERE c.organization_id = o.id AND c.period = $1), 0) AS ai_analyses,
             (SELECT COUNT(*) FROM invitations i
              WHERE i.organization_id = o.id AND i.status = 'pending' AND i.expires_at > $2) AS pending_invitations
             FROM organizations o "

@@ -152,6 +152,7 @@ pub struct Usage {
     pub period: Period,
     pub limits: Limits,
     pub test_runs: i64,
+    pub ai_analyses: i64,
     pub active_users: i64,
     pub pending_invitations: i64,
     pub storage_bytes: i64,
@@ -163,6 +164,7 @@ impl Usage {
             period,
             limits: record.org.limits(),
             test_runs: record.test_runs,
+            ai_analyses: record.ai_analyses,
             active_users: record.org.user_count,
             pending_invitations: record.pending_invitations,
             storage_bytes: record.org.storage_used_bytes,
@@ -204,6 +206,7 @@ impl Usage {
                 "pendingInvitations": self.pending_invitations,
             },
             "storage": {"usedBytes": self.storage_bytes, "limitBytes": self.limits.max_storage_bytes},
+            "aiAnalyses": {"used": self.ai_analyses},
         })
     }
 }

@@ -17,6 +17,7 @@ pub mod cache;
 
 use std::sync::Arc;
 
+use crate::analysis::store::AnalysisStore;
 use crate::audit::AuditStore;
 use crate::auth::store::AuthStore;
 use crate::auth::store::UserRecord;
@@ -108,6 +109,7 @@ pub trait Store:
     + IntegrationStore
     + AiConfigStore
     + SecretStore
+    + AnalysisStore
 {
 }
 impl<
@@ -120,7 +122,8 @@ impl<
         + OperatorStore
         + IntegrationStore
         + AiConfigStore
-        + SecretStore,
+        + SecretStore
+        + AnalysisStore,
 > Store for T
 {
 }

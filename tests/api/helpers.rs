@@ -184,6 +184,19 @@ impl TestApp {
         .await
     }
 
+    /// Stops this instance, then starts a new one on the same database and clock, with a
+    /// configuration `tweak` may change first (a restart of the service).
+    pub async fn restart_with(self, tweak: impl FnOnce(&mut Config)) -> Self {
+        let (db, clock, mut config) = (
+            self.test_db.clone(),
+            self.clock.clone(),
+            self.config.clone(),
+        );
+        self.stop().await;
+        tweak(&mut config);
+        Self::start(db, clock, move |c| *c = config).await
+    }
+
     async fn start(
         db: Arc<TestDb>,
         clock: Arc<ManualClock>,
@@ -193,6 +206,9 @@ impl TestApp {
         // Most tests sign up several users from one IP; the auth limit has its own tests.
         config.auth_rate_limit_per_minute = 10_000;
         config.redis_key_prefix = unique("orgdtest:") + ":";
+        // The analysis worker runs only in tests that ask for it (or call run_pending_once),
+        // so no test sees analyses appear on their own.
+        config.ai.poll_interval = std::time::Duration::from_secs(3600);
         tweak(&mut config);
         let state = AppState::build(config.clone(), Some(clock.clone()))
             .await

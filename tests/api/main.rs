@@ -4,6 +4,7 @@
 mod helpers;
 
 mod ai_config;
+mod analysis;
 mod api_keys;
 mod auth;
 mod cli;
@@ -13,6 +14,7 @@ mod hostile;
 mod hygiene;
 mod integrations;
 mod invitations;
+mod llm_fakes;
 mod members;
 mod operator;
 mod organization;

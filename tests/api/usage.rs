@@ -89,7 +89,8 @@ async fn usage_matches_the_seed_shape(backend: Backend) {
                 "currentPeriod": {"startDate": "2026-02-01T00:00:00.000Z", "endDate": "2026-02-28T23:59:59.999Z"},
                 "testRuns": {"used": 45, "limit": 100, "percentUsed": 45},
                 "users": {"active": 3, "limit": 3, "pendingInvitations": 0},
-                "storage": {"usedBytes": 524288000, "limitBytes": 10737418240u64}
+                "storage": {"usedBytes": 524288000, "limitBytes": 10737418240u64},
+                "aiAnalyses": {"used": 0}
             },
             "alerts": [{"type": "critical", "resource": "users", "message": "You've reached your user limit", "percentUsed": 100}]
         })
@@ -392,7 +393,8 @@ async fn a_free_organization_driven_through_http(backend: Backend) {
             "currentPeriod": usage["usage"]["currentPeriod"],
             "testRuns": {"used": 10, "limit": 10, "percentUsed": 100},
             "users": {"active": 3, "limit": 3, "pendingInvitations": 0},
-            "storage": {"usedBytes": 1000, "limitBytes": 1000}
+            "storage": {"usedBytes": 1000, "limitBytes": 1000},
+            "aiAnalyses": {"used": 0}
         })
     );
     assert_eq!(usage["alerts"].as_array().unwrap().len(), 3);
