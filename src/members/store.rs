@@ -246,6 +246,29 @@ async fn check_actor(
 /// True when taking `target`'s admin role away would leave the organization without an
 /// active admin. (With the acting admin re-checked first this cannot happen for role changes
 /// and removals; it is the rule itself, kept where the write happens.)
+impl SqlStore {
+    /// Starts a member change: locks the organization, re-checks that the actor is still an
+    /// active admin, and finds the target — all inside the returned transaction.
+    async fn lock_actor_and_target(
+        &self,
+        organization_id: &str,
+        actor_id: &str,
+        target_id: &str,
+    ) -> StoreResult<Result<(Tx, UserRecord), MemberChange>> {
+        let mut tx = self.begin_write().await?;
+        self.lock_organization(&mut tx, organization_id).await?;
+        if let Err(refused) = check_actor(&mut tx, organization_id, actor_id).await? {
+            return Ok(Err(refused));
+        }
+        Ok(
+            match member_in(&mut tx, organization_id, target_id).await? {
+                Some(target) => Ok((tx, target)),
+                None => Err(MemberChange::NotFound),
+            },
+        )
+    }
+}
+
 async fn would_orphan(tx: &mut Tx, target: &UserRecord) -> StoreResult<bool> {
     let active_admin = target.role == Role::Admin && target.status == "active";
     Ok(active_admin && active_admins(tx, &target.organization_id).await? <= 1)
@@ -368,13 +391,12 @@ impl MemberStore for SqlStore {
         audit: AuditEvent,
         now: i64,
     ) -> StoreResult<MemberChange> {
-        let mut tx = self.begin_write().await?;
-        self.lock_organization(&mut tx, organization_id).await?;
-        if let Err(refused) = check_actor(&mut tx, organization_id, actor_id).await? {
-            return Ok(refused);
-        }
-        let Some(target) = member_in(&mut tx, organization_id, target_id).await? else {
-            return Ok(MemberChange::NotFound);
+        let (mut tx, target) = match self
+            .lock_actor_and_target(organization_id, actor_id, target_id)
+            .await?
+        {
+            Ok(locked) => locked,
+            Err(refused) => return Ok(refused),
         };
         if target.role == role {
             return Ok(MemberChange::Done(target));
@@ -406,13 +428,12 @@ impl MemberStore for SqlStore {
         audit: AuditEvent,
         now: i64,
     ) -> StoreResult<MemberChange> {
-        let mut tx = self.begin_write().await?;
-        self.lock_organization(&mut tx, organization_id).await?;
-        if let Err(refused) = check_actor(&mut tx, organization_id, actor_id).await? {
-            return Ok(refused);
-        }
-        let Some(target) = member_in(&mut tx, organization_id, target_id).await? else {
-            return Ok(MemberChange::NotFound);
+        let (mut tx, target) = match self
+            .lock_actor_and_target(organization_id, actor_id, target_id)
+            .await?
+        {
+            Ok(locked) => locked,
+            Err(refused) => return Ok(refused),
         };
         if would_orphan(&mut tx, &target).await? {
             return Ok(MemberChange::LastAdmin);
