@@ -1,12 +1,14 @@
 //! The audit trail: entries written inside the same transaction as the change they record,
 //! and `GET /api/organization/audit-logs` (admin; filters; cursor pagination, newest first).
 
+use axum::Json;
 use axum::extract::{Query, State};
-use axum::routing::get;
-use axum::{Json, Router};
 use serde::Serialize;
 use serde_json::{Value, json};
 use sqlx::{AssertSqlSafe, Row};
+use utoipa::{IntoParams, ToSchema};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use crate::auth::{CurrentUser, Role};
 use crate::clock::{Timestamp, parse_rfc3339};
@@ -92,14 +94,18 @@ pub async fn insert(tx: &mut Tx, event: &AuditEvent, now: i64) -> StoreResult<()
     Ok(())
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct AuditEntry {
     pub id: String,
+    /// `org.settings_updated`, `user.role_changed`, `integration.updated`, ...
     pub action: String,
+    /// `null` for operator and system actions.
     pub user_id: Option<String>,
     pub target_type: String,
     pub target_id: String,
+    /// What changed (never a secret).
+    #[schema(value_type = Object)]
     pub details: Value,
     pub ip: Option<String>,
     pub timestamp: Timestamp,
@@ -225,19 +231,39 @@ impl AuditStore for SqlStore {
     }
 }
 
-pub fn router() -> Router<AppState> {
-    Router::new().route("/api/organization/audit-logs", get(list))
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new().routes(routes!(list))
 }
 
-#[derive(Debug, serde::Deserialize)]
+#[derive(Debug, serde::Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 struct ListQuery {
+    /// Only entries with this action.
     action: Option<String>,
+    /// Only entries by this user.
     #[serde(rename = "userId")]
     user_id: Option<String>,
+    /// RFC 3339; entries at or after.
+    #[param(value_type = Option<String>, format = DateTime)]
     from: Option<String>,
+    /// RFC 3339; entries at or before.
+    #[param(value_type = Option<String>, format = DateTime)]
     to: Option<String>,
+    /// 1–200, default 50.
+    #[param(value_type = Option<i64>, minimum = 1, maximum = 200)]
     limit: Option<String>,
+    /// `nextCursor` of the previous page.
     cursor: Option<String>,
+}
+
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct AuditLogPage {
+    success: bool,
+    /// Newest first.
+    audit_logs: Vec<AuditEntry>,
+    /// Pass as `cursor` for the next page; `null` on the last page.
+    next_cursor: Option<String>,
 }
 
 fn parse_filter(q: ListQuery) -> Result<AuditFilter, ApiError> {
@@ -283,11 +309,24 @@ fn parse_filter(q: ListQuery) -> Result<AuditFilter, ApiError> {
     })
 }
 
+#[utoipa::path(
+    get,
+    path = "/api/organization/audit-logs",
+    tag = "audit",
+    summary = "The organization's audit log, newest first (admin)",
+    security(("bearerAuth" = [])),
+    params(ListQuery),
+    responses(
+        (status = 200, description = "A page of entries", body = AuditLogPage),
+        (status = 400, description = "`Invalid limit`, `Invalid from`, `Invalid to`, `Invalid cursor`, `Invalid query`", body = crate::openapi::ErrorBody),
+        (status = 403, description = "`Forbidden`: admins only", body = crate::openapi::ErrorBody),
+    ),
+)]
 async fn list(
     State(app): State<AppState>,
     user: CurrentUser,
     query: Result<Query<ListQuery>, axum::extract::rejection::QueryRejection>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<AuditLogPage>, ApiError> {
     user.require(Role::ADMIN)?;
     let Query(query) = query.map_err(|_| {
         ApiError::bad_request("Invalid query", "The query string could not be parsed")
@@ -312,10 +351,11 @@ async fn list(
     } else {
         None
     };
-    let logs: Vec<AuditEntry> = entries.into_iter().map(|(e, _)| e).collect();
-    Ok(Json(
-        json!({"success": true, "auditLogs": logs, "nextCursor": next_cursor}),
-    ))
+    Ok(Json(AuditLogPage {
+        success: true,
+        audit_logs: entries.into_iter().map(|(e, _)| e).collect(),
+        next_cursor,
+    }))
 }
 
 #[cfg(test)]

@@ -3,11 +3,40 @@
 use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
-use serde_json::{Value, json};
+use serde::Serialize;
+use utoipa::ToSchema;
 
 use crate::state::AppState;
 
-pub async fn health(State(app): State<AppState>) -> (StatusCode, Json<Value>) {
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Health {
+    /// `degraded` while Redis or (with a 503) the database is down.
+    #[schema(pattern = "^(ok|degraded)$")]
+    status: &'static str,
+    checks: HealthChecks,
+    version: &'static str,
+    uptime_seconds: i64,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct HealthChecks {
+    #[schema(pattern = "^(ok|down)$")]
+    database: &'static str,
+    #[schema(pattern = "^(ok|down|disabled)$")]
+    redis: &'static str,
+}
+
+#[utoipa::path(
+    get,
+    path = "/health",
+    tag = "service",
+    responses(
+        (status = 200, description = "The database answers (with Redis down: `degraded`)", body = Health),
+        (status = 503, description = "The database is unreachable", body = Health),
+    )
+)]
+pub async fn health(State(app): State<AppState>) -> (StatusCode, Json<Health>) {
     let (database, redis) = tokio::join!(app.store.ping(), app.limiter.shared_store_healthy());
     let database_ok = database.is_ok();
     if let Err(e) = &database {
@@ -28,13 +57,14 @@ pub async fn health(State(app): State<AppState>) -> (StatusCode, Json<Value>) {
     } else {
         StatusCode::SERVICE_UNAVAILABLE
     };
-    (
-        code,
-        Json(json!({
-            "status": status,
-            "checks": {"database": if database_ok { "ok" } else { "down" }, "redis": redis},
-            "version": env!("CARGO_PKG_VERSION"),
-            "uptimeSeconds": (app.now() - app.started_at_ms).max(0) / 1000,
-        })),
-    )
+    let body = Health {
+        status,
+        checks: HealthChecks {
+            database: if database_ok { "ok" } else { "down" },
+            redis,
+        },
+        version: env!("CARGO_PKG_VERSION"),
+        uptime_seconds: (app.now() - app.started_at_ms).max(0) / 1000,
+    };
+    (code, Json(body))
 }

@@ -14,6 +14,7 @@ pub mod id;
 pub mod integrations;
 pub mod logging;
 pub mod members;
+pub mod openapi;
 pub mod operator;
 pub mod organization;
 pub mod ratelimit;
@@ -26,9 +27,10 @@ use std::net::SocketAddr;
 
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
-use axum::routing::get;
 use tokio::net::TcpListener;
 use tower_http::catch_panic::CatchPanicLayer;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 pub use config::Config;
 pub use state::AppState;
@@ -36,20 +38,28 @@ pub use state::AppState;
 /// Largest JSON body accepted (report uploads have their own cap).
 pub const MAX_JSON_BODY_BYTES: usize = 1024 * 1024;
 
-/// Every route of the service, with the layers every response goes through.
-pub fn router(state: AppState) -> Router {
-    let mut routes = Router::new()
-        .route("/health", get(health::health))
+/// Every route with its OpenAPI description; the operator API only when asked for.
+pub(crate) fn documented_routes(with_operator: bool) -> OpenApiRouter<AppState> {
+    let routes = OpenApiRouter::with_openapi(openapi::base())
+        .routes(routes!(health::health))
+        .routes(routes!(openapi::document))
         .merge(auth::router())
         .merge(organization::router())
         .merge(audit::router())
         .merge(integrations::router())
         .merge(members::router())
         .merge(executions::router());
-    // Without ORGD_ADMIN_TOKEN the operator API does not exist: 404 like any unknown route.
-    if state.config.admin_token.is_some() {
-        routes = routes.merge(operator::http::router());
+    if with_operator {
+        routes.merge(operator::http::router())
+    } else {
+        routes
     }
+}
+
+/// Every route of the service, with the layers every response goes through.
+pub fn router(state: AppState) -> Router {
+    // Without ORGD_ADMIN_TOKEN the operator API does not exist: 404 like any unknown route.
+    let (routes, _) = documented_routes(state.config.admin_token.is_some()).split_for_parts();
     routes
         .fallback(http::route_not_found)
         .method_not_allowed_fallback(http::method_not_allowed)

@@ -11,11 +11,14 @@ pub mod store;
 
 use std::time::Duration;
 
+use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
-use axum::routing::post;
-use axum::{Json, Router};
+use serde::Serialize;
 use serde_json::{Value, json};
+use utoipa::ToSchema;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use crate::audit::{Actor, AuditEvent};
 use crate::auth::{CurrentUser, Role};
@@ -31,8 +34,8 @@ use crate::state::AppState;
 use llm::{Call, LlmError, LlmProtocol, Reply};
 use store::{Finished, Lease};
 
-pub fn router() -> Router<AppState> {
-    Router::new().route("/api/executions/{task_id}/analysis", post(analyze))
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new().routes(routes!(analyze))
 }
 
 pub const NOT_CONFIGURED: &str = "AI provider not configured";
@@ -89,6 +92,43 @@ impl Failure {
     }
 }
 
+#[derive(Serialize, ToSchema)]
+pub struct AnalyzeRequest {
+    /// One of the catalogue's available models; the organization's default when absent.
+    model: Option<String>,
+}
+
+#[derive(ToSchema)]
+#[allow(dead_code)]
+pub struct AnalysisResponse {
+    success: bool,
+    data: AnalysisData,
+}
+
+#[derive(ToSchema)]
+#[allow(dead_code)]
+pub struct AnalysisData {
+    analysis: crate::executions::types::AnalysisSchema,
+}
+
+#[utoipa::path(
+    post,
+    path = "/api/executions/{taskId}/analysis",
+    tag = "analysis",
+    summary = "Analyze a failed execution with the organization's AI model now (admin, developer, API key); replaces the previous analysis",
+    security(("bearerAuth" = []), ("apiKey" = [])),
+    params(("taskId" = String, Path, description = "The execution's taskId")),
+    request_body(content = AnalyzeRequest, description = "Optional"),
+    responses(
+        (status = 201, description = "`completed`, or `failed` with a `reason` when the provider's answer was unusable (safety block, not JSON)", body = AnalysisResponse),
+        (status = 400, description = "`Invalid model`, `Invalid JSON`", body = crate::openapi::ErrorBody),
+        (status = 403, description = "`Forbidden` (viewers); `AI analysis disabled`", body = crate::openapi::ErrorBody),
+        (status = 404, description = "`Execution not found`", body = crate::openapi::ErrorBody),
+        (status = 409, description = "`Execution has not failed`", body = crate::openapi::ErrorBody),
+        (status = 502, description = "The provider refused the request (a failed analysis is stored)", body = crate::openapi::ErrorBody),
+        (status = 503, description = "`AI provider not configured`; the provider is rate limited or unreachable (with `retryAfter` when known)", body = crate::openapi::ErrorBody),
+    ),
+)]
 async fn analyze(
     State(app): State<AppState>,
     ip: ClientIp,

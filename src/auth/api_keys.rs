@@ -3,24 +3,27 @@
 //! acts as its creator with the creator's current role, and only in the organization it was
 //! created in: a creator who moves to another organization leaves their keys behind, dead.
 
+use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
-use axum::routing::{delete, get};
-use axum::{Json, Router};
-use serde_json::{Value, json};
+use serde::Serialize;
+use serde_json::json;
+use utoipa::ToSchema;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use super::CurrentUser;
 use super::store::{ApiKeyRecord, NewApiKey};
 use crate::audit::AuditEvent;
 use crate::clock::Timestamp;
 use crate::error::{ApiError, OrInternal};
-use crate::http::{ClientIp, JsonBody, PathParams};
+use crate::http::{ClientIp, Done, JsonBody, PathParams};
 use crate::state::AppState;
 
-pub fn router() -> Router<AppState> {
-    Router::new()
-        .route("/api/auth/api-keys", get(list).post(create))
-        .route("/api/auth/api-keys/{id}", delete(revoke))
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(list, create))
+        .routes(routes!(revoke))
 }
 
 /// A well-formed API key secret.
@@ -71,22 +74,72 @@ fn key_name(raw: Option<&str>) -> Result<String, ApiError> {
     }
 }
 
-fn key_view(key: &ApiKeyRecord) -> Value {
-    json!({
-        "id": key.id,
-        "name": key.name,
-        "prefix": key.prefix,
-        "createdAt": Timestamp(key.created_at),
-        "lastUsed": key.last_used_at.map(Timestamp),
-    })
+/// An API key as listed: never the secret, only its first characters.
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+#[schema(as = ApiKey)]
+pub struct KeyView {
+    id: String,
+    name: String,
+    /// `orgd_` and the first 8 characters of the secret.
+    prefix: String,
+    created_at: Timestamp,
+    /// Absent from the answer that creates the key.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Timestamp>)]
+    last_used: Option<Option<Timestamp>>,
 }
 
+fn key_view(key: &ApiKeyRecord) -> KeyView {
+    KeyView {
+        id: key.id.clone(),
+        name: key.name.clone(),
+        prefix: key.prefix.clone(),
+        created_at: Timestamp(key.created_at),
+        last_used: Some(key.last_used_at.map(Timestamp)),
+    }
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct CreateKeyRequest {
+    /// At most 100 characters; `Unnamed Key` when absent.
+    name: Option<String>,
+}
+
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct CreatedKey {
+    success: bool,
+    message: &'static str,
+    /// The secret, shown this once: send it as `x-api-key`.
+    api_key: String,
+    data: KeyView,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct KeyList {
+    success: bool,
+    data: Vec<KeyView>,
+}
+
+#[utoipa::path(
+    post,
+    path = "/api/auth/api-keys",
+    tag = "auth",
+    summary = "Create an API key acting as the caller (shown once)",
+    security(("bearerAuth" = [])),
+    request_body(content = CreateKeyRequest, description = "Optional"),
+    responses(
+        (status = 201, description = "Created", body = CreatedKey),
+        (status = 400, description = "`Invalid name`, `Invalid JSON`", body = crate::openapi::ErrorBody),
+    ),
+)]
 async fn create(
     State(app): State<AppState>,
     ip: ClientIp,
     user: CurrentUser,
     body: JsonBody,
-) -> Result<(StatusCode, Json<Value>), ApiError> {
+) -> Result<(StatusCode, Json<CreatedKey>), ApiError> {
     let name = key_name(body.or_empty()?.opt_str("name")?)?;
     let now = app.now();
     let secret = ApiKey::generate();
@@ -106,32 +159,60 @@ async fn create(
         .or_internal("Failed to create API key")?;
     Ok((
         StatusCode::CREATED,
-        Json(json!({
-            "success": true,
-            "message": "API key created. Store this key securely - it will not be shown again.",
-            "apiKey": secret.as_str(),
-            "data": {"id": key.id, "name": key.name, "prefix": key.prefix, "createdAt": Timestamp(now)},
-        })),
+        Json(CreatedKey {
+            success: true,
+            message: "API key created. Store this key securely - it will not be shown again.",
+            api_key: secret.as_str().to_string(),
+            data: KeyView {
+                id: key.id,
+                name: key.name,
+                prefix: key.prefix,
+                created_at: Timestamp(now),
+                last_used: None,
+            },
+        }),
     ))
 }
 
-async fn list(State(app): State<AppState>, user: CurrentUser) -> Result<Json<Value>, ApiError> {
+#[utoipa::path(
+    get,
+    path = "/api/auth/api-keys",
+    tag = "auth",
+    summary = "The caller's API keys",
+    security(("bearerAuth" = [])),
+    responses((status = 200, description = "The keys", body = KeyList)),
+)]
+async fn list(State(app): State<AppState>, user: CurrentUser) -> Result<Json<KeyList>, ApiError> {
     let keys = app
         .store
         .api_keys(user.id(), user.org_id())
         .await
         .or_internal("Failed to list API keys")?;
-    Ok(Json(
-        json!({"success": true, "data": keys.iter().map(key_view).collect::<Vec<_>>()}),
-    ))
+    Ok(Json(KeyList {
+        success: true,
+        data: keys.iter().map(key_view).collect(),
+    }))
 }
 
+#[utoipa::path(
+    delete,
+    path = "/api/auth/api-keys/{id}",
+    tag = "auth",
+    summary = "Revoke one of the caller's API keys; it stops working at once",
+    security(("bearerAuth" = [])),
+    params(("id" = String, Path, description = "The key's id")),
+    responses(
+        (status = 200, description = "Revoked", body = Done),
+        (status = 400, description = "`Invalid key ID`", body = crate::openapi::ErrorBody),
+        (status = 404, description = "`API key not found`", body = crate::openapi::ErrorBody),
+    ),
+)]
 async fn revoke(
     State(app): State<AppState>,
     ip: ClientIp,
     user: CurrentUser,
     PathParams(id): PathParams<String>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<Done>, ApiError> {
     if !crate::id::is_valid(&id) {
         return Err(ApiError::bad_request(
             "Invalid key ID",
@@ -150,9 +231,7 @@ async fn revoke(
             "The API key does not exist or you do not have permission to delete it.",
         ));
     }
-    Ok(Json(
-        json!({"success": true, "message": "API key revoked successfully"}),
-    ))
+    Ok(Done::new("API key revoked successfully"))
 }
 
 #[cfg(test)]

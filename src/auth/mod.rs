@@ -6,21 +6,23 @@ pub mod jwt;
 pub mod password;
 pub mod store;
 
+use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
-use axum::routing::{get, post};
-use axum::{Json, Router};
-use serde_json::{Value, json};
+use serde::Serialize;
+use utoipa::ToSchema;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 pub use extract::{AuthAttempt, Credential, CurrentUser};
 
 use crate::clock::Timestamp;
 use crate::error::{ApiError, OrInternal};
-use crate::http::{JsonBody, Object};
+use crate::http::{Done, JsonBody, Object};
 use crate::members::InviteToken;
 use crate::members::invitations::signup_refused;
 use crate::members::store::Joined;
-use crate::organization::{OrgName, Plan};
+use crate::organization::{LimitsView, OrgName, Plan};
 use crate::state::AppState;
 use store::{NewOrganization, NewUser};
 
@@ -64,12 +66,12 @@ impl TryFrom<String> for Role {
 pub const LOCKOUT_THRESHOLD: i64 = 5;
 pub const LOCKOUT_WINDOW_MS: i64 = 15 * 60 * 1000;
 
-pub fn router() -> Router<AppState> {
-    Router::new()
-        .route("/api/auth/signup", post(signup))
-        .route("/api/auth/login", post(login))
-        .route("/api/auth/logout", post(logout))
-        .route("/api/auth/me", get(me))
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(signup))
+        .routes(routes!(login))
+        .routes(routes!(logout))
+        .routes(routes!(me))
         .merge(api_keys::router())
 }
 
@@ -135,19 +137,40 @@ pub fn slugify(name: &str) -> String {
     }
 }
 
-fn session_body(token: &str, user: &store::UserRecord, organization_name: &str) -> Value {
-    json!({
-        "success": true,
-        "token": token,
-        "user": {
-            "id": user.id,
-            "email": user.email,
-            "name": user.name,
-            "role": user.role.as_str(),
-            "organizationId": user.organization_id,
-            "organizationName": organization_name,
-        }
-    })
+/// The answer to signup and login.
+#[derive(Serialize, ToSchema)]
+pub struct Session {
+    success: bool,
+    /// A JWT for `Authorization: Bearer`.
+    token: String,
+    user: SessionUser,
+}
+
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct SessionUser {
+    id: String,
+    email: String,
+    name: String,
+    #[schema(pattern = "^(admin|developer|viewer)$")]
+    role: &'static str,
+    organization_id: String,
+    organization_name: String,
+}
+
+fn session_body(token: String, user: &store::UserRecord, organization_name: String) -> Session {
+    Session {
+        success: true,
+        token,
+        user: SessionUser {
+            id: user.id.clone(),
+            email: user.email.clone(),
+            name: user.name.clone(),
+            role: user.role.as_str(),
+            organization_id: user.organization_id.clone(),
+            organization_name,
+        },
+    }
 }
 
 /// What a new user joins: a new organization they found, or an invitation's.
@@ -200,11 +223,40 @@ fn parse_signup(body: &Object) -> Result<(Email, &str, String, Joining), ApiErro
     Ok((email, password, name, joining))
 }
 
+/// `POST /api/auth/signup`: `organizationName` founds an organization (its first admin);
+/// `inviteToken` joins the inviting one with the invited role instead.
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct SignupRequest {
+    email: String,
+    /// At least 8 characters with upper and lower case letters, a digit and a symbol.
+    password: String,
+    name: String,
+    /// 2–100 characters; required without `inviteToken`.
+    organization_name: Option<String>,
+    /// 64 hex characters from an invitation.
+    invite_token: Option<String>,
+}
+
+#[utoipa::path(
+    post,
+    path = "/api/auth/signup",
+    tag = "auth",
+    summary = "Create an account (and an organization, or join an invitation's)",
+    request_body = SignupRequest,
+    responses(
+        (status = 201, description = "Signed up and logged in", body = Session),
+        (status = 400, description = "`Missing required fields`, `Invalid email`, `Weak password`, `Invalid name`, `Invalid organizationName`, `Invalid invitation token format`, `Invalid or expired invitation`, `Invitation has expired`, `Invalid JSON`", body = crate::openapi::ErrorBody),
+        (status = 403, description = "`User limit exceeded` in the inviting organization", body = crate::openapi::ErrorBody),
+        (status = 409, description = "`Email already registered`", body = crate::openapi::ErrorBody),
+        (status = 429, description = "Per-IP rate limit", body = crate::openapi::ErrorBody),
+    ),
+)]
 async fn signup(
     State(app): State<AppState>,
     attempt: AuthAttempt,
     body: JsonBody,
-) -> Result<(StatusCode, Json<Value>), ApiError> {
+) -> Result<(StatusCode, Json<Session>), ApiError> {
     let body = body.required()?;
     let (email, password, name, joining) = parse_signup(&body)?;
     let password_hash = app
@@ -240,7 +292,7 @@ async fn signup(
         .or_internal("Signup failed")?;
     Ok((
         StatusCode::CREATED,
-        Json(session_body(&token, &record, &org_name)),
+        Json(session_body(token, &record, org_name)),
     ))
 }
 
@@ -285,11 +337,31 @@ async fn found_organization(
     Ok((record, org_name))
 }
 
+#[derive(Serialize, ToSchema)]
+pub struct LoginRequest {
+    email: String,
+    password: String,
+}
+
+#[utoipa::path(
+    post,
+    path = "/api/auth/login",
+    tag = "auth",
+    summary = "Log in",
+    request_body = LoginRequest,
+    responses(
+        (status = 200, description = "Logged in", body = Session),
+        (status = 400, description = "`Missing credentials`, `Invalid JSON`", body = crate::openapi::ErrorBody),
+        (status = 401, description = "`Authentication required`: wrong email or password", body = crate::openapi::ErrorBody),
+        (status = 403, description = "`Account suspended`", body = crate::openapi::ErrorBody),
+        (status = 429, description = "Per-IP rate limit, or `Account temporarily locked` after 5 failures for this email from this IP in 15 minutes", body = crate::openapi::ErrorBody),
+    ),
+)]
 async fn login(
     State(app): State<AppState>,
     attempt: AuthAttempt,
     body: JsonBody,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<Session>, ApiError> {
     let body = body.required()?;
     let missing =
         || ApiError::bad_request("Missing credentials", "Email and password are required");
@@ -349,24 +421,72 @@ async fn login(
         .issue(&candidate.user.id, now)
         .or_internal("Login failed")?;
     Ok(Json(session_body(
-        &token,
+        token,
         &candidate.user,
-        &candidate.organization_name,
+        candidate.organization_name,
     )))
 }
 
-async fn logout(State(app): State<AppState>, user: CurrentUser) -> Result<Json<Value>, ApiError> {
+#[utoipa::path(
+    post,
+    path = "/api/auth/logout",
+    tag = "auth",
+    summary = "Revoke this session's token at once",
+    security(("bearerAuth" = [])),
+    responses((status = 200, description = "Logged out", body = Done)),
+)]
+async fn logout(State(app): State<AppState>, user: CurrentUser) -> Result<Json<Done>, ApiError> {
     let claims = user.session()?;
     app.store
         .revoke_token(&claims.jti, claims.exp * 1000, app.now())
         .await
         .or_internal("Logout failed")?;
-    Ok(Json(
-        json!({"success": true, "message": "Logged out successfully"}),
-    ))
+    Ok(Done::new("Logged out successfully"))
 }
 
-async fn me(State(app): State<AppState>, user: CurrentUser) -> Result<Json<Value>, ApiError> {
+#[derive(Serialize, ToSchema)]
+pub struct MeResponse {
+    success: bool,
+    data: Me,
+}
+
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Me {
+    id: String,
+    email: String,
+    name: String,
+    #[schema(pattern = "^(admin|developer|viewer)$")]
+    role: &'static str,
+    status: String,
+    /// `null` until the first login.
+    last_login_at: Option<Timestamp>,
+    organization: MeOrganization,
+}
+
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct MeOrganization {
+    id: String,
+    name: String,
+    slug: String,
+    #[schema(pattern = "^(free|team|enterprise)$")]
+    plan: &'static str,
+    limits: LimitsView,
+    user_count: i64,
+    user_limit: Option<i64>,
+    ai_analysis_enabled: bool,
+}
+
+#[utoipa::path(
+    get,
+    path = "/api/auth/me",
+    tag = "auth",
+    summary = "The caller and their organization",
+    security(("bearerAuth" = [])),
+    responses((status = 200, description = "The caller", body = MeResponse)),
+)]
+async fn me(State(app): State<AppState>, user: CurrentUser) -> Result<Json<MeResponse>, ApiError> {
     let org = app
         .store
         .organization(user.org_id())
@@ -379,27 +499,27 @@ async fn me(State(app): State<AppState>, user: CurrentUser) -> Result<Json<Value
             )
         })?;
     let u = &user.user;
-    Ok(Json(json!({
-        "success": true,
-        "data": {
-            "id": u.id,
-            "email": u.email,
-            "name": u.name,
-            "role": u.role.as_str(),
-            "status": u.status,
-            "lastLoginAt": u.last_login_at.map(Timestamp),
-            "organization": {
-                "id": org.id,
-                "name": org.name,
-                "slug": org.slug,
-                "plan": org.plan.as_str(),
-                "limits": org.limits_view(),
-                "userCount": org.user_count,
-                "userLimit": org.limits().max_users,
-                "aiAnalysisEnabled": org.ai_analysis_enabled,
-            }
-        }
-    })))
+    Ok(Json(MeResponse {
+        success: true,
+        data: Me {
+            id: u.id.clone(),
+            email: u.email.clone(),
+            name: u.name.clone(),
+            role: u.role.as_str(),
+            status: u.status.clone(),
+            last_login_at: u.last_login_at.map(Timestamp),
+            organization: MeOrganization {
+                limits: org.limits_view(),
+                user_limit: org.limits().max_users,
+                plan: org.plan.as_str(),
+                id: org.id,
+                name: org.name,
+                slug: org.slug,
+                user_count: org.user_count,
+                ai_analysis_enabled: org.ai_analysis_enabled,
+            },
+        },
+    }))
 }
 
 #[cfg(test)]

@@ -6,30 +6,32 @@ pub mod storage;
 pub mod store;
 pub mod types;
 
+use axum::Json;
 use axum::extract::{Query, State};
 use axum::http::StatusCode;
-use axum::routing::{delete, get};
-use axum::{Json, Router};
+use serde::Serialize;
 use serde_json::{Map, Value, json};
+use utoipa::{IntoParams, ToSchema};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use crate::auth::{CurrentUser, Role};
 use crate::clock::Timestamp;
 use crate::error::{ApiError, OrInternal};
-use crate::http::{JsonBody, Object, Page, PageQuery, PathParams};
+use crate::http::page::PageParams;
+use crate::http::{Done, JsonBody, Object, Page, PageQuery, PathParams};
+use crate::openapi::ErrorBody;
 use crate::organization::usage::limit_refusal;
 use crate::state::AppState;
 use store::{NewExecutionOutcome, NewProjectOutcome, UpdateOutcome};
 use types::{ExecutionChange, ExecutionFilter, NewExecution, Project, Status, TaskId};
 
-pub fn router() -> Router<AppState> {
-    Router::new()
-        .route("/api/projects", get(list_projects).post(create_project))
-        .route("/api/projects/{id}", delete(delete_project))
-        .route("/api/executions", get(list).post(create))
-        .route(
-            "/api/executions/{task_id}",
-            get(show).patch(update).delete(remove),
-        )
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(list_projects, create_project))
+        .routes(routes!(delete_project))
+        .routes(routes!(list, create))
+        .routes(routes!(show, update, remove))
         .merge(reports::router())
         .merge(crate::analysis::router())
 }
@@ -50,11 +52,85 @@ fn execution_body(execution: &types::Execution, with_output: bool) -> Json<Value
     Json(json!({"success": true, "data": {"execution": execution.view(with_output)}}))
 }
 
+/// `{"success": true, "data": {"execution": ...}}`
+#[derive(ToSchema)]
+#[allow(dead_code)]
+pub struct ExecutionResponse {
+    success: bool,
+    data: ExecutionData,
+}
+
+#[derive(ToSchema)]
+#[allow(dead_code)]
+pub struct ExecutionData {
+    execution: types::ExecutionSchema,
+}
+
+#[derive(ToSchema)]
+#[allow(dead_code)]
+pub struct ExecutionPage {
+    success: bool,
+    data: ExecutionPageData,
+}
+
+#[derive(ToSchema)]
+#[allow(dead_code)]
+pub struct ExecutionPageData {
+    /// Newest first; without `output`.
+    executions: Vec<types::ExecutionSchema>,
+    /// Live (not deleted) executions matching the filter.
+    total: i64,
+    limit: i64,
+    offset: i64,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct ProjectRequest {
+    /// 1–100 characters; unique in the organization.
+    name: String,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct ProjectResponse {
+    success: bool,
+    data: ProjectData,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct ProjectData {
+    project: Project,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct ProjectList {
+    success: bool,
+    data: ProjectListData,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct ProjectListData {
+    projects: Vec<Project>,
+}
+
+#[utoipa::path(
+    post,
+    path = "/api/projects",
+    tag = "executions",
+    summary = "Create a project (admin, developer)",
+    security(("bearerAuth" = [])),
+    request_body = ProjectRequest,
+    responses(
+        (status = 201, description = "Created", body = ProjectResponse),
+        (status = 400, description = "`Invalid name`, `Missing body`, `Invalid JSON`", body = ErrorBody),
+        (status = 403, description = "`Forbidden` (viewers); `Project limit reached` with `limit` and `current`", body = ErrorBody),
+        (status = 409, description = "`Project already exists`", body = ErrorBody),
+    ),
+)]
 async fn create_project(
     State(app): State<AppState>,
     user: CurrentUser,
     body: JsonBody,
-) -> Result<(StatusCode, Json<Value>), ApiError> {
+) -> Result<(StatusCode, Json<ProjectResponse>), ApiError> {
     user.require(Role::WRITERS)?;
     let body = body.required()?;
     let name = body
@@ -76,9 +152,13 @@ async fn create_project(
         .await
         .or_internal("Failed to create project")?
     {
-        NewProjectOutcome::Created(project) => {
-            Ok((StatusCode::CREATED, Json(json!({"success": true, "data": {"project": project}}))))
-        }
+        NewProjectOutcome::Created(project) => Ok((
+            StatusCode::CREATED,
+            Json(ProjectResponse {
+                success: true,
+                data: ProjectData { project },
+            }),
+        )),
         NewProjectOutcome::Duplicate => Err(ApiError::conflict(
             "Project already exists",
             "A project with this name already exists in your organization",
@@ -93,25 +173,47 @@ async fn create_project(
     }
 }
 
+#[utoipa::path(
+    get,
+    path = "/api/projects",
+    tag = "executions",
+    summary = "The organization's projects (all roles)",
+    security(("bearerAuth" = [])),
+    responses((status = 200, description = "The projects", body = ProjectList)),
+)]
 async fn list_projects(
     State(app): State<AppState>,
     user: CurrentUser,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<ProjectList>, ApiError> {
     let projects = app
         .store
         .projects(user.org_id())
         .await
         .or_internal("Failed to fetch projects")?;
-    Ok(Json(
-        json!({"success": true, "data": {"projects": projects}}),
-    ))
+    Ok(Json(ProjectList {
+        success: true,
+        data: ProjectListData { projects },
+    }))
 }
 
+#[utoipa::path(
+    delete,
+    path = "/api/projects/{id}",
+    tag = "executions",
+    summary = "Delete a project (admin, developer); its executions stay, without a project",
+    security(("bearerAuth" = [])),
+    params(("id" = String, Path, description = "The project's id")),
+    responses(
+        (status = 200, description = "Deleted", body = Done),
+        (status = 403, description = "`Forbidden`: viewers", body = ErrorBody),
+        (status = 404, description = "`Project not found`", body = ErrorBody),
+    ),
+)]
 async fn delete_project(
     State(app): State<AppState>,
     user: CurrentUser,
     PathParams(id): PathParams<String>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<Done>, ApiError> {
     user.require(Role::WRITERS)?;
     let not_found = || {
         ApiError::not_found(
@@ -130,9 +232,7 @@ async fn delete_project(
     if !deleted {
         return Err(not_found());
     }
-    Ok(Json(
-        json!({"success": true, "message": "Project deleted successfully"}),
-    ))
+    Ok(Done::new("Project deleted successfully"))
 }
 
 /// An optional string field of at most `max` characters, not empty.
@@ -207,6 +307,40 @@ fn parse_new_execution(
     })
 }
 
+/// `POST /api/executions`; every field is optional.
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct NewExecutionRequest {
+    /// 1–128 of `A-Za-z0-9._:-`, unique in the organization (deleted executions included);
+    /// generated when absent.
+    #[schema(pattern = "^[A-Za-z0-9._:-]{1,128}$")]
+    task_id: Option<String>,
+    /// A project of the organization.
+    project_id: Option<String>,
+    /// `PENDING` (default) or `RUNNING`.
+    #[schema(pattern = "^(PENDING|RUNNING)$")]
+    status: Option<String>,
+    /// 1–64 of `A-Za-z0-9._-`.
+    trigger: Option<String>,
+    /// 1–128 characters.
+    group_name: Option<String>,
+}
+
+#[utoipa::path(
+    post,
+    path = "/api/executions",
+    tag = "executions",
+    summary = "Start recording a test execution (admin, developer, API key)",
+    security(("bearerAuth" = []), ("apiKey" = [])),
+    request_body(content = NewExecutionRequest, description = "Optional"),
+    responses(
+        (status = 201, description = "Created", body = ExecutionResponse),
+        (status = 400, description = "`Invalid taskId`, `Invalid projectId`, `Invalid status`, `Invalid trigger`, `Invalid groupName`, `Invalid JSON`", body = ErrorBody),
+        (status = 403, description = "`Forbidden` (viewers); `Test run limit exceeded` with `usage` (the month's runs)", body = ErrorBody),
+        (status = 404, description = "`Project not found`", body = ErrorBody),
+        (status = 409, description = "`Execution already exists`; `Concurrent run limit reached`", body = ErrorBody),
+    ),
+)]
 async fn create(
     State(app): State<AppState>,
     user: CurrentUser,
@@ -287,6 +421,34 @@ fn parse_change(body: &Object) -> Result<ExecutionChange, ApiError> {
     Ok(change)
 }
 
+/// `PATCH /api/executions/{taskId}`: at least one field.
+#[derive(Serialize, ToSchema)]
+pub struct ExecutionPatch {
+    /// A finished execution (PASSED, FAILED, ERROR, UNSTABLE) never changes again.
+    #[schema(pattern = "^(RUNNING|PASSED|FAILED|ERROR|UNSTABLE)$")]
+    status: Option<String>,
+    /// At most 64 KiB.
+    error: Option<String>,
+    /// The run's log; replaces the previous one; its last 256 KiB are kept.
+    output: Option<String>,
+}
+
+#[utoipa::path(
+    patch,
+    path = "/api/executions/{taskId}",
+    tag = "executions",
+    summary = "Move an execution along (admin, developer, API key); a failure may queue an AI analysis",
+    security(("bearerAuth" = []), ("apiKey" = [])),
+    params(("taskId" = String, Path, description = "The execution's taskId")),
+    request_body = ExecutionPatch,
+    responses(
+        (status = 200, description = "Updated", body = ExecutionResponse),
+        (status = 400, description = "`Missing fields`, `Invalid status`, `Invalid error`, `Invalid output`, `Missing body`, `Invalid JSON`", body = ErrorBody),
+        (status = 403, description = "`Forbidden`: viewers", body = ErrorBody),
+        (status = 404, description = "`Execution not found`", body = ErrorBody),
+        (status = 409, description = "`Invalid status transition`", body = ErrorBody),
+    ),
+)]
 async fn update(
     State(app): State<AppState>,
     user: CurrentUser,
@@ -314,6 +476,18 @@ async fn update(
     }
 }
 
+#[utoipa::path(
+    get,
+    path = "/api/executions/{taskId}",
+    tag = "executions",
+    summary = "One execution with its output, tickets and analysis (all roles, API key)",
+    security(("bearerAuth" = []), ("apiKey" = [])),
+    params(("taskId" = String, Path, description = "The execution's taskId")),
+    responses(
+        (status = 200, description = "The execution", body = ExecutionResponse),
+        (status = 404, description = "`Execution not found`", body = ErrorBody),
+    ),
+)]
 async fn show(
     State(app): State<AppState>,
     user: CurrentUser,
@@ -329,8 +503,10 @@ async fn show(
     Ok(execution_body(&execution, true))
 }
 
-#[derive(Debug, serde::Deserialize)]
+#[derive(Debug, serde::Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 struct StatusQuery {
+    /// Comma-separated statuses to keep (`FAILED,ERROR`).
     status: Option<String>,
 }
 
@@ -357,6 +533,18 @@ fn parse_filter(q: StatusQuery, page: Page) -> Result<ExecutionFilter, ApiError>
     })
 }
 
+#[utoipa::path(
+    get,
+    path = "/api/executions",
+    tag = "executions",
+    summary = "The organization's executions, newest first (all roles, API key); `limit` 1–100, default 25",
+    security(("bearerAuth" = []), ("apiKey" = [])),
+    params(PageParams, StatusQuery),
+    responses(
+        (status = 200, description = "A page of executions", body = ExecutionPage),
+        (status = 400, description = "`Invalid limit`, `Invalid offset`, `Invalid status`, `Invalid query`", body = ErrorBody),
+    ),
+)]
 async fn list(
     State(app): State<AppState>,
     user: CurrentUser,
@@ -380,11 +568,24 @@ async fn list(
     })))
 }
 
+#[utoipa::path(
+    delete,
+    path = "/api/executions/{taskId}",
+    tag = "executions",
+    summary = "Delete an execution and its report files (admin, developer, API key); it still counts toward the month's runs and its taskId stays taken",
+    security(("bearerAuth" = []), ("apiKey" = [])),
+    params(("taskId" = String, Path, description = "The execution's taskId")),
+    responses(
+        (status = 200, description = "Deleted; its storage is freed", body = Done),
+        (status = 403, description = "`Forbidden`: viewers", body = ErrorBody),
+        (status = 404, description = "`Execution not found`", body = ErrorBody),
+    ),
+)]
 async fn remove(
     State(app): State<AppState>,
     user: CurrentUser,
     PathParams(task_id): PathParams<String>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<Done>, ApiError> {
     user.require(Role::WRITERS)?;
     let task_id = task_in_path(&task_id)?;
     let deleted = app
@@ -400,7 +601,5 @@ async fn remove(
     if let Err(e) = app.reports.delete(user.org_id(), &task_id).await {
         tracing::error!(error = %e, task_id = task_id.as_str(), "could not remove report files");
     }
-    Ok(Json(
-        json!({"success": true, "message": "Execution deleted successfully"}),
-    ))
+    Ok(Done::new("Execution deleted successfully"))
 }

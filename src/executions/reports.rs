@@ -10,32 +10,60 @@ use std::future::poll_fn;
 use std::pin::Pin;
 use std::sync::Arc;
 
+use axum::Json;
 use axum::body::{Body, HttpBody};
 use axum::extract::{DefaultBodyLimit, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
-use axum::{Json, Router};
-use serde_json::{Map, Value, json};
+use serde::Serialize;
+use serde_json::{Map, json};
+use utoipa::ToSchema;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use super::storage::{PendingUpload, ReportKey, StorageError};
 use super::store::{ReportCommit, Reservation};
-use super::types::{ReportPath, TaskId};
+use super::types::{ReportFile, ReportPath, TaskId};
 use super::{execution_not_found, task_in_path};
 use crate::auth::{CurrentUser, Role};
 use crate::error::{ApiError, OrInternal};
 use crate::http::PathParams;
+use crate::openapi::ErrorBody;
 use crate::state::AppState;
 use crate::store::Store;
 
-pub fn router() -> Router<AppState> {
-    Router::new()
-        .route("/api/executions/{task_id}/reports", get(list))
-        .route(
-            "/api/executions/{task_id}/reports/{*path}",
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new().routes(routes!(list)).merge(
+        OpenApiRouter::new()
+            .routes(routes!(download, upload))
             // The upload counts its bytes itself, against ORGD_MAX_REPORT_FILE_BYTES.
-            get(download).put(upload).layer(DefaultBodyLimit::disable()),
-        )
+            .layer(DefaultBodyLimit::disable()),
+    )
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct Uploaded {
+    success: bool,
+    data: UploadedFile,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct UploadedFile {
+    path: String,
+    size: u64,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct ReportList {
+    success: bool,
+    data: ReportListData,
+}
+
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ReportListData {
+    files: Vec<ReportFile>,
+    total_bytes: i64,
 }
 
 const STORE_FAILED: &str = "Failed to store report";
@@ -145,13 +173,34 @@ async fn receive(
     Ok(())
 }
 
+#[utoipa::path(
+    put,
+    path = "/api/executions/{taskId}/reports/{*path}",
+    tag = "executions",
+    summary = "Store a report file of an execution (admin, developer, API key); raw bytes with a Content-Length",
+    security(("bearerAuth" = []), ("apiKey" = [])),
+    params(
+        ("taskId" = String, Path, description = "The execution's taskId"),
+        ("path" = String, Path, description = "A relative path (`/` separates directories; no `..`, no absolute paths)"),
+    ),
+    request_body(content = Vec<u8>, content_type = "application/octet-stream", description = "The file's bytes (any type)"),
+    responses(
+        (status = 200, description = "Replaced a file; storage counts the difference", body = Uploaded),
+        (status = 201, description = "Stored", body = Uploaded),
+        (status = 400, description = "`Invalid path`", body = ErrorBody),
+        (status = 403, description = "`Forbidden` (viewers); `Storage limit exceeded` with `usage`, and nothing is written", body = ErrorBody),
+        (status = 404, description = "`Execution not found`", body = ErrorBody),
+        (status = 411, description = "`Length required`", body = ErrorBody),
+        (status = 413, description = "`Payload too large`: over ORGD_MAX_REPORT_FILE_BYTES", body = ErrorBody),
+    ),
+)]
 async fn upload(
     State(app): State<AppState>,
     user: CurrentUser,
     PathParams((task_id, path)): PathParams<(String, String)>,
     headers: HeaderMap,
     body: Body,
-) -> Result<(StatusCode, Json<Value>), ApiError> {
+) -> Result<(StatusCode, Json<Uploaded>), ApiError> {
     user.require(Role::WRITERS)?;
     let (task_id, path) = parse_target(&task_id, &path)?;
     let size = declared_length(&headers, app.config.max_report_file_bytes)?;
@@ -198,7 +247,13 @@ async fn upload(
             return Err(e);
         }
     };
-    let answer = json!({"success": true, "data": {"path": path.as_str(), "size": size}});
+    let answer = Uploaded {
+        success: true,
+        data: UploadedFile {
+            path: path.as_str().to_string(),
+            size,
+        },
+    };
     // All bytes are in: recording runs to its end even if the client goes away now.
     let target = (org_id.to_string(), task_id, path);
     let replaced = tokio::spawn(record_file(app.clone(), target, size, pending, reserved))
@@ -268,6 +323,22 @@ async fn record_file(
     }
 }
 
+#[utoipa::path(
+    get,
+    path = "/api/executions/{taskId}/reports/{*path}",
+    tag = "executions",
+    summary = "A report file's bytes (all roles, API key), typed by extension and sandboxed by CSP",
+    security(("bearerAuth" = []), ("apiKey" = [])),
+    params(
+        ("taskId" = String, Path, description = "The execution's taskId"),
+        ("path" = String, Path, description = "The file's relative path"),
+    ),
+    responses(
+        (status = 200, description = "The file", content_type = "*/*", body = Vec<u8>),
+        (status = 400, description = "`Invalid path`", body = ErrorBody),
+        (status = 404, description = "`Execution not found`, `Report not found`", body = ErrorBody),
+    ),
+)]
 async fn download(
     State(app): State<AppState>,
     user: CurrentUser,
@@ -309,11 +380,23 @@ async fn download(
     Ok(response)
 }
 
+#[utoipa::path(
+    get,
+    path = "/api/executions/{taskId}/reports",
+    tag = "executions",
+    summary = "An execution's report files (all roles, API key)",
+    security(("bearerAuth" = []), ("apiKey" = [])),
+    params(("taskId" = String, Path, description = "The execution's taskId")),
+    responses(
+        (status = 200, description = "The files", body = ReportList),
+        (status = 404, description = "`Execution not found`", body = ErrorBody),
+    ),
+)]
 async fn list(
     State(app): State<AppState>,
     user: CurrentUser,
     PathParams(task_id): PathParams<String>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<ReportList>, ApiError> {
     let task_id = task_in_path(&task_id)?;
     let files = app
         .store
@@ -322,7 +405,8 @@ async fn list(
         .or_internal("Failed to fetch reports")?
         .ok_or_else(execution_not_found)?;
     let total_bytes: i64 = files.iter().map(|f| f.size).sum();
-    Ok(Json(
-        json!({"success": true, "data": {"files": files, "totalBytes": total_bytes}}),
-    ))
+    Ok(Json(ReportList {
+        success: true,
+        data: ReportListData { files, total_bytes },
+    }))
 }

@@ -177,7 +177,7 @@ impl ReportPath {
     }
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Project {
     pub id: String,
@@ -271,6 +271,101 @@ impl Execution {
     }
 }
 
+/// The shape `Execution::view` writes, for the OpenAPI document.
+#[derive(utoipa::ToSchema)]
+#[schema(as = Execution)]
+#[allow(dead_code)]
+pub struct ExecutionSchema {
+    id: String,
+    #[schema(rename = "taskId")]
+    task_id: String,
+    #[schema(rename = "projectId")]
+    project_id: Option<String>,
+    #[schema(pattern = "^(PENDING|RUNNING|PASSED|FAILED|ERROR|UNSTABLE)$")]
+    status: String,
+    trigger: Option<String>,
+    #[schema(rename = "groupName")]
+    group_name: Option<String>,
+    #[schema(rename = "createdAt")]
+    created_at: Timestamp,
+    #[schema(rename = "startedAt")]
+    started_at: Option<Timestamp>,
+    #[schema(rename = "finishedAt")]
+    finished_at: Option<Timestamp>,
+    /// The failure's message (at most 64 KiB).
+    error: Option<String>,
+    #[schema(rename = "reportBytes")]
+    report_bytes: i64,
+    #[schema(rename = "linearIssues")]
+    linear_issues: Vec<LinearIssueLink>,
+    #[schema(rename = "mondayItems")]
+    monday_items: Vec<MondayItemLink>,
+    analysis: Option<AnalysisSchema>,
+    /// The run's log (its last 256 KiB); only in the single-execution view.
+    output: Option<String>,
+}
+
+/// A Linear issue filed from the execution.
+#[derive(utoipa::ToSchema)]
+#[allow(dead_code)]
+pub struct LinearIssueLink {
+    #[schema(rename = "issueId")]
+    issue_id: String,
+    #[schema(rename = "issueUrl")]
+    issue_url: String,
+    title: String,
+    #[schema(rename = "createdAt")]
+    created_at: Timestamp,
+    #[schema(rename = "createdBy")]
+    created_by: Option<String>,
+}
+
+/// A Monday.com item filed from the execution.
+#[derive(utoipa::ToSchema)]
+#[allow(dead_code)]
+pub struct MondayItemLink {
+    #[schema(rename = "itemId")]
+    item_id: String,
+    #[schema(rename = "itemUrl")]
+    item_url: String,
+    title: String,
+    #[schema(rename = "createdAt")]
+    created_at: Timestamp,
+    #[schema(rename = "createdBy")]
+    created_by: Option<String>,
+}
+
+/// An AI failure analysis, as the store reads it back.
+#[derive(utoipa::ToSchema)]
+#[schema(as = Analysis)]
+#[allow(dead_code)]
+pub struct AnalysisSchema {
+    /// `queued`, `running`, `completed` or `failed`.
+    status: String,
+    #[schema(rename = "rootCause")]
+    root_cause: Option<String>,
+    #[schema(rename = "suggestedFix")]
+    suggested_fix: Option<String>,
+    model: Option<String>,
+    /// `openai`, `anthropic` or `gemini`.
+    provider: Option<String>,
+    /// `byok` (the organization's key) or `platform`.
+    #[schema(rename = "keySource")]
+    key_source: Option<String>,
+    tokens: AnalysisTokens,
+    #[schema(rename = "createdAt")]
+    created_at: Timestamp,
+    /// Why a failed analysis failed.
+    reason: Option<String>,
+}
+
+#[derive(utoipa::ToSchema)]
+#[allow(dead_code)]
+pub struct AnalysisTokens {
+    input: i64,
+    output: i64,
+}
+
 /// An execution to create, already validated.
 #[derive(Debug, Clone)]
 pub struct NewExecution {
@@ -300,7 +395,7 @@ pub struct ExecutionFilter {
 }
 
 /// A report file as the store knows it.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct ReportFile {
     pub path: String,

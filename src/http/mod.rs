@@ -143,6 +143,22 @@ where
     }
 }
 
+/// The body of an action that has nothing else to say: `{"success": true, "message": "..."}`.
+#[derive(serde::Serialize, utoipa::ToSchema)]
+pub struct Done {
+    success: bool,
+    message: &'static str,
+}
+
+impl Done {
+    pub fn new(message: &'static str) -> axum::Json<Self> {
+        axum::Json(Self {
+            success: true,
+            message,
+        })
+    }
+}
+
 pub async fn route_not_found() -> ApiError {
     ApiError::RouteNotFound
 }

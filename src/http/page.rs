@@ -27,6 +27,18 @@ struct RawPage {
 
 pub struct PageQuery(Result<RawPage, ApiError>);
 
+/// `limit` and `offset` as the OpenAPI document shows them.
+#[derive(utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct PageParams {
+    /// Page size, at least 1 (the largest and the default depend on the list).
+    #[param(minimum = 1)]
+    pub limit: Option<i64>,
+    /// Entries to skip.
+    #[param(minimum = 0)]
+    pub offset: Option<i64>,
+}
+
 impl PageQuery {
     /// The requested page, or 400 `Invalid limit` / `Invalid offset` / `Invalid query`.
     pub fn page(self) -> Result<Page, ApiError> {

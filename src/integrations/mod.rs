@@ -9,10 +9,13 @@ pub mod settings;
 pub mod store;
 pub mod tickets;
 
+use axum::Json;
 use axum::extract::State;
-use axum::routing::{get, post};
-use axum::{Json, Router};
-use serde_json::{Value, json};
+use serde::Serialize;
+use serde_json::{Map, Value, json};
+use utoipa::ToSchema;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 pub use settings::Provider;
 
@@ -20,20 +23,93 @@ use crate::audit::AuditEvent;
 use crate::auth::{CurrentUser, Role};
 use crate::config::Secret;
 use crate::error::{ApiError, OrInternal};
-use crate::http::{ClientIp, JsonBody, PathParams};
+use crate::http::{ClientIp, Done, JsonBody, PathParams};
+use crate::openapi::ErrorBody;
 use crate::secrets::SecretTable;
 use crate::state::AppState;
 use settings::{Draft, changed_fields, view};
 use store::{IntegrationRecord, IntegrationWrite};
 
-pub fn router() -> Router<AppState> {
-    Router::new()
-        .route(
-            "/api/integrations/{provider}",
-            get(show).put(save).delete(unlink),
-        )
-        .route("/api/linear/issues", post(tickets::create_linear_issue))
-        .route("/api/monday/items", post(tickets::create_monday_item))
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(show, save, unlink))
+        .routes(routes!(tickets::create_linear_issue))
+        .routes(routes!(tickets::create_monday_item))
+}
+
+/// An integration as shown: `enabled` and the provider's settings, never its credential.
+/// `github`: owner, repo; `gitlab`: baseUrl, projectId; `azuredevops`: organization, project;
+/// `bitbucket`: workspace, repoSlug; `jira`: domain, email, projectKey; `linear`: teamId,
+/// teamKey, teamName; `monday`: boardId, groupId; `slack`: events. A provider never
+/// configured answers `{"enabled": false}`.
+#[derive(Serialize, ToSchema)]
+pub struct IntegrationView {
+    enabled: bool,
+    #[serde(flatten)]
+    #[schema(ignore)]
+    settings: Map<String, Value>,
+}
+
+impl IntegrationView {
+    fn new(enabled: bool, settings: Map<String, Value>) -> Self {
+        Self { enabled, settings }
+    }
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct IntegrationResponse {
+    success: bool,
+    data: IntegrationView,
+}
+
+/// A `PUT` body: merged into what is stored (at least one field). The credential field is
+/// `apiKey` (linear, monday), `apiToken` (jira), `webhookUrl` (slack, an https URL on
+/// hooks.slack.com) or `token` (github, gitlab, azuredevops, bitbucket); it is sealed and never
+/// shown again. Linear and Monday.com settings are checked with the provider before they are
+/// saved.
+#[derive(ToSchema)]
+#[schema(as = IntegrationSettings)]
+#[allow(dead_code)]
+pub struct IntegrationSettingsSchema {
+    enabled: Option<bool>,
+    #[schema(rename = "apiKey")]
+    api_key: Option<String>,
+    #[schema(rename = "apiToken")]
+    api_token: Option<String>,
+    #[schema(rename = "webhookUrl")]
+    webhook_url: Option<String>,
+    token: Option<String>,
+    /// Linear: the team's id or key.
+    #[schema(rename = "teamId")]
+    team_id: Option<String>,
+    #[schema(rename = "boardId")]
+    board_id: Option<String>,
+    #[schema(rename = "groupId")]
+    group_id: Option<String>,
+    domain: Option<String>,
+    email: Option<String>,
+    #[schema(rename = "projectKey")]
+    project_key: Option<String>,
+    owner: Option<String>,
+    repo: Option<String>,
+    #[schema(rename = "baseUrl")]
+    base_url: Option<String>,
+    /// GitLab: a numeric id or a `group/project` path.
+    #[schema(rename = "projectId", value_type = Option<String>)]
+    project_id: Option<Value>,
+    organization: Option<String>,
+    project: Option<String>,
+    workspace: Option<String>,
+    #[schema(rename = "repoSlug")]
+    repo_slug: Option<String>,
+    /// Slack: which execution statuses to post.
+    events: Option<Vec<String>>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct Saved {
+    success: bool,
+    message: String,
 }
 
 fn parse_provider(raw: &str) -> Result<Provider, ApiError> {
@@ -60,29 +136,60 @@ pub fn open_secret(
         .or_internal("Failed to read integration credentials")
 }
 
+#[utoipa::path(
+    get,
+    path = "/api/integrations/{provider}",
+    tag = "integrations",
+    summary = "An integration's settings, without its credential (all roles)",
+    security(("bearerAuth" = [])),
+    params(("provider" = String, Path, pattern = "^(github|gitlab|azuredevops|bitbucket|jira|linear|monday|slack)$")),
+    responses(
+        (status = 200, description = "The settings", body = IntegrationResponse),
+        (status = 404, description = "`Unsupported provider`", body = ErrorBody),
+    ),
+)]
 async fn show(
     State(app): State<AppState>,
     user: CurrentUser,
     PathParams(provider): PathParams<String>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<IntegrationResponse>, ApiError> {
     let provider = parse_provider(&provider)?;
     let record = app
         .store
         .integration(user.org_id(), provider)
         .await
         .or_internal("Failed to fetch integration")?;
-    Ok(Json(
-        json!({"success": true, "data": view(provider, record.as_ref())}),
-    ))
+    Ok(Json(IntegrationResponse {
+        success: true,
+        data: view(provider, record.as_ref()),
+    }))
 }
 
+#[utoipa::path(
+    put,
+    path = "/api/integrations/{provider}",
+    tag = "integrations",
+    summary = "Configure an integration (admin); `enabled: false` keeps the credential",
+    security(("bearerAuth" = [])),
+    params(("provider" = String, Path, pattern = "^(github|gitlab|azuredevops|bitbucket|jira|linear|monday|slack)$")),
+    request_body = IntegrationSettingsSchema,
+    responses(
+        (status = 200, description = "Saved and audited (field names only)", body = Saved),
+        (status = 400, description = "`Missing fields`, `Invalid <field>`, `Invalid credentials` (the provider refused them), `Missing body`, `Invalid JSON`", body = ErrorBody),
+        (status = 403, description = "`Forbidden`: admins only", body = ErrorBody),
+        (status = 404, description = "`Unsupported provider`", body = ErrorBody),
+        (status = 409, description = "`Integration changed` by a concurrent request", body = ErrorBody),
+        (status = 502, description = "`Provider unavailable`, `Provider error`", body = ErrorBody),
+        (status = 503, description = "`Provider rate limited`, with `retryAfter`", body = ErrorBody),
+    ),
+)]
 async fn save(
     State(app): State<AppState>,
     ip: ClientIp,
     user: CurrentUser,
     PathParams(provider): PathParams<String>,
     body: JsonBody,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<Saved>, ApiError> {
     let provider = parse_provider(&provider)?;
     user.require(Role::ADMIN)?;
     let body = body.required()?;
@@ -151,10 +258,10 @@ async fn save(
             "The integration was changed by another request meanwhile; reload it and try again",
         ));
     }
-    Ok(Json(json!({
-        "success": true,
-        "message": format!("{} integration saved successfully", provider.display_name()),
-    })))
+    Ok(Json(Saved {
+        success: true,
+        message: format!("{} integration saved successfully", provider.display_name()),
+    }))
 }
 
 /// Linear and Monday.com settings are saved only once the provider confirms them: the
@@ -212,12 +319,25 @@ async fn check_with_provider(
     Ok(())
 }
 
+#[utoipa::path(
+    delete,
+    path = "/api/integrations/{provider}",
+    tag = "integrations",
+    summary = "Remove an integration and its credential (admin); idempotent",
+    security(("bearerAuth" = [])),
+    params(("provider" = String, Path, pattern = "^(github|gitlab|azuredevops|bitbucket|jira|linear|monday|slack)$")),
+    responses(
+        (status = 200, description = "Removed (or was not configured)", body = Done),
+        (status = 403, description = "`Forbidden`: admins only", body = ErrorBody),
+        (status = 404, description = "`Unsupported provider`", body = ErrorBody),
+    ),
+)]
 async fn unlink(
     State(app): State<AppState>,
     ip: ClientIp,
     user: CurrentUser,
     PathParams(provider): PathParams<String>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<Done>, ApiError> {
     let provider = parse_provider(&provider)?;
     user.require(Role::ADMIN)?;
     let audit = AuditEvent::by_user(
@@ -232,7 +352,5 @@ async fn unlink(
         .delete_integration(user.org_id(), provider, &audit, app.now())
         .await
         .or_internal("Failed to unlink integration")?;
-    Ok(Json(
-        json!({"success": true, "message": "Integration unlinked successfully"}),
-    ))
+    Ok(Done::new("Integration unlinked successfully"))
 }

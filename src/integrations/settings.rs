@@ -246,20 +246,20 @@ impl Draft {
     }
 }
 
-/// The body `GET` answers for a provider: `enabled` plus its shown fields (null when unset).
-pub fn view(provider: Provider, record: Option<&IntegrationRecord>) -> Value {
+/// What `GET` answers for a provider: `enabled` plus its shown fields (null when unset).
+pub fn view(provider: Provider, record: Option<&IntegrationRecord>) -> super::IntegrationView {
     let Some(record) = record else {
-        return json!({"enabled": false});
+        return super::IntegrationView::new(false, Map::new());
     };
-    let mut out = Map::new();
-    out.insert("enabled".into(), record.enabled.into());
-    for name in provider.shown() {
-        out.insert(
-            name.into(),
-            record.settings.get(name).cloned().unwrap_or(Value::Null),
-        );
-    }
-    Value::Object(out)
+    let settings = provider
+        .shown()
+        .into_iter()
+        .map(|name| {
+            let value = record.settings.get(name).cloned().unwrap_or(Value::Null);
+            (name.to_string(), value)
+        })
+        .collect();
+    super::IntegrationView::new(record.enabled, settings)
 }
 
 /// Names of shown fields whose values differ between two settings.

@@ -54,6 +54,71 @@ impl Tracker {
     }
 }
 
+/// A ticket to file from an execution.
+#[derive(serde::Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct TicketRequestSchema {
+    /// The execution the ticket is about.
+    task_id: String,
+    /// 1–255 characters on one line.
+    title: String,
+    /// At most 64 KiB; without it the ticket carries the execution's AI analysis, if any.
+    description: Option<String>,
+}
+
+#[derive(utoipa::ToSchema)]
+#[allow(dead_code)]
+pub struct LinearIssueCreated {
+    success: bool,
+    data: LinearIssueData,
+}
+
+#[derive(utoipa::ToSchema)]
+#[allow(dead_code)]
+pub struct LinearIssueData {
+    /// The issue's identifier (`ENG-123`).
+    #[schema(rename = "issueId")]
+    issue_id: String,
+    #[schema(rename = "issueUrl")]
+    issue_url: String,
+}
+
+#[derive(utoipa::ToSchema)]
+#[allow(dead_code)]
+pub struct MondayItemCreated {
+    success: bool,
+    data: MondayItemData,
+    /// Set when the item was created but its description update failed.
+    warning: Option<String>,
+}
+
+#[derive(utoipa::ToSchema)]
+#[allow(dead_code)]
+pub struct MondayItemData {
+    #[schema(rename = "itemId")]
+    item_id: String,
+    #[schema(rename = "itemUrl")]
+    item_url: String,
+}
+
+#[utoipa::path(
+    post,
+    path = "/api/linear/issues",
+    tag = "integrations",
+    summary = "File a Linear issue from an execution and link it both ways (all roles)",
+    security(("bearerAuth" = [])),
+    params(("Idempotency-Key" = Option<String>, Header, description = "Repeats with the same key and body return the first answer and create nothing (1–255 visible ASCII characters)")),
+    request_body = TicketRequestSchema,
+    responses(
+        (status = 201, description = "Created and linked; a replay carries `Idempotent-Replayed: true`", body = LinearIssueCreated),
+        (status = 400, description = "`Invalid taskId`, `Invalid title`, `Invalid description`, `Invalid Idempotency-Key`, `Integration not configured`, `Invalid credentials`, `Missing body`, `Invalid JSON`", body = crate::openapi::ErrorBody),
+        (status = 404, description = "`Execution not found`", body = crate::openapi::ErrorBody),
+        (status = 409, description = "`Request in progress` with this Idempotency-Key", body = crate::openapi::ErrorBody),
+        (status = 422, description = "`Idempotency key reused` with another body", body = crate::openapi::ErrorBody),
+        (status = 502, description = "`Provider unavailable`, `Provider error`", body = crate::openapi::ErrorBody),
+        (status = 503, description = "`Provider rate limited`, with `retryAfter`", body = crate::openapi::ErrorBody),
+    ),
+)]
 pub async fn create_linear_issue(
     State(app): State<AppState>,
     ip: ClientIp,
@@ -64,6 +129,24 @@ pub async fn create_linear_issue(
     file(app, ip, user, &headers, body, Tracker::Linear).await
 }
 
+#[utoipa::path(
+    post,
+    path = "/api/monday/items",
+    tag = "integrations",
+    summary = "File a Monday.com item from an execution and link it both ways (all roles)",
+    security(("bearerAuth" = [])),
+    params(("Idempotency-Key" = Option<String>, Header, description = "Repeats with the same key and body return the first answer and create nothing (1–255 visible ASCII characters)")),
+    request_body = TicketRequestSchema,
+    responses(
+        (status = 201, description = "Created and linked; a replay carries `Idempotent-Replayed: true`", body = MondayItemCreated),
+        (status = 400, description = "`Invalid taskId`, `Invalid title`, `Invalid description`, `Invalid Idempotency-Key`, `Integration not configured`, `Invalid credentials`, `Missing body`, `Invalid JSON`", body = crate::openapi::ErrorBody),
+        (status = 404, description = "`Execution not found`", body = crate::openapi::ErrorBody),
+        (status = 409, description = "`Request in progress` with this Idempotency-Key", body = crate::openapi::ErrorBody),
+        (status = 422, description = "`Idempotency key reused` with another body", body = crate::openapi::ErrorBody),
+        (status = 502, description = "`Provider unavailable`, `Provider error`", body = crate::openapi::ErrorBody),
+        (status = 503, description = "`Provider rate limited`, with `retryAfter`", body = crate::openapi::ErrorBody),
+    ),
+)]
 pub async fn create_monday_item(
     State(app): State<AppState>,
     ip: ClientIp,

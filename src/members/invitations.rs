@@ -3,11 +3,14 @@
 //! one. The token (32 random bytes, 64 hex) is returned once to the inviting admin and stored
 //! only as its SHA-256. Invitations expire after 7 days and reserve a seat while pending.
 
+use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
-use axum::routing::{delete, get, post};
-use axum::{Json, Router};
+use serde::Serialize;
 use serde_json::{Value, json};
+use utoipa::ToSchema;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use super::store::{Invited, Joined, Joiner, NewInvitation, PendingInvitation, SeatUsage};
 use super::{parse_role, refused};
@@ -15,18 +18,20 @@ use crate::audit::AuditEvent;
 use crate::auth::{AuthAttempt, CurrentUser, Email, Role};
 use crate::clock::Timestamp;
 use crate::error::{ApiError, OrInternal};
-use crate::http::{ClientIp, JsonBody, PageQuery, PathParams};
+use crate::http::page::PageParams;
+use crate::http::{ClientIp, Done, JsonBody, PageQuery, PathParams};
+use crate::openapi::ErrorBody;
 use crate::organization::usage::limit_refusal;
 use crate::state::AppState;
 
 pub const INVITATION_TTL_MS: i64 = 7 * 24 * 60 * 60 * 1000;
 
-pub fn router() -> Router<AppState> {
-    Router::new()
-        .route("/api/invitations", get(list).post(create))
-        .route("/api/invitations/{id}", delete(revoke))
-        .route("/api/invitations/validate/{token}", get(validate))
-        .route("/api/invitations/accept", post(accept))
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(list, create))
+        .routes(routes!(revoke))
+        .routes(routes!(validate))
+        .routes(routes!(accept))
 }
 
 /// A well-formed invitation token: 64 hex characters (case-insensitive, kept lowercase).
@@ -79,26 +84,128 @@ pub fn signup_refused(outcome: Joined) -> ApiError {
     }
 }
 
-fn pending_view(pending: &PendingInvitation) -> Value {
-    let invitation = &pending.invitation;
-    json!({
-        "id": invitation.id,
-        "email": invitation.email,
-        "role": invitation.role.as_str(),
-        "status": invitation.status,
-        "invitedBy": invitation.invited_by,
-        "invitedByName": pending.invited_by_name.as_deref().unwrap_or("Unknown"),
-        "expiresAt": Timestamp(invitation.expires_at),
-        "createdAt": Timestamp(invitation.created_at),
-    })
+/// A pending invitation as listed (never its token).
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Invitation {
+    id: String,
+    email: String,
+    #[schema(pattern = "^(admin|developer|viewer)$")]
+    role: &'static str,
+    status: String,
+    invited_by: String,
+    invited_by_name: String,
+    expires_at: Timestamp,
+    created_at: Timestamp,
 }
 
+fn pending_view(pending: &PendingInvitation) -> Invitation {
+    let invitation = &pending.invitation;
+    Invitation {
+        id: invitation.id.clone(),
+        email: invitation.email.clone(),
+        role: invitation.role.as_str(),
+        status: invitation.status.clone(),
+        invited_by: invitation.invited_by.clone(),
+        invited_by_name: pending
+            .invited_by_name
+            .clone()
+            .unwrap_or_else(|| "Unknown".into()),
+        expires_at: Timestamp(invitation.expires_at),
+        created_at: Timestamp(invitation.created_at),
+    }
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct InvitationRequest {
+    email: String,
+    #[schema(pattern = "^(admin|developer|viewer)$")]
+    role: String,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct InvitationCreated {
+    success: bool,
+    message: &'static str,
+    invitation: NewInvitationView,
+}
+
+/// The new invitation with its token, shown this once: the invitee signs up or accepts with it.
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct NewInvitationView {
+    id: String,
+    email: String,
+    #[schema(pattern = "^(admin|developer|viewer)$")]
+    role: &'static str,
+    expires_at: Timestamp,
+    /// 64 hex characters.
+    token: String,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct InvitationList {
+    success: bool,
+    invitations: Vec<Invitation>,
+    total: i64,
+    limit: i64,
+    offset: i64,
+}
+
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct InvitationPreview {
+    success: bool,
+    valid: bool,
+    organization_name: String,
+    #[schema(pattern = "^(admin|developer|viewer)$")]
+    role: &'static str,
+    inviter_name: String,
+    email: String,
+    expires_at: Timestamp,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct AcceptRequest {
+    /// The invitation's token.
+    token: String,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct Accepted {
+    success: bool,
+    message: String,
+    organization: JoinedOrganization,
+    #[schema(pattern = "^(admin|developer|viewer)$")]
+    role: &'static str,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct JoinedOrganization {
+    id: String,
+    name: String,
+}
+
+#[utoipa::path(
+    post,
+    path = "/api/invitations",
+    tag = "members",
+    summary = "Invite an email into the organization with a role (admin); the token is returned once",
+    security(("bearerAuth" = [])),
+    request_body = InvitationRequest,
+    responses(
+        (status = 201, description = "Invited and audited", body = InvitationCreated),
+        (status = 400, description = "`Missing required fields`, `Invalid email`, `Invalid role`, `Invalid JSON`", body = ErrorBody),
+        (status = 403, description = "`Forbidden` (admins only); `User limit exceeded` (members plus pending invitations) with `usage`", body = ErrorBody),
+        (status = 409, description = "`User already in organization`, `Invitation already sent`", body = ErrorBody),
+    ),
+)]
 async fn create(
     State(app): State<AppState>,
     ip: ClientIp,
     user: CurrentUser,
     body: JsonBody,
-) -> Result<(StatusCode, Json<Value>), ApiError> {
+) -> Result<(StatusCode, Json<InvitationCreated>), ApiError> {
     user.require(Role::ADMIN)?;
     let body = body.required()?;
     let missing =
@@ -147,25 +254,38 @@ async fn create(
     }
     Ok((
         StatusCode::CREATED,
-        Json(json!({
-            "success": true,
-            "message": "Invitation created. Give the token to the invitee: it will not be shown again.",
-            "invitation": {
-                "id": invitation.id,
-                "email": invitation.email,
-                "role": role.as_str(),
-                "expiresAt": Timestamp(invitation.expires_at),
-                "token": token.0,
+        Json(InvitationCreated {
+            success: true,
+            message: "Invitation created. Give the token to the invitee: it will not be shown again.",
+            invitation: NewInvitationView {
+                id: invitation.id,
+                email: invitation.email,
+                role: role.as_str(),
+                expires_at: Timestamp(invitation.expires_at),
+                token: token.0,
             },
-        })),
+        }),
     ))
 }
 
+#[utoipa::path(
+    get,
+    path = "/api/invitations",
+    tag = "members",
+    summary = "Pending invitations (admin); `limit` 1–500, default 100",
+    security(("bearerAuth" = [])),
+    params(PageParams),
+    responses(
+        (status = 200, description = "A page of pending invitations", body = InvitationList),
+        (status = 400, description = "`Invalid limit`, `Invalid offset`, `Invalid query`", body = ErrorBody),
+        (status = 403, description = "`Forbidden`: admins only", body = ErrorBody),
+    ),
+)]
 async fn list(
     State(app): State<AppState>,
     user: CurrentUser,
     page: PageQuery,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<InvitationList>, ApiError> {
     user.require(Role::ADMIN)?;
     let page = page.page()?;
     let (invitations, total) = app
@@ -173,21 +293,35 @@ async fn list(
         .pending_invitations(user.org_id(), app.now(), page.limit, page.offset)
         .await
         .or_internal("Failed to fetch invitations")?;
-    Ok(Json(json!({
-        "success": true,
-        "invitations": invitations.iter().map(pending_view).collect::<Vec<_>>(),
-        "total": total,
-        "limit": page.limit,
-        "offset": page.offset,
-    })))
+    Ok(Json(InvitationList {
+        success: true,
+        invitations: invitations.iter().map(pending_view).collect(),
+        total,
+        limit: page.limit,
+        offset: page.offset,
+    }))
 }
 
+#[utoipa::path(
+    delete,
+    path = "/api/invitations/{id}",
+    tag = "members",
+    summary = "Revoke a pending invitation (admin)",
+    security(("bearerAuth" = [])),
+    params(("id" = String, Path, description = "The invitation's id")),
+    responses(
+        (status = 200, description = "Revoked and audited", body = Done),
+        (status = 400, description = "`Invalid invitation ID`", body = ErrorBody),
+        (status = 403, description = "`Forbidden`: admins only", body = ErrorBody),
+        (status = 404, description = "`Invitation not found`", body = ErrorBody),
+    ),
+)]
 async fn revoke(
     State(app): State<AppState>,
     ip: ClientIp,
     user: CurrentUser,
     PathParams(id): PathParams<String>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<Done>, ApiError> {
     user.require(Role::ADMIN)?;
     if !crate::id::is_valid(&id) {
         return Err(ApiError::bad_request(
@@ -207,9 +341,7 @@ async fn revoke(
             "No pending invitation with this id in your organization",
         ));
     }
-    Ok(Json(
-        json!({"success": true, "message": "Invitation revoked successfully"}),
-    ))
+    Ok(Done::new("Invitation revoked successfully"))
 }
 
 /// A refusal of the public validation endpoint, which also says `valid: false`.
@@ -224,11 +356,24 @@ fn not_valid(status: StatusCode, error: &'static str, message: &'static str) -> 
     }
 }
 
+#[utoipa::path(
+    get,
+    path = "/api/invitations/validate/{token}",
+    tag = "members",
+    summary = "What an invitation token invites to (public, rate limited per IP)",
+    params(("token" = String, Path, description = "The invitation's token (64 hex characters)")),
+    responses(
+        (status = 200, description = "A usable invitation", body = InvitationPreview),
+        (status = 400, description = "`Invalid token format`, with `valid: false`", body = ErrorBody),
+        (status = 404, description = "`Invitation not found or already used`, `Invitation has expired`, with `valid: false`", body = ErrorBody),
+        (status = 429, description = "Per-IP rate limit", body = ErrorBody),
+    ),
+)]
 async fn validate(
     State(app): State<AppState>,
     _attempt: AuthAttempt,
     PathParams(token): PathParams<String>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<InvitationPreview>, ApiError> {
     let token = InviteToken::parse(&token).ok_or_else(|| {
         not_valid(
             StatusCode::BAD_REQUEST,
@@ -256,23 +401,38 @@ async fn validate(
         ));
     }
     // Deliberately nothing about whether the email already has an account (§10.7).
-    Ok(Json(json!({
-        "success": true,
-        "valid": true,
-        "organizationName": preview.organization_name,
-        "role": preview.invitation.role.as_str(),
-        "inviterName": preview.inviter_name.as_deref().unwrap_or("Unknown"),
-        "email": preview.invitation.email,
-        "expiresAt": Timestamp(preview.invitation.expires_at),
-    })))
+    Ok(Json(InvitationPreview {
+        success: true,
+        valid: true,
+        organization_name: preview.organization_name,
+        role: preview.invitation.role.as_str(),
+        inviter_name: preview.inviter_name.unwrap_or_else(|| "Unknown".into()),
+        email: preview.invitation.email,
+        expires_at: Timestamp(preview.invitation.expires_at),
+    }))
 }
 
+#[utoipa::path(
+    post,
+    path = "/api/invitations/accept",
+    tag = "members",
+    summary = "Move the caller into the inviting organization with the invited role",
+    security(("bearerAuth" = [])),
+    request_body = AcceptRequest,
+    responses(
+        (status = 200, description = "Joined; audited in both organizations", body = Accepted),
+        (status = 400, description = "`Missing token`, `Invalid token format`, `Invalid JSON`", body = ErrorBody),
+        (status = 403, description = "`Email mismatch`; `User limit exceeded` with `usage`", body = ErrorBody),
+        (status = 404, description = "`Invalid or expired invitation`, `Invitation has expired`", body = ErrorBody),
+        (status = 409, description = "`User already in organization`, `Last admin` (of the current organization), `Membership changed`", body = ErrorBody),
+    ),
+)]
 async fn accept(
     State(app): State<AppState>,
     ip: ClientIp,
     user: CurrentUser,
     body: JsonBody,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<Accepted>, ApiError> {
     let body = body.required()?;
     let token = body.required_str(
         "token",
@@ -297,12 +457,15 @@ async fn accept(
         Joined::Joined(membership) => membership,
         refusal => return Err(accept_refused(refusal)),
     };
-    Ok(Json(json!({
-        "success": true,
-        "message": format!("Successfully joined {}", joined.organization_name),
-        "organization": {"id": joined.invitation.organization_id, "name": joined.organization_name},
-        "role": joined.invitation.role.as_str(),
-    })))
+    Ok(Json(Accepted {
+        success: true,
+        message: format!("Successfully joined {}", joined.organization_name),
+        organization: JoinedOrganization {
+            id: joined.invitation.organization_id,
+            name: joined.organization_name,
+        },
+        role: joined.invitation.role.as_str(),
+    }))
 }
 
 fn accept_refused(outcome: Joined) -> ApiError {

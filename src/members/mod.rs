@@ -5,11 +5,13 @@
 pub mod invitations;
 pub mod store;
 
+use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
-use axum::routing::{get, patch};
-use axum::{Json, Router};
-use serde_json::{Value, json};
+use serde::Serialize;
+use utoipa::ToSchema;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 pub use invitations::InviteToken;
 use store::MemberChange;
@@ -19,14 +21,16 @@ use crate::auth::store::UserRecord;
 use crate::auth::{CurrentUser, Role};
 use crate::clock::Timestamp;
 use crate::error::{ApiError, OrInternal};
+use crate::http::page::PageParams;
 use crate::http::{ClientIp, JsonBody, PageQuery, PathParams};
+use crate::openapi::ErrorBody;
 use crate::state::AppState;
 
-pub fn router() -> Router<AppState> {
-    Router::new()
-        .route("/api/users", get(list))
-        .route("/api/users/{id}", get(show).delete(remove))
-        .route("/api/users/{id}/role", patch(change_role))
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(list))
+        .routes(routes!(show, remove))
+        .routes(routes!(change_role))
         .merge(invitations::router())
 }
 
@@ -66,16 +70,76 @@ fn user_not_found() -> ApiError {
     )
 }
 
-fn member_view(u: &UserRecord) -> Value {
-    json!({
-        "id": u.id,
-        "email": u.email,
-        "name": u.name,
-        "role": u.role.as_str(),
-        "status": u.status,
-        "lastLoginAt": u.last_login_at.map(Timestamp),
-        "createdAt": Timestamp(u.created_at),
-    })
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Member {
+    id: String,
+    email: String,
+    name: String,
+    #[schema(pattern = "^(admin|developer|viewer)$")]
+    role: &'static str,
+    status: String,
+    last_login_at: Option<Timestamp>,
+    created_at: Timestamp,
+    /// Only in the single-member view.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    updated_at: Option<Timestamp>,
+}
+
+fn member_view(u: &UserRecord) -> Member {
+    Member {
+        id: u.id.clone(),
+        email: u.email.clone(),
+        name: u.name.clone(),
+        role: u.role.as_str(),
+        status: u.status.clone(),
+        last_login_at: u.last_login_at.map(Timestamp),
+        created_at: Timestamp(u.created_at),
+        updated_at: None,
+    }
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct MemberList {
+    success: bool,
+    users: Vec<Member>,
+    total: i64,
+    limit: i64,
+    offset: i64,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct MemberResponse {
+    success: bool,
+    user: Member,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct RoleChange {
+    #[schema(pattern = "^(admin|developer|viewer)$")]
+    role: String,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct RoleChanged {
+    success: bool,
+    message: String,
+    user: ChangedMember,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct ChangedMember {
+    id: String,
+    email: String,
+    name: String,
+    #[schema(pattern = "^(admin|developer|viewer)$")]
+    role: &'static str,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct MemberRemoved {
+    success: bool,
+    message: String,
 }
 
 /// The changed member (as it was before), or why the change was refused.
@@ -100,49 +164,94 @@ fn member_changed(
     })
 }
 
+#[utoipa::path(
+    get,
+    path = "/api/users",
+    tag = "members",
+    summary = "The organization's members (all roles); `limit` 1–500, default 100",
+    security(("bearerAuth" = [])),
+    params(PageParams),
+    responses(
+        (status = 200, description = "A page of members", body = MemberList),
+        (status = 400, description = "`Invalid limit`, `Invalid offset`, `Invalid query`", body = ErrorBody),
+    ),
+)]
 async fn list(
     State(app): State<AppState>,
     user: CurrentUser,
     page: PageQuery,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<MemberList>, ApiError> {
     let page = page.page()?;
     let (users, total) = app
         .store
         .members(user.org_id(), page.limit, page.offset)
         .await
         .or_internal("Failed to fetch users")?;
-    Ok(Json(json!({
-        "success": true,
-        "users": users.iter().map(member_view).collect::<Vec<_>>(),
-        "total": total,
-        "limit": page.limit,
-        "offset": page.offset,
-    })))
+    Ok(Json(MemberList {
+        success: true,
+        users: users.iter().map(member_view).collect(),
+        total,
+        limit: page.limit,
+        offset: page.offset,
+    }))
 }
 
+#[utoipa::path(
+    get,
+    path = "/api/users/{id}",
+    tag = "members",
+    summary = "One member (all roles)",
+    security(("bearerAuth" = [])),
+    params(("id" = String, Path, description = "The user's id")),
+    responses(
+        (status = 200, description = "The member", body = MemberResponse),
+        (status = 400, description = "`Invalid user ID format`", body = ErrorBody),
+        (status = 404, description = "`User not found`", body = ErrorBody),
+    ),
+)]
 async fn show(
     State(app): State<AppState>,
     user: CurrentUser,
     PathParams(id): PathParams<String>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<MemberResponse>, ApiError> {
     let member = app
         .store
         .member(user.org_id(), user_id(&id)?)
         .await
         .or_internal("Failed to fetch user")?
         .ok_or_else(user_not_found)?;
-    let mut view = member_view(&member);
-    view["updatedAt"] = json!(Timestamp(member.updated_at));
-    Ok(Json(json!({"success": true, "user": view})))
+    let view = Member {
+        updated_at: Some(Timestamp(member.updated_at)),
+        ..member_view(&member)
+    };
+    Ok(Json(MemberResponse {
+        success: true,
+        user: view,
+    }))
 }
 
+#[utoipa::path(
+    patch,
+    path = "/api/users/{id}/role",
+    tag = "members",
+    summary = "Change a member's role (admin); never one's own, never the last admin",
+    security(("bearerAuth" = [])),
+    params(("id" = String, Path, description = "The user's id")),
+    request_body = RoleChange,
+    responses(
+        (status = 200, description = "Changed and audited", body = RoleChanged),
+        (status = 400, description = "`Missing required field`, `Invalid role`, `Invalid user ID format`, `Invalid JSON`", body = ErrorBody),
+        (status = 403, description = "`Forbidden` (admins only), `Cannot change own role`, `Cannot remove last admin`", body = ErrorBody),
+        (status = 404, description = "`User not found`", body = ErrorBody),
+    ),
+)]
 async fn change_role(
     State(app): State<AppState>,
     ip: ClientIp,
     user: CurrentUser,
     PathParams(id): PathParams<String>,
     body: JsonBody,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<RoleChanged>, ApiError> {
     user.require(Role::ADMIN)?;
     let body = body.required()?;
     let role = body.required_str(
@@ -164,19 +273,38 @@ async fn change_role(
         .await
         .or_internal("Failed to update role")?;
     let member = member_changed(outcome, "Cannot remove last admin")?;
-    Ok(Json(json!({
-        "success": true,
-        "message": format!("User role updated to {}", role.as_str()),
-        "user": {"id": member.id, "email": member.email, "name": member.name, "role": role.as_str()},
-    })))
+    Ok(Json(RoleChanged {
+        success: true,
+        message: format!("User role updated to {}", role.as_str()),
+        user: ChangedMember {
+            id: member.id,
+            email: member.email,
+            name: member.name,
+            role: role.as_str(),
+        },
+    }))
 }
 
+#[utoipa::path(
+    delete,
+    path = "/api/users/{id}",
+    tag = "members",
+    summary = "Remove a member (admin); never oneself, never the last admin. Their API keys die.",
+    security(("bearerAuth" = [])),
+    params(("id" = String, Path, description = "The user's id")),
+    responses(
+        (status = 200, description = "Removed and audited", body = MemberRemoved),
+        (status = 400, description = "`Invalid user ID format`", body = ErrorBody),
+        (status = 403, description = "`Forbidden` (admins only), `Cannot delete yourself`, `Cannot delete last admin`", body = ErrorBody),
+        (status = 404, description = "`User not found`", body = ErrorBody),
+    ),
+)]
 async fn remove(
     State(app): State<AppState>,
     ip: ClientIp,
     user: CurrentUser,
     PathParams(id): PathParams<String>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<MemberRemoved>, ApiError> {
     user.require(Role::ADMIN)?;
     let target = user_id(&id)?;
     if target == user.id() {
@@ -192,8 +320,11 @@ async fn remove(
         .await
         .or_internal("Failed to remove user")?;
     let member = member_changed(outcome, "Cannot delete last admin")?;
-    Ok(Json(json!({
-        "success": true,
-        "message": format!("User {} has been removed from the organization", member.email),
-    })))
+    Ok(Json(MemberRemoved {
+        success: true,
+        message: format!(
+            "User {} has been removed from the organization",
+            member.email
+        ),
+    }))
 }

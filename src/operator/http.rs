@@ -1,27 +1,100 @@
 //! The operator HTTP API (`/api/admin/...`), e.g. for a billing system. It exists only when
 //! `ORGD_ADMIN_TOKEN` is set, and answers only `Authorization: Bearer <ORGD_ADMIN_TOKEN>`.
 
+use axum::Json;
 use axum::extract::{FromRequestParts, State};
 use axum::http::header::AUTHORIZATION;
 use axum::http::request::Parts;
-use axum::routing::{get, put};
-use axum::{Json, Router};
+use serde::Serialize;
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
+use utoipa::ToSchema;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use super::{LimitValue, OperatorError, PlanChange, change_organization, organization_view};
 use crate::error::{ApiError, OrInternal};
+use crate::http::page::PageParams;
 use crate::http::{ClientIp, JsonBody, Page, PageQuery, PathParams};
+use crate::openapi::ErrorBody;
 use crate::organization::Plan;
 use crate::organization::plan::LIMIT_NAMES;
 use crate::organization::usage::{Period, Usage};
 use crate::state::AppState;
 
-pub fn router() -> Router<AppState> {
-    Router::new()
-        .route("/api/admin/organizations", get(list))
-        .route("/api/admin/organizations/{id}/plan", put(set_plan))
-        .route("/api/admin/organizations/{id}/limits", put(set_limits))
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(list))
+        .routes(routes!(set_plan))
+        .routes(routes!(set_limits))
+}
+
+/// An organization as the operator sees it: plan, effective limits and the overrides that
+/// differ from the plan's.
+#[derive(ToSchema)]
+#[schema(as = OperatorOrganization)]
+#[allow(dead_code)]
+pub struct OperatorOrganizationSchema {
+    id: String,
+    name: String,
+    slug: String,
+    #[schema(pattern = "^(free|team|enterprise)$")]
+    plan: String,
+    limits: crate::organization::LimitsView,
+    /// Limit name → number, or `null` for unlimited.
+    overrides: Object,
+    #[schema(rename = "createdAt")]
+    created_at: crate::clock::Timestamp,
+    /// In the list only: this period's usage.
+    usage: Option<crate::organization::usage::UsageView>,
+    /// In the list only.
+    alerts: Option<Vec<crate::organization::usage::Alert>>,
+}
+
+type Object = serde_json::Map<String, Value>;
+
+#[derive(ToSchema)]
+#[allow(dead_code)]
+pub struct OperatorOrganizationList {
+    success: bool,
+    organizations: Vec<OperatorOrganizationSchema>,
+    total: i64,
+    limit: i64,
+    offset: i64,
+}
+
+#[derive(ToSchema)]
+#[allow(dead_code)]
+pub struct OperatorOrganizationChanged {
+    success: bool,
+    organization: OperatorOrganizationSchema,
+}
+
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PlanRequest {
+    #[schema(pattern = "^(free|team|enterprise)$")]
+    plan: String,
+    /// Drop every limit override too (default: keep them).
+    reset_overrides: Option<bool>,
+}
+
+/// Each limit: a non-negative integer, `null` for unlimited, or `"default"` to drop the
+/// override. At least one.
+#[derive(ToSchema)]
+#[schema(as = LimitsRequest)]
+#[allow(dead_code)]
+pub struct LimitsRequestSchema {
+    #[schema(rename = "maxTestRuns", value_type = Option<Object>)]
+    max_test_runs: Option<Value>,
+    #[schema(rename = "maxUsers", value_type = Option<Object>)]
+    max_users: Option<Value>,
+    #[schema(rename = "maxProjects", value_type = Option<Object>)]
+    max_projects: Option<Value>,
+    #[schema(rename = "maxConcurrentRuns", value_type = Option<Object>)]
+    max_concurrent_runs: Option<Value>,
+    #[schema(rename = "maxStorageBytes", value_type = Option<Object>)]
+    max_storage_bytes: Option<Value>,
 }
 
 /// Equal secrets, compared in time independent of where they differ: digests of equal
@@ -73,6 +146,19 @@ fn operator_error(e: OperatorError, error: &'static str) -> ApiError {
     }
 }
 
+#[utoipa::path(
+    get,
+    path = "/api/admin/organizations",
+    tag = "operator",
+    summary = "Every organization with its plan, limits, overrides and this period's usage; `limit` 1–500, default 50",
+    security(("adminToken" = [])),
+    params(PageParams),
+    responses(
+        (status = 200, description = "A page of organizations", body = OperatorOrganizationList),
+        (status = 400, description = "`Invalid limit`, `Invalid offset`, `Invalid query`", body = ErrorBody),
+        (status = 404, description = "`Not found`: ORGD_ADMIN_TOKEN is not set", body = ErrorBody),
+    ),
+)]
 async fn list(
     State(app): State<AppState>,
     _operator: Operator,
@@ -92,7 +178,7 @@ async fn list(
             let usage = Usage::new(record, period.clone());
             let mut view = organization_view(&record.org);
             if let Some(obj) = view.as_object_mut() {
-                obj.insert("usage".into(), usage.view());
+                obj.insert("usage".into(), json!(usage.view()));
                 obj.insert("alerts".into(), json!(usage.alerts()));
             }
             view
@@ -128,6 +214,20 @@ async fn apply(
     ))
 }
 
+#[utoipa::path(
+    put,
+    path = "/api/admin/organizations/{id}/plan",
+    tag = "operator",
+    summary = "Move an organization to a plan; audited with `actor: operator`",
+    security(("adminToken" = [])),
+    params(("id" = String, Path, description = "The organization's id or slug")),
+    request_body = PlanRequest,
+    responses(
+        (status = 200, description = "Changed", body = OperatorOrganizationChanged),
+        (status = 400, description = "`Invalid plan`, `Invalid resetOverrides`, `Missing body`, `Invalid JSON`", body = ErrorBody),
+        (status = 404, description = "`Organization not found`; `Not found` when ORGD_ADMIN_TOKEN is not set", body = ErrorBody),
+    ),
+)]
 async fn set_plan(
     State(app): State<AppState>,
     ip: ClientIp,
@@ -146,6 +246,20 @@ async fn set_plan(
     apply(&app, ip, &id, &PlanChange::plan(plan, reset)).await
 }
 
+#[utoipa::path(
+    put,
+    path = "/api/admin/organizations/{id}/limits",
+    tag = "operator",
+    summary = "Override an organization's limits; audited with `actor: operator`",
+    security(("adminToken" = [])),
+    params(("id" = String, Path, description = "The organization's id or slug")),
+    request_body = LimitsRequestSchema,
+    responses(
+        (status = 200, description = "Changed", body = OperatorOrganizationChanged),
+        (status = 400, description = "`Missing fields`, `Invalid <limit>`, `Missing body`, `Invalid JSON`", body = ErrorBody),
+        (status = 404, description = "`Organization not found`; `Not found` when ORGD_ADMIN_TOKEN is not set", body = ErrorBody),
+    ),
+)]
 async fn set_limits(
     State(app): State<AppState>,
     ip: ClientIp,

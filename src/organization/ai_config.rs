@@ -2,9 +2,13 @@
 //! from the configured catalogue, and its own provider keys (BYOK), sealed in the vault and
 //! never shown — only whether one is set.
 
+use std::collections::BTreeMap;
+
+use axum::Json;
 use axum::extract::State;
-use axum::{Json, Router};
-use serde_json::{Map, Value, json};
+use serde::Serialize;
+use serde_json::{Value, json};
+use utoipa::ToSchema;
 
 use super::ai_store::{AiConfigChange, AiConfigRecord};
 use super::models::{AiProvider, Unavailable};
@@ -16,41 +20,80 @@ use crate::http::{ClientIp, JsonBody, Object};
 use crate::secrets::SecretTable;
 use crate::state::AppState;
 
-pub fn router() -> Router<AppState> {
-    Router::new().route(
-        "/api/organization/ai-config",
-        axum::routing::get(show).patch(update),
-    )
-}
-
 const MAX_API_KEY_CHARS: usize = 512;
 
 fn not_found() -> ApiError {
     ApiError::not_found("Organization not found", "The organization does not exist")
 }
 
-fn view(app: &AppState, record: &AiConfigRecord) -> Value {
-    let now = app.now();
-    let catalog = &app.config.model_catalog;
-    let models: Vec<Value> = catalog
-        .available(now)
-        .map(|m| json!({"id": m.id, "provider": m.provider.as_str(), "retiresAt": m.retires_at.map(Timestamp)}))
-        .collect();
-    let byok: Map<String, Value> = AiProvider::ALL
-        .into_iter()
-        .map(|p| (p.as_str().to_string(), json!(record.byok.contains(&p))))
-        .collect();
-    json!({
-        "success": true,
-        "data": {
-            "defaultModel": catalog.effective(record.default_model.as_deref(), now).id,
-            "availableModels": models,
-            "byokConfigured": byok,
-        }
-    })
+#[derive(Serialize, ToSchema)]
+pub struct AiConfigResponse {
+    success: bool,
+    data: AiConfigView,
 }
 
-async fn show(State(app): State<AppState>, user: CurrentUser) -> Result<Json<Value>, ApiError> {
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+#[schema(as = AiConfig)]
+pub struct AiConfigView {
+    /// The organization's model, or the catalogue's default (a retired choice answers its
+    /// replacement).
+    default_model: String,
+    available_models: Vec<AvailableModel>,
+    /// Per provider (`openai`, `anthropic`, `gemini`): whether the organization's own key is set.
+    byok_configured: BTreeMap<&'static str, bool>,
+}
+
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct AvailableModel {
+    id: String,
+    #[schema(pattern = "^(openai|anthropic|gemini)$")]
+    provider: &'static str,
+    /// When the provider retires the model, if announced.
+    retires_at: Option<Timestamp>,
+}
+
+fn view(app: &AppState, record: &AiConfigRecord) -> AiConfigResponse {
+    let now = app.now();
+    let catalog = &app.config.model_catalog;
+    let available_models = catalog
+        .available(now)
+        .map(|m| AvailableModel {
+            id: m.id.clone(),
+            provider: m.provider.as_str(),
+            retires_at: m.retires_at.map(Timestamp),
+        })
+        .collect();
+    let byok_configured = AiProvider::ALL
+        .into_iter()
+        .map(|p| (p.as_str(), record.byok.contains(&p)))
+        .collect();
+    AiConfigResponse {
+        success: true,
+        data: AiConfigView {
+            default_model: catalog
+                .effective(record.default_model.as_deref(), now)
+                .id
+                .clone(),
+            available_models,
+            byok_configured,
+        },
+    }
+}
+
+#[utoipa::path(
+    get,
+    path = "/api/organization/ai-config",
+    tag = "organization",
+    summary = "The AI model used for failure analysis and which provider keys are set (all roles)",
+    security(("bearerAuth" = [])),
+    responses((status = 200, description = "The AI configuration", body = AiConfigResponse)),
+)]
+pub async fn show(
+    State(app): State<AppState>,
+    user: CurrentUser,
+) -> Result<Json<AiConfigResponse>, ApiError> {
     let record = app
         .store
         .ai_config(user.org_id())
@@ -162,12 +205,47 @@ fn choose_model(app: &AppState, value: &Value) -> Result<String, ApiError> {
     }
 }
 
-async fn update(
+/// `PATCH /api/organization/ai-config`: at least one field. Keys are sealed in the vault and
+/// never shown again.
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct AiConfigPatch {
+    /// One of `availableModels`' ids.
+    default_model: Option<String>,
+    byok: Option<ByokKey>,
+    /// Drops the organization's key of this provider.
+    #[schema(pattern = "^(openai|anthropic|gemini)$")]
+    remove_byok: Option<String>,
+}
+
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ByokKey {
+    #[schema(pattern = "^(openai|anthropic|gemini)$")]
+    provider: String,
+    /// 1–512 characters.
+    api_key: String,
+}
+
+#[utoipa::path(
+    patch,
+    path = "/api/organization/ai-config",
+    tag = "organization",
+    summary = "Choose the model, set or remove a provider key (admin)",
+    security(("bearerAuth" = [])),
+    request_body = AiConfigPatch,
+    responses(
+        (status = 200, description = "Updated and audited (without the key)", body = AiConfigResponse),
+        (status = 400, description = "`Missing fields`, `Invalid defaultModel` (unknown or retired model), `Invalid byok`, `Invalid byok.provider`, `Invalid byok.apiKey`, `Invalid removeByok`", body = crate::openapi::ErrorBody),
+        (status = 403, description = "`Forbidden`: admins only", body = crate::openapi::ErrorBody),
+    ),
+)]
+pub async fn update(
     State(app): State<AppState>,
     ip: ClientIp,
     user: CurrentUser,
     body: JsonBody,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<AiConfigResponse>, ApiError> {
     user.require(Role::ADMIN)?;
     let patch = parse_patch(&app, &body.or_empty()?)?;
     let org = user.org_id();

@@ -7,12 +7,14 @@ pub mod plan;
 pub mod store;
 pub mod usage;
 
+use axum::Json;
 use axum::extract::State;
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
-use axum::{Json, Router};
 use serde::Serialize;
-use serde_json::{Value, json};
+use serde_json::json;
+use utoipa::ToSchema;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 pub use plan::{Limits, LimitsView, Plan};
 use store::{OrganizationRecord, SettingsChange};
@@ -24,12 +26,12 @@ use crate::error::{ApiError, OrInternal};
 use crate::http::{ClientIp, JsonBody, Object};
 use crate::state::AppState;
 
-pub fn router() -> Router<AppState> {
-    Router::new()
-        .route("/api/organization", get(show).patch(update))
-        .route("/api/organization/usage", get(usage::show))
-        .route("/api/organization/usage/alerts", get(usage::alerts))
-        .merge(ai_config::router())
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(show, update))
+        .routes(routes!(usage::show))
+        .routes(routes!(usage::alerts))
+        .routes(routes!(ai_config::show, ai_config::update))
 }
 
 /// An organization's name: trimmed, 2–100 Unicode scalar values.
@@ -73,27 +75,38 @@ impl OrganizationRecord {
 }
 
 /// The seed's organization object.
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
-struct OrganizationView<'a> {
+#[schema(as = Organization)]
+pub struct OrganizationView<'a> {
     id: &'a str,
     name: &'a str,
     slug: &'a str,
+    #[schema(pattern = "^(free|team|enterprise)$")]
     plan: &'static str,
     limits: LimitsView,
     user_count: i64,
+    /// `null` when unlimited.
     user_limit: Option<i64>,
     ai_analysis_enabled: bool,
     created_at: Timestamp,
     updated_at: Timestamp,
 }
 
-#[derive(Serialize)]
-struct ShowResponse<'a> {
+#[derive(Serialize, ToSchema)]
+pub struct ShowResponse<'a> {
     success: bool,
     organization: OrganizationView<'a>,
 }
 
+#[utoipa::path(
+    get,
+    path = "/api/organization",
+    tag = "organization",
+    summary = "The caller's organization, its plan and limits (all roles)",
+    security(("bearerAuth" = [])),
+    responses((status = 200, description = "The organization", body = ShowResponse)),
+)]
 async fn show(State(app): State<AppState>, user: CurrentUser) -> Result<Response, ApiError> {
     let org = app
         .store
@@ -143,12 +156,34 @@ fn parse_settings(body: &Object) -> Result<SettingsChange, ApiError> {
     })
 }
 
+/// `PATCH /api/organization`: at least one of the two fields.
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct SettingsPatch {
+    /// 2–100 characters after trimming.
+    name: Option<String>,
+    ai_analysis_enabled: Option<bool>,
+}
+
+#[utoipa::path(
+    patch,
+    path = "/api/organization",
+    tag = "organization",
+    summary = "Rename the organization or switch AI analysis (admin)",
+    security(("bearerAuth" = [])),
+    request_body = SettingsPatch,
+    responses(
+        (status = 200, description = "Updated and audited", body = UpdateResponse),
+        (status = 400, description = "`Missing fields`, `Invalid name`, `Invalid aiAnalysisEnabled`, `Invalid JSON`", body = crate::openapi::ErrorBody),
+        (status = 403, description = "`Forbidden`: admins only", body = crate::openapi::ErrorBody),
+    ),
+)]
 async fn update(
     State(app): State<AppState>,
     ip: ClientIp,
     user: CurrentUser,
     body: JsonBody,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<UpdateResponse>, ApiError> {
     user.require(Role::ADMIN)?;
     let change = parse_settings(&body.or_empty()?)?;
     let mut changes = serde_json::Map::new();
@@ -172,15 +207,30 @@ async fn update(
         .await
         .or_internal("Failed to update organization")?
         .ok_or_else(org_not_found)?;
-    Ok(Json(json!({
-        "success": true,
-        "message": "Organization settings updated successfully",
-        "organization": {
-            "id": org.id,
-            "name": org.name,
-            "aiAnalysisEnabled": org.ai_analysis_enabled,
-        }
-    })))
+    Ok(Json(UpdateResponse {
+        success: true,
+        message: "Organization settings updated successfully",
+        organization: UpdatedOrganization {
+            id: org.id,
+            name: org.name,
+            ai_analysis_enabled: org.ai_analysis_enabled,
+        },
+    }))
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct UpdateResponse {
+    success: bool,
+    message: &'static str,
+    organization: UpdatedOrganization,
+}
+
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct UpdatedOrganization {
+    id: String,
+    name: String,
+    ai_analysis_enabled: bool,
 }
 
 #[cfg(test)]

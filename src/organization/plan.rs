@@ -129,8 +129,10 @@ impl Overrides {
     }
 }
 
-/// The `limits` object of the seed's organization view (v1 and v2 names both present).
-#[derive(Debug, Serialize)]
+/// The `limits` object of the seed's organization view (v1 and v2 names both present); `null`
+/// is unlimited.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+#[schema(as = Limits)]
 #[serde(rename_all = "camelCase")]
 pub struct LimitsView {
     pub max_projects: Option<i64>,

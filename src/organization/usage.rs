@@ -7,7 +7,8 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use chrono::{DateTime, Datelike, NaiveDate, Utc};
 use serde::Serialize;
-use serde_json::{Map, Value, json};
+use serde_json::{Map, json};
+use utoipa::ToSchema;
 
 use super::Limits;
 use super::store::OrganizationUsage;
@@ -48,9 +49,19 @@ impl Period {
         Self::containing(self.end_ms + 1)
     }
 
-    pub fn view(&self) -> Value {
-        json!({"startDate": Timestamp(self.start_ms), "endDate": Timestamp(self.end_ms)})
+    pub fn view(&self) -> PeriodView {
+        PeriodView {
+            start_date: Timestamp(self.start_ms),
+            end_date: Timestamp(self.end_ms),
+        }
     }
+}
+
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PeriodView {
+    start_date: Timestamp,
+    end_date: Timestamp,
 }
 
 fn month_start_ms(year: i32, month: u32) -> i64 {
@@ -83,7 +94,7 @@ pub fn limit_refusal(error: &'static str, message: String, used: i64, limit: i64
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub enum Resource {
     TestRuns,
@@ -110,7 +121,7 @@ impl Resource {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum AlertType {
     Info,
@@ -118,7 +129,7 @@ pub enum AlertType {
     Critical,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Alert {
     #[serde(rename = "type")]
@@ -192,23 +203,83 @@ impl Usage {
     }
 
     /// The `usage` object of the seed.
-    pub fn view(&self) -> Value {
-        json!({
-            "currentPeriod": self.period.view(),
-            "testRuns": {
-                "used": self.test_runs,
-                "limit": self.limits.max_test_runs,
-                "percentUsed": percent_used(self.test_runs, self.limits.max_test_runs),
+    pub fn view(&self) -> UsageView {
+        UsageView {
+            current_period: self.period.view(),
+            test_runs: TestRunsUsage {
+                used: self.test_runs,
+                limit: self.limits.max_test_runs,
+                percent_used: percent_used(self.test_runs, self.limits.max_test_runs),
             },
-            "users": {
-                "active": self.active_users,
-                "limit": self.limits.max_users,
-                "pendingInvitations": self.pending_invitations,
+            users: UsersUsage {
+                active: self.active_users,
+                limit: self.limits.max_users,
+                pending_invitations: self.pending_invitations,
             },
-            "storage": {"usedBytes": self.storage_bytes, "limitBytes": self.limits.max_storage_bytes},
-            "aiAnalyses": {"used": self.ai_analyses},
-        })
+            storage: StorageUsage {
+                used_bytes: self.storage_bytes,
+                limit_bytes: self.limits.max_storage_bytes,
+            },
+            ai_analyses: AiAnalysesUsage {
+                used: self.ai_analyses,
+            },
+        }
     }
+}
+
+/// This period's usage; a `null` limit is unlimited.
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+#[schema(as = Usage)]
+pub struct UsageView {
+    current_period: PeriodView,
+    test_runs: TestRunsUsage,
+    users: UsersUsage,
+    storage: StorageUsage,
+    ai_analyses: AiAnalysesUsage,
+}
+
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct TestRunsUsage {
+    used: i64,
+    limit: Option<i64>,
+    percent_used: Option<i64>,
+}
+
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct UsersUsage {
+    active: i64,
+    limit: Option<i64>,
+    pending_invitations: i64,
+}
+
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct StorageUsage {
+    used_bytes: i64,
+    limit_bytes: Option<i64>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct AiAnalysesUsage {
+    /// Analyses that reached a provider this period.
+    used: i64,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct UsageResponse {
+    success: bool,
+    usage: UsageView,
+    alerts: Vec<Alert>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct AlertsResponse {
+    success: bool,
+    /// At most one per resource, in the order testRuns, users, storage.
+    alerts: Vec<Alert>,
 }
 
 async fn current_usage(
@@ -227,19 +298,43 @@ async fn current_usage(
     Ok(Usage::new(&record, period))
 }
 
-pub async fn show(State(app): State<AppState>, user: CurrentUser) -> Result<Json<Value>, ApiError> {
+#[utoipa::path(
+    get,
+    path = "/api/organization/usage",
+    tag = "organization",
+    summary = "This UTC month's usage against the plan's limits, with alerts (all roles)",
+    security(("bearerAuth" = [])),
+    responses((status = 200, description = "Usage and alerts", body = UsageResponse)),
+)]
+pub async fn show(
+    State(app): State<AppState>,
+    user: CurrentUser,
+) -> Result<Json<UsageResponse>, ApiError> {
     let usage = current_usage(&app, &user, "Failed to fetch usage").await?;
-    Ok(Json(
-        json!({"success": true, "usage": usage.view(), "alerts": usage.alerts()}),
-    ))
+    Ok(Json(UsageResponse {
+        success: true,
+        usage: usage.view(),
+        alerts: usage.alerts(),
+    }))
 }
 
+#[utoipa::path(
+    get,
+    path = "/api/organization/usage/alerts",
+    tag = "organization",
+    summary = "Alerts at 50 % (info), 80 % (warning) and 100 % (critical) of a limit (all roles)",
+    security(("bearerAuth" = [])),
+    responses((status = 200, description = "Alerts", body = AlertsResponse)),
+)]
 pub async fn alerts(
     State(app): State<AppState>,
     user: CurrentUser,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<AlertsResponse>, ApiError> {
     let usage = current_usage(&app, &user, "Failed to fetch usage alerts").await?;
-    Ok(Json(json!({"success": true, "alerts": usage.alerts()})))
+    Ok(Json(AlertsResponse {
+        success: true,
+        alerts: usage.alerts(),
+    }))
 }
 
 #[cfg(test)]

@@ -16,6 +16,7 @@ mod integrations;
 mod invitations;
 mod llm_fakes;
 mod members;
+mod openapi;
 mod operator;
 mod organization;
 mod ratelimit;

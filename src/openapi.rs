@@ -1,0 +1,276 @@
+//! The OpenAPI 3.1 document (`GET /api/openapi.json`). Paths and operations come from the
+//! `#[utoipa::path]` attribute on each handler, registered together with its route by
+//! `utoipa_axum::routes!`, so a route cannot exist without its description. The conventions
+//! every operation shares (the error envelope for 400/401/404/413/415/429/500) are added here
+//! once, from what each operation declares (body, parameters, security).
+
+use std::sync::OnceLock;
+
+use axum::Json;
+use axum::response::{IntoResponse, Response};
+use serde::Serialize;
+use utoipa::openapi::path::{Operation, ParameterIn};
+use utoipa::openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder, SecurityScheme};
+use utoipa::openapi::{Content, OpenApi, Ref, RefOr, ResponseBuilder};
+use utoipa::{OpenApi as DeriveOpenApi, ToSchema};
+
+/// Security scheme names used in handlers' `security(...)`.
+pub const BEARER: &str = "bearerAuth";
+pub const API_KEY: &str = "apiKey";
+pub const ADMIN_TOKEN: &str = "adminToken";
+
+/// Every error body: `{"success": false, "error": "<stable string>", "message": "<sentence>"}`,
+/// built only by `ApiError`. Some errors add fields (listed here) so clients can act on them.
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ErrorBody {
+    /// Always `false`.
+    success: bool,
+    /// Short, stable string to branch on (`Authentication required`, `Invalid name`, ...).
+    error: String,
+    /// A sentence for humans; wording may change.
+    message: String,
+    /// Seconds to wait (429, and 503 when a provider is rate limited).
+    retry_after: Option<i64>,
+    /// The rate limit's size (429 from a rate-limit bucket).
+    limit: Option<i64>,
+    /// The rate limit's window in milliseconds (429 from a rate-limit bucket).
+    window: Option<i64>,
+    /// `{used, limit, percentUsed}` when a plan limit refused the request.
+    #[schema(value_type = Option<Object>)]
+    usage: Option<serde_json::Value>,
+}
+
+#[derive(DeriveOpenApi)]
+#[openapi(
+    info(
+        title = "orgd",
+        description = "The organization layer of a test automation platform: plans and limits, \
+usage, members, invitations, API keys, AI analysis settings, issue-tracker integrations, audit \
+logs.\n\nConventions: JSON in and out; timestamps are RFC 3339 UTC with milliseconds and `Z`; ids \
+are 24 lowercase hex characters. Success bodies carry `\"success\": true`; every error is the \
+`ErrorBody` envelope. Every read and write is scoped to the caller's organization: another \
+organization's resource answers 404 as if it did not exist. Unknown JSON fields are ignored; a \
+JSON object with a duplicated key is refused. Rate limits (per organization: 100/min for the \
+API, 1,000/min for `/api/executions*`; per client IP: 10/min for signup, login and invitation \
+validation) answer 429 with `Retry-After`; counted responses carry `X-RateLimit-Limit`, \
+`X-RateLimit-Remaining` and `X-RateLimit-Reset`.",
+    ),
+    components(schemas(ErrorBody)),
+    tags(
+        (name = "service", description = "Health, metrics and this document"),
+        (name = "auth", description = "Signup, login, sessions and API keys"),
+        (name = "organization", description = "The organization, its plan, limits and usage"),
+        (name = "members", description = "Members and invitations"),
+        (name = "executions", description = "Projects, test executions and report files"),
+        (name = "analysis", description = "AI failure analysis"),
+        (name = "integrations", description = "Issue trackers and tickets"),
+        (name = "audit", description = "The audit log"),
+        (name = "operator", description = "Billing/operator API, only when ORGD_ADMIN_TOKEN is set"),
+    )
+)]
+pub struct ApiDoc;
+
+/// The base document the routers add their paths to.
+pub fn base() -> OpenApi {
+    ApiDoc::openapi()
+}
+
+/// Adds what every operation shares and fixes what OpenAPI spells differently from axum.
+pub fn finish(mut doc: OpenApi) -> OpenApi {
+    add_security_schemes(&mut doc);
+    add_error_responses(&mut doc);
+    // axum's catch-all `{*path}` is a plain `{path}` parameter in OpenAPI.
+    doc.paths.paths = std::mem::take(&mut doc.paths.paths)
+        .into_iter()
+        .map(|(path, item)| (path.replace("{*", "{"), item))
+        .collect();
+    doc
+}
+
+fn add_security_schemes(doc: &mut OpenApi) {
+    let components = doc.components.get_or_insert_with(Default::default);
+    let bearer = |description: &str| {
+        SecurityScheme::Http(
+            HttpBuilder::new()
+                .scheme(HttpAuthScheme::Bearer)
+                .description(Some(description))
+                .build(),
+        )
+    };
+    components.add_security_scheme(
+        BEARER,
+        bearer("A session JWT from signup or login (HS256, 24 h by default)."),
+    );
+    components.add_security_scheme(
+        API_KEY,
+        SecurityScheme::ApiKey(ApiKey::Header(ApiKeyValue::with_description(
+            "x-api-key",
+            "An `orgd_…` API key; accepted on /api/executions* only.",
+        ))),
+    );
+    components.add_security_scheme(
+        ADMIN_TOKEN,
+        bearer("The operator token (ORGD_ADMIN_TOKEN)."),
+    );
+    for (name, description) in [
+        (
+            "BadRequest",
+            "Malformed JSON, a missing body or an invalid field",
+        ),
+        (
+            "Unauthorized",
+            "No, an invalid, an expired or a revoked credential",
+        ),
+        ("NotFound", "No such resource in the caller's organization"),
+        ("PayloadTooLarge", "The body is over the size limit"),
+        ("UnsupportedMediaType", "The body is not application/json"),
+        (
+            "RateLimited",
+            "A rate limit refused the request; see Retry-After",
+        ),
+        (
+            "Internal",
+            "An unexpected error; the message carries a request id",
+        ),
+    ] {
+        components.responses.insert(
+            name.to_string(),
+            RefOr::T(
+                ResponseBuilder::new()
+                    .description(description)
+                    .content(
+                        "application/json",
+                        Content::new(Some(Ref::from_schema_name("ErrorBody"))),
+                    )
+                    .build(),
+            ),
+        );
+    }
+}
+
+/// Handlers' names repeat across modules (`list`, `show`); operation ids come from the
+/// method and path instead: `GET /api/users/{id}` is `getUsersById`.
+fn operation_id(method: &str, path: &str) -> String {
+    let pascal = |word: &str| {
+        word.split(['-', '.', '_'])
+            .map(|part| {
+                let mut chars = part.chars();
+                chars.next().map_or_else(String::new, |first| {
+                    first.to_uppercase().chain(chars).collect()
+                })
+            })
+            .collect::<String>()
+    };
+    let words = path
+        .trim_start_matches("/api")
+        .split('/')
+        .filter(|s| !s.is_empty())
+        .map(|segment| match segment.strip_prefix('{') {
+            Some(param) => format!("By{}", pascal(param.trim_matches(['*', '}']))),
+            None => pascal(segment),
+        });
+    std::iter::once(method.to_string()).chain(words).collect()
+}
+
+fn add_error_responses(doc: &mut OpenApi) {
+    for (path, item) in doc.paths.paths.iter_mut() {
+        for (method, operation) in [
+            ("get", &mut item.get),
+            ("post", &mut item.post),
+            ("put", &mut item.put),
+            ("patch", &mut item.patch),
+            ("delete", &mut item.delete),
+        ] {
+            if let Some(operation) = operation {
+                operation.operation_id = Some(operation_id(method, path));
+                add_operation_errors(operation);
+            }
+        }
+    }
+}
+
+fn add_operation_errors(operation: &mut Operation) {
+    let parameters = operation.parameters.as_deref().unwrap_or_default();
+    let has_in = |place: ParameterIn| {
+        parameters.iter().any(|p| match p {
+            RefOr::T(p) => p.parameter_in == place,
+            RefOr::Ref(_) => false,
+        })
+    };
+    let json_body = operation
+        .request_body
+        .as_ref()
+        .is_some_and(|body| match body {
+            RefOr::T(body) => body.content.contains_key("application/json"),
+            RefOr::Ref(_) => false,
+        });
+    let secured = operation
+        .security
+        .as_ref()
+        .is_some_and(|requirements| !requirements.is_empty());
+    let mut wanted = vec![("500", "Internal")];
+    if json_body || has_in(ParameterIn::Query) {
+        wanted.push(("400", "BadRequest"));
+    }
+    if json_body {
+        wanted.push(("413", "PayloadTooLarge"));
+        wanted.push(("415", "UnsupportedMediaType"));
+    }
+    if secured {
+        wanted.push(("401", "Unauthorized"));
+    }
+    if secured {
+        wanted.push(("429", "RateLimited"));
+    }
+    if has_in(ParameterIn::Path) {
+        wanted.push(("404", "NotFound"));
+    }
+    for (status, name) in wanted {
+        operation
+            .responses
+            .responses
+            .entry(status.to_string())
+            .or_insert_with(|| RefOr::Ref(Ref::from_response_name(name)));
+    }
+}
+
+/// The whole document, built once per process from the routers (it depends on nothing but
+/// the code).
+pub fn document_json() -> &'static serde_json::Value {
+    static DOCUMENT: OnceLock<serde_json::Value> = OnceLock::new();
+    DOCUMENT.get_or_init(|| {
+        let (_, doc) = crate::documented_routes(true).split_for_parts();
+        serde_json::to_value(finish(doc)).unwrap_or_default()
+    })
+}
+
+#[utoipa::path(
+    get,
+    path = "/api/openapi.json",
+    tag = "service",
+    responses((status = 200, description = "This document (OpenAPI 3.1)", content_type = "application/json", body = Object))
+)]
+pub async fn document() -> Response {
+    Json(document_json()).into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::operation_id;
+
+    #[test]
+    fn operation_ids_follow_method_and_path() {
+        assert_eq!(operation_id("get", "/api/users/{id}"), "getUsersById");
+        assert_eq!(
+            operation_id("put", "/api/executions/{taskId}/reports/{*path}"),
+            "putExecutionsByTaskIdReportsByPath"
+        );
+        assert_eq!(
+            operation_id("post", "/api/auth/api-keys"),
+            "postAuthApiKeys"
+        );
+        assert_eq!(operation_id("get", "/health"), "getHealth");
+        assert_eq!(operation_id("get", "/api/openapi.json"), "getOpenapiJson");
+    }
+}
