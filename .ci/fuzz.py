@@ -107,7 +107,7 @@ def wait_until_up(base, server):
     sys.exit("orgd did not answer /health")
 
 
-def schemathesis(base, token, selection):
+def schemathesis(base, token, selection, cwd):
     command = [
         SCHEMATHESIS, "--config-file", CONFIG, "run", base + "/api/openapi.json",
         "--header", f"Authorization: Bearer {token}",
@@ -123,7 +123,8 @@ def schemathesis(base, token, selection):
         "--seed", "20261123",
         *selection,
     ]
-    return subprocess.run(command, env=dict(os.environ, NO_COLOR="1")).returncode
+    # Run from the scratch directory: schemathesis keeps a crash cache in its working directory.
+    return subprocess.run(command, env=dict(os.environ, NO_COLOR="1"), cwd=cwd).returncode
 
 
 def main():
@@ -159,8 +160,8 @@ def main():
         started = time.time()
         # The organization's admin on everything but the operator API (logging out would
         # revoke the token the rest of the run uses), then the operator token on that.
-        returncode = schemathesis(base, token, ["--exclude-path", "/api/auth/logout"])
-        returncode = returncode or schemathesis(base, ADMIN_TOKEN, ["--include-tag", "operator"])
+        returncode = schemathesis(base, token, ["--exclude-path", "/api/auth/logout"], data_dir)
+        returncode = returncode or schemathesis(base, ADMIN_TOKEN, ["--include-tag", "operator"], data_dir)
         print(f"schemathesis on {backend}: exit {returncode} in {time.time() - started:.0f} s")
         if returncode != 0:
             log.flush()
