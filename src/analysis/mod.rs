@@ -117,7 +117,7 @@ pub struct AnalysisData {
     tag = "analysis",
     summary = "Analyze a failed execution with the organization's AI model now (admin, developer, API key); replaces the previous analysis",
     security(("bearerAuth" = []), ("apiKey" = [])),
-    params(("taskId" = String, Path, description = "The execution's taskId")),
+    params(("taskId" = String, Path, pattern = "^[A-Za-z0-9._:-]{1,128}$", description = "The execution's taskId")),
     request_body(content = AnalyzeRequest, description = "Optional"),
     responses(
         (status = 201, description = "`completed`, or `failed` with a `reason` when the provider's answer was unusable (safety block, not JSON)", body = AnalysisResponse),

@@ -200,7 +200,7 @@ async fn list(State(app): State<AppState>, user: CurrentUser) -> Result<Json<Key
     tag = "auth",
     summary = "Revoke one of the caller's API keys; it stops working at once",
     security(("bearerAuth" = [])),
-    params(("id" = String, Path, description = "The key's id")),
+    params(("id" = String, Path, pattern = "^[0-9a-f]{24}$", description = "The key's id")),
     responses(
         (status = 200, description = "Revoked", body = Done),
         (status = 400, description = "`Invalid key ID`", body = crate::openapi::ErrorBody),

@@ -228,13 +228,18 @@ fn parse_signup(body: &Object) -> Result<(Email, &str, String, Joining), ApiErro
 #[derive(Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct SignupRequest {
+    #[schema(format = Email)]
     email: String,
     /// At least 8 characters with upper and lower case letters, a digit and a symbol.
+    #[schema(min_length = 8, max_length = 128)]
     password: String,
+    #[schema(min_length = 1, max_length = 100)]
     name: String,
-    /// 2–100 characters; required without `inviteToken`.
+    /// Required without `inviteToken`.
+    #[schema(min_length = 2, max_length = 100)]
     organization_name: Option<String>,
-    /// 64 hex characters from an invitation.
+    /// An invitation's token.
+    #[schema(pattern = "^[0-9a-fA-F]{64}$")]
     invite_token: Option<String>,
 }
 
@@ -339,6 +344,7 @@ async fn found_organization(
 
 #[derive(Serialize, ToSchema)]
 pub struct LoginRequest {
+    #[schema(format = Email)]
     email: String,
     password: String,
 }

@@ -86,7 +86,8 @@ pub struct ExecutionPageData {
 
 #[derive(Serialize, ToSchema)]
 pub struct ProjectRequest {
-    /// 1–100 characters; unique in the organization.
+    /// Unique in the organization.
+    #[schema(min_length = 1, max_length = 100)]
     name: String,
 }
 
@@ -202,7 +203,7 @@ async fn list_projects(
     tag = "executions",
     summary = "Delete a project (admin, developer); its executions stay, without a project",
     security(("bearerAuth" = [])),
-    params(("id" = String, Path, description = "The project's id")),
+    params(("id" = String, Path, pattern = "^[0-9a-f]{24}$", description = "The project's id")),
     responses(
         (status = 200, description = "Deleted", body = Done),
         (status = 403, description = "`Forbidden`: viewers", body = ErrorBody),
@@ -316,13 +317,14 @@ pub struct NewExecutionRequest {
     #[schema(pattern = "^[A-Za-z0-9._:-]{1,128}$")]
     task_id: Option<String>,
     /// A project of the organization.
+    #[schema(pattern = "^[0-9a-f]{24}$")]
     project_id: Option<String>,
     /// `PENDING` (default) or `RUNNING`.
     #[schema(pattern = "^(PENDING|RUNNING)$")]
     status: Option<String>,
-    /// 1–64 of `A-Za-z0-9._-`.
+    #[schema(pattern = "^[A-Za-z0-9._-]{1,64}$")]
     trigger: Option<String>,
-    /// 1–128 characters.
+    #[schema(min_length = 1, max_length = 128)]
     group_name: Option<String>,
 }
 
@@ -439,7 +441,7 @@ pub struct ExecutionPatch {
     tag = "executions",
     summary = "Move an execution along (admin, developer, API key); a failure may queue an AI analysis",
     security(("bearerAuth" = []), ("apiKey" = [])),
-    params(("taskId" = String, Path, description = "The execution's taskId")),
+    params(("taskId" = String, Path, pattern = "^[A-Za-z0-9._:-]{1,128}$", description = "The execution's taskId")),
     request_body = ExecutionPatch,
     responses(
         (status = 200, description = "Updated", body = ExecutionResponse),
@@ -482,7 +484,7 @@ async fn update(
     tag = "executions",
     summary = "One execution with its output, tickets and analysis (all roles, API key)",
     security(("bearerAuth" = []), ("apiKey" = [])),
-    params(("taskId" = String, Path, description = "The execution's taskId")),
+    params(("taskId" = String, Path, pattern = "^[A-Za-z0-9._:-]{1,128}$", description = "The execution's taskId")),
     responses(
         (status = 200, description = "The execution", body = ExecutionResponse),
         (status = 404, description = "`Execution not found`", body = ErrorBody),
@@ -574,7 +576,7 @@ async fn list(
     tag = "executions",
     summary = "Delete an execution and its report files (admin, developer, API key); it still counts toward the month's runs and its taskId stays taken",
     security(("bearerAuth" = []), ("apiKey" = [])),
-    params(("taskId" = String, Path, description = "The execution's taskId")),
+    params(("taskId" = String, Path, pattern = "^[A-Za-z0-9._:-]{1,128}$", description = "The execution's taskId")),
     responses(
         (status = 200, description = "Deleted; its storage is freed", body = Done),
         (status = 403, description = "`Forbidden`: viewers", body = ErrorBody),

@@ -59,8 +59,10 @@ impl Tracker {
 #[serde(rename_all = "camelCase")]
 pub struct TicketRequestSchema {
     /// The execution the ticket is about.
+    #[schema(pattern = "^[A-Za-z0-9._:-]{1,128}$")]
     task_id: String,
-    /// 1–255 characters on one line.
+    /// One line.
+    #[schema(min_length = 1, max_length = 255)]
     title: String,
     /// At most 64 KiB; without it the ticket carries the execution's AI analysis, if any.
     description: Option<String>,

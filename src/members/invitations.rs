@@ -118,6 +118,7 @@ fn pending_view(pending: &PendingInvitation) -> Invitation {
 
 #[derive(Serialize, ToSchema)]
 pub struct InvitationRequest {
+    #[schema(format = Email)]
     email: String,
     #[schema(pattern = "^(admin|developer|viewer)$")]
     role: String,
@@ -168,6 +169,7 @@ pub struct InvitationPreview {
 #[derive(Serialize, ToSchema)]
 pub struct AcceptRequest {
     /// The invitation's token.
+    #[schema(pattern = "^[0-9a-fA-F]{64}$")]
     token: String,
 }
 
@@ -308,7 +310,7 @@ async fn list(
     tag = "members",
     summary = "Revoke a pending invitation (admin)",
     security(("bearerAuth" = [])),
-    params(("id" = String, Path, description = "The invitation's id")),
+    params(("id" = String, Path, pattern = "^[0-9a-f]{24}$", description = "The invitation's id")),
     responses(
         (status = 200, description = "Revoked and audited", body = Done),
         (status = 400, description = "`Invalid invitation ID`", body = ErrorBody),
@@ -361,7 +363,7 @@ fn not_valid(status: StatusCode, error: &'static str, message: &'static str) -> 
     path = "/api/invitations/validate/{token}",
     tag = "members",
     summary = "What an invitation token invites to (public, rate limited per IP)",
-    params(("token" = String, Path, description = "The invitation's token (64 hex characters)")),
+    params(("token" = String, Path, pattern = "^[0-9a-fA-F]{64}$", description = "The invitation's token")),
     responses(
         (status = 200, description = "A usable invitation", body = InvitationPreview),
         (status = 400, description = "`Invalid token format`, with `valid: false`", body = ErrorBody),

@@ -202,7 +202,7 @@ async fn list(
     tag = "members",
     summary = "One member (all roles)",
     security(("bearerAuth" = [])),
-    params(("id" = String, Path, description = "The user's id")),
+    params(("id" = String, Path, pattern = "^[0-9a-f]{24}$", description = "The user's id")),
     responses(
         (status = 200, description = "The member", body = MemberResponse),
         (status = 400, description = "`Invalid user ID format`", body = ErrorBody),
@@ -236,7 +236,7 @@ async fn show(
     tag = "members",
     summary = "Change a member's role (admin); never one's own, never the last admin",
     security(("bearerAuth" = [])),
-    params(("id" = String, Path, description = "The user's id")),
+    params(("id" = String, Path, pattern = "^[0-9a-f]{24}$", description = "The user's id")),
     request_body = RoleChange,
     responses(
         (status = 200, description = "Changed and audited", body = RoleChanged),
@@ -291,7 +291,7 @@ async fn change_role(
     tag = "members",
     summary = "Remove a member (admin); never oneself, never the last admin. Their API keys die.",
     security(("bearerAuth" = [])),
-    params(("id" = String, Path, description = "The user's id")),
+    params(("id" = String, Path, pattern = "^[0-9a-f]{24}$", description = "The user's id")),
     responses(
         (status = 200, description = "Removed and audited", body = MemberRemoved),
         (status = 400, description = "`Invalid user ID format`", body = ErrorBody),
