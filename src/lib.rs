@@ -14,6 +14,7 @@ pub mod id;
 pub mod integrations;
 pub mod logging;
 pub mod members;
+pub mod metrics;
 pub mod operator;
 pub mod organization;
 pub mod ratelimit;
@@ -40,6 +41,7 @@ pub const MAX_JSON_BODY_BYTES: usize = 1024 * 1024;
 pub fn router(state: AppState) -> Router {
     let mut routes = Router::new()
         .route("/health", get(health::health))
+        .route("/metrics", get(metrics::metrics))
         .merge(auth::router())
         .merge(organization::router())
         .merge(audit::router())
