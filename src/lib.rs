@@ -14,6 +14,7 @@ pub mod id;
 pub mod integrations;
 pub mod logging;
 pub mod members;
+pub mod metrics;
 pub mod openapi;
 pub mod operator;
 pub mod organization;
@@ -42,6 +43,7 @@ pub const MAX_JSON_BODY_BYTES: usize = 1024 * 1024;
 pub(crate) fn documented_routes(with_operator: bool) -> OpenApiRouter<AppState> {
     let routes = OpenApiRouter::with_openapi(openapi::base())
         .routes(routes!(health::health))
+        .routes(routes!(metrics::metrics))
         .routes(routes!(openapi::document))
         .merge(auth::router())
         .merge(organization::router())

@@ -14,6 +14,7 @@ use crate::crypto::Vault;
 use crate::executions::storage::{LocalReportStorage, ReportStorage};
 use crate::integrations::linear::{LinearApi, LinearClient};
 use crate::integrations::monday::{MondayApi, MondayClient};
+use crate::metrics::Metrics;
 use crate::ratelimit::{MemoryLimiter, RateLimiter, RedisLimiter, Scope};
 use crate::store::{SqlStore, Store};
 
@@ -36,6 +37,8 @@ pub struct App {
     pub http: reqwest::Client,
     pub linear: Arc<dyn LinearApi>,
     pub monday: Arc<dyn MondayApi>,
+    /// This instance's counters for `/metrics`.
+    pub metrics: Arc<Metrics>,
 }
 
 impl Deref for AppState {
@@ -61,18 +64,26 @@ impl AppState {
         };
         let jwt = JwtKeys::new(&config.jwt_secret.0, config.jwt_ttl.as_secs() as i64);
         let http = provider_http_client(config.provider_timeout)?;
-        let linear = LinearClient::new(http.clone(), config.linear_api_url.clone(), clock.clone());
+        let metrics = Arc::new(Metrics::default());
+        let linear = LinearClient::new(
+            http.clone(),
+            config.linear_api_url.clone(),
+            clock.clone(),
+            metrics.clone(),
+        );
         let monday = MondayClient::new(
             http.clone(),
             config.monday_api_url.clone(),
             &config.monday_api_version,
             clock.clone(),
+            metrics.clone(),
         )?;
         Ok(Self(Arc::new(App {
             vault: Vault::new(&config.encryption_key.0, &config.encryption_keys_old),
             http,
             linear: Arc::new(linear),
             monday: Arc::new(monday),
+            metrics,
             started_at_ms: clock.now_ms(),
             store: Arc::new(store),
             limiter,

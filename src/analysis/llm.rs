@@ -9,6 +9,8 @@ use serde_json::{Value, json};
 
 use crate::error::ApiError;
 use crate::integrations::provider::{MAX_ATTEMPTS, MAX_INLINE_WAIT_SECS, backoff};
+use crate::metrics::{Metrics, Outcome};
+use crate::organization::models::AiProvider;
 
 /// The instructions every model gets; the log travels separately as the user's input.
 pub const SYSTEM_PROMPT: &str = "You analyse failed automated test runs. From the error and \
@@ -37,8 +39,9 @@ pub struct Tokens {
     pub output: i64,
 }
 
-/// One call: which model, with which key, about which log.
+/// One call: which provider and model, with which key, about which log.
 pub struct Call<'a> {
+    pub provider: AiProvider,
     pub base_url: &'a str,
     pub model: &'a str,
     pub key: &'a str,
@@ -121,6 +124,15 @@ impl LlmError {
         }
     }
 
+    fn outcome(&self) -> Outcome {
+        match self {
+            Self::KeyRejected | Self::Refused(_) => Outcome::ClientError,
+            Self::RateLimited { .. } => Outcome::RateLimited,
+            Self::Overloaded => Outcome::ServerError,
+            Self::Unreachable => Outcome::Unreachable,
+        }
+    }
+
     /// How long to wait before asking again, or `None` when asking again is pointless.
     fn retry_delay(&self, attempt: u32) -> Option<Duration> {
         match self {
@@ -144,15 +156,22 @@ pub trait LlmProtocol: Send + Sync {
     fn classify(&self, status: StatusCode, headers: &HeaderMap, body: &Value) -> LlmError;
 }
 
-/// Runs one analysis call, repeating it only after rate-limit or overload answers.
+/// Runs one analysis call, repeating it only after rate-limit or overload answers; each
+/// attempt is counted in `metrics`.
 pub async fn call(
     http: &reqwest::Client,
+    metrics: &Metrics,
     protocol: &dyn LlmProtocol,
     call: &Call<'_>,
 ) -> Result<Reply, LlmError> {
     let mut attempt = 1;
     loop {
-        match call_once(http, protocol, call).await {
+        let result = call_once(http, protocol, call).await;
+        let outcome = result
+            .as_ref()
+            .map_or_else(LlmError::outcome, |_| Outcome::Ok);
+        metrics.record_provider_call(call.provider.into(), outcome);
+        match result {
             Err(e) if attempt < MAX_ATTEMPTS => match e.retry_delay(attempt) {
                 Some(delay) => {
                     tracing::info!(error = %e, attempt, "AI provider call failed; retrying");

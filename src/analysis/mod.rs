@@ -326,12 +326,13 @@ async fn run(
                 app.config.ai.log_budget_bytes,
             );
             let call = Call {
+                provider,
                 base_url: base_url(app, provider),
                 model: &resolved.model.id,
                 key: &key.0,
                 log: &log,
             };
-            match llm::call(&app.http, protocol(provider), &call).await {
+            match llm::call(&app.http, &app.metrics, protocol(provider), &call).await {
                 Ok(reply) => {
                     finished.reached_provider = true;
                     apply(&mut finished, reply);

@@ -198,6 +198,7 @@ async fn count_request(
     if decision.allowed {
         Ok(())
     } else {
+        app.metrics.record_refusal(scope.into());
         Err(ApiError::RateLimited {
             decision,
             message: scope.refusal_message(),

@@ -22,6 +22,7 @@ use crate::http::{Done, JsonBody, Object};
 use crate::members::InviteToken;
 use crate::members::invitations::signup_refused;
 use crate::members::store::Joined;
+use crate::metrics::Refusal;
 use crate::organization::{LimitsView, OrgName, Plan};
 use crate::state::AppState;
 use store::{NewOrganization, NewUser};
@@ -384,6 +385,7 @@ async fn login(
     if failures.len() as i64 >= LOCKOUT_THRESHOLD {
         let locked_until = failures[0] + LOCKOUT_WINDOW_MS;
         let retry_after = ((locked_until - now).max(1000) + 999) / 1000;
+        app.metrics.record_refusal(Refusal::LoginLockout);
         return Err(ApiError::TooManyAttempts {
             retry_after_secs: retry_after,
         });

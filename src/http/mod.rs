@@ -7,6 +7,7 @@ pub mod client_ip;
 pub mod page;
 
 use std::any::Any;
+use std::borrow::Cow;
 use std::time::Instant;
 
 use axum::extract::{FromRequestParts, MatchedPath, Path, Request, State};
@@ -48,8 +49,8 @@ fn incoming_request_id(req: &Request) -> Option<String> {
     sane.then(|| value.to_string())
 }
 
-/// Outermost per-request layer: request id, one log line per request, security headers and
-/// the rate-limit headers of whichever bucket counted the request.
+/// Outermost per-request layer: request id, one log line and the request metrics per
+/// request, security headers and the rate-limit headers of whichever bucket counted it.
 pub async fn common_layer(State(app): State<AppState>, mut req: Request, next: Next) -> Response {
     let started = Instant::now();
     let request_id =
@@ -57,10 +58,12 @@ pub async fn common_layer(State(app): State<AppState>, mut req: Request, next: N
     let slot = DecisionSlot::default();
     req.extensions_mut().insert(slot.clone());
     let method = req.method().clone();
-    let route = req
-        .extensions()
-        .get::<MatchedPath>()
-        .map_or_else(|| req.uri().path().to_string(), |p| p.as_str().to_string());
+    let matched = req.extensions().get::<MatchedPath>().cloned();
+    // The log names an unknown path as sent; the metrics count it as `unmatched`.
+    let route: Cow<str> = match &matched {
+        Some(path) => Cow::Borrowed(path.as_str()),
+        None => Cow::Owned(req.uri().path().to_string()),
+    };
     let mut response = REQUEST_ID.scope(request_id.clone(), next.run(req)).await;
     let headers = response.headers_mut();
     if let Some(decision) = slot.get() {
@@ -84,13 +87,21 @@ pub async fn common_layer(State(app): State<AppState>, mut req: Request, next: N
             HeaderValue::from_static("max-age=31536000; includeSubDomains"),
         );
     }
+    let status = response.status().as_u16();
+    let elapsed = started.elapsed();
+    app.metrics.record_request(
+        matched.as_ref().map(MatchedPath::as_str),
+        &method,
+        status,
+        elapsed,
+    );
     // One line per request; a span per request would cost more than the request itself.
     tracing::info!(
         request_id = %request_id,
         %method,
         %route,
-        status = response.status().as_u16(),
-        latency_ms = started.elapsed().as_secs_f64() * 1000.0,
+        status,
+        latency_ms = elapsed.as_secs_f64() * 1000.0,
         "request finished"
     );
     response

@@ -2,15 +2,18 @@
 //! saving, and creating issues with a client-generated id so a retry can never file the
 //! same issue twice.
 
+use std::sync::Arc;
+
 use axum::http::{HeaderMap, HeaderValue, header};
 use serde_json::{Value, json};
 
 use super::provider::{
-    Answer, MAX_ATTEMPTS, ProviderError, backoff, post_graphql, retry_after_header, status_failure,
-    with_safe_retries,
+    Answer, GraphqlEndpoint, MAX_ATTEMPTS, ProviderError, backoff, retry_after_header,
+    status_failure, with_safe_retries,
 };
 use crate::clock::SharedClock;
 use crate::config::Secret;
+use crate::metrics::{Metrics, Provider};
 
 pub const DISPLAY_NAME: &str = "Linear";
 
@@ -61,14 +64,21 @@ const ISSUE_BY_ID: &str =
     "query IssueById($id: String!) { issue(id: $id) { id identifier url title } }";
 
 pub struct LinearClient {
-    http: reqwest::Client,
-    url: String,
+    endpoint: GraphqlEndpoint,
     clock: SharedClock,
 }
 
 impl LinearClient {
-    pub fn new(http: reqwest::Client, url: String, clock: SharedClock) -> Self {
-        Self { http, url, clock }
+    pub fn new(
+        http: reqwest::Client,
+        url: String,
+        clock: SharedClock,
+        metrics: Arc<Metrics>,
+    ) -> Self {
+        Self {
+            endpoint: GraphqlEndpoint::new(http, url, Provider::Linear, metrics),
+            clock,
+        }
     }
 
     async fn call(
@@ -77,9 +87,11 @@ impl LinearClient {
         query: &'static str,
         variables: Value,
     ) -> Result<Value, ProviderError> {
-        let answer =
-            post_graphql(&self.http, &self.url, auth_headers(key)?, query, variables).await?;
-        classify(&answer, self.clock.now_ms())
+        self.endpoint
+            .post(auth_headers(key)?, query, variables, |answer| {
+                classify(answer, self.clock.now_ms())
+            })
+            .await
     }
 
     async fn issue_create_once(

@@ -3,14 +3,17 @@
 //! Monday has no idempotency for `create_item`, so it is repeated only when it certainly
 //! did not run (rate limited, or never sent).
 
+use std::sync::Arc;
+
 use axum::http::{HeaderMap, HeaderName, HeaderValue, header};
 use serde_json::{Value, json};
 
 use super::provider::{
-    Answer, ProviderError, post_graphql, retry_after_header, status_failure, with_safe_retries,
+    Answer, GraphqlEndpoint, ProviderError, retry_after_header, status_failure, with_safe_retries,
 };
 use crate::clock::SharedClock;
 use crate::config::Secret;
+use crate::metrics::{Metrics, Provider};
 
 pub const DISPLAY_NAME: &str = "Monday.com";
 
@@ -58,8 +61,7 @@ const CREATE_ITEM: &str = "mutation createItem($boardId: ID!, $itemName: String!
 const CREATE_UPDATE: &str = "mutation createUpdate($itemId: ID!, $body: String!) { create_update(item_id: $itemId, body: $body) { id } }";
 
 pub struct MondayClient {
-    http: reqwest::Client,
-    url: String,
+    endpoint: GraphqlEndpoint,
     api_version: HeaderValue,
     clock: SharedClock,
 }
@@ -70,10 +72,10 @@ impl MondayClient {
         url: String,
         api_version: &str,
         clock: SharedClock,
+        metrics: Arc<Metrics>,
     ) -> anyhow::Result<Self> {
         Ok(Self {
-            http,
-            url,
+            endpoint: GraphqlEndpoint::new(http, url, Provider::Monday, metrics),
             api_version: HeaderValue::from_str(api_version)?,
             clock,
         })
@@ -95,8 +97,11 @@ impl MondayClient {
             HeaderName::from_static("api-version"),
             self.api_version.clone(),
         );
-        let answer = post_graphql(&self.http, &self.url, headers, query, variables).await?;
-        classify(&answer, self.clock.now_ms())
+        self.endpoint
+            .post(headers, query, variables, |answer| {
+                classify(answer, self.clock.now_ms())
+            })
+            .await
     }
 }
 

@@ -1,13 +1,15 @@
-//! What Linear and Monday.com clients share: one GraphQL POST over the shared HTTP client,
-//! the outcome classes every provider answer falls into, their mapping onto our API errors,
-//! and the retry rule.
+//! What Linear and Monday.com clients share: one GraphQL POST over the shared HTTP client
+//! (counted in the metrics), the outcome classes every provider answer falls into, their
+//! mapping onto our API errors, and the retry rule.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use axum::http::{HeaderMap, StatusCode};
 use serde_json::{Value, json};
 
 use crate::error::ApiError;
+use crate::metrics::{Metrics, Outcome, Provider};
 
 /// Everything a provider call can fail with, in our words (never the provider's body).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -144,30 +146,94 @@ pub struct Answer {
     pub body: Value,
 }
 
-/// POSTs one GraphQL operation. User text travels only in `variables`.
-pub async fn post_graphql(
-    http: &reqwest::Client,
-    url: &str,
-    headers: HeaderMap,
-    query: &'static str,
-    variables: Value,
-) -> Result<Answer, ProviderError> {
-    let response = http
-        .post(url)
-        .headers(headers)
-        .json(&json!({"query": query, "variables": variables}))
-        .send()
-        .await
-        .map_err(transport_error)?;
-    let status = response.status();
-    let headers = response.headers().clone();
-    let bytes = response.bytes().await.map_err(transport_error)?;
-    let body = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
-    Ok(Answer {
-        status,
-        headers,
-        body,
-    })
+/// One provider's GraphQL endpoint, counting every call it makes in the metrics.
+pub struct GraphqlEndpoint {
+    http: reqwest::Client,
+    url: String,
+    provider: Provider,
+    metrics: Arc<Metrics>,
+}
+
+impl GraphqlEndpoint {
+    pub fn new(
+        http: reqwest::Client,
+        url: String,
+        provider: Provider,
+        metrics: Arc<Metrics>,
+    ) -> Self {
+        Self {
+            http,
+            url,
+            provider,
+            metrics,
+        }
+    }
+
+    /// POSTs one GraphQL operation and reads the answer with the provider's `classify`.
+    /// User text travels only in `variables`.
+    pub async fn post(
+        &self,
+        headers: HeaderMap,
+        query: &'static str,
+        variables: Value,
+        classify: impl FnOnce(&Answer) -> Result<Value, ProviderError>,
+    ) -> Result<Value, ProviderError> {
+        let (outcome, result) = match self.send(headers, query, variables).await {
+            Ok(answer) => {
+                let result = classify(&answer);
+                (answered_outcome(&result), result)
+            }
+            Err(e) => (Outcome::Unreachable, Err(e)),
+        };
+        self.metrics.record_provider_call(self.provider, outcome);
+        result
+    }
+
+    async fn send(
+        &self,
+        headers: HeaderMap,
+        query: &'static str,
+        variables: Value,
+    ) -> Result<Answer, ProviderError> {
+        let response = self
+            .http
+            .post(&self.url)
+            .headers(headers)
+            .json(&json!({"query": query, "variables": variables}))
+            .send()
+            .await
+            .map_err(transport_error)?;
+        let status = response.status();
+        let headers = response.headers().clone();
+        let bytes = response.bytes().await.map_err(transport_error)?;
+        let body = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+        Ok(Answer {
+            status,
+            headers,
+            body,
+        })
+    }
+}
+
+/// The metrics outcome of a call the provider answered (a gateway error is its failure too).
+fn answered_outcome(result: &Result<Value, ProviderError>) -> Outcome {
+    match result {
+        Ok(_) => Outcome::Ok,
+        Err(ProviderError::RateLimited { .. }) => Outcome::RateLimited,
+        Err(
+            ProviderError::Unavailable { .. }
+            | ProviderError::Failed {
+                transient: true, ..
+            },
+        ) => Outcome::ServerError,
+        Err(
+            ProviderError::InvalidCredentials
+            | ProviderError::NotFound(_)
+            | ProviderError::Failed {
+                transient: false, ..
+            },
+        ) => Outcome::ClientError,
+    }
 }
 
 fn transport_error(e: reqwest::Error) -> ProviderError {

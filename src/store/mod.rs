@@ -132,6 +132,16 @@ impl<
 pub trait HealthStore: Send + Sync + 'static {
     async fn ping(&self) -> StoreResult<()>;
     async fn close(&self);
+    /// The connection pool right now (for `/metrics`).
+    fn pool_stats(&self) -> PoolStats;
+}
+
+/// Connections of the pool: open (idle or in use), idle, and the most it opens.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PoolStats {
+    pub open: u32,
+    pub idle: u32,
+    pub max: u32,
 }
 
 #[derive(Clone)]
@@ -260,6 +270,14 @@ impl HealthStore for SqlStore {
 
     async fn close(&self) {
         self.pool.close().await;
+    }
+
+    fn pool_stats(&self) -> PoolStats {
+        PoolStats {
+            open: self.pool.size(),
+            idle: u32::try_from(self.pool.num_idle()).unwrap_or(u32::MAX),
+            max: self.pool.options().get_max_connections(),
+        }
     }
 }
 

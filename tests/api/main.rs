@@ -16,6 +16,7 @@ mod integrations;
 mod invitations;
 mod llm_fakes;
 mod members;
+mod metrics;
 mod openapi;
 mod operator;
 mod organization;

@@ -12,6 +12,7 @@ const SNAPSHOT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/docs/openapi.json")
 /// Every endpoint of API.md (and the service routes), as `METHOD path`.
 const ENDPOINTS: &[&str] = &[
     "GET /health",
+    "GET /metrics",
     "GET /api/openapi.json",
     "POST /api/auth/signup",
     "POST /api/auth/login",
@@ -60,6 +61,8 @@ const ENDPOINTS: &[&str] = &[
 
 const PUBLIC: &[&str] = &[
     "GET /health",
+    "GET /metrics",
+    "GET /metrics",
     "GET /api/openapi.json",
     "POST /api/auth/signup",
     "POST /api/auth/login",
