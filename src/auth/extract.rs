@@ -4,6 +4,7 @@
 //! counts a public auth request in its IP's bucket.
 
 use axum::extract::FromRequestParts;
+use axum::http::HeaderValue;
 use axum::http::header::AUTHORIZATION;
 use axum::http::request::Parts;
 
@@ -84,15 +85,18 @@ fn bearer_token(parts: &Parts) -> Result<&str, ApiError> {
             },
         ));
     };
-    value
-        .to_str()
-        .ok()
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .map(str::trim)
-        .filter(|t| !t.is_empty())
-        .ok_or(ApiError::Unauthenticated(
-            "The Authorization header must have the form: Bearer <token>.",
-        ))
+    bearer_credentials(value).ok_or(ApiError::Unauthenticated(
+        "The Authorization header must have the form: Bearer <token>.",
+    ))
+}
+
+/// The token of an `Authorization: Bearer <token>` value. As in RFC 7235 §2.1 the scheme is
+/// case-insensitive and separated from the token by one or more spaces; anything else
+/// (another scheme, no space, no token) is not a bearer credential.
+pub(crate) fn bearer_credentials(value: &HeaderValue) -> Option<&str> {
+    let (scheme, token) = value.to_str().ok()?.split_once(' ')?;
+    let token = token.trim_matches(' ');
+    (scheme.eq_ignore_ascii_case("bearer") && !token.is_empty()).then_some(token)
 }
 
 async fn from_session(parts: &Parts, app: &AppState) -> Result<CurrentUser, ApiError> {
@@ -208,7 +212,25 @@ async fn count_request(
 
 #[cfg(test)]
 mod tests {
-    use super::accepts_api_keys;
+    use super::{HeaderValue, accepts_api_keys, bearer_credentials};
+
+    #[test]
+    fn bearer_scheme_is_case_insensitive_and_needs_a_token() {
+        for (value, token) in [
+            ("Bearer abc", Some("abc")),
+            ("bearer abc", Some("abc")),
+            ("BEARER   abc ", Some("abc")),
+            ("Bearer a b", Some("a b")),
+            ("Bearer", None),
+            ("Bearer ", None),
+            ("Bearerabc", None),
+            ("Basic abc", None),
+            ("Bearer\tabc", None),
+        ] {
+            let value = HeaderValue::from_static(value);
+            assert_eq!(bearer_credentials(&value), token, "{value:?}");
+        }
+    }
 
     #[test]
     fn api_keys_only_on_the_executions_api() {

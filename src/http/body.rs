@@ -5,6 +5,7 @@
 use axum::body::Bytes;
 use axum::extract::{FromRequest, Request};
 use axum::http::{StatusCode, header};
+use serde::de::{self, Deserialize, Deserializer, MapAccess, SeqAccess, Visitor};
 use serde_json::{Map, Value};
 
 use crate::error::ApiError;
@@ -47,7 +48,7 @@ fn parse(
     if !is_json {
         return Err(ApiError::UnsupportedMediaType);
     }
-    match serde_json::from_slice::<Value>(&bytes) {
+    match serde_json::from_slice::<Unambiguous>(&bytes).map(|u| u.0) {
         // PostgreSQL cannot store U+0000 in text; refuse it here rather than fail later.
         Ok(Value::Object(map)) if contains_nul(&map) => Err(ApiError::bad_request(
             "Invalid JSON",
@@ -61,11 +62,86 @@ fn parse(
         Err(e) => Err(ApiError::bad_request(
             "Invalid JSON",
             format!(
-                "The request body is not valid JSON (line {}, column {})",
+                "The request body {} (line {}, column {})",
+                // Data errors come only from `Unambiguous`: everything else is syntax.
+                if e.is_data() {
+                    "names a key more than once"
+                } else {
+                    "is not valid JSON"
+                },
                 e.line(),
                 e.column()
             ),
         )),
+    }
+}
+
+/// A JSON value in which no object names a key twice, at any depth. serde_json would keep
+/// the last of the duplicates; another parser in front of or behind us may keep the first,
+/// so an ambiguous body is refused rather than read one way here and another way there.
+struct Unambiguous(Value);
+
+impl<'de> Deserialize<'de> for Unambiguous {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        deserializer.deserialize_any(UnambiguousVisitor).map(Self)
+    }
+}
+
+struct UnambiguousVisitor;
+
+impl<'de> Visitor<'de> for UnambiguousVisitor {
+    type Value = Value;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("a JSON value")
+    }
+
+    fn visit_unit<E>(self) -> Result<Value, E> {
+        Ok(Value::Null)
+    }
+
+    fn visit_bool<E>(self, v: bool) -> Result<Value, E> {
+        Ok(Value::Bool(v))
+    }
+
+    fn visit_i64<E>(self, v: i64) -> Result<Value, E> {
+        Ok(v.into())
+    }
+
+    fn visit_u64<E>(self, v: u64) -> Result<Value, E> {
+        Ok(v.into())
+    }
+
+    fn visit_f64<E>(self, v: f64) -> Result<Value, E> {
+        Ok(v.into())
+    }
+
+    fn visit_str<E>(self, v: &str) -> Result<Value, E> {
+        Ok(Value::String(v.to_string()))
+    }
+
+    fn visit_string<E>(self, v: String) -> Result<Value, E> {
+        Ok(Value::String(v))
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Value, A::Error> {
+        let mut items = Vec::new();
+        while let Some(Unambiguous(item)) = seq.next_element()? {
+            items.push(item);
+        }
+        Ok(Value::Array(items))
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Value, A::Error> {
+        let mut object = Map::new();
+        while let Some(key) = map.next_key::<String>()? {
+            if object.contains_key(&key) {
+                return Err(de::Error::custom("duplicate key"));
+            }
+            let Unambiguous(value) = map.next_value()?;
+            object.insert(key, value);
+        }
+        Ok(Value::Object(object))
     }
 }
 
@@ -183,5 +259,36 @@ mod tests {
                 .into_boxed_slice(),
         );
         assert_eq!(status_of(json, deep), Err(StatusCode::BAD_REQUEST));
+    }
+
+    #[test]
+    fn duplicate_keys_are_refused_at_any_depth() {
+        let json = Some("application/json");
+        for body in [
+            &b"{\"name\":\"A\",\"name\":\"B\"}"[..],
+            b"{\"name\":\"A\",\"n\\u0061me\":\"A\"}",
+            b"{\"byok\":{\"provider\":\"openai\",\"provider\":\"gemini\"}}",
+            b"{\"events\":[{\"a\":1,\"a\":1}]}",
+        ] {
+            let err = parse(json, Ok(Bytes::from_static(body))).err();
+            assert!(
+                matches!(&err, Some(ApiError::BadRequest { error, message })
+                    if error == "Invalid JSON" && message.contains("more than once")),
+                "{:?}: {err:?}",
+                String::from_utf8_lossy(body)
+            );
+        }
+        let Ok(Some(Object(map))) = parse(
+            json,
+            Ok(Bytes::from_static(
+                b"{\"a\":[1,-2,1.5,\"x\",null,true,{\"b\":{}}],\"c\":{\"a\":0}}",
+            )),
+        ) else {
+            panic!("a body without duplicates is read");
+        };
+        assert_eq!(
+            Value::Object(map),
+            serde_json::json!({"a": [1, -2, 1.5, "x", null, true, {"b": {}}], "c": {"a": 0}})
+        );
     }
 }

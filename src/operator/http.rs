@@ -13,6 +13,7 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use super::{LimitValue, OperatorError, PlanChange, change_organization, organization_view};
+use crate::auth::extract::bearer_credentials;
 use crate::error::{ApiError, OrInternal};
 use crate::http::page::PageParams;
 use crate::http::{ClientIp, JsonBody, Page, PageQuery, PathParams};
@@ -124,12 +125,11 @@ impl FromRequestParts<AppState> for Operator {
         let given = parts
             .headers
             .get(AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "))
+            .and_then(bearer_credentials)
             .ok_or(ApiError::Unauthenticated(
                 "The operator API needs Authorization: Bearer <ORGD_ADMIN_TOKEN>.",
             ))?;
-        if same_secret(given.trim(), &expected.0) {
+        if same_secret(given, &expected.0) {
             Ok(Self)
         } else {
             Err(ApiError::Unauthenticated(

@@ -14,6 +14,7 @@ mod hostile;
 mod hygiene;
 mod integrations;
 mod invitations;
+mod isolation;
 mod llm_fakes;
 mod members;
 mod metrics;
