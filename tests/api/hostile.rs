@@ -169,7 +169,9 @@ fn json_endpoints(admin: &Session, member: &Session) -> Vec<(Method, String, Val
     ]
 }
 
-async fn json_endpoints_survive_hostile_bodies(backend: Backend) {
+/// An organization with an admin, a developer and a running execution `run-1`, which the
+/// bodies of `json_endpoints` refer to.
+async fn organization_with_a_run(backend: Backend) -> (TestApp, Session, Session) {
     let app = TestApp::spawn(backend).await;
     let admin = app.signup("Hostile").await;
     let member = app.add_member(&admin.org_id, "developer").await;
@@ -181,6 +183,11 @@ async fn json_endpoints_survive_hostile_bodies(backend: Backend) {
     ))
     .await;
     assert_eq!(status, 201);
+    (app, admin, member)
+}
+
+async fn json_endpoints_survive_hostile_bodies(backend: Backend) {
+    let (app, admin, member) = organization_with_a_run(backend).await;
     for (method, path, valid) in json_endpoints(&admin, &member) {
         for (label, body) in hostile_bodies(&valid) {
             let before = store_fingerprint(&app).await;
@@ -335,17 +342,7 @@ async fn assert_refused_as_ambiguous(
 }
 
 async fn duplicate_keys_are_refused_and_change_nothing(backend: Backend) {
-    let app = TestApp::spawn(backend).await;
-    let admin = app.signup("Duplicates").await;
-    let member = app.add_member(&admin.org_id, "developer").await;
-    let (status, _) = call(app.send_json(
-        Method::POST,
-        "/api/executions",
-        &admin.token,
-        json!({"taskId": "run-1", "status": "RUNNING"}),
-    ))
-    .await;
-    assert_eq!(status, 201);
+    let (app, admin, member) = organization_with_a_run(backend).await;
     for (method, path, valid) in json_endpoints(&admin, &member) {
         for (field, value) in valid.as_object().unwrap() {
             // The same value twice is refused too: the rule does not depend on the values.
