@@ -124,7 +124,7 @@ pub struct AnalysisData {
         (status = 400, description = "`Invalid model`, `Invalid JSON`", body = crate::openapi::ErrorBody),
         (status = 403, description = "`Forbidden` (viewers); `AI analysis disabled`", body = crate::openapi::ErrorBody),
         (status = 404, description = "`Execution not found`", body = crate::openapi::ErrorBody),
-        (status = 409, description = "`Execution has not failed`", body = crate::openapi::ErrorBody),
+        (status = 409, description = "`Execution has not failed`; `Analysis in progress` (by another request or the background worker)", body = crate::openapi::ErrorBody),
         (status = 502, description = "The provider refused the request (a failed analysis is stored)", body = crate::openapi::ErrorBody),
         (status = 503, description = "`AI provider not configured`; the provider is rate limited or unreachable (with `retryAfter` when known)", body = crate::openapi::ErrorBody),
     ),
@@ -179,10 +179,17 @@ async fn analyze(
             "Only FAILED, ERROR or UNSTABLE executions can be analyzed",
         ));
     }
-    app.store
+    let started = app
+        .store
         .start_analysis(org_id, &execution.id, now, now + lease_ms(&app))
         .await
         .or_internal("Failed to analyze execution")?;
+    if !started {
+        return Err(ApiError::conflict(
+            "Analysis in progress",
+            "This execution is being analyzed right now; ask again once that analysis has finished",
+        ));
+    }
     let audit = AuditEvent::by_user(
         &user,
         ip,

@@ -49,14 +49,15 @@ pub struct SealedSecret {
 #[async_trait::async_trait]
 pub trait AnalysisStore: Send + Sync + 'static {
     /// Marks the execution's analysis as running for an on-demand request (creating or
-    /// replacing the row), leased until `lease_until`.
+    /// replacing the row), leased until `lease_until`; false while another runner holds a
+    /// live lease on it.
     async fn start_analysis(
         &self,
         org_id: &str,
         execution_id: &str,
         now: i64,
         lease_until: i64,
-    ) -> StoreResult<()>;
+    ) -> StoreResult<bool>;
     /// Takes the oldest runnable row: queued, or running with an expired lease and runs
     /// left, of an organization whose switch is on.
     async fn lease_analysis(&self, now: i64, lease_until: i64) -> StoreResult<Option<Lease>>;
@@ -170,12 +171,15 @@ impl AnalysisStore for SqlStore {
         execution_id: &str,
         now: i64,
         lease_until: i64,
-    ) -> StoreResult<()> {
-        sqlx::query(
+    ) -> StoreResult<bool> {
+        // One statement decides: a row another runner holds a live lease on stays its own.
+        let started = sqlx::query(
             "INSERT INTO analyses (execution_id, organization_id, status, attempts, lease_until, created_at, updated_at)
              VALUES ($1, $2, 'running', 1, $3, $4, $4)
              ON CONFLICT (execution_id) DO UPDATE SET status = 'running', attempts = 1,
-                lease_until = $3, updated_at = $4",
+                lease_until = $3, updated_at = $4
+             WHERE analyses.status <> 'running' OR analyses.lease_until IS NULL
+                OR analyses.lease_until <= $4",
         )
         .bind(execution_id)
         .bind(org_id)
@@ -183,7 +187,7 @@ impl AnalysisStore for SqlStore {
         .bind(now)
         .execute(self.pool())
         .await?;
-        Ok(())
+        Ok(started.rows_affected() == 1)
     }
 
     async fn lease_analysis(&self, now: i64, lease_until: i64) -> StoreResult<Option<Lease>> {

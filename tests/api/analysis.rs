@@ -22,6 +22,7 @@ crate::backend_tests!(
     tickets_carry_the_analysis,
     patch_takes_error_and_output,
     a_retired_default_is_replaced_and_audited,
+    one_analysis_of_an_execution_at_a_time,
 );
 
 const OPENAI_PLATFORM: &str = "sk-platform-openai-0123456789";
@@ -412,6 +413,35 @@ async fn expire_lease(app: &TestApp, task_id: &str, attempts: i64) {
     .execute(&app.db)
     .await
     .unwrap();
+}
+
+/// Parallel requests for one execution: one runs, the others get 409 while it holds its lease;
+/// afterwards (or once a lease has expired) a new request runs again.
+async fn one_analysis_of_an_execution_at_a_time(backend: Backend) {
+    let w = world(backend, |_| {}).await;
+    let app = &w.app;
+    let admin = app.signup("Busy Org").await;
+    execution(app, &admin, "failed", "FAILED", "boom").await;
+    w.gemini.set_delay(Duration::from_millis(1500));
+    let ask = || analyze(app, &admin, "failed", json!({}));
+    let (a, b, c, d) = tokio::join!(ask(), ask(), ask(), ask());
+    let answers = [a, b, c, d];
+    let created = answers.iter().filter(|(code, _)| *code == 201).count();
+    assert_eq!(created, 1, "{answers:?}");
+    for (code, body) in answers.iter().filter(|(code, _)| *code != 201) {
+        assert_error(*code, body, 409, "Analysis in progress");
+    }
+    assert_eq!(w.gemini.seen().len(), 1);
+    assert_eq!(ai_used(app, &admin).await, 1);
+
+    w.gemini.set_delay(Duration::ZERO);
+    let (code, body) = analyze(app, &admin, "failed", json!({})).await;
+    assert_eq!(code, 201, "{body}");
+    // A runner that died mid-call leaves a running row whose lease expires: it is taken over.
+    expire_lease(app, "failed", 1).await;
+    let (code, body) = analyze(app, &admin, "failed", json!({})).await;
+    assert_eq!(code, 201, "{body}");
+    assert_eq!(w.gemini.seen().len(), 3);
 }
 
 async fn expired_leases_are_retried_once_and_never_run_twice(backend: Backend) {

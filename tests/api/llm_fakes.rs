@@ -55,6 +55,8 @@ struct LlmState {
     injected: Mutex<VecDeque<Injected>>,
     /// The text of the answer part (normally the JSON the schema asks for).
     answer_text: Mutex<String>,
+    /// How long each answer takes.
+    delay: Mutex<std::time::Duration>,
 }
 
 pub struct FakeLlm {
@@ -76,6 +78,7 @@ impl FakeLlm {
             answer_text: Mutex::new(
                 json!({"rootCause": ROOT_CAUSE, "suggestedFix": FIX}).to_string(),
             ),
+            delay: Mutex::default(),
         });
         let router = match kind {
             Kind::OpenAi => Router::new().route("/v1/responses", post(plain)),
@@ -102,6 +105,10 @@ impl FakeLlm {
         for _ in 0..times {
             injected.push_back(answer.clone());
         }
+    }
+
+    pub fn set_delay(&self, delay: std::time::Duration) {
+        *self.state.delay.lock().unwrap() = delay;
     }
 
     pub fn set_answer_text(&self, text: &str) {
@@ -173,6 +180,8 @@ fn key_of(kind: Kind, headers: &HeaderMap) -> Option<String> {
 
 async fn answer(state: Arc<LlmState>, seen: LlmSeen) -> Response {
     state.seen.lock().unwrap().push(seen.clone());
+    let delay = *state.delay.lock().unwrap();
+    tokio::time::sleep(delay).await;
     if let Some((status, headers, body)) = state.injected.lock().unwrap().pop_front() {
         let mut response =
             (StatusCode::from_u16(status).unwrap(), axum::Json(body)).into_response();
