@@ -61,7 +61,10 @@ impl LlmProtocol for Anthropic {
             429 if spend_limit || llm::retry_after(headers).is_none() => {
                 LlmError::Refused("the provider account reached its spend limit")
             }
-            413 => LlmError::Refused("the log is too long for the model"),
+            413 => LlmError::TooLong,
+            400 if llm::says_too_long(body, &["prompt is too long", "exceed context limit"]) => {
+                LlmError::TooLong
+            }
             _ => llm::classify_status(status, headers),
         }
     }
@@ -70,6 +73,23 @@ impl LlmProtocol for Anthropic {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn context_overflows_are_recognised() {
+        let h = HeaderMap::new();
+        let too_long = json!({"type":"error","error":{"type":"invalid_request_error",
+            "message":"prompt is too long: 213462 tokens > 200000 maximum"}});
+        assert_eq!(
+            Anthropic.classify(StatusCode::BAD_REQUEST, &h, &too_long),
+            LlmError::TooLong
+        );
+        let other =
+            json!({"type":"error","error":{"type":"invalid_request_error","message":"bad"}});
+        assert_eq!(
+            Anthropic.classify(StatusCode::BAD_REQUEST, &h, &other),
+            LlmError::Refused("invalid request")
+        );
+    }
 
     #[test]
     fn thinking_blocks_are_skipped() {

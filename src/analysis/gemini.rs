@@ -70,6 +70,7 @@ impl LlmProtocol for Gemini {
         match status.as_u16() {
             // An invalid key is a 400 on Gemini.
             400 if reason("API_KEY_INVALID") => LlmError::KeyRejected,
+            400 if llm::says_too_long(body, &["input token count"]) => LlmError::TooLong,
             429 => {
                 let per_day = details
                     .iter()
@@ -111,6 +112,12 @@ mod tests {
             LlmError::RateLimited {
                 retry_after_secs: 3
             }
+        );
+        let overflow = json!({"error":{"code":400,"status":"INVALID_ARGUMENT","message":
+            "The input token count (1200000) exceeds the maximum number of tokens allowed (1048576)."}});
+        assert_eq!(
+            Gemini.classify(StatusCode::BAD_REQUEST, &h, &overflow),
+            LlmError::TooLong
         );
         let thoughts = json!({"candidates":[{"content":{"parts":[{"text":"x","thought":true},{"text":"{}"}]},"finishReason":"STOP"}]});
         assert_eq!(Gemini.answer_text(&thoughts).unwrap(), "{}");

@@ -77,6 +77,9 @@ pub enum LlmError {
     Unreachable,
     #[error("the AI provider refused the request ({0})")]
     Refused(&'static str),
+    /// The error and log did not fit the model's context window.
+    #[error("the AI provider refused the request (the log is too long for the model)")]
+    TooLong,
 }
 
 impl LlmError {
@@ -115,7 +118,7 @@ impl LlmError {
                 message: message.into(),
                 extra: Default::default(),
             },
-            Self::KeyRejected | Self::Refused(_) => ApiError::Refused {
+            Self::KeyRejected | Self::Refused(_) | Self::TooLong => ApiError::Refused {
                 status: StatusCode::BAD_GATEWAY,
                 error: "Provider error",
                 message: message.into(),
@@ -126,7 +129,7 @@ impl LlmError {
 
     fn outcome(&self) -> Outcome {
         match self {
-            Self::KeyRejected | Self::Refused(_) => Outcome::ClientError,
+            Self::KeyRejected | Self::Refused(_) | Self::TooLong => Outcome::ClientError,
             Self::RateLimited { .. } => Outcome::RateLimited,
             Self::Overloaded => Outcome::ServerError,
             Self::Unreachable => Outcome::Unreachable,
@@ -261,6 +264,13 @@ pub fn classify_status(status: StatusCode, headers: &HeaderMap) -> LlmError {
         404 => LlmError::Refused("model not found"),
         _ => LlmError::Refused("invalid request"),
     }
+}
+
+/// Whether the error message of a 400 is one of the provider's context-window refusals
+/// (Anthropic and Gemini have no code for it, only the message).
+pub fn says_too_long(body: &Value, phrases: &[&str]) -> bool {
+    let message = body["error"]["message"].as_str().unwrap_or_default();
+    phrases.iter().any(|p| message.contains(p))
 }
 
 /// Integer at `pointer`, 0 when absent.

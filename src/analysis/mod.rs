@@ -298,6 +298,32 @@ async fn secrets_to_redact(app: &AppState, org_id: &str) -> Result<Vec<String>, 
 /// Runs the analysis of `execution` (already marked running) and stores its result with
 /// `audit` (whose details are filled here): the API's analysis object, and the failure the
 /// on-demand caller gets instead of 201.
+/// The provider's answer about the execution's error and log; a log too long for the model
+/// is cut to a quarter and sent once more (llm-apis.md §4).
+async fn call_with_log(
+    app: &AppState,
+    execution: &Execution,
+    secrets: &[String],
+    call: Call<'_>,
+) -> Result<Reply, LlmError> {
+    let full = app.config.ai.log_budget_bytes;
+    let mut budget = full;
+    loop {
+        let log = prompt::log_text(
+            execution.error.as_deref(),
+            execution.output.as_deref(),
+            secrets,
+            budget,
+        );
+        let with_log = Call { log: &log, ..call };
+        let result = llm::call(&app.http, &app.metrics, protocol(call.provider), &with_log).await;
+        match result {
+            Err(LlmError::TooLong) if budget == full => budget = full / 4,
+            other => return other,
+        }
+    }
+}
+
 async fn run(
     app: &AppState,
     org_id: &str,
@@ -326,20 +352,14 @@ async fn run(
         }
         Some((key, _)) => {
             let secrets = secrets_to_redact(app, org_id).await?;
-            let log = prompt::log_text(
-                execution.error.as_deref(),
-                execution.output.as_deref(),
-                &secrets,
-                app.config.ai.log_budget_bytes,
-            );
             let call = Call {
                 provider,
                 base_url: base_url(app, provider),
                 model: &resolved.model.id,
                 key: &key.0,
-                log: &log,
+                log: "",
             };
-            match llm::call(&app.http, &app.metrics, protocol(provider), &call).await {
+            match call_with_log(app, execution, &secrets, call).await {
                 Ok(reply) => {
                     finished.reached_provider = true;
                     apply(&mut finished, reply);

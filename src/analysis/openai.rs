@@ -74,9 +74,7 @@ impl LlmProtocol for OpenAi {
             Some("insufficient_quota" | "credit_balance_exhausted") => {
                 LlmError::Refused("the provider account is out of credit")
             }
-            Some("context_length_exceeded") => {
-                LlmError::Refused("the log is too long for the model")
-            }
+            Some("context_length_exceeded") => LlmError::TooLong,
             _ => llm::classify_status(status, headers),
         }
     }

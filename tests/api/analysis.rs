@@ -23,6 +23,7 @@ crate::backend_tests!(
     patch_takes_error_and_output,
     a_retired_default_is_replaced_and_audited,
     one_analysis_of_an_execution_at_a_time,
+    a_log_too_long_for_the_model_is_cut_once,
 );
 
 const OPENAI_PLATFORM: &str = "sk-platform-openai-0123456789";
@@ -442,6 +443,43 @@ async fn one_analysis_of_an_execution_at_a_time(backend: Backend) {
     let (code, body) = analyze(app, &admin, "failed", json!({})).await;
     assert_eq!(code, 201, "{body}");
     assert_eq!(w.gemini.seen().len(), 3);
+}
+
+/// A context-window refusal: the log is cut to a quarter and sent once more; a second
+/// refusal is final.
+async fn a_log_too_long_for_the_model_is_cut_once(backend: Backend) {
+    let w = world(backend, |_| {}).await;
+    let app = &w.app;
+    let admin = app.signup("Long Log Org").await;
+    let log: String = (0..20_000).map(|i| format!("line {i}\n")).collect();
+    execution(app, &admin, "long", "FAILED", &log).await;
+    let gpt = json!({"model": "gpt-6.1-sol"});
+    let too_long = json!({"error": {"message": "This model's maximum context length is 8192 tokens.",
+        "type": "invalid_request_error", "param": "input", "code": "context_length_exceeded"}});
+
+    w.openai.inject(1, (400, vec![], too_long.clone()));
+    let (code, body) = analyze(app, &admin, "long", gpt.clone()).await;
+    assert_eq!(code, 201, "{body}");
+    assert_eq!(body["data"]["analysis"]["status"], "completed");
+    let seen = w.openai.seen();
+    assert_eq!(seen.len(), 2);
+    let (first, second) = (seen[0].log().len(), seen[1].log().len());
+    assert!(second * 3 < first, "{first} -> {second}");
+    assert!(
+        seen[1].log().contains("line 19999"),
+        "the end of the log is kept"
+    );
+
+    w.openai.inject(2, (400, vec![], too_long));
+    let (code, body) = analyze(app, &admin, "long", gpt).await;
+    assert_error(code, &body, 502, "Provider error");
+    assert_eq!(w.openai.seen().len(), 4, "cut once, never twice");
+    let shown = shown_analysis(app, &admin, "long").await;
+    assert_eq!(shown["status"], "failed");
+    assert_eq!(
+        shown["reason"],
+        "The AI provider refused the request (the log is too long for the model)"
+    );
 }
 
 async fn expired_leases_are_retried_once_and_never_run_twice(backend: Backend) {
