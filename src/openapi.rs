@@ -9,7 +9,9 @@ use std::sync::OnceLock;
 use axum::Json;
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
+use utoipa::openapi::header::Header;
 use utoipa::openapi::path::{Operation, ParameterIn};
+use utoipa::openapi::schema::{ObjectBuilder, Type};
 use utoipa::openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::openapi::{Content, OpenApi, Ref, RefOr, ResponseBuilder};
 use utoipa::{OpenApi as DeriveOpenApi, ToSchema};
@@ -134,18 +136,21 @@ fn add_security_schemes(doc: &mut OpenApi) {
             "An unexpected error; the message carries a request id",
         ),
     ] {
-        components.responses.insert(
-            name.to_string(),
-            RefOr::T(
-                ResponseBuilder::new()
-                    .description(description)
-                    .content(
-                        "application/json",
-                        Content::new(Some(Ref::from_schema_name("ErrorBody"))),
-                    )
-                    .build(),
-            ),
+        let mut response = ResponseBuilder::new().description(description).content(
+            "application/json",
+            Content::new(Some(Ref::from_schema_name("ErrorBody"))),
         );
+        if name == "RateLimited" {
+            let seconds = ObjectBuilder::new()
+                .schema_type(Type::Integer)
+                .minimum(Some(0));
+            let mut retry_after = Header::new(seconds);
+            retry_after.description = Some("Seconds until a request is counted again".into());
+            response = response.header("Retry-After", retry_after);
+        }
+        components
+            .responses
+            .insert(name.to_string(), RefOr::T(response.build()));
     }
 }
 
