@@ -103,22 +103,53 @@ pub struct MondayItemData {
     item_url: String,
 }
 
+/// Why filing a ticket may be refused: the same for both trackers.
+#[derive(utoipa::IntoResponses)]
+#[allow(dead_code)]
+pub enum TicketRefusals {
+    /// `Invalid taskId`, `Invalid title`, `Invalid description`, `Invalid Idempotency-Key`,
+    /// `Integration not configured`, `Invalid credentials`, `Missing body`, `Invalid JSON`
+    #[response(status = 400)]
+    Invalid(crate::openapi::ErrorBody),
+    /// `Execution not found`
+    #[response(status = 404)]
+    NoExecution(crate::openapi::ErrorBody),
+    /// `Request in progress` with this Idempotency-Key
+    #[response(status = 409)]
+    InProgress(crate::openapi::ErrorBody),
+    /// `Idempotency key reused` with another body
+    #[response(status = 422)]
+    KeyReused(crate::openapi::ErrorBody),
+    /// `Provider unavailable`, `Provider error`
+    #[response(status = 502)]
+    ProviderFailed(crate::openapi::ErrorBody),
+    /// `Provider rate limited`, with `retryAfter`
+    #[response(status = 503)]
+    ProviderLimited(crate::openapi::ErrorBody),
+}
+
+/// The `Idempotency-Key` header of both ticket routes.
+#[derive(utoipa::IntoParams)]
+#[into_params(parameter_in = Header)]
+#[allow(dead_code)]
+pub struct IdempotencyKey {
+    /// Repeats with the same key and body return the first answer and create nothing
+    /// (1–255 visible ASCII characters).
+    #[param(rename = "Idempotency-Key")]
+    idempotency_key: Option<String>,
+}
+
 #[utoipa::path(
     post,
     path = "/api/linear/issues",
     tag = "integrations",
     summary = "File a Linear issue from an execution and link it both ways (all roles)",
     security(("bearerAuth" = [])),
-    params(("Idempotency-Key" = Option<String>, Header, description = "Repeats with the same key and body return the first answer and create nothing (1–255 visible ASCII characters)")),
+    params(IdempotencyKey),
     request_body = TicketRequestSchema,
     responses(
         (status = 201, description = "Created and linked; a replay carries `Idempotent-Replayed: true`", body = LinearIssueCreated),
-        (status = 400, description = "`Invalid taskId`, `Invalid title`, `Invalid description`, `Invalid Idempotency-Key`, `Integration not configured`, `Invalid credentials`, `Missing body`, `Invalid JSON`", body = crate::openapi::ErrorBody),
-        (status = 404, description = "`Execution not found`", body = crate::openapi::ErrorBody),
-        (status = 409, description = "`Request in progress` with this Idempotency-Key", body = crate::openapi::ErrorBody),
-        (status = 422, description = "`Idempotency key reused` with another body", body = crate::openapi::ErrorBody),
-        (status = 502, description = "`Provider unavailable`, `Provider error`", body = crate::openapi::ErrorBody),
-        (status = 503, description = "`Provider rate limited`, with `retryAfter`", body = crate::openapi::ErrorBody),
+        TicketRefusals,
     ),
 )]
 pub async fn create_linear_issue(
@@ -137,16 +168,11 @@ pub async fn create_linear_issue(
     tag = "integrations",
     summary = "File a Monday.com item from an execution and link it both ways (all roles)",
     security(("bearerAuth" = [])),
-    params(("Idempotency-Key" = Option<String>, Header, description = "Repeats with the same key and body return the first answer and create nothing (1–255 visible ASCII characters)")),
+    params(IdempotencyKey),
     request_body = TicketRequestSchema,
     responses(
         (status = 201, description = "Created and linked; a replay carries `Idempotent-Replayed: true`", body = MondayItemCreated),
-        (status = 400, description = "`Invalid taskId`, `Invalid title`, `Invalid description`, `Invalid Idempotency-Key`, `Integration not configured`, `Invalid credentials`, `Missing body`, `Invalid JSON`", body = crate::openapi::ErrorBody),
-        (status = 404, description = "`Execution not found`", body = crate::openapi::ErrorBody),
-        (status = 409, description = "`Request in progress` with this Idempotency-Key", body = crate::openapi::ErrorBody),
-        (status = 422, description = "`Idempotency key reused` with another body", body = crate::openapi::ErrorBody),
-        (status = 502, description = "`Provider unavailable`, `Provider error`", body = crate::openapi::ErrorBody),
-        (status = 503, description = "`Provider rate limited`, with `retryAfter`", body = crate::openapi::ErrorBody),
+        TicketRefusals,
     ),
 )]
 pub async fn create_monday_item(
