@@ -359,7 +359,7 @@ impl Config {
         })?;
         let model_catalog = match &args.model_catalog {
             Some(path) => ModelCatalog::load(path)?,
-            None => ModelCatalog::builtin(),
+            None => ModelCatalog::builtin()?,
         };
         Ok(Self {
             data_dir: args.store.data_dir.clone(),
@@ -404,10 +404,10 @@ impl Config {
     }
 
     /// A development configuration with fresh random secrets, for tests and tools.
-    pub fn development(data_dir: PathBuf, database_url: String) -> Self {
+    pub fn development(data_dir: PathBuf, database_url: String) -> anyhow::Result<Self> {
         let mut key = [0u8; 32];
         key.iter_mut().for_each(|b| *b = rand::random());
-        Self {
+        Ok(Self {
             data_dir,
             database_url: Secret(database_url),
             redis_url: None,
@@ -429,10 +429,10 @@ impl Config {
             monday_api_url: "https://api.monday.com/v2".into(),
             monday_api_version: "2026-07".into(),
             provider_timeout: Duration::from_secs(15),
-            model_catalog: Arc::new(ModelCatalog::builtin()),
+            model_catalog: Arc::new(ModelCatalog::builtin()?),
             encryption_keys_old: Vec::new(),
             ai: AiConfig::development(),
-        }
+        })
     }
 
     pub fn reports_dir(&self) -> PathBuf {

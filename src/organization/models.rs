@@ -105,8 +105,8 @@ fn parse_date(s: &str) -> Option<i64> {
 }
 
 impl ModelCatalog {
-    pub fn builtin() -> Self {
-        Self::from_json(BUILTIN_CATALOG).expect("the built-in catalogue is valid (unit-tested)")
+    pub fn builtin() -> anyhow::Result<Self> {
+        Self::from_json(BUILTIN_CATALOG).context("the built-in model catalogue")
     }
 
     pub fn load(path: &Path) -> anyhow::Result<Self> {

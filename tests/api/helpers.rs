@@ -202,7 +202,8 @@ impl TestApp {
         clock: Arc<ManualClock>,
         tweak: impl FnOnce(&mut Config),
     ) -> Self {
-        let mut config = Config::development(db.dir.path().join("data"), db.url.clone());
+        let mut config = Config::development(db.dir.path().join("data"), db.url.clone())
+            .expect("the development configuration");
         // Most tests sign up several users from one IP; the auth limit has its own tests.
         config.auth_rate_limit_per_minute = 10_000;
         config.redis_key_prefix = unique("orgdtest:") + ":";
