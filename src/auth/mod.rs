@@ -25,7 +25,7 @@ use crate::members::store::Joined;
 use crate::metrics::Refusal;
 use crate::organization::{LimitsView, OrgName, Plan};
 use crate::state::AppState;
-use store::{NewOrganization, NewUser};
+use store::{LoginAttempt, NewOrganization, NewUser};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Role {
@@ -377,13 +377,13 @@ async fn login(
     let ip = attempt.ip.0.to_string();
     let now = app.now();
 
-    let failures = app
+    let attempt = app
         .store
-        .recent_login_failures(&email, &ip, now - LOCKOUT_WINDOW_MS, LOCKOUT_THRESHOLD)
+        .begin_login_attempt(&email, &ip, now, now - LOCKOUT_WINDOW_MS, LOCKOUT_THRESHOLD)
         .await
         .or_internal("Login failed")?;
-    if failures.len() as i64 >= LOCKOUT_THRESHOLD {
-        let locked_until = failures[0] + LOCKOUT_WINDOW_MS;
+    if let LoginAttempt::Locked { newest } = attempt {
+        let locked_until = newest + LOCKOUT_WINDOW_MS;
         let retry_after = ((locked_until - now).max(1000) + 999) / 1000;
         app.metrics.record_refusal(Refusal::LoginLockout);
         return Err(ApiError::TooManyAttempts {
@@ -405,11 +405,8 @@ async fn login(
         None => app.passwords.verify_decoy(password).await,
     }
     .or_internal("Login failed")?;
+    // The attempt was counted up front: a failure needs nothing more.
     let Some(candidate) = candidate.filter(|_| verified) else {
-        app.store
-            .record_login_failure(&email, &ip, now)
-            .await
-            .or_internal("Login failed")?;
         return Err(ApiError::Unauthenticated("Email or password is incorrect"));
     };
     app.store

@@ -5,7 +5,17 @@ use sqlx::Row;
 use super::Role;
 use crate::audit::{self, AuditEvent};
 use crate::organization::Plan;
-use crate::store::{SqlStore, StoreError, StoreResult};
+use crate::store::{Backend, SqlStore, StoreError, StoreResult};
+
+/// Whether a login attempt may go on to the password check.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LoginAttempt {
+    Counted,
+    /// Too many attempts in the window; `newest` is when the latest was counted.
+    Locked {
+        newest: i64,
+    },
+}
 
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub struct UserRecord {
@@ -81,14 +91,18 @@ pub trait AuthStore: Send + Sync + 'static {
     async fn identity(&self, user_id: &str, jti: &str) -> StoreResult<Option<(UserRecord, bool)>>;
     async fn revoke_token(&self, jti: &str, expires_at: i64, now: i64) -> StoreResult<()>;
     /// Failed logins for this email and IP since `since`, newest first (at most `max`).
-    async fn recent_login_failures(
+    /// Counts a login attempt of `email` from `ip` before its password is checked, unless
+    /// `max` attempts since `since` are already counted. Check and count are one serialized
+    /// transaction, so parallel guesses cannot slip past the lockout. A successful login
+    /// clears the pair's attempts (`record_login_success`).
+    async fn begin_login_attempt(
         &self,
         email: &str,
         ip: &str,
+        now: i64,
         since: i64,
         max: i64,
-    ) -> StoreResult<Vec<i64>>;
-    async fn record_login_failure(&self, email: &str, ip: &str, now: i64) -> StoreResult<()>;
+    ) -> StoreResult<LoginAttempt>;
     async fn record_login_success(
         &self,
         user_id: &str,
@@ -234,14 +248,29 @@ impl AuthStore for SqlStore {
         Ok(())
     }
 
-    async fn recent_login_failures(
+    async fn begin_login_attempt(
         &self,
         email: &str,
         ip: &str,
+        now: i64,
         since: i64,
         max: i64,
-    ) -> StoreResult<Vec<i64>> {
-        Ok(sqlx::query_scalar(
+    ) -> StoreResult<LoginAttempt> {
+        let mut tx = self.begin_write().await?;
+        // SQLite's BEGIN IMMEDIATE already serializes writers; PostgreSQL has no row to lock
+        // for a pair that has not failed yet, so a transaction lock on the pair stands in.
+        if self.backend() == Backend::Postgres {
+            sqlx::query("SELECT pg_advisory_xact_lock(hashtextextended($1, 0))::text")
+                .bind(format!("login\n{email}\n{ip}"))
+                .execute(&mut *tx)
+                .await?;
+        }
+        // Attempts older than any lockout window are dead weight.
+        sqlx::query("DELETE FROM login_failures WHERE failed_at < $1")
+            .bind(now - super::LOCKOUT_WINDOW_MS * 2)
+            .execute(&mut *tx)
+            .await?;
+        let counted: Vec<i64> = sqlx::query_scalar(
             "SELECT failed_at FROM login_failures WHERE email = $1 AND ip = $2 AND failed_at > $3
              ORDER BY failed_at DESC LIMIT $4",
         )
@@ -249,17 +278,14 @@ impl AuthStore for SqlStore {
         .bind(ip)
         .bind(since)
         .bind(max)
-        .fetch_all(self.pool())
-        .await?)
-    }
-
-    async fn record_login_failure(&self, email: &str, ip: &str, now: i64) -> StoreResult<()> {
-        let mut tx = self.begin_write().await?;
-        // Failures older than any lockout window are dead weight.
-        sqlx::query("DELETE FROM login_failures WHERE failed_at < $1")
-            .bind(now - super::LOCKOUT_WINDOW_MS * 2)
-            .execute(&mut *tx)
-            .await?;
+        .fetch_all(&mut *tx)
+        .await?;
+        if counted.len() as i64 >= max {
+            tx.commit().await?;
+            return Ok(LoginAttempt::Locked {
+                newest: counted.first().copied().unwrap_or(now),
+            });
+        }
         sqlx::query(
             "INSERT INTO login_failures (id, email, ip, failed_at) VALUES ($1, $2, $3, $4)",
         )
@@ -270,7 +296,7 @@ impl AuthStore for SqlStore {
         .execute(&mut *tx)
         .await?;
         tx.commit().await?;
-        Ok(())
+        Ok(LoginAttempt::Counted)
     }
 
     async fn record_login_success(

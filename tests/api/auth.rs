@@ -10,6 +10,7 @@ crate::backend_tests!(
     signup_validates_in_order,
     login_me_logout,
     login_lockout_is_per_email_and_ip,
+    parallel_guesses_cannot_pass_the_lockout,
     role_and_membership_come_from_the_store,
     parallel_signups_with_one_name_get_distinct_slugs,
 );
@@ -232,6 +233,38 @@ async fn login_lockout_is_per_email_and_ip(backend: Backend) {
     app.clock.advance(5 * 60 * 1000);
     let (status, _) = call(login_from("203.0.113.7", PASSWORD)).await;
     assert_eq!(status, 200);
+}
+
+/// Guesses sent in parallel are counted before their passwords are checked: exactly five get
+/// an answer about the password, the rest are locked out.
+async fn parallel_guesses_cannot_pass_the_lockout(backend: Backend) {
+    let app = TestApp::spawn_with(backend, |c| {
+        c.trusted_proxies = vec!["127.0.0.1/32".parse().unwrap()]
+    })
+    .await;
+    let admin = app.signup("Guessed").await;
+    let guesses: Vec<_> = (0..12)
+        .map(|_| {
+            let guess = app
+                .request(Method::POST, "/api/auth/login")
+                .header("x-forwarded-for", "203.0.113.9")
+                .json(&json!({"email": admin.email, "password": "Wr0ng!pass"}));
+            tokio::spawn(guess.send())
+        })
+        .collect();
+    let mut statuses = Vec::new();
+    for guess in guesses {
+        statuses.push(guess.await.unwrap().unwrap().status().as_u16());
+    }
+    statuses.sort();
+    assert_eq!(statuses, [[401; 5].as_slice(), &[429; 7]].concat());
+    let (status, body) = call(
+        app.request(Method::POST, "/api/auth/login")
+            .header("x-forwarded-for", "203.0.113.9")
+            .json(&json!({"email": admin.email, "password": PASSWORD})),
+    )
+    .await;
+    assert_error(status, &body, 429, "Account temporarily locked");
 }
 
 async fn role_and_membership_come_from_the_store(backend: Backend) {
