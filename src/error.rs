@@ -5,7 +5,8 @@ use std::borrow::Cow;
 
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use serde_json::{Map, Value, json};
+use serde::Serialize;
+use serde_json::{Map, Value};
 
 use crate::auth::Role;
 use crate::ratelimit::Decision;
@@ -181,6 +182,36 @@ impl ApiError {
     }
 }
 
+/// Every error body: `{"success": false, "error": "<stable string>", "message": "<sentence>"}`,
+/// and fields some errors add so clients can act on them. Endpoint-specific ones are
+/// documented with their responses: `usage` (`{used, limit, percentUsed}`) when a plan limit
+/// refused a write, `limit` and `current` on the project limit, `valid: false` when an
+/// invitation token is not usable.
+#[derive(Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ErrorBody {
+    /// Always `false`.
+    success: bool,
+    /// Short, stable string to branch on (`Authentication required`, `Invalid name`, ...).
+    #[schema(value_type = String)]
+    error: Text,
+    /// A sentence for humans; wording may change.
+    #[schema(value_type = String)]
+    message: Text,
+    /// Seconds to wait (429, and 503 when a provider is rate limited).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    retry_after: Option<i64>,
+    /// The rate limit's size (429 from a rate-limit bucket).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    limit: Option<i64>,
+    /// The rate limit's window in milliseconds (429 from a rate-limit bucket).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    window: Option<i64>,
+    #[serde(flatten)]
+    #[schema(ignore)]
+    extra: Map<String, Value>,
+}
+
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         if let Self::Internal { source, error } = &self {
@@ -193,44 +224,40 @@ impl IntoResponse for ApiError {
         }
         let status = self.status();
         let (error, message) = self.error_and_message();
-        let mut body = json!({"success": false, "error": error, "message": message});
-        let mut headers = Vec::new();
+        let mut body = ErrorBody {
+            success: false,
+            error,
+            message,
+            retry_after: None,
+            limit: None,
+            window: None,
+            extra: Map::new(),
+        };
         match &self {
-            Self::Refused { extra, .. } => {
-                if let Some(obj) = body.as_object_mut() {
-                    obj.extend(extra.clone());
-                }
-            }
+            Self::Refused { extra, .. } => body.extra = extra.clone(),
             Self::RateLimited { decision, .. } => {
-                let retry_after = decision.retry_after_secs();
-                if let Some(obj) = body.as_object_mut() {
-                    obj.insert("retryAfter".into(), retry_after.into());
-                    obj.insert("limit".into(), decision.limit.into());
-                    obj.insert("window".into(), decision.window_ms.into());
-                }
-                headers.push((header::RETRY_AFTER, HeaderValue::from(retry_after)));
+                body.retry_after = Some(decision.retry_after_secs());
+                body.limit = Some(i64::from(decision.limit));
+                body.window = Some(decision.window_ms);
             }
             Self::RetryLater {
                 retry_after_secs, ..
-            } => {
-                if let Some(obj) = body.as_object_mut() {
-                    obj.insert("retryAfter".into(), (*retry_after_secs).into());
-                }
-                headers.push((header::RETRY_AFTER, HeaderValue::from(*retry_after_secs)));
-            }
+            } => body.retry_after = Some(i64::try_from(*retry_after_secs).unwrap_or(i64::MAX)),
             Self::TooManyAttempts { retry_after_secs } => {
-                if let Some(obj) = body.as_object_mut() {
-                    obj.insert("retryAfter".into(), (*retry_after_secs).into());
-                }
-                headers.push((header::RETRY_AFTER, HeaderValue::from(*retry_after_secs)));
+                body.retry_after = Some(*retry_after_secs);
             }
             _ => {}
         }
+        let retry_after = body.retry_after;
         let mut response = (status, axum::Json(body)).into_response();
         if let Self::RateLimited { decision, .. } = &self {
             decision.write_headers(response.headers_mut());
         }
-        response.headers_mut().extend(headers);
+        if let Some(seconds) = retry_after {
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(seconds));
+        }
         response
     }
 }

@@ -8,40 +8,19 @@ use std::sync::OnceLock;
 
 use axum::Json;
 use axum::response::{IntoResponse, Response};
-use serde::Serialize;
+use utoipa::OpenApi as DeriveOpenApi;
 use utoipa::openapi::header::Header;
 use utoipa::openapi::path::{Operation, ParameterIn};
 use utoipa::openapi::schema::{ObjectBuilder, Type};
 use utoipa::openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::openapi::{Content, OpenApi, Ref, RefOr, ResponseBuilder};
-use utoipa::{OpenApi as DeriveOpenApi, ToSchema};
 
 /// Security scheme names used in handlers' `security(...)`.
 pub const BEARER: &str = "bearerAuth";
 pub const API_KEY: &str = "apiKey";
 pub const ADMIN_TOKEN: &str = "adminToken";
 
-/// Every error body: `{"success": false, "error": "<stable string>", "message": "<sentence>"}`,
-/// built only by `ApiError`. Some errors add fields (listed here) so clients can act on them.
-#[derive(Serialize, ToSchema)]
-#[serde(rename_all = "camelCase")]
-pub struct ErrorBody {
-    /// Always `false`.
-    success: bool,
-    /// Short, stable string to branch on (`Authentication required`, `Invalid name`, ...).
-    error: String,
-    /// A sentence for humans; wording may change.
-    message: String,
-    /// Seconds to wait (429, and 503 when a provider is rate limited).
-    retry_after: Option<i64>,
-    /// The rate limit's size (429 from a rate-limit bucket).
-    limit: Option<i64>,
-    /// The rate limit's window in milliseconds (429 from a rate-limit bucket).
-    window: Option<i64>,
-    /// `{used, limit, percentUsed}` when a plan limit refused the request.
-    #[schema(value_type = Option<Object>)]
-    usage: Option<serde_json::Value>,
-}
+pub use crate::error::ErrorBody;
 
 #[derive(DeriveOpenApi)]
 #[openapi(
