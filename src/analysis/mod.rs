@@ -15,7 +15,7 @@ use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
 use serde::Serialize;
-use serde_json::{Value, json};
+use serde_json::json;
 use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
@@ -32,7 +32,7 @@ use crate::organization::models::{AiProvider, Model};
 use crate::secrets::SecretTable;
 use crate::state::AppState;
 use llm::{Call, LlmError, LlmProtocol, Reply};
-use store::{Finished, Lease};
+use store::{AnalysisView, Finished, Lease};
 
 pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new().routes(routes!(analyze))
@@ -98,17 +98,15 @@ pub struct AnalyzeRequest {
     model: Option<String>,
 }
 
-#[derive(ToSchema)]
-#[allow(dead_code)]
+#[derive(Serialize, ToSchema)]
 pub struct AnalysisResponse {
     success: bool,
     data: AnalysisData,
 }
 
-#[derive(ToSchema)]
-#[allow(dead_code)]
+#[derive(Serialize, ToSchema)]
 pub struct AnalysisData {
-    analysis: crate::executions::types::AnalysisSchema,
+    analysis: AnalysisView,
 }
 
 #[utoipa::path(
@@ -135,7 +133,7 @@ async fn analyze(
     user: CurrentUser,
     PathParams(task_id): PathParams<String>,
     body: JsonBody,
-) -> Result<(StatusCode, Json<Value>), ApiError> {
+) -> Result<(StatusCode, Json<AnalysisResponse>), ApiError> {
     user.require(Role::WRITERS)?;
     let body = body.or_empty()?;
     let now = app.now();
@@ -201,7 +199,10 @@ async fn analyze(
     match failure {
         None => Ok((
             StatusCode::CREATED,
-            Json(json!({"success": true, "data": {"analysis": view}})),
+            Json(AnalysisResponse {
+                success: true,
+                data: AnalysisData { analysis: view },
+            }),
         )),
         Some(failure) => Err(failure.into_api_error()),
     }
@@ -330,7 +331,7 @@ async fn run(
     execution: &Execution,
     requested: Option<Model>,
     audit: AuditEvent,
-) -> Result<(Value, Option<Failure>), ApiError> {
+) -> Result<(AnalysisView, Option<Failure>), ApiError> {
     let resolved = resolve(app, org_id, requested).await?;
     let provider = resolved.model.provider;
     let mut finished = Finished {

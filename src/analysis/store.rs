@@ -2,9 +2,10 @@
 //! queued in the transaction that fails its execution, leased by one conditional UPDATE
 //! (so two workers never run it at once), and finished in the transaction that counts it.
 
-use serde_json::{Value, json};
+use serde::Serialize;
 use sqlx::any::AnyRow;
 use sqlx::{AssertSqlSafe, Row};
+use utoipa::ToSchema;
 
 use crate::audit::{self, AuditEvent};
 use crate::clock::Timestamp;
@@ -72,7 +73,7 @@ pub trait AnalysisStore: Send + Sync + 'static {
         finished: &Finished,
         audit: &AuditEvent,
         now: i64,
-    ) -> StoreResult<Value>;
+    ) -> StoreResult<AnalysisView>;
     /// Drops the analysis of an execution deleted before it could run.
     async fn drop_analysis(&self, org_id: &str, execution_id: &str) -> StoreResult<()>;
     /// The taskId of a live execution.
@@ -112,26 +113,48 @@ pub async fn queue_analysis(tx: &mut Tx, org_id: &str, task_id: &str, now: i64) 
 const ANALYSIS_COLUMNS: &str = "execution_id, status, model, provider, key_source, input_tokens,
     output_tokens, root_cause, suggested_fix, reason, updated_at";
 
-/// The API's analysis object.
-fn view_from_row(row: &AnyRow) -> StoreResult<Value> {
-    let reason: Option<String> = row.try_get("reason")?;
-    let mut view = json!({
-        "status": row.try_get::<String, _>("status")?,
-        "rootCause": row.try_get::<Option<String>, _>("root_cause")?,
-        "suggestedFix": row.try_get::<Option<String>, _>("suggested_fix")?,
-        "model": row.try_get::<Option<String>, _>("model")?,
-        "provider": row.try_get::<Option<String>, _>("provider")?,
-        "keySource": row.try_get::<Option<String>, _>("key_source")?,
-        "tokens": {
-            "input": row.try_get::<Option<i64>, _>("input_tokens")?.unwrap_or(0),
-            "output": row.try_get::<Option<i64>, _>("output_tokens")?.unwrap_or(0),
+/// The API's analysis object: an execution's AI failure analysis.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+#[schema(as = Analysis)]
+pub struct AnalysisView {
+    /// `queued`, `running`, `completed` or `failed`.
+    status: String,
+    root_cause: Option<String>,
+    suggested_fix: Option<String>,
+    model: Option<String>,
+    /// `openai`, `anthropic` or `gemini`.
+    provider: Option<String>,
+    /// `byok` (the organization's key) or `platform`.
+    key_source: Option<String>,
+    tokens: AnalysisTokens,
+    created_at: Timestamp,
+    /// Why a failed analysis failed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    reason: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct AnalysisTokens {
+    input: i64,
+    output: i64,
+}
+
+fn view_from_row(row: &AnyRow) -> StoreResult<AnalysisView> {
+    Ok(AnalysisView {
+        status: row.try_get("status")?,
+        root_cause: row.try_get("root_cause")?,
+        suggested_fix: row.try_get("suggested_fix")?,
+        model: row.try_get("model")?,
+        provider: row.try_get("provider")?,
+        key_source: row.try_get("key_source")?,
+        tokens: AnalysisTokens {
+            input: row.try_get::<Option<i64>, _>("input_tokens")?.unwrap_or(0),
+            output: row.try_get::<Option<i64>, _>("output_tokens")?.unwrap_or(0),
         },
-        "createdAt": Timestamp(row.try_get("updated_at")?),
-    });
-    if let Some(reason) = reason {
-        view["reason"] = json!(reason);
-    }
-    Ok(view)
+        created_at: Timestamp(row.try_get("updated_at")?),
+        reason: row.try_get("reason")?,
+    })
 }
 
 impl SqlStore {
@@ -237,7 +260,7 @@ impl AnalysisStore for SqlStore {
         finished: &Finished,
         audit: &AuditEvent,
         now: i64,
-    ) -> StoreResult<Value> {
+    ) -> StoreResult<AnalysisView> {
         let mut tx = self.begin_write().await?;
         sqlx::query(
             "UPDATE analyses SET status = $3, lease_until = NULL, model = $4, provider = $5, key_source = $6,

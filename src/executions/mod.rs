@@ -10,7 +10,7 @@ use axum::Json;
 use axum::extract::{Query, State};
 use axum::http::StatusCode;
 use serde::Serialize;
-use serde_json::{Map, Value, json};
+use serde_json::Map;
 use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
@@ -48,36 +48,36 @@ pub(crate) fn task_in_path(raw: &str) -> Result<TaskId, ApiError> {
     TaskId::parse(raw).ok_or_else(execution_not_found)
 }
 
-fn execution_body(execution: &types::Execution, with_output: bool) -> Json<Value> {
-    Json(json!({"success": true, "data": {"execution": execution.view(with_output)}}))
+fn execution_body(execution: &types::Execution, with_output: bool) -> Json<ExecutionResponse> {
+    Json(ExecutionResponse {
+        success: true,
+        data: ExecutionData {
+            execution: execution.view(with_output),
+        },
+    })
 }
 
-/// `{"success": true, "data": {"execution": ...}}`
-#[derive(ToSchema)]
-#[allow(dead_code)]
+#[derive(Serialize, ToSchema)]
 pub struct ExecutionResponse {
     success: bool,
     data: ExecutionData,
 }
 
-#[derive(ToSchema)]
-#[allow(dead_code)]
+#[derive(Serialize, ToSchema)]
 pub struct ExecutionData {
-    execution: types::ExecutionSchema,
+    execution: types::ExecutionView,
 }
 
-#[derive(ToSchema)]
-#[allow(dead_code)]
+#[derive(Serialize, ToSchema)]
 pub struct ExecutionPage {
     success: bool,
     data: ExecutionPageData,
 }
 
-#[derive(ToSchema)]
-#[allow(dead_code)]
+#[derive(Serialize, ToSchema)]
 pub struct ExecutionPageData {
     /// Newest first; without `output`.
-    executions: Vec<types::ExecutionSchema>,
+    executions: Vec<types::ExecutionView>,
     /// Live (not deleted) executions matching the filter.
     total: i64,
     limit: i64,
@@ -347,7 +347,7 @@ async fn create(
     State(app): State<AppState>,
     user: CurrentUser,
     body: JsonBody,
-) -> Result<(StatusCode, Json<Value>), ApiError> {
+) -> Result<(StatusCode, Json<ExecutionResponse>), ApiError> {
     user.require(Role::WRITERS)?;
     let now = app.now();
     let new = parse_new_execution(&body.or_empty()?, &user, now)?;
@@ -456,7 +456,7 @@ async fn update(
     user: CurrentUser,
     PathParams(task_id): PathParams<String>,
     body: JsonBody,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<ExecutionResponse>, ApiError> {
     user.require(Role::WRITERS)?;
     let task_id = task_in_path(&task_id)?;
     let change = parse_change(&body.required()?)?;
@@ -494,7 +494,7 @@ async fn show(
     State(app): State<AppState>,
     user: CurrentUser,
     PathParams(task_id): PathParams<String>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<ExecutionResponse>, ApiError> {
     let task_id = task_in_path(&task_id)?;
     let execution = app
         .store
@@ -552,7 +552,7 @@ async fn list(
     user: CurrentUser,
     page: PageQuery,
     query: Result<Query<StatusQuery>, axum::extract::rejection::QueryRejection>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<ExecutionPage>, ApiError> {
     let page = page.page_within(25, 100)?;
     let Query(query) = query.map_err(|_| {
         ApiError::bad_request("Invalid query", "The query string could not be parsed")
@@ -563,11 +563,15 @@ async fn list(
         .executions(user.org_id(), &filter)
         .await
         .or_internal("Failed to fetch executions")?;
-    let executions: Vec<Value> = executions.iter().map(|e| e.view(false)).collect();
-    Ok(Json(json!({
-        "success": true,
-        "data": {"executions": executions, "total": total, "limit": filter.limit, "offset": filter.offset}
-    })))
+    Ok(Json(ExecutionPage {
+        success: true,
+        data: ExecutionPageData {
+            executions: executions.iter().map(|e| e.view(false)).collect(),
+            total,
+            limit: filter.limit,
+            offset: filter.offset,
+        },
+    }))
 }
 
 #[utoipa::path(

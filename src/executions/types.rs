@@ -1,8 +1,9 @@
 //! Domain types of projects, executions and report files, parsed at the edge.
 
 use serde::Serialize;
-use serde_json::{Value, json};
+use utoipa::ToSchema;
 
+use crate::analysis::store::AnalysisView;
 use crate::clock::Timestamp;
 
 /// Where an execution is in its life. PENDING → RUNNING → one of the finished states
@@ -206,18 +207,6 @@ pub struct ExecutionLink {
     pub created_at: i64,
 }
 
-impl ExecutionLink {
-    fn view(&self, id_field: &str, url_field: &str) -> Value {
-        json!({
-            id_field: self.external_id,
-            url_field: self.url,
-            "title": self.title,
-            "createdAt": Timestamp(self.created_at),
-            "createdBy": self.created_by,
-        })
-    }
-}
-
 #[derive(Debug, Clone)]
 pub struct Execution {
     pub id: String,
@@ -234,136 +223,98 @@ pub struct Execution {
     pub started_at: Option<i64>,
     pub finished_at: Option<i64>,
     pub links: Vec<ExecutionLink>,
-    /// The analysis object of the API, when there is one.
-    pub analysis: Option<Value>,
+    /// The execution's analysis, when there is one.
+    pub analysis: Option<AnalysisView>,
 }
 
-impl Execution {
-    /// The API's execution object; `output` only when `with_output`.
-    pub fn view(&self, with_output: bool) -> Value {
-        let links = |provider: &str, id_field: &str, url_field: &str| -> Vec<Value> {
-            self.links
-                .iter()
-                .filter(|l| l.provider == provider)
-                .map(|l| l.view(id_field, url_field))
-                .collect()
-        };
-        let mut view = json!({
-            "id": self.id,
-            "taskId": self.task_id,
-            "projectId": self.project_id,
-            "status": self.status.as_str(),
-            "trigger": self.trigger,
-            "groupName": self.group_name,
-            "createdAt": Timestamp(self.created_at),
-            "startedAt": self.started_at.map(Timestamp),
-            "finishedAt": self.finished_at.map(Timestamp),
-            "error": self.error,
-            "reportBytes": self.report_bytes,
-            "linearIssues": links("linear", "issueId", "issueUrl"),
-            "mondayItems": links("monday", "itemId", "itemUrl"),
-            "analysis": self.analysis,
-        });
-        if with_output && let Some(obj) = view.as_object_mut() {
-            obj.insert("output".into(), self.output.clone().into());
-        }
-        view
-    }
-}
-
-/// The shape `Execution::view` writes, for the OpenAPI document.
-#[derive(utoipa::ToSchema)]
+/// The API's execution object.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
 #[schema(as = Execution)]
-#[allow(dead_code)]
-pub struct ExecutionSchema {
+pub struct ExecutionView {
     id: String,
-    #[schema(rename = "taskId")]
     task_id: String,
-    #[schema(rename = "projectId")]
     project_id: Option<String>,
     #[schema(pattern = "^(PENDING|RUNNING|PASSED|FAILED|ERROR|UNSTABLE)$")]
-    status: String,
+    status: &'static str,
     trigger: Option<String>,
-    #[schema(rename = "groupName")]
     group_name: Option<String>,
-    #[schema(rename = "createdAt")]
     created_at: Timestamp,
-    #[schema(rename = "startedAt")]
     started_at: Option<Timestamp>,
-    #[schema(rename = "finishedAt")]
     finished_at: Option<Timestamp>,
     /// The failure's message (at most 64 KiB).
     error: Option<String>,
-    #[schema(rename = "reportBytes")]
     report_bytes: i64,
-    #[schema(rename = "linearIssues")]
     linear_issues: Vec<LinearIssueLink>,
-    #[schema(rename = "mondayItems")]
     monday_items: Vec<MondayItemLink>,
-    analysis: Option<AnalysisSchema>,
+    analysis: Option<AnalysisView>,
     /// The run's log (its last 256 KiB); only in the single-execution view.
-    output: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<String>)]
+    output: Option<Option<String>>,
 }
 
 /// A Linear issue filed from the execution.
-#[derive(utoipa::ToSchema)]
-#[allow(dead_code)]
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
 pub struct LinearIssueLink {
-    #[schema(rename = "issueId")]
     issue_id: String,
-    #[schema(rename = "issueUrl")]
     issue_url: String,
     title: String,
-    #[schema(rename = "createdAt")]
     created_at: Timestamp,
-    #[schema(rename = "createdBy")]
     created_by: Option<String>,
 }
 
 /// A Monday.com item filed from the execution.
-#[derive(utoipa::ToSchema)]
-#[allow(dead_code)]
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
 pub struct MondayItemLink {
-    #[schema(rename = "itemId")]
     item_id: String,
-    #[schema(rename = "itemUrl")]
     item_url: String,
     title: String,
-    #[schema(rename = "createdAt")]
     created_at: Timestamp,
-    #[schema(rename = "createdBy")]
     created_by: Option<String>,
 }
 
-/// An AI failure analysis, as the store reads it back.
-#[derive(utoipa::ToSchema)]
-#[schema(as = Analysis)]
-#[allow(dead_code)]
-pub struct AnalysisSchema {
-    /// `queued`, `running`, `completed` or `failed`.
-    status: String,
-    #[schema(rename = "rootCause")]
-    root_cause: Option<String>,
-    #[schema(rename = "suggestedFix")]
-    suggested_fix: Option<String>,
-    model: Option<String>,
-    /// `openai`, `anthropic` or `gemini`.
-    provider: Option<String>,
-    /// `byok` (the organization's key) or `platform`.
-    #[schema(rename = "keySource")]
-    key_source: Option<String>,
-    tokens: AnalysisTokens,
-    #[schema(rename = "createdAt")]
-    created_at: Timestamp,
-    /// Why a failed analysis failed.
-    reason: Option<String>,
-}
-
-#[derive(utoipa::ToSchema)]
-#[allow(dead_code)]
-pub struct AnalysisTokens {
-    input: i64,
-    output: i64,
+impl Execution {
+    /// The API's execution object; `output` only when `with_output`.
+    pub fn view(&self, with_output: bool) -> ExecutionView {
+        let links =
+            |provider: &'static str| self.links.iter().filter(move |l| l.provider == provider);
+        ExecutionView {
+            id: self.id.clone(),
+            task_id: self.task_id.clone(),
+            project_id: self.project_id.clone(),
+            status: self.status.as_str(),
+            trigger: self.trigger.clone(),
+            group_name: self.group_name.clone(),
+            created_at: Timestamp(self.created_at),
+            started_at: self.started_at.map(Timestamp),
+            finished_at: self.finished_at.map(Timestamp),
+            error: self.error.clone(),
+            report_bytes: self.report_bytes,
+            linear_issues: links("linear")
+                .map(|l| LinearIssueLink {
+                    issue_id: l.external_id.clone(),
+                    issue_url: l.url.clone(),
+                    title: l.title.clone(),
+                    created_at: Timestamp(l.created_at),
+                    created_by: l.created_by.clone(),
+                })
+                .collect(),
+            monday_items: links("monday")
+                .map(|l| MondayItemLink {
+                    item_id: l.external_id.clone(),
+                    item_url: l.url.clone(),
+                    title: l.title.clone(),
+                    created_at: Timestamp(l.created_at),
+                    created_by: l.created_by.clone(),
+                })
+                .collect(),
+            analysis: self.analysis.clone(),
+            output: with_output.then(|| self.output.clone()),
+        }
+    }
 }
 
 /// An execution to create, already validated.
