@@ -2,25 +2,30 @@
 //! `ORGD_ADMIN_TOKEN` is set, and answers only `Authorization: Bearer <ORGD_ADMIN_TOKEN>`.
 
 use axum::Json;
+use std::collections::BTreeMap;
+
 use axum::extract::{FromRequestParts, State};
 use axum::http::header::AUTHORIZATION;
 use axum::http::request::Parts;
 use serde::Serialize;
-use serde_json::{Value, json};
+use serde_json::Value;
 use sha2::{Digest, Sha256};
 use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use super::{LimitValue, OperatorError, PlanChange, change_organization, organization_view};
+use super::{LimitValue, OperatorError, PlanChange, change_organization};
 use crate::auth::extract::bearer_credentials;
+use crate::clock::Timestamp;
 use crate::error::{ApiError, OrInternal};
 use crate::http::page::PageParams;
 use crate::http::{ClientIp, JsonBody, Page, PageQuery, PathParams};
 use crate::openapi::ErrorBody;
-use crate::organization::Plan;
 use crate::organization::plan::LIMIT_NAMES;
+use crate::organization::store::OrganizationRecord;
+use crate::organization::usage::{Alert, UsageView};
 use crate::organization::usage::{Period, Usage};
+use crate::organization::{LimitsView, Plan};
 use crate::state::AppState;
 
 pub fn router() -> OpenApiRouter<AppState> {
@@ -32,43 +37,55 @@ pub fn router() -> OpenApiRouter<AppState> {
 
 /// An organization as the operator sees it: plan, effective limits and the overrides that
 /// differ from the plan's.
-#[derive(ToSchema)]
-#[schema(as = OperatorOrganization)]
-#[allow(dead_code)]
-pub struct OperatorOrganizationSchema {
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct OperatorOrganization {
     id: String,
     name: String,
     slug: String,
     #[schema(pattern = "^(free|team|enterprise)$")]
-    plan: String,
-    limits: crate::organization::LimitsView,
+    plan: &'static str,
+    limits: LimitsView,
     /// Limit name → number, or `null` for unlimited.
-    overrides: Object,
-    #[schema(rename = "createdAt")]
-    created_at: crate::clock::Timestamp,
+    overrides: BTreeMap<String, Option<i64>>,
+    created_at: Timestamp,
     /// In the list only: this period's usage.
-    usage: Option<crate::organization::usage::UsageView>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    usage: Option<UsageView>,
     /// In the list only.
-    alerts: Option<Vec<crate::organization::usage::Alert>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    alerts: Option<Vec<Alert>>,
 }
 
-type Object = serde_json::Map<String, Value>;
+impl OperatorOrganization {
+    fn new(org: &OrganizationRecord) -> Self {
+        Self {
+            id: org.id.clone(),
+            name: org.name.clone(),
+            slug: org.slug.clone(),
+            plan: org.plan.as_str(),
+            limits: org.limits_view(),
+            overrides: org.overrides.0.clone(),
+            created_at: Timestamp(org.created_at),
+            usage: None,
+            alerts: None,
+        }
+    }
+}
 
-#[derive(ToSchema)]
-#[allow(dead_code)]
+#[derive(Serialize, ToSchema)]
 pub struct OperatorOrganizationList {
     success: bool,
-    organizations: Vec<OperatorOrganizationSchema>,
+    organizations: Vec<OperatorOrganization>,
     total: i64,
     limit: i64,
     offset: i64,
 }
 
-#[derive(ToSchema)]
-#[allow(dead_code)]
+#[derive(Serialize, ToSchema)]
 pub struct OperatorOrganizationChanged {
     success: bool,
-    organization: OperatorOrganizationSchema,
+    organization: OperatorOrganization,
 }
 
 #[derive(Serialize, ToSchema)]
@@ -86,15 +103,15 @@ pub struct PlanRequest {
 #[schema(as = LimitsRequest)]
 #[allow(dead_code)]
 pub struct LimitsRequestSchema {
-    #[schema(rename = "maxTestRuns", value_type = Option<Object>)]
+    #[schema(rename = "maxTestRuns")]
     max_test_runs: Option<Value>,
-    #[schema(rename = "maxUsers", value_type = Option<Object>)]
+    #[schema(rename = "maxUsers")]
     max_users: Option<Value>,
-    #[schema(rename = "maxProjects", value_type = Option<Object>)]
+    #[schema(rename = "maxProjects")]
     max_projects: Option<Value>,
-    #[schema(rename = "maxConcurrentRuns", value_type = Option<Object>)]
+    #[schema(rename = "maxConcurrentRuns")]
     max_concurrent_runs: Option<Value>,
-    #[schema(rename = "maxStorageBytes", value_type = Option<Object>)]
+    #[schema(rename = "maxStorageBytes")]
     max_storage_bytes: Option<Value>,
 }
 
@@ -163,7 +180,7 @@ async fn list(
     State(app): State<AppState>,
     _operator: Operator,
     page: PageQuery,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<OperatorOrganizationList>, ApiError> {
     let Page { limit, offset } = page.page_within(50, Page::MAX_LIMIT)?;
     let now = app.now();
     let period = Period::containing(now);
@@ -172,25 +189,24 @@ async fn list(
         .organizations_usage_page(&period.key, now, limit, offset)
         .await
         .or_internal("Failed to fetch organizations")?;
-    let organizations: Vec<Value> = page
+    let organizations = page
         .iter()
         .map(|record| {
             let usage = Usage::new(record, period.clone());
-            let mut view = organization_view(&record.org);
-            if let Some(obj) = view.as_object_mut() {
-                obj.insert("usage".into(), json!(usage.view()));
-                obj.insert("alerts".into(), json!(usage.alerts()));
+            OperatorOrganization {
+                usage: Some(usage.view()),
+                alerts: Some(usage.alerts()),
+                ..OperatorOrganization::new(&record.org)
             }
-            view
         })
         .collect();
-    Ok(Json(json!({
-        "success": true,
-        "organizations": organizations,
-        "total": total,
-        "limit": limit,
-        "offset": offset,
-    })))
+    Ok(Json(OperatorOrganizationList {
+        success: true,
+        organizations,
+        total,
+        limit,
+        offset,
+    }))
 }
 
 async fn apply(
@@ -198,7 +214,7 @@ async fn apply(
     ip: ClientIp,
     reference: &str,
     change: &PlanChange,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<OperatorOrganizationChanged>, ApiError> {
     const FAILED: &str = "Failed to update organization";
     let (_, after) = change_organization(
         app.store.as_ref(),
@@ -209,9 +225,10 @@ async fn apply(
     )
     .await
     .map_err(|e| operator_error(e, FAILED))?;
-    Ok(Json(
-        json!({"success": true, "organization": organization_view(&after)}),
-    ))
+    Ok(Json(OperatorOrganizationChanged {
+        success: true,
+        organization: OperatorOrganization::new(&after),
+    }))
 }
 
 #[utoipa::path(
@@ -234,7 +251,7 @@ async fn set_plan(
     _operator: Operator,
     PathParams(id): PathParams<String>,
     body: JsonBody,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<OperatorOrganizationChanged>, ApiError> {
     let body = body.required()?;
     let plan = body
         .required_str("plan", ApiError::invalid("plan", "plan is required"))
@@ -266,7 +283,7 @@ async fn set_limits(
     _operator: Operator,
     PathParams(id): PathParams<String>,
     body: JsonBody,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<OperatorOrganizationChanged>, ApiError> {
     let body = body.required()?;
     let mut limits = Vec::new();
     for name in LIMIT_NAMES {

@@ -161,19 +161,6 @@ pub async fn change_organization(
         .ok_or_else(not_found)
 }
 
-/// An organization as the operator sees it: plan, effective limits and raw overrides.
-pub fn organization_view(org: &OrganizationRecord) -> Value {
-    json!({
-        "id": org.id,
-        "name": org.name,
-        "slug": org.slug,
-        "plan": org.plan.as_str(),
-        "limits": org.limits_view(),
-        "overrides": org.overrides.0,
-        "createdAt": crate::clock::Timestamp(org.created_at),
-    })
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
