@@ -30,7 +30,7 @@ async fn main() -> anyhow::Result<()> {
             "usage: seed <database-url> <jwt-secret> <org-name> [--executions N] [--report-files M]"
         );
     };
-    let store = SqlStore::connect(url).await?;
+    let store = SqlStore::connect(url, orgd::store::DbTimeouts::command()).await?;
     store.migrate().await?;
     let now = SystemClock.now_ms();
     let org_id = orgd::id::new_id(now);

@@ -13,6 +13,7 @@ use axum::http::HeaderValue;
 use ipnet::IpNet;
 
 use crate::organization::models::ModelCatalog;
+use crate::store::DbTimeouts;
 
 /// Flags and variables shared by every subcommand that touches the database.
 #[derive(Debug, Clone, clap::Args)]
@@ -146,6 +147,52 @@ pub struct ServeArgs {
     /// How often the analysis worker looks for queued analyses.
     #[arg(long, env = "ORGD_AI_POLL_INTERVAL", default_value = "2s", value_parser = parse_duration)]
     pub ai_poll_interval: Duration,
+    #[command(flatten)]
+    pub limits: ServiceLimits,
+}
+
+/// How long the service waits on anything, and how many connections it holds open.
+#[derive(Debug, Clone, Copy, clap::Args)]
+pub struct ServiceLimits {
+    /// Deadline of a request (report streams and routes that call a provider are bounded by
+    /// their provider budget instead); past it the answer is 503.
+    #[arg(long, env = "ORGD_REQUEST_TIMEOUT", default_value = "30s", value_parser = parse_duration)]
+    pub request_timeout: Duration,
+    /// A client must send a request's headers within this time.
+    #[arg(long, env = "ORGD_HEADER_READ_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
+    pub header_read_timeout: Duration,
+    /// A connection on which nothing moves for this long is closed.
+    #[arg(long, env = "ORGD_IDLE_TIMEOUT", default_value = "60s", value_parser = parse_duration)]
+    pub idle_timeout: Duration,
+    /// Connections served at once (the rest wait in the listen backlog); default from the
+    /// open-file limit, leaving room for the database pool and files.
+    #[arg(long, env = "ORGD_MAX_CONNECTIONS")]
+    pub max_connections: Option<usize>,
+    /// Longest wait for a database connection.
+    #[arg(long, env = "ORGD_DB_ACQUIRE_TIMEOUT", default_value = "5s", value_parser = parse_duration)]
+    pub db_acquire_timeout: Duration,
+    /// PostgreSQL statement, lock and idle-in-transaction timeouts; SQLite busy timeout.
+    #[arg(long, env = "ORGD_DB_STATEMENT_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
+    pub db_statement_timeout: Duration,
+}
+
+impl Default for ServiceLimits {
+    fn default() -> Self {
+        Self {
+            request_timeout: Duration::from_secs(30),
+            header_read_timeout: Duration::from_secs(10),
+            idle_timeout: Duration::from_secs(60),
+            max_connections: None,
+            db_acquire_timeout: Duration::from_secs(5),
+            db_statement_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+impl ServiceLimits {
+    pub fn db_timeouts(&self) -> DbTimeouts {
+        DbTimeouts::service(self.db_acquire_timeout, self.db_statement_timeout)
+    }
 }
 
 /// The vault keys, shared by `serve` and `secrets rotate`.
@@ -267,6 +314,7 @@ pub struct Config {
     pub provider_timeout: Duration,
     pub model_catalog: Arc<ModelCatalog>,
     pub ai: AiConfig,
+    pub limits: ServiceLimits,
 }
 
 /// Where and with which platform keys failure analyses are run.
@@ -400,6 +448,7 @@ impl Config {
             provider_timeout: args.provider_timeout,
             model_catalog: Arc::new(model_catalog),
             ai: AiConfig::from_args(args)?,
+            limits: args.limits,
         })
     }
 
@@ -432,6 +481,7 @@ impl Config {
             model_catalog: Arc::new(ModelCatalog::builtin()?),
             encryption_keys_old: Vec::new(),
             ai: AiConfig::development(),
+            limits: ServiceLimits::default(),
         })
     }
 
@@ -534,7 +584,7 @@ fn parse_cidrs(list: &str) -> anyhow::Result<Vec<IpNet>> {
         .collect()
 }
 
-/// `24h`, `30m`, `90s`, `7d`, or a plain number of seconds.
+/// `24h`, `30m`, `90s`, `250ms`, `7d`, or a plain number of seconds.
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
     let s = s.trim();
     let (digits, unit) = match s.find(|c: char| !c.is_ascii_digit()) {
@@ -544,17 +594,22 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
     let n: u64 = digits
         .parse()
         .map_err(|_| format!("invalid duration {s:?}"))?;
-    let secs = match unit {
-        "s" => n,
-        "m" => n * 60,
-        "h" => n * 3600,
-        "d" => n * 86400,
-        _ => return Err(format!("invalid duration unit in {s:?} (use s, m, h or d)")),
+    let ms = match unit {
+        "ms" => n,
+        "s" => n.saturating_mul(1000),
+        "m" => n.saturating_mul(60_000),
+        "h" => n.saturating_mul(3_600_000),
+        "d" => n.saturating_mul(86_400_000),
+        _ => {
+            return Err(format!(
+                "invalid duration unit in {s:?} (use ms, s, m, h or d)"
+            ));
+        }
     };
-    if secs == 0 {
+    if ms == 0 {
         return Err("duration must be positive".into());
     }
-    Ok(Duration::from_secs(secs))
+    Ok(Duration::from_millis(ms))
 }
 
 #[cfg(test)]
@@ -566,6 +621,7 @@ mod tests {
         assert_eq!(parse_duration("24h"), Ok(Duration::from_secs(86400)));
         assert_eq!(parse_duration("90"), Ok(Duration::from_secs(90)));
         assert_eq!(parse_duration("15m"), Ok(Duration::from_secs(900)));
+        assert_eq!(parse_duration("250ms"), Ok(Duration::from_millis(250)));
         assert!(parse_duration("0").is_err());
         assert!(parse_duration("1y").is_err());
         assert!(parse_duration("h").is_err());

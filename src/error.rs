@@ -14,6 +14,9 @@ use crate::store::StoreError;
 
 pub type Text = Cow<'static, str>;
 
+/// What a 503 `Service unavailable` asks the client to wait before retrying.
+pub const UNAVAILABLE_RETRY_AFTER_SECS: i64 = 2;
+
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
     /// 401 `Authentication required`; the message says why.
@@ -68,6 +71,14 @@ pub enum ApiError {
     /// 429 `Account temporarily locked` after repeated failed logins.
     #[error("too many failed logins")]
     TooManyAttempts { retry_after_secs: i64 },
+    /// 503 `Service unavailable` with `Retry-After`: a dependency (the database) is out of
+    /// reach, out of room or too slow right now. Logged; the detail is never sent.
+    #[error("service unavailable: {0:#}")]
+    Unavailable(anyhow::Error),
+    /// 503 `Service unavailable` with `Retry-After`: the request ran past its deadline
+    /// (`ORGD_REQUEST_TIMEOUT`); whatever it was writing was rolled back.
+    #[error("request deadline exceeded")]
+    DeadlineExceeded,
     /// 500: the detail is logged, never sent. `error` is the endpoint's public string.
     #[error("{error}: {source:#}")]
     Internal {
@@ -103,10 +114,19 @@ impl ApiError {
         }
     }
 
+    /// A failure the client cannot fix: 503 when the database was out of reach (the
+    /// request may succeed when retried), else 500 with the endpoint's public string.
     pub fn internal(error: &'static str, source: impl Into<anyhow::Error>) -> Self {
-        Self::Internal {
-            error,
-            source: source.into(),
+        let source = source.into();
+        let outage = source.chain().any(|cause| {
+            cause
+                .downcast_ref::<StoreError>()
+                .is_some_and(StoreError::is_unavailable)
+        });
+        if outage {
+            Self::Unavailable(source)
+        } else {
+            Self::Internal { error, source }
         }
     }
 
@@ -125,6 +145,7 @@ impl ApiError {
                 StatusCode::TOO_MANY_REQUESTS
             }
             Self::Internal { .. } => StatusCode::INTERNAL_SERVER_ERROR,
+            Self::Unavailable(_) | Self::DeadlineExceeded => StatusCode::SERVICE_UNAVAILABLE,
         }
     }
 
@@ -170,6 +191,15 @@ impl ApiError {
                 )
                 .into(),
             ),
+            Self::Unavailable(_) => (
+                "Service unavailable".into(),
+                "The service cannot reach its database right now. Please retry shortly.".into(),
+            ),
+            Self::DeadlineExceeded => (
+                "Service unavailable".into(),
+                "The request took too long to complete and nothing was changed. Please retry shortly."
+                    .into(),
+            ),
             Self::Internal { error, .. } => (
                 (*error).into(),
                 format!(
@@ -181,6 +211,11 @@ impl ApiError {
         }
     }
 }
+
+/// Marks a response that failed because the database was out of reach, so the request
+/// layer can tell `/health` (the handler has no access to the store's health).
+#[derive(Debug, Clone, Copy)]
+pub struct DatabaseOutage;
 
 /// Every error body: `{"success": false, "error": "<stable string>", "message": "<sentence>"}`,
 /// and fields some errors add so clients can act on them. Endpoint-specific ones are
@@ -214,13 +249,19 @@ pub struct ErrorBody {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        if let Self::Internal { source, error } = &self {
-            tracing::error!(
+        match &self {
+            Self::Internal { source, error } => tracing::error!(
                 request_id = %crate::http::current_request_id(),
                 error = %error,
                 detail = %format!("{source:#}"),
                 "request failed"
-            );
+            ),
+            Self::Unavailable(source) => tracing::warn!(
+                request_id = %crate::http::current_request_id(),
+                detail = %format!("{source:#}"),
+                "request answered 503: database unavailable"
+            ),
+            _ => {}
         }
         let status = self.status();
         let (error, message) = self.error_and_message();
@@ -246,10 +287,16 @@ impl IntoResponse for ApiError {
             Self::TooManyAttempts { retry_after_secs } => {
                 body.retry_after = Some(*retry_after_secs);
             }
+            Self::Unavailable(_) | Self::DeadlineExceeded => {
+                body.retry_after = Some(UNAVAILABLE_RETRY_AFTER_SECS);
+            }
             _ => {}
         }
         let retry_after = body.retry_after;
         let mut response = (status, axum::Json(body)).into_response();
+        if let Self::Unavailable(_) = &self {
+            response.extensions_mut().insert(DatabaseOutage);
+        }
         if let Self::RateLimited { decision, .. } = &self {
             decision.write_headers(response.headers_mut());
         }

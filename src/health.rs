@@ -1,4 +1,5 @@
-//! `GET /health`: 200 while the database answers (a Redis outage only degrades), else 503.
+//! `GET /health`: 200 while the database answers and takes writes (a Redis outage only
+//! degrades), else 503 so a load balancer stops sending traffic here.
 
 use axum::Json;
 use axum::extract::State;
@@ -32,16 +33,20 @@ pub struct HealthChecks {
     path = "/health",
     tag = "service",
     responses(
-        (status = 200, description = "The database answers (with Redis down: `degraded`)", body = Health),
-        (status = 503, description = "The database is unreachable", body = Health),
+        (status = 200, description = "The database answers and takes writes (with Redis down: `degraded`)", body = Health),
+        (status = 503, description = "The database cannot be read or written", body = Health),
     )
 )]
 pub async fn health(State(app): State<AppState>) -> (StatusCode, Json<Health>) {
-    let (database, redis) = tokio::join!(app.store.ping(), app.limiter.shared_store_healthy());
-    let database_ok = database.is_ok();
+    let (database, writable, redis) = tokio::join!(
+        app.store.ping(),
+        app.store.writable(),
+        app.limiter.shared_store_healthy()
+    );
     if let Err(e) = &database {
         tracing::error!(error = %e, "health check: database unreachable");
     }
+    let database_ok = database.is_ok() && writable;
     let redis = match redis {
         None => "disabled",
         Some(true) => "ok",

@@ -24,7 +24,6 @@ pub mod state;
 pub mod store;
 
 use std::future::Future;
-use std::net::SocketAddr;
 
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
@@ -83,13 +82,26 @@ pub async fn serve(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
     let addr = listener.local_addr()?;
-    let app = router(state.clone()).into_make_service_with_connect_info::<SocketAddr>();
+    let open_files = http::server::raise_open_file_limit();
+    let limits = &state.config.limits;
+    let connection_limits = http::server::ConnectionLimits {
+        header_read_timeout: limits.header_read_timeout,
+        idle_timeout: limits.idle_timeout,
+        max_connections: limits
+            .max_connections
+            .unwrap_or_else(|| http::server::default_max_connections(open_files)),
+    };
     println!("orgd listening on http://{addr}");
-    tracing::info!(%addr, "listening");
+    tracing::info!(%addr, max_connections = connection_limits.max_connections, "listening");
     let worker = tokio::spawn(analysis::work(state.clone()));
-    let served = axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown)
-        .await;
+    let served = http::server::run(
+        listener,
+        router(state.clone()),
+        connection_limits,
+        state.metrics.clone(),
+        shutdown,
+    )
+    .await;
     worker.abort();
     let _ = worker.await;
     served?;

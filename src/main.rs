@@ -6,7 +6,7 @@ use orgd::config::{KeyArgs, LogFormat, ServeArgs, StoreArgs};
 use orgd::crypto::Vault;
 use orgd::executions::storage::LocalReportStorage;
 use orgd::operator::cli;
-use orgd::store::SqlStore;
+use orgd::store::{DbTimeouts, SqlStore};
 use orgd::{AppState, Config};
 
 /// glibc's allocator showed up as ~8 % of a request's CPU in `perf`; mimalloc's thread-local
@@ -98,7 +98,7 @@ async fn open_store(args: &StoreArgs) -> anyhow::Result<SqlStore> {
     if args.database_url.is_none() {
         std::fs::create_dir_all(&args.data_dir)?;
     }
-    let store = SqlStore::connect(&args.database_url()).await?;
+    let store = SqlStore::connect(&args.database_url(), DbTimeouts::command()).await?;
     store.migrate().await?;
     Ok(store)
 }
@@ -205,7 +205,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
 async fn rotate_secrets(store_args: &StoreArgs, keys: &KeyArgs) -> anyhow::Result<()> {
     let keys = keys.for_command(store_args)?;
     let vault = Vault::new(&keys.current.0, &keys.old);
-    let store = SqlStore::connect(&store_args.database_url()).await?;
+    let store = SqlStore::connect(&store_args.database_url(), DbTimeouts::command()).await?;
     store.migrate().await?;
     let report = orgd::secrets::rotate(&store, &vault).await?;
     store.pool().close().await;

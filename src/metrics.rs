@@ -49,6 +49,9 @@ pub struct Metrics {
     routes: RwLock<HashMap<Box<str>, RouteSeries>>,
     refusals: [AtomicU64; Refusal::ALL.len()],
     provider_calls: [[AtomicU64; Outcome::ALL.len()]; Provider::ALL.len()],
+    /// `accept` calls that failed (usually the open-file limit).
+    accept_errors: AtomicU64,
+    open_connections: AtomicU64,
 }
 
 impl Metrics {
@@ -81,6 +84,18 @@ impl Metrics {
 
     pub fn record_provider_call(&self, provider: Provider, outcome: Outcome) {
         self.provider_calls[provider as usize][outcome as usize].fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn record_accept_error(&self) {
+        self.accept_errors.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn connection_opened(&self) {
+        self.open_connections.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn connection_closed(&self) {
+        self.open_connections.fetch_sub(1, Ordering::Relaxed);
     }
 
     /// The text a scrape gets, with the pool read at scrape time.
@@ -411,6 +426,22 @@ impl Exposition<'_> {
         Ok(())
     }
 
+    fn connections(&self, f: &mut Formatter<'_>) -> fmt::Result {
+        let name = "orgd_http_open_connections";
+        family(f, name, "gauge", "Client connections open right now.")?;
+        let open = self.metrics.open_connections.load(Ordering::Relaxed);
+        writeln!(f, "{name} {open}")?;
+        let name = "orgd_http_accept_errors_total";
+        family(
+            f,
+            name,
+            "counter",
+            "Connections that could not be accepted (e.g. the open-file limit was reached).",
+        )?;
+        let failed = self.metrics.accept_errors.load(Ordering::Relaxed);
+        writeln!(f, "{name} {failed}")
+    }
+
     fn refusals(&self, f: &mut Formatter<'_>) -> fmt::Result {
         let name = "orgd_rate_limit_refusals_total";
         family(
@@ -478,6 +509,7 @@ impl Exposition<'_> {
 impl Display for Exposition<'_> {
     fn fmt(&self, f: &mut Formatter<'_>) -> fmt::Result {
         self.http(f)?;
+        self.connections(f)?;
         self.refusals(f)?;
         self.provider_calls(f)?;
         self.pool(f)

@@ -1,7 +1,7 @@
 //! The OpenAPI 3.1 document (`GET /api/openapi.json`). Paths and operations come from the
 //! `#[utoipa::path]` attribute on each handler, registered together with its route by
 //! `utoipa_axum::routes!`, so a route cannot exist without its description. The conventions
-//! every operation shares (the error envelope for 400/401/404/413/415/429/500) are added here
+//! every operation shares (the error envelope for 400/401/404/413/415/429/500/503) are added here
 //! once, from what each operation declares (body, parameters, security).
 
 use std::sync::OnceLock;
@@ -114,18 +114,30 @@ fn add_security_schemes(doc: &mut OpenApi) {
             "Internal",
             "An unexpected error; the message carries a request id",
         ),
+        (
+            "Unavailable",
+            "`Service unavailable`: the database is out of reach or the request ran past its \
+             deadline; nothing was changed that the answer does not say. Retry after \
+             Retry-After (a POST that creates something can be retried safely with the same \
+             Idempotency-Key)",
+        ),
     ] {
         let mut response = ResponseBuilder::new().description(description).content(
             "application/json",
             Content::new(Some(Ref::from_schema_name("ErrorBody"))),
         );
-        if name == "RateLimited" {
+        let retry_after = match name {
+            "RateLimited" => Some("Seconds until a request is counted again"),
+            "Unavailable" => Some("Seconds to wait before retrying"),
+            _ => None,
+        };
+        if let Some(description) = retry_after {
             let seconds = ObjectBuilder::new()
                 .schema_type(Type::Integer)
                 .minimum(Some(0));
-            let mut retry_after = Header::new(seconds);
-            retry_after.description = Some("Seconds until a request is counted again".into());
-            response = response.header("Retry-After", retry_after);
+            let mut header = Header::new(seconds);
+            header.description = Some(description.into());
+            response = response.header("Retry-After", header);
         }
         components
             .responses
@@ -193,7 +205,7 @@ fn add_operation_errors(operation: &mut Operation) {
         .security
         .as_ref()
         .is_some_and(|requirements| !requirements.is_empty());
-    let mut wanted = vec![("500", "Internal")];
+    let mut wanted = vec![("500", "Internal"), ("503", "Unavailable")];
     if json_body || has_in(ParameterIn::Query) {
         wanted.push(("400", "BadRequest"));
     }

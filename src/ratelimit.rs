@@ -4,7 +4,7 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock, PoisonError, RwLock};
 use std::time::Duration;
 
 use axum::http::{HeaderMap, HeaderValue};
@@ -204,130 +204,164 @@ return {allowed, count, oldest_ms}
 "#;
 
 /// The shared sliding log in Redis, falling back to the in-process one while Redis is down.
+///
+/// A circuit breaker keeps an outage off the request path: the first failed call opens it,
+/// and while it is open every request is counted in process at once — no request pays a
+/// connection attempt or a timeout. One background probe reconnects, with backoff, and
+/// closes the breaker when Redis answers again.
 pub struct RedisLimiter {
+    shared: Arc<RedisShared>,
+}
+
+struct RedisShared {
     client: redis::Client,
     prefix: String,
     clock: SharedClock,
     script: redis::Script,
-    connection: tokio::sync::Mutex<Option<ConnectionManager>>,
-    last_connect_attempt_ms: AtomicI64,
-    degraded: AtomicBool,
+    /// The live connection; `None` while the breaker is open.
+    connection: RwLock<Option<ConnectionManager>>,
+    probing: AtomicBool,
     fallback: MemoryLimiter,
 }
 
-const RECONNECT_EVERY_MS: i64 = 2_000;
+/// Longest wait for one Redis call (and the probe's connection attempt).
 const REDIS_TIMEOUT: Duration = Duration::from_millis(500);
+/// The probe's first and longest pause between reconnection attempts.
+const PROBE_BACKOFF: (Duration, Duration) = (Duration::from_millis(250), Duration::from_secs(5));
 
 impl RedisLimiter {
-    /// Fails only on a malformed URL; an unreachable server is retried lazily.
-    pub fn new(url: &str, prefix: &str, clock: SharedClock) -> anyhow::Result<Self> {
-        Ok(Self {
+    /// Fails only on a malformed URL. Connects once, bounded by `REDIS_TIMEOUT`; an
+    /// unreachable server leaves the breaker open and the probe retrying.
+    pub async fn connect(url: &str, prefix: &str, clock: SharedClock) -> anyhow::Result<Self> {
+        let shared = Arc::new(RedisShared {
             client: redis::Client::open(url)?,
             prefix: prefix.to_string(),
             fallback: MemoryLimiter::new(clock.clone()),
             clock,
             script: redis::Script::new(SLIDING_LOG_LUA),
-            connection: tokio::sync::Mutex::new(None),
-            last_connect_attempt_ms: AtomicI64::new(i64::MIN / 2),
-            degraded: AtomicBool::new(false),
-        })
+            connection: RwLock::new(None),
+            probing: AtomicBool::new(false),
+        });
+        match shared.open_connection().await {
+            Ok(conn) => shared.close_breaker(conn),
+            Err(e) => shared.trip(&e),
+        }
+        Ok(Self { shared })
+    }
+}
+
+impl RedisShared {
+    fn current(&self) -> Option<ConnectionManager> {
+        self.connection
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
     }
 
-    async fn connection(&self) -> Option<ConnectionManager> {
-        let mut slot = self.connection.lock().await;
-        if let Some(conn) = slot.as_ref() {
-            return Some(conn.clone());
-        }
-        let now = self.clock.now_ms();
-        let last = self.last_connect_attempt_ms.load(Ordering::Relaxed);
-        if now - last < RECONNECT_EVERY_MS && now >= last {
-            return None;
-        }
-        self.last_connect_attempt_ms.store(now, Ordering::Relaxed);
+    async fn open_connection(&self) -> Result<ConnectionManager, String> {
         let config = ConnectionManagerConfig::new()
             .set_connection_timeout(Some(REDIS_TIMEOUT))
             .set_response_timeout(Some(REDIS_TIMEOUT))
-            .set_number_of_retries(1);
-        match tokio::time::timeout(
+            .set_number_of_retries(0);
+        let mut conn = tokio::time::timeout(
             REDIS_TIMEOUT * 2,
             ConnectionManager::new_with_config(self.client.clone(), config),
         )
         .await
-        {
-            Ok(Ok(conn)) => {
-                *slot = Some(conn.clone());
-                Some(conn)
-            }
-            Ok(Err(e)) => {
-                self.mark_degraded(&e.to_string());
-                None
-            }
-            Err(_) => {
-                self.mark_degraded("connection timed out");
-                None
-            }
-        }
+        .map_err(|_| "connection timed out".to_string())?
+        .map_err(|e| e.to_string())?;
+        let pong: redis::RedisResult<String> =
+            tokio::time::timeout(REDIS_TIMEOUT, redis::cmd("PING").query_async(&mut conn))
+                .await
+                .map_err(|_| "PING timed out".to_string())?;
+        pong.map_err(|e| e.to_string())?;
+        Ok(conn)
     }
 
-    fn mark_degraded(&self, why: &str) {
-        if !self.degraded.swap(true, Ordering::Relaxed) {
+    fn close_breaker(&self, conn: ConnectionManager) {
+        *self
+            .connection
+            .write()
+            .unwrap_or_else(PoisonError::into_inner) = Some(conn);
+        tracing::info!("Redis reachable: rate limits are shared");
+    }
+
+    /// Opens the breaker (once) and starts the probe that will close it.
+    fn trip(self: &Arc<Self>, why: &str) {
+        let was_closed = self
+            .connection
+            .write()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take()
+            .is_some();
+        if was_closed {
             tracing::warn!(
                 reason = why,
                 "Redis unreachable: rate limits fall back to this instance's memory"
             );
         }
-    }
-
-    fn mark_healthy(&self) {
-        if self.degraded.swap(false, Ordering::Relaxed) {
-            tracing::info!("Redis reachable again: rate limits are shared");
+        if !self.probing.swap(true, Ordering::AcqRel) {
+            tokio::spawn(self.clone().probe());
         }
     }
 
-    async fn hit_redis(&self, bucket: &str, limit: u32, window_ms: i64) -> Option<Decision> {
-        let mut conn = self.connection().await?;
+    /// Reconnects with exponential backoff until Redis answers, then closes the breaker.
+    async fn probe(self: Arc<Self>) {
+        let (mut pause, longest) = PROBE_BACKOFF;
+        loop {
+            tokio::time::sleep(pause).await;
+            if let Ok(conn) = self.open_connection().await {
+                self.close_breaker(conn);
+                self.probing.store(false, Ordering::Release);
+                return;
+            }
+            pause = (pause * 2).min(longest);
+        }
+    }
+
+    async fn hit_redis(
+        &self,
+        mut conn: ConnectionManager,
+        bucket: &str,
+        limit: u32,
+        window_ms: i64,
+    ) -> Result<Decision, String> {
         let now = self.clock.now_ms();
         let member = format!("{now}-{}", crate::id::random_hex(8));
-        let result: redis::RedisResult<(i64, i64, i64)> = self
-            .script
-            .key(format!("{}rl:{bucket}", self.prefix))
-            .arg(now)
-            .arg(window_ms)
-            .arg(limit)
-            .arg(member)
-            .invoke_async(&mut conn)
-            .await;
-        match result {
-            Ok((allowed, count, oldest)) => {
-                self.mark_healthy();
-                Some(Decision::from_log(
-                    limit,
-                    window_ms,
-                    now,
-                    count as u32,
-                    oldest,
-                    allowed == 1,
-                ))
-            }
-            Err(e) => {
-                self.mark_degraded(&e.to_string());
-                None
-            }
-        }
+        let mut invocation = self.script.key(format!("{}rl:{bucket}", self.prefix));
+        invocation.arg(now).arg(window_ms).arg(limit).arg(member);
+        let call = invocation.invoke_async::<(i64, i64, i64)>(&mut conn);
+        let (allowed, count, oldest) = tokio::time::timeout(REDIS_TIMEOUT, call)
+            .await
+            .map_err(|_| "Redis did not answer in time".to_string())?
+            .map_err(|e| e.to_string())?;
+        Ok(Decision::from_log(
+            limit,
+            window_ms,
+            now,
+            count as u32,
+            oldest,
+            allowed == 1,
+        ))
     }
 }
 
 #[async_trait::async_trait]
 impl RateLimiter for RedisLimiter {
     async fn hit(&self, bucket: &str, limit: u32, window_ms: i64) -> Decision {
-        match self.hit_redis(bucket, limit, window_ms).await {
-            Some(decision) => decision,
-            None => self.fallback.hit_now(bucket, limit, window_ms),
+        let shared = &self.shared;
+        if let Some(conn) = shared.current() {
+            match shared.hit_redis(conn, bucket, limit, window_ms).await {
+                Ok(decision) => return decision,
+                Err(why) => shared.trip(&why),
+            }
         }
+        shared.fallback.hit_now(bucket, limit, window_ms)
     }
 
     async fn shared_store_healthy(&self) -> Option<bool> {
-        let Some(mut conn) = self.connection().await else {
+        let shared = &self.shared;
+        let Some(mut conn) = shared.current() else {
             return Some(false);
         };
         let pong: redis::RedisResult<String> =
@@ -336,13 +370,10 @@ impl RateLimiter for RedisLimiter {
                 .unwrap_or_else(|_| {
                     Err(redis::RedisError::from((redis::ErrorKind::Io, "timeout")))
                 });
-        let ok = pong.is_ok();
-        if ok {
-            self.mark_healthy()
-        } else {
-            self.mark_degraded("PING failed")
+        if let Err(e) = &pong {
+            shared.trip(&e.to_string());
         }
-        Some(ok)
+        Some(pong.is_ok())
     }
 }
 

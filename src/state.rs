@@ -52,14 +52,12 @@ impl AppState {
     /// Connects to the database (applying migrations) and the rate-limit store.
     pub async fn build(config: Config, clock: Option<SharedClock>) -> anyhow::Result<Self> {
         let clock = clock.unwrap_or_else(|| Arc::new(SystemClock));
-        let store = SqlStore::connect(&config.database_url.0).await?;
+        let store = SqlStore::connect(&config.database_url.0, config.limits.db_timeouts()).await?;
         store.migrate().await?;
         let limiter: Arc<dyn RateLimiter> = match &config.redis_url {
-            Some(url) => Arc::new(RedisLimiter::new(
-                &url.0,
-                &config.redis_key_prefix,
-                clock.clone(),
-            )?),
+            Some(url) => Arc::new(
+                RedisLimiter::connect(&url.0, &config.redis_key_prefix, clock.clone()).await?,
+            ),
             None => Arc::new(MemoryLimiter::new(clock.clone())),
         };
         let jwt = JwtKeys::new(&config.jwt_secret.0, config.jwt_ttl.as_secs() as i64);

@@ -9,6 +9,7 @@
 use std::future::poll_fn;
 use std::pin::Pin;
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::Json;
 use axum::body::{Body, HttpBody};
@@ -139,10 +140,13 @@ impl Drop for ReservedBytes {
 }
 
 /// Copies exactly `expected` bytes of `body` into `upload`.
+/// Reads `body` into `upload`; a body that stops arriving for `stall` counts as cut off
+/// (uploads have no request deadline, only this).
 async fn receive(
     mut body: Body,
     upload: &mut dyn PendingUpload,
     expected: u64,
+    stall: Duration,
 ) -> Result<(), ApiError> {
     let interrupted = || {
         ApiError::bad_request(
@@ -151,7 +155,11 @@ async fn receive(
         )
     };
     let mut received = 0u64;
-    while let Some(frame) = poll_fn(|cx| Pin::new(&mut body).poll_frame(cx)).await {
+    while let Some(frame) =
+        tokio::time::timeout(stall, poll_fn(|cx| Pin::new(&mut body).poll_frame(cx)))
+            .await
+            .map_err(|_| interrupted())?
+    {
         let Ok(data) = frame.map_err(|_| interrupted())?.into_data() else {
             continue;
         };
@@ -279,7 +287,7 @@ async fn receive_file(
         .put(key)
         .await
         .map_err(|e| storage_error(e, STORE_FAILED))?;
-    receive(body, pending.as_mut(), size).await?;
+    receive(body, pending.as_mut(), size, app.config.limits.idle_timeout).await?;
     Ok(pending)
 }
 

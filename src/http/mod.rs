@@ -5,10 +5,11 @@
 pub mod body;
 pub mod client_ip;
 pub mod page;
+pub mod server;
 
 use std::any::Any;
 use std::borrow::Cow;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use axum::extract::{FromRequestParts, MatchedPath, Path, Request, State};
 use axum::http::request::Parts;
@@ -18,7 +19,7 @@ use axum::response::{IntoResponse, Response};
 use tower_http::cors::{AllowOrigin, CorsLayer};
 
 use crate::config::Environment;
-use crate::error::ApiError;
+use crate::error::{ApiError, DatabaseOutage};
 use crate::ratelimit::DecisionSlot;
 use crate::state::AppState;
 
@@ -64,7 +65,19 @@ pub async fn common_layer(State(app): State<AppState>, mut req: Request, next: N
         Some(path) => Cow::Borrowed(path.as_str()),
         None => Cow::Owned(req.uri().path().to_string()),
     };
-    let mut response = REQUEST_ID.scope(request_id.clone(), next.run(req)).await;
+    let handled = REQUEST_ID.scope(request_id.clone(), next.run(req));
+    let mut response = match deadline(&app, &method, matched.as_ref()) {
+        Some(deadline) => tokio::time::timeout(deadline, handled)
+            .await
+            .unwrap_or_else(|_| {
+                tracing::warn!(request_id = %request_id, %method, %route, "request deadline exceeded");
+                ApiError::DeadlineExceeded.into_response()
+            }),
+        None => handled.await,
+    };
+    if response.extensions().get::<DatabaseOutage>().is_some() {
+        app.store.record_outage();
+    }
     let headers = response.headers_mut();
     if let Some(decision) = slot.get() {
         decision.write_headers(headers);
@@ -105,6 +118,29 @@ pub async fn common_layer(State(app): State<AppState>, mut req: Request, next: N
         "request finished"
     );
     response
+}
+
+/// Routes bounded by their own budget instead of `ORGD_REQUEST_TIMEOUT`: report files stream
+/// for as long as bytes keep moving (the connection's idle timeout cuts a stalled one), and
+/// routes that call a provider are bounded by `ORGD_PROVIDER_TIMEOUT` and its retries and
+/// keep their own 502/503 answers.
+const OWN_BUDGET: &[(Method, &str)] = &[
+    (Method::PUT, "/api/executions/{taskId}/reports/{*path}"),
+    (Method::GET, "/api/executions/{taskId}/reports/{*path}"),
+    (Method::POST, "/api/executions/{taskId}/analysis"),
+    (Method::POST, "/api/linear/issues"),
+    (Method::POST, "/api/monday/items"),
+    (Method::PUT, "/api/integrations/{provider}"),
+];
+
+/// The deadline of a request to `route`, `None` for the routes with their own budget.
+fn deadline(app: &AppState, method: &Method, route: Option<&MatchedPath>) -> Option<Duration> {
+    let own_budget = route.is_some_and(|route| {
+        OWN_BUDGET
+            .iter()
+            .any(|(m, path)| m == method && *path == route.as_str())
+    });
+    (!own_budget).then_some(app.config.limits.request_timeout)
 }
 
 pub fn cors_layer(app: &AppState) -> CorsLayer {

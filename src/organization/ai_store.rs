@@ -74,7 +74,7 @@ async fn read(
 #[async_trait::async_trait]
 impl AiConfigStore for SqlStore {
     async fn ai_config(&self, organization_id: &str) -> StoreResult<Option<AiConfigRecord>> {
-        let mut tx = self.pool().begin().await?;
+        let mut tx = self.begin_read().await?;
         let record = read(&mut tx, organization_id).await?;
         tx.commit().await?;
         Ok(record)

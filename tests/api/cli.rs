@@ -17,6 +17,12 @@ const PASSWORD: &str = crate::helpers::PASSWORD;
 pub(crate) fn orgd(dir: &Path) -> Command {
     let mut cmd = Command::new(BIN);
     cmd.current_dir(dir);
+    without_environment(&mut cmd);
+    cmd
+}
+
+/// Removes the variables of the environment running the tests from `cmd`.
+pub(crate) fn without_environment(cmd: &mut Command) {
     for var in [
         "DATABASE_URL",
         "REDIS_URL",
@@ -38,7 +44,6 @@ pub(crate) fn orgd(dir: &Path) -> Command {
     ] {
         cmd.env_remove(var);
     }
-    cmd
 }
 
 pub(crate) struct Running {

@@ -10,6 +10,7 @@ mod auth;
 mod cli;
 mod executions;
 mod fakes;
+mod faults;
 mod hostile;
 mod hygiene;
 mod integrations;

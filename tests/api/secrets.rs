@@ -358,9 +358,10 @@ async fn rotation_reencrypts_everything_and_old_keys_can_go(backend: Backend) {
     assert_eq!(status, 200, "the stored key was opened with the old key");
 
     // Rotation, as `orgd secrets rotate` runs it.
-    let store = orgd::store::SqlStore::connect(&app.test_db.url)
-        .await
-        .unwrap();
+    let store =
+        orgd::store::SqlStore::connect(&app.test_db.url, orgd::store::DbTimeouts::command())
+            .await
+            .unwrap();
     let vault = Vault::new(&key_b, &[Secret(key_a)]);
     let report = rotate(&store, &vault).await.unwrap();
     assert_eq!(
