@@ -10,9 +10,9 @@ use anyhow::Context;
 use orgd::auth::jwt::JwtKeys;
 use orgd::auth::slugify;
 use orgd::auth::store::{AuthStore, NewOrganization, NewUser};
-use orgd::clock::{Clock, SystemClock};
 use orgd::organization::Plan;
 use orgd::store::{Backend, SqlStore};
+use orgd_core::clock::{Clock, SystemClock};
 
 fn flag(args: &[String], name: &str) -> i64 {
     args.iter()
@@ -30,11 +30,12 @@ async fn main() -> anyhow::Result<()> {
             "usage: seed <database-url> <jwt-secret> <org-name> [--executions N] [--report-files M]"
         );
     };
-    let store = SqlStore::connect(url, orgd::store::DbTimeouts::command()).await?;
+    let store =
+        SqlStore::new(orgd_core::db::Db::connect(url, orgd::store::DbTimeouts::command()).await?);
     store.migrate().await?;
     let now = SystemClock.now_ms();
-    let org_id = orgd::id::new_id(now);
-    let user_id = orgd::id::new_id(now);
+    let org_id = orgd_core::ids::new_id(now);
+    let user_id = orgd_core::ids::new_id(now);
     let hash = orgd::auth::password::PasswordHasherPool::default()
         .hash("Bench!pass1".into())
         .await?;

@@ -11,11 +11,12 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use crate::auth::{CurrentUser, Role};
-use crate::clock::{Timestamp, parse_rfc3339};
 use crate::error::{ApiError, OrInternal};
 use crate::http::ClientIp;
 use crate::state::AppState;
-use crate::store::{SqlStore, StoreResult, Tx};
+use crate::store::{CoreResult, SqlStore, Tx};
+use crate::timestamp::Timestamp;
+use orgd_core::clock::parse_rfc3339;
 
 /// Who made a change: a user, the operator (CLI / admin API) or the service itself.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -74,12 +75,12 @@ impl AuditEvent {
 }
 
 /// Writes `event` inside the caller's transaction, so it commits with the change or not at all.
-pub async fn insert(tx: &mut Tx, event: &AuditEvent, now: i64) -> StoreResult<()> {
+pub async fn insert(tx: &mut Tx, event: &AuditEvent, now: i64) -> CoreResult<()> {
     sqlx::query(
         "INSERT INTO audit_logs (id, organization_id, user_id, actor, action, target_type, target_id, details, ip, created_at)
          VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
     )
-    .bind(crate::id::new_id(now))
+    .bind(orgd_core::ids::new_id(now))
     .bind(&event.organization_id)
     .bind(event.user_id.as_deref())
     .bind(event.actor.as_str())
@@ -126,7 +127,7 @@ impl Cursor {
     fn decode(s: &str) -> Option<Self> {
         let (ms, id) = s.split_once('_')?;
         let created_at = ms.parse().ok()?;
-        crate::id::is_valid(id).then(|| Self {
+        orgd_core::ids::is_valid(id).then(|| Self {
             created_at,
             id: id.to_string(),
         })
@@ -150,7 +151,7 @@ pub trait AuditStore: Send + Sync + 'static {
         &self,
         organization_id: &str,
         filter: &AuditFilter,
-    ) -> StoreResult<Vec<(AuditEntry, i64)>>;
+    ) -> CoreResult<Vec<(AuditEntry, i64)>>;
 }
 
 #[async_trait::async_trait]
@@ -159,7 +160,7 @@ impl AuditStore for SqlStore {
         &self,
         organization_id: &str,
         filter: &AuditFilter,
-    ) -> StoreResult<Vec<(AuditEntry, i64)>> {
+    ) -> CoreResult<Vec<(AuditEntry, i64)>> {
         let mut sql = String::from(
             "SELECT id, action, user_id, target_type, target_id, details, ip, created_at
              FROM audit_logs WHERE organization_id = $1",
@@ -285,7 +286,7 @@ fn parse_filter(q: ListQuery) -> Result<AuditFilter, ApiError> {
             .transpose()
     };
     if let Some(id) = &q.user_id
-        && !crate::id::is_valid(id)
+        && !orgd_core::ids::is_valid(id)
     {
         return Err(ApiError::invalid(
             "userId",

@@ -12,8 +12,8 @@ use anyhow::{Context, bail};
 use axum::http::HeaderValue;
 use ipnet::IpNet;
 
-use crate::organization::models::ModelCatalog;
 use crate::store::DbTimeouts;
+use orgd_core::models::ModelCatalog;
 
 /// Flags and variables shared by every subcommand that touches the database.
 #[derive(Debug, Clone, clap::Args)]
@@ -273,15 +273,7 @@ pub enum LogFormat {
     Json,
 }
 
-/// A secret value whose `Debug` never shows it.
-#[derive(Clone)]
-pub struct Secret<T>(pub T);
-
-impl<T> fmt::Debug for Secret<T> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("[redacted]")
-    }
-}
+pub use orgd_core::secret::Secret;
 
 /// The resolved configuration of a running service.
 #[derive(Debug, Clone)]
@@ -461,7 +453,7 @@ impl Config {
             database_url: Secret(database_url),
             redis_url: None,
             redis_key_prefix: "orgd:".into(),
-            jwt_secret: Secret(crate::id::random_hex(32).into_bytes()),
+            jwt_secret: Secret(orgd_core::ids::random_hex(32).into_bytes()),
             encryption_key: Secret(key),
             environment: Environment::Development,
             rate_limit_per_minute: 100,
@@ -510,7 +502,7 @@ fn load_or_generate(dir: &Path, name: &str) -> anyhow::Result<String> {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
         Err(e) => return Err(e).with_context(|| format!("cannot read {}", path.display())),
     }
-    let secret = crate::id::random_hex(32);
+    let secret = orgd_core::ids::random_hex(32);
     let mut options = std::fs::OpenOptions::new();
     options.write(true).create_new(true);
     #[cfg(unix)]

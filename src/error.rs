@@ -10,7 +10,7 @@ use serde_json::{Map, Value};
 
 use crate::auth::Role;
 use crate::ratelimit::Decision;
-use crate::store::StoreError;
+use crate::store::CoreError;
 
 pub type Text = Cow<'static, str>;
 
@@ -120,8 +120,8 @@ impl ApiError {
         let source = source.into();
         let outage = source.chain().any(|cause| {
             cause
-                .downcast_ref::<StoreError>()
-                .is_some_and(StoreError::is_unavailable)
+                .downcast_ref::<CoreError>()
+                .is_some_and(CoreError::is_unavailable)
         });
         if outage {
             Self::Unavailable(source)
@@ -309,8 +309,8 @@ impl IntoResponse for ApiError {
     }
 }
 
-impl From<StoreError> for ApiError {
-    fn from(e: StoreError) -> Self {
+impl From<CoreError> for ApiError {
+    fn from(e: CoreError) -> Self {
         Self::internal("Internal error", e)
     }
 }

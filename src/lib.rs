@@ -3,14 +3,11 @@
 pub mod analysis;
 pub mod audit;
 pub mod auth;
-pub mod clock;
 pub mod config;
-pub mod crypto;
 pub mod error;
 pub mod executions;
 pub mod health;
 pub mod http;
-pub mod id;
 pub mod integrations;
 pub mod logging;
 pub mod members;
@@ -19,9 +16,9 @@ pub mod openapi;
 pub mod operator;
 pub mod organization;
 pub mod ratelimit;
-pub mod secrets;
 pub mod state;
 pub mod store;
+pub mod timestamp;
 
 use std::future::Future;
 

@@ -1,13 +1,14 @@
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use orgd::clock::{Clock, SystemClock};
 use orgd::config::{KeyArgs, LogFormat, ServeArgs, StoreArgs};
-use orgd::crypto::Vault;
 use orgd::executions::storage::LocalReportStorage;
 use orgd::operator::cli;
 use orgd::store::{DbTimeouts, SqlStore};
 use orgd::{AppState, Config};
+use orgd_core::clock::{Clock, SystemClock};
+use orgd_core::crypto::Vault;
+use orgd_core::db::Db;
 
 /// glibc's allocator showed up as ~8 % of a request's CPU in `perf`; mimalloc's thread-local
 /// heaps suit the many short-lived allocations of a request.
@@ -98,7 +99,7 @@ async fn open_store(args: &StoreArgs) -> anyhow::Result<SqlStore> {
     if args.database_url.is_none() {
         std::fs::create_dir_all(&args.data_dir)?;
     }
-    let store = SqlStore::connect(&args.database_url(), DbTimeouts::command()).await?;
+    let store = SqlStore::new(Db::connect(&args.database_url(), DbTimeouts::command()).await?);
     store.migrate().await?;
     Ok(store)
 }
@@ -205,9 +206,10 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
 async fn rotate_secrets(store_args: &StoreArgs, keys: &KeyArgs) -> anyhow::Result<()> {
     let keys = keys.for_command(store_args)?;
     let vault = Vault::new(&keys.current.0, &keys.old);
-    let store = SqlStore::connect(&store_args.database_url(), DbTimeouts::command()).await?;
+    let store =
+        SqlStore::new(Db::connect(&store_args.database_url(), DbTimeouts::command()).await?);
     store.migrate().await?;
-    let report = orgd::secrets::rotate(&store, &vault).await?;
+    let report = orgd_core::secrets::rotate(&store, &vault).await?;
     store.pool().close().await;
     println!(
         "re-encrypted {} secret(s) under key {}; {} already current; {} changed meanwhile (run again)",

@@ -16,10 +16,10 @@ use axum::extract::State;
 use axum::http::{HeaderValue, Method, header};
 use axum::response::{IntoResponse, Response};
 
-use crate::organization::models::AiProvider;
 use crate::ratelimit::Scope;
 use crate::state::AppState;
 use crate::store::PoolStats;
+use orgd_core::models::AiProvider;
 
 pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
 

@@ -10,7 +10,7 @@ use std::time::Duration;
 use axum::http::{HeaderMap, HeaderValue};
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 
-use crate::clock::SharedClock;
+use orgd_core::clock::SharedClock;
 
 pub const WINDOW_MS: i64 = 60_000;
 
@@ -327,7 +327,7 @@ impl RedisShared {
         window_ms: i64,
     ) -> Result<Decision, String> {
         let now = self.clock.now_ms();
-        let member = format!("{now}-{}", crate::id::random_hex(8));
+        let member = format!("{now}-{}", orgd_core::ids::random_hex(8));
         let mut invocation = self.script.key(format!("{}rl:{bucket}", self.prefix));
         invocation.arg(now).arg(window_ms).arg(limit).arg(member);
         let call = invocation.invoke_async::<(i64, i64, i64)>(&mut conn);
@@ -393,7 +393,7 @@ impl DecisionSlot {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::clock::{Clock, ManualClock};
+    use orgd_core::clock::{Clock, ManualClock};
     use proptest::prelude::*;
 
     fn limiter() -> (Arc<ManualClock>, MemoryLimiter) {

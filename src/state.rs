@@ -8,15 +8,16 @@ use anyhow::Context;
 
 use crate::auth::jwt::JwtKeys;
 use crate::auth::password::PasswordHasherPool;
-use crate::clock::{SharedClock, SystemClock};
 use crate::config::Config;
-use crate::crypto::Vault;
 use crate::executions::storage::{LocalReportStorage, ReportStorage};
 use crate::integrations::linear::{LinearApi, LinearClient};
 use crate::integrations::monday::{MondayApi, MondayClient};
 use crate::metrics::Metrics;
 use crate::ratelimit::{MemoryLimiter, RateLimiter, RedisLimiter, Scope};
 use crate::store::{SqlStore, Store};
+use orgd_core::clock::{SharedClock, SystemClock};
+use orgd_core::crypto::Vault;
+use orgd_core::db::Db;
 
 #[derive(Clone)]
 pub struct AppState(pub Arc<App>);
@@ -52,7 +53,8 @@ impl AppState {
     /// Connects to the database (applying migrations) and the rate-limit store.
     pub async fn build(config: Config, clock: Option<SharedClock>) -> anyhow::Result<Self> {
         let clock = clock.unwrap_or_else(|| Arc::new(SystemClock));
-        let store = SqlStore::connect(&config.database_url.0, config.limits.db_timeouts()).await?;
+        let store =
+            SqlStore::new(Db::connect(&config.database_url.0, config.limits.db_timeouts()).await?);
         store.migrate().await?;
         let limiter: Arc<dyn RateLimiter> = match &config.redis_url {
             Some(url) => Arc::new(

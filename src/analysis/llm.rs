@@ -10,7 +10,7 @@ use serde_json::{Value, json};
 use crate::error::ApiError;
 use crate::integrations::provider::{MAX_ATTEMPTS, MAX_INLINE_WAIT_SECS, backoff};
 use crate::metrics::{Metrics, Outcome};
-use crate::organization::models::AiProvider;
+use orgd_core::models::AiProvider;
 
 /// The instructions every model gets; the log travels separately as the user's input.
 pub const SYSTEM_PROMPT: &str = "You analyse failed automated test runs. From the error and \

@@ -28,10 +28,10 @@ use crate::executions::types::Execution;
 use crate::executions::{execution_not_found, task_in_path};
 use crate::http::{ClientIp, JsonBody, PathParams};
 use crate::integrations::provider::MAX_ATTEMPTS;
-use crate::organization::models::{AiProvider, Model};
-use crate::secrets::SecretTable;
 use crate::state::AppState;
 use llm::{Call, LlmError, LlmProtocol, Reply};
+use orgd_core::models::{AiProvider, Model};
+use orgd_core::secrets::SecretTable;
 use store::{AnalysisView, Finished, Lease};
 
 pub fn router() -> OpenApiRouter<AppState> {

@@ -8,11 +8,11 @@ use sqlx::{AssertSqlSafe, Row};
 use utoipa::ToSchema;
 
 use crate::audit::{self, AuditEvent};
-use crate::clock::Timestamp;
 use crate::executions::types::Execution;
 use crate::organization::usage::Period;
-use crate::secrets::SecretTable;
-use crate::store::{SqlStore, StoreResult, Tx};
+use crate::store::{CoreResult, SqlStore, Tx};
+use crate::timestamp::Timestamp;
+use orgd_core::secrets::SecretTable;
 
 /// A leased row is retried after its lease expired only while it ran fewer times than this.
 pub const MAX_RUNS: i64 = 2;
@@ -58,12 +58,12 @@ pub trait AnalysisStore: Send + Sync + 'static {
         execution_id: &str,
         now: i64,
         lease_until: i64,
-    ) -> StoreResult<bool>;
+    ) -> CoreResult<bool>;
     /// Takes the oldest runnable row: queued, or running with an expired lease and runs
     /// left, of an organization whose switch is on.
-    async fn lease_analysis(&self, now: i64, lease_until: i64) -> StoreResult<Option<Lease>>;
+    async fn lease_analysis(&self, now: i64, lease_until: i64) -> CoreResult<Option<Lease>>;
     /// Fails rows whose last allowed run died (lease expired); how many.
-    async fn fail_abandoned_analyses(&self, now: i64) -> StoreResult<u64>;
+    async fn fail_abandoned_analyses(&self, now: i64) -> CoreResult<u64>;
     /// Stores the result, counts it when it reached the provider, and writes the audit
     /// entry, in one transaction; the analysis object as the API shows it.
     async fn finish_analysis(
@@ -73,28 +73,28 @@ pub trait AnalysisStore: Send + Sync + 'static {
         finished: &Finished,
         audit: &AuditEvent,
         now: i64,
-    ) -> StoreResult<AnalysisView>;
+    ) -> CoreResult<AnalysisView>;
     /// Drops the analysis of an execution deleted before it could run.
-    async fn drop_analysis(&self, org_id: &str, execution_id: &str) -> StoreResult<()>;
+    async fn drop_analysis(&self, org_id: &str, execution_id: &str) -> CoreResult<()>;
     /// The taskId of a live execution.
     async fn execution_task_id(
         &self,
         org_id: &str,
         execution_id: &str,
-    ) -> StoreResult<Option<String>>;
+    ) -> CoreResult<Option<String>>;
     /// Every sealed secret of the organization (integrations and BYOK keys).
-    async fn organization_secrets(&self, org_id: &str) -> StoreResult<Vec<SealedSecret>>;
+    async fn organization_secrets(&self, org_id: &str) -> CoreResult<Vec<SealedSecret>>;
     /// The completed analysis of an execution: `(rootCause, suggestedFix)`.
     async fn completed_analysis(
         &self,
         org_id: &str,
         execution_id: &str,
-    ) -> StoreResult<Option<(String, String)>>;
+    ) -> CoreResult<Option<(String, String)>>;
 }
 
 /// Queues an analysis of the execution inside the caller's transaction, when its
 /// organization has analysis switched on.
-pub async fn queue_analysis(tx: &mut Tx, org_id: &str, task_id: &str, now: i64) -> StoreResult<()> {
+pub async fn queue_analysis(tx: &mut Tx, org_id: &str, task_id: &str, now: i64) -> CoreResult<()> {
     sqlx::query(
         "INSERT INTO analyses (execution_id, organization_id, status, attempts, created_at, updated_at)
          SELECT e.id, e.organization_id, 'queued', 0, $3, $3
@@ -140,7 +140,7 @@ pub struct AnalysisTokens {
     output: i64,
 }
 
-fn view_from_row(row: &AnyRow) -> StoreResult<AnalysisView> {
+fn view_from_row(row: &AnyRow) -> CoreResult<AnalysisView> {
     Ok(AnalysisView {
         status: row.try_get("status")?,
         root_cause: row.try_get("root_cause")?,
@@ -163,7 +163,7 @@ impl SqlStore {
         &self,
         org_id: &str,
         page: &mut [Execution],
-    ) -> StoreResult<()> {
+    ) -> CoreResult<()> {
         if page.is_empty() {
             return Ok(());
         }
@@ -194,7 +194,7 @@ impl AnalysisStore for SqlStore {
         execution_id: &str,
         now: i64,
         lease_until: i64,
-    ) -> StoreResult<bool> {
+    ) -> CoreResult<bool> {
         // One statement decides: a row another runner holds a live lease on stays its own.
         let started = sqlx::query(
             "INSERT INTO analyses (execution_id, organization_id, status, attempts, lease_until, created_at, updated_at)
@@ -213,7 +213,7 @@ impl AnalysisStore for SqlStore {
         Ok(started.rows_affected() == 1)
     }
 
-    async fn lease_analysis(&self, now: i64, lease_until: i64) -> StoreResult<Option<Lease>> {
+    async fn lease_analysis(&self, now: i64, lease_until: i64) -> CoreResult<Option<Lease>> {
         // The outer condition repeats the inner one: when two runners pick the same row,
         // the second UPDATE finds it leased already and changes nothing.
         let sql = format!(
@@ -240,7 +240,7 @@ impl AnalysisStore for SqlStore {
         .transpose()
     }
 
-    async fn fail_abandoned_analyses(&self, now: i64) -> StoreResult<u64> {
+    async fn fail_abandoned_analyses(&self, now: i64) -> CoreResult<u64> {
         let sql = format!(
             "UPDATE analyses SET status = 'failed', lease_until = NULL, updated_at = $1,
                 reason = 'The analysis was interrupted twice and was given up'
@@ -260,7 +260,7 @@ impl AnalysisStore for SqlStore {
         finished: &Finished,
         audit: &AuditEvent,
         now: i64,
-    ) -> StoreResult<AnalysisView> {
+    ) -> CoreResult<AnalysisView> {
         let mut tx = self.begin_write().await?;
         sqlx::query(
             "UPDATE analyses SET status = $3, lease_until = NULL, model = $4, provider = $5, key_source = $6,
@@ -303,7 +303,7 @@ impl AnalysisStore for SqlStore {
         Ok(view)
     }
 
-    async fn drop_analysis(&self, org_id: &str, execution_id: &str) -> StoreResult<()> {
+    async fn drop_analysis(&self, org_id: &str, execution_id: &str) -> CoreResult<()> {
         sqlx::query("DELETE FROM analyses WHERE organization_id = $1 AND execution_id = $2")
             .bind(org_id)
             .bind(execution_id)
@@ -316,7 +316,7 @@ impl AnalysisStore for SqlStore {
         &self,
         org_id: &str,
         execution_id: &str,
-    ) -> StoreResult<Option<String>> {
+    ) -> CoreResult<Option<String>> {
         Ok(sqlx::query_scalar(
             "SELECT task_id FROM executions WHERE organization_id = $1 AND id = $2 AND deleted_at IS NULL",
         )
@@ -326,7 +326,7 @@ impl AnalysisStore for SqlStore {
         .await?)
     }
 
-    async fn organization_secrets(&self, org_id: &str) -> StoreResult<Vec<SealedSecret>> {
+    async fn organization_secrets(&self, org_id: &str) -> CoreResult<Vec<SealedSecret>> {
         let rows = sqlx::query(
             "SELECT 'integration' AS kind, provider, secret FROM integrations WHERE organization_id = $1
              UNION ALL
@@ -355,7 +355,7 @@ impl AnalysisStore for SqlStore {
         &self,
         org_id: &str,
         execution_id: &str,
-    ) -> StoreResult<Option<(String, String)>> {
+    ) -> CoreResult<Option<(String, String)>> {
         let row = sqlx::query(
             "SELECT root_cause, suggested_fix FROM analyses
              WHERE organization_id = $1 AND execution_id = $2 AND status = 'completed'",

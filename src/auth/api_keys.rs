@@ -15,10 +15,10 @@ use utoipa_axum::routes;
 use super::CurrentUser;
 use super::store::{ApiKeyRecord, NewApiKey};
 use crate::audit::AuditEvent;
-use crate::clock::Timestamp;
 use crate::error::{ApiError, OrInternal};
 use crate::http::{ClientIp, Done, JsonBody, PathParams};
 use crate::state::AppState;
+use crate::timestamp::Timestamp;
 
 pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
@@ -35,7 +35,11 @@ impl ApiKey {
     const SHOWN: usize = 13;
 
     pub fn generate() -> Self {
-        Self(format!("{}{}", Self::PREFIX, crate::id::random_hex(32)))
+        Self(format!(
+            "{}{}",
+            Self::PREFIX,
+            orgd_core::ids::random_hex(32)
+        ))
     }
 
     /// `orgd_` followed by 64 lowercase hex characters, or `None`.
@@ -49,7 +53,7 @@ impl ApiKey {
     }
 
     pub fn hash(&self) -> String {
-        crate::id::sha256_hex(&self.0)
+        orgd_core::ids::sha256_hex(&self.0)
     }
 
     pub fn shown_prefix(&self) -> &str {
@@ -144,7 +148,7 @@ async fn create(
     let now = app.now();
     let secret = ApiKey::generate();
     let key = NewApiKey {
-        id: crate::id::new_id(now),
+        id: orgd_core::ids::new_id(now),
         organization_id: user.org_id().to_string(),
         user_id: user.id().to_string(),
         name,
@@ -213,7 +217,7 @@ async fn revoke(
     user: CurrentUser,
     PathParams(id): PathParams<String>,
 ) -> Result<Json<Done>, ApiError> {
-    if !crate::id::is_valid(&id) {
+    if !orgd_core::ids::is_valid(&id) {
         return Err(ApiError::bad_request(
             "Invalid key ID",
             "The key id must be 24 lowercase hex characters",
@@ -244,7 +248,7 @@ mod tests {
         assert_eq!(key.as_str().len(), 69);
         assert!(ApiKey::parse(key.as_str()).is_some());
         assert_eq!(key.shown_prefix(), &key.as_str()[..13]);
-        assert_eq!(key.hash(), crate::id::sha256_hex(key.as_str()));
+        assert_eq!(key.hash(), orgd_core::ids::sha256_hex(key.as_str()));
         let upper = key.as_str().to_uppercase().replacen("ORGD_", "orgd_", 1);
         for bad in [
             "",

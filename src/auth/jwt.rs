@@ -56,7 +56,7 @@ impl JwtKeys {
             aud: AUDIENCE.into(),
             iat,
             exp: iat + self.ttl_secs,
-            jti: crate::id::random_hex(16),
+            jti: orgd_core::ids::random_hex(16),
         };
         let token = jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &self.encoding)?;
         Ok((token, claims))

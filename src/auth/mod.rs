@@ -16,7 +16,6 @@ use utoipa_axum::routes;
 
 pub use extract::{AuthAttempt, Credential, CurrentUser};
 
-use crate::clock::Timestamp;
 use crate::error::{ApiError, OrInternal};
 use crate::http::{Done, JsonBody, Object};
 use crate::members::InviteToken;
@@ -25,6 +24,7 @@ use crate::members::store::Joined;
 use crate::metrics::Refusal;
 use crate::organization::{LimitsView, OrgName, Plan};
 use crate::state::AppState;
+use crate::timestamp::Timestamp;
 use store::{LoginAttempt, NewOrganization, NewUser};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -272,7 +272,7 @@ async fn signup(
         .or_internal("Signup failed")?;
     let now = app.now();
     let user = NewUser {
-        id: crate::id::new_id(now),
+        id: orgd_core::ids::new_id(now),
         email: email.as_str().to_string(),
         name,
         password_hash,
@@ -310,7 +310,7 @@ async fn found_organization(
     now: i64,
 ) -> Result<(store::UserRecord, String), ApiError> {
     let org = NewOrganization {
-        id: crate::id::new_id(now),
+        id: orgd_core::ids::new_id(now),
         base_slug: slugify(org_name.as_str()),
         name: org_name.into_string(),
         plan: Plan::Free,

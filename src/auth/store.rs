@@ -5,7 +5,7 @@ use sqlx::Row;
 use super::Role;
 use crate::audit::{self, AuditEvent};
 use crate::organization::Plan;
-use crate::store::{Backend, SqlStore, StoreError, StoreResult};
+use crate::store::{Backend, CoreError, CoreResult, SqlStore};
 
 /// Whether a login attempt may go on to the password check.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -85,11 +85,11 @@ pub trait AuthStore: Send + Sync + 'static {
         org: NewOrganization,
         admin: NewUser,
         now: i64,
-    ) -> StoreResult<String>;
-    async fn login_candidate(&self, email: &str) -> StoreResult<Option<LoginCandidate>>;
+    ) -> CoreResult<String>;
+    async fn login_candidate(&self, email: &str) -> CoreResult<Option<LoginCandidate>>;
     /// The user behind a token, and whether the token's `jti` was revoked, in one round trip.
-    async fn identity(&self, user_id: &str, jti: &str) -> StoreResult<Option<(UserRecord, bool)>>;
-    async fn revoke_token(&self, jti: &str, expires_at: i64, now: i64) -> StoreResult<()>;
+    async fn identity(&self, user_id: &str, jti: &str) -> CoreResult<Option<(UserRecord, bool)>>;
+    async fn revoke_token(&self, jti: &str, expires_at: i64, now: i64) -> CoreResult<()>;
     /// Failed logins for this email and IP since `since`, newest first (at most `max`).
     /// Counts a login attempt of `email` from `ip` before its password is checked, unless
     /// `max` attempts since `since` are already counted. Check and count are one serialized
@@ -102,26 +102,19 @@ pub trait AuthStore: Send + Sync + 'static {
         now: i64,
         since: i64,
         max: i64,
-    ) -> StoreResult<LoginAttempt>;
+    ) -> CoreResult<LoginAttempt>;
     async fn record_login_success(
         &self,
         user_id: &str,
         email: &str,
         ip: &str,
         now: i64,
-    ) -> StoreResult<()>;
-    async fn create_api_key(
-        &self,
-        key: &NewApiKey,
-        audit: &AuditEvent,
-        now: i64,
-    ) -> StoreResult<()>;
+    ) -> CoreResult<()>;
+    async fn create_api_key(&self, key: &NewApiKey, audit: &AuditEvent, now: i64)
+    -> CoreResult<()>;
     /// The live keys `user_id` created in `organization_id`, newest first.
-    async fn api_keys(
-        &self,
-        user_id: &str,
-        organization_id: &str,
-    ) -> StoreResult<Vec<ApiKeyRecord>>;
+    async fn api_keys(&self, user_id: &str, organization_id: &str)
+    -> CoreResult<Vec<ApiKeyRecord>>;
     /// Revokes one of the caller's live keys and writes `audit` (its details completed with
     /// the key's name and prefix). False when there is no such key.
     async fn revoke_api_key(
@@ -131,7 +124,7 @@ pub trait AuthStore: Send + Sync + 'static {
         key_id: &str,
         audit: AuditEvent,
         now: i64,
-    ) -> StoreResult<bool>;
+    ) -> CoreResult<bool>;
     /// The creator of a live key, with the key's id, in one query: `None` when the key is
     /// unknown or revoked, its creator removed, or the creator now belongs to another
     /// organization than the key. Refreshes the key's `last_used_at` when stale.
@@ -139,7 +132,7 @@ pub trait AuthStore: Send + Sync + 'static {
         &self,
         key_hash: &str,
         now: i64,
-    ) -> StoreResult<Option<(UserRecord, String)>>;
+    ) -> CoreResult<Option<(UserRecord, String)>>;
 }
 
 #[async_trait::async_trait]
@@ -149,7 +142,7 @@ impl AuthStore for SqlStore {
         org: NewOrganization,
         admin: NewUser,
         now: i64,
-    ) -> StoreResult<String> {
+    ) -> CoreResult<String> {
         // The unique index decides; a lost race on the slug just picks the next suffix.
         for _ in 0..8 {
             let mut tx = self.begin_write().await?;
@@ -172,7 +165,7 @@ impl AuthStore for SqlStore {
             .bind(now)
             .execute(&mut *tx)
             .await;
-            match inserted.map_err(StoreError::from) {
+            match inserted.map_err(CoreError::from) {
                 Err(e) if e.is_conflict_on("slug") => continue,
                 other => other?,
             };
@@ -192,12 +185,12 @@ impl AuthStore for SqlStore {
             tx.commit().await?;
             return Ok(slug);
         }
-        Err(StoreError::Conflict(
+        Err(CoreError::Conflict(
             "organizations.slug (retries exhausted)".into(),
         ))
     }
 
-    async fn login_candidate(&self, email: &str) -> StoreResult<Option<LoginCandidate>> {
+    async fn login_candidate(&self, email: &str) -> CoreResult<Option<LoginCandidate>> {
         let sql = format!(
             "SELECT {USER_COLUMNS}, u.password_hash, o.name AS organization_name
              FROM users u JOIN organizations o ON o.id = u.organization_id WHERE u.email = $1"
@@ -217,7 +210,7 @@ impl AuthStore for SqlStore {
         .map_err(|e: sqlx::Error| e.into())
     }
 
-    async fn identity(&self, user_id: &str, jti: &str) -> StoreResult<Option<(UserRecord, bool)>> {
+    async fn identity(&self, user_id: &str, jti: &str) -> CoreResult<Option<(UserRecord, bool)>> {
         let key = (user_id.to_string(), jti.to_string());
         let loaded_under = match self.identities.get(&key) {
             Ok(hit) => return Ok(Some(hit)),
@@ -230,7 +223,7 @@ impl AuthStore for SqlStore {
         Ok(found)
     }
 
-    async fn revoke_token(&self, jti: &str, expires_at: i64, now: i64) -> StoreResult<()> {
+    async fn revoke_token(&self, jti: &str, expires_at: i64, now: i64) -> CoreResult<()> {
         let mut tx = self.begin_write().await?;
         // Entries past their token's expiry can never matter again.
         sqlx::query("DELETE FROM revoked_tokens WHERE expires_at < $1")
@@ -255,7 +248,7 @@ impl AuthStore for SqlStore {
         now: i64,
         since: i64,
         max: i64,
-    ) -> StoreResult<LoginAttempt> {
+    ) -> CoreResult<LoginAttempt> {
         let mut tx = self.begin_write().await?;
         // SQLite's BEGIN IMMEDIATE already serializes writers; PostgreSQL has no row to lock
         // for a pair that has not failed yet, so a transaction lock on the pair stands in.
@@ -289,7 +282,7 @@ impl AuthStore for SqlStore {
         sqlx::query(
             "INSERT INTO login_failures (id, email, ip, failed_at) VALUES ($1, $2, $3, $4)",
         )
-        .bind(crate::id::new_id(now))
+        .bind(orgd_core::ids::new_id(now))
         .bind(email)
         .bind(ip)
         .bind(now)
@@ -305,7 +298,7 @@ impl AuthStore for SqlStore {
         email: &str,
         ip: &str,
         now: i64,
-    ) -> StoreResult<()> {
+    ) -> CoreResult<()> {
         let mut tx = self.begin_write().await?;
         sqlx::query("UPDATE users SET last_login_at = $1 WHERE id = $2")
             .bind(now)
@@ -326,7 +319,7 @@ impl AuthStore for SqlStore {
         key: &NewApiKey,
         audit: &AuditEvent,
         now: i64,
-    ) -> StoreResult<()> {
+    ) -> CoreResult<()> {
         let mut tx = self.begin_write().await?;
         sqlx::query(
             "INSERT INTO api_keys (id, organization_id, user_id, name, key_hash, prefix, created_at, last_used_at, revoked_at)
@@ -350,7 +343,7 @@ impl AuthStore for SqlStore {
         &self,
         user_id: &str,
         organization_id: &str,
-    ) -> StoreResult<Vec<ApiKeyRecord>> {
+    ) -> CoreResult<Vec<ApiKeyRecord>> {
         Ok(sqlx::query_as(
             "SELECT id, name, prefix, created_at, last_used_at FROM api_keys
              WHERE user_id = $1 AND organization_id = $2 AND revoked_at IS NULL
@@ -369,7 +362,7 @@ impl AuthStore for SqlStore {
         key_id: &str,
         audit: AuditEvent,
         now: i64,
-    ) -> StoreResult<bool> {
+    ) -> CoreResult<bool> {
         let mut tx = self.begin_write().await?;
         let revoked: Option<(String, String)> = sqlx::query_as(
             "UPDATE api_keys SET revoked_at = $1
@@ -395,7 +388,7 @@ impl AuthStore for SqlStore {
         &self,
         key_hash: &str,
         now: i64,
-    ) -> StoreResult<Option<(UserRecord, String)>> {
+    ) -> CoreResult<Option<(UserRecord, String)>> {
         let sql = format!(
             "SELECT {USER_COLUMNS}, k.id AS key_id, k.last_used_at AS key_last_used_at
              FROM api_keys k JOIN users u ON u.id = k.user_id AND u.organization_id = k.organization_id
@@ -429,7 +422,7 @@ impl SqlStore {
         &self,
         user_id: &str,
         jti: &str,
-    ) -> StoreResult<Option<(UserRecord, bool)>> {
+    ) -> CoreResult<Option<(UserRecord, bool)>> {
         let sql = format!(
             "SELECT {USER_COLUMNS},
                     CASE WHEN EXISTS (SELECT 1 FROM revoked_tokens r WHERE r.jti = $2) THEN 1 ELSE 0 END AS revoked

@@ -16,13 +16,13 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use crate::auth::{CurrentUser, Role};
-use crate::clock::Timestamp;
 use crate::error::{ApiError, OrInternal};
 use crate::http::page::PageParams;
 use crate::http::{Done, JsonBody, Object, Page, PageQuery, PathParams};
 use crate::openapi::ErrorBody;
 use crate::organization::usage::limit_refusal;
 use crate::state::AppState;
+use crate::timestamp::Timestamp;
 use store::{NewExecutionOutcome, NewProjectOutcome, UpdateOutcome};
 use types::{ExecutionChange, ExecutionFilter, NewExecution, Project, Status, TaskId};
 
@@ -142,7 +142,7 @@ async fn create_project(
         })?;
     let now = app.now();
     let project = Project {
-        id: crate::id::new_id(now),
+        id: orgd_core::ids::new_id(now),
         slug: crate::auth::slugify(&name),
         name,
         created_at: Timestamp(now),
@@ -222,7 +222,7 @@ async fn delete_project(
             "No project with this id in your organization",
         )
     };
-    if !crate::id::is_valid(&id) {
+    if !orgd_core::ids::is_valid(&id) {
         return Err(not_found());
     }
     let deleted = app
@@ -257,7 +257,7 @@ fn parse_new_execution(
     user: &CurrentUser,
     now: i64,
 ) -> Result<NewExecution, ApiError> {
-    let id = crate::id::new_id(now);
+    let id = orgd_core::ids::new_id(now);
     let task_id = match body.opt_str("taskId")? {
         None => TaskId::parse(&id),
         Some(raw) => TaskId::parse(raw),
@@ -271,7 +271,7 @@ fn parse_new_execution(
     let project_id = body
         .opt_str("projectId")?
         .map(|raw| {
-            crate::id::is_valid(raw)
+            orgd_core::ids::is_valid(raw)
                 .then(|| raw.to_string())
                 .ok_or_else(|| ApiError::invalid("projectId", "projectId must be a project id"))
         })

@@ -169,7 +169,10 @@ impl ReportStorage for LocalReportStorage {
                     "A directory stands where the report file should be",
                 ));
             }
-            let temp = dir.join(format!("{UPLOAD_TEMP_PREFIX}{}", crate::id::random_hex(8)));
+            let temp = dir.join(format!(
+                "{UPLOAD_TEMP_PREFIX}{}",
+                orgd_core::ids::random_hex(8)
+            ));
             let file = std::fs::OpenOptions::new()
                 .write(true)
                 .create_new(true)

@@ -12,10 +12,10 @@ use super::types::{
     Execution, ExecutionChange, ExecutionFilter, ExecutionLink, NewExecution, Project, ReportFile,
     Status,
 };
-use crate::clock::Timestamp;
 use crate::organization::Limits;
 use crate::organization::usage::Period;
-use crate::store::{SqlStore, StoreError, StoreResult, Tx};
+use crate::store::{CoreError, CoreResult, SqlStore, Tx};
+use crate::timestamp::Timestamp;
 
 pub enum NewProjectOutcome {
     Created(Project),
@@ -63,9 +63,9 @@ pub trait ExecutionStore: Send + Sync + 'static {
         &self,
         org_id: &str,
         project: &Project,
-    ) -> StoreResult<NewProjectOutcome>;
-    async fn projects(&self, org_id: &str) -> StoreResult<Vec<Project>>;
-    async fn delete_project(&self, org_id: &str, id: &str) -> StoreResult<bool>;
+    ) -> CoreResult<NewProjectOutcome>;
+    async fn projects(&self, org_id: &str) -> CoreResult<Vec<Project>>;
+    async fn delete_project(&self, org_id: &str, id: &str) -> CoreResult<bool>;
 
     /// Creates the execution and counts it in this month's test runs, unless a limit or the
     /// uniqueness of its taskId refuses it.
@@ -74,24 +74,24 @@ pub trait ExecutionStore: Send + Sync + 'static {
         org_id: &str,
         new: &NewExecution,
         now: i64,
-    ) -> StoreResult<NewExecutionOutcome>;
+    ) -> CoreResult<NewExecutionOutcome>;
     async fn update_execution(
         &self,
         org_id: &str,
         task_id: &str,
         change: &ExecutionChange,
         now: i64,
-    ) -> StoreResult<UpdateOutcome>;
+    ) -> CoreResult<UpdateOutcome>;
     /// A live (not deleted) execution with its output and links.
-    async fn execution(&self, org_id: &str, task_id: &str) -> StoreResult<Option<Execution>>;
+    async fn execution(&self, org_id: &str, task_id: &str) -> CoreResult<Option<Execution>>;
     /// A page of live executions, newest first, with their links, and how many match.
     async fn executions(
         &self,
         org_id: &str,
         filter: &ExecutionFilter,
-    ) -> StoreResult<(Vec<Execution>, i64)>;
+    ) -> CoreResult<(Vec<Execution>, i64)>;
     /// Soft-deletes a live execution and forgets its report files, freeing their storage.
-    async fn delete_execution(&self, org_id: &str, task_id: &str, now: i64) -> StoreResult<bool>;
+    async fn delete_execution(&self, org_id: &str, task_id: &str, now: i64) -> CoreResult<bool>;
 
     /// Counts `bytes` against the storage limit before they are written, as if the file
     /// now at `path` (if any) were already gone. Until `commit_report` or
@@ -102,7 +102,7 @@ pub trait ExecutionStore: Send + Sync + 'static {
         task_id: &str,
         path: &str,
         bytes: i64,
-    ) -> StoreResult<Reservation>;
+    ) -> CoreResult<Reservation>;
     /// Records a file of `size` bytes (reserved before) and publishes it; the bytes of the
     /// file it replaces are released.
     async fn commit_report(
@@ -113,28 +113,28 @@ pub trait ExecutionStore: Send + Sync + 'static {
         size: i64,
         now: i64,
         publish: Publish<'_>,
-    ) -> StoreResult<ReportCommit>;
-    async fn release_report_bytes(&self, org_id: &str, bytes: i64) -> StoreResult<()>;
+    ) -> CoreResult<ReportCommit>;
+    async fn release_report_bytes(&self, org_id: &str, bytes: i64) -> CoreResult<()>;
     /// The files of a live execution, by path; `None` when there is no such execution.
     async fn report_files(
         &self,
         org_id: &str,
         task_id: &str,
-    ) -> StoreResult<Option<Vec<ReportFile>>>;
-    async fn execution_exists(&self, org_id: &str, task_id: &str) -> StoreResult<bool>;
+    ) -> CoreResult<Option<Vec<ReportFile>>>;
+    async fn execution_exists(&self, org_id: &str, task_id: &str) -> CoreResult<bool>;
 }
 
 const EXECUTION_COLUMNS: &str =
     "id, task_id, project_id, status, trigger_source, group_name, error, report_bytes,
     created_at, started_at, finished_at";
 
-fn execution_from_row(row: &AnyRow, with_output: bool) -> StoreResult<Execution> {
+fn execution_from_row(row: &AnyRow, with_output: bool) -> CoreResult<Execution> {
     let status: String = row.try_get("status")?;
     Ok(Execution {
         id: row.try_get("id")?,
         task_id: row.try_get("task_id")?,
         project_id: row.try_get("project_id")?,
-        status: Status::try_from(status).map_err(StoreError::Corrupt)?,
+        status: Status::try_from(status).map_err(CoreError::Corrupt)?,
         trigger: row.try_get("trigger_source")?,
         group_name: row.try_get("group_name")?,
         error: row.try_get("error")?,
@@ -152,7 +152,7 @@ fn execution_from_row(row: &AnyRow, with_output: bool) -> StoreResult<Execution>
     })
 }
 
-fn project_from_row(row: &AnyRow) -> StoreResult<Project> {
+fn project_from_row(row: &AnyRow) -> CoreResult<Project> {
     Ok(Project {
         id: row.try_get("id")?,
         name: row.try_get("name")?,
@@ -171,7 +171,7 @@ fn placeholders(from: usize, count: usize) -> String {
 
 impl SqlStore {
     /// Attaches the ticket links of every execution in `page` with one query.
-    async fn attach_links(&self, org_id: &str, page: &mut [Execution]) -> StoreResult<()> {
+    async fn attach_links(&self, org_id: &str, page: &mut [Execution]) -> CoreResult<()> {
         if page.is_empty() {
             return Ok(());
         }
@@ -208,7 +208,7 @@ impl SqlStore {
         org_id: &str,
         task_id: &str,
         path: &str,
-    ) -> StoreResult<Option<i64>> {
+    ) -> CoreResult<Option<i64>> {
         Ok(sqlx::query_scalar(
             "SELECT size FROM report_files WHERE organization_id = $1 AND task_id = $2 AND path = $3",
         )
@@ -221,10 +221,10 @@ impl SqlStore {
 
     /// Locks the organization for the rest of `tx` and reads its limits; it must exist
     /// (the caller is one of its users).
-    async fn lock_with_limits(&self, tx: &mut Tx, org_id: &str) -> StoreResult<Limits> {
+    async fn lock_with_limits(&self, tx: &mut Tx, org_id: &str) -> CoreResult<Limits> {
         self.lock_limits(tx, org_id)
             .await?
-            .ok_or_else(|| StoreError::Corrupt(format!("organization {org_id} vanished")))
+            .ok_or_else(|| CoreError::Corrupt(format!("organization {org_id} vanished")))
     }
 }
 
@@ -233,7 +233,7 @@ async fn subtract_storage<'e>(
     db: impl Executor<'e, Database = Any>,
     org_id: &str,
     bytes: i64,
-) -> StoreResult<()> {
+) -> CoreResult<()> {
     sqlx::query(
         "UPDATE organizations SET storage_used_bytes = storage_used_bytes - $2 WHERE id = $1",
     )
@@ -248,7 +248,7 @@ async fn is_live_execution<'e>(
     db: impl Executor<'e, Database = Any>,
     org_id: &str,
     task_id: &str,
-) -> StoreResult<bool> {
+) -> CoreResult<bool> {
     let found: Option<i64> = sqlx::query_scalar(
         "SELECT 1 FROM executions WHERE organization_id = $1 AND task_id = $2 AND deleted_at IS NULL",
     )
@@ -265,7 +265,7 @@ impl ExecutionStore for SqlStore {
         &self,
         org_id: &str,
         project: &Project,
-    ) -> StoreResult<NewProjectOutcome> {
+    ) -> CoreResult<NewProjectOutcome> {
         let mut tx = self.begin_write().await?;
         let limits = self.lock_with_limits(&mut tx, org_id).await?;
         if let Some(limit) = limits.max_projects {
@@ -288,8 +288,8 @@ impl ExecutionStore for SqlStore {
         .bind(project.created_at.0)
         .execute(&mut *tx)
         .await;
-        match inserted.map_err(StoreError::from) {
-            Err(StoreError::Conflict(_)) => {
+        match inserted.map_err(CoreError::from) {
+            Err(CoreError::Conflict(_)) => {
                 return Ok(NewProjectOutcome::Duplicate);
             }
             other => other?,
@@ -298,7 +298,7 @@ impl ExecutionStore for SqlStore {
         Ok(NewProjectOutcome::Created(project.clone()))
     }
 
-    async fn projects(&self, org_id: &str) -> StoreResult<Vec<Project>> {
+    async fn projects(&self, org_id: &str) -> CoreResult<Vec<Project>> {
         let rows = sqlx::query(
             "SELECT id, name, slug, created_at FROM projects WHERE organization_id = $1 ORDER BY created_at, id",
         )
@@ -308,7 +308,7 @@ impl ExecutionStore for SqlStore {
         rows.iter().map(project_from_row).collect()
     }
 
-    async fn delete_project(&self, org_id: &str, id: &str) -> StoreResult<bool> {
+    async fn delete_project(&self, org_id: &str, id: &str) -> CoreResult<bool> {
         let deleted = sqlx::query("DELETE FROM projects WHERE organization_id = $1 AND id = $2")
             .bind(org_id)
             .bind(id)
@@ -322,7 +322,7 @@ impl ExecutionStore for SqlStore {
         org_id: &str,
         new: &NewExecution,
         now: i64,
-    ) -> StoreResult<NewExecutionOutcome> {
+    ) -> CoreResult<NewExecutionOutcome> {
         let period = Period::containing(now);
         let mut tx = self.begin_write().await?;
         let limits = self.lock_with_limits(&mut tx, org_id).await?;
@@ -423,7 +423,7 @@ impl ExecutionStore for SqlStore {
         task_id: &str,
         change: &ExecutionChange,
         now: i64,
-    ) -> StoreResult<UpdateOutcome> {
+    ) -> CoreResult<UpdateOutcome> {
         let status = change.status.map(Status::as_str);
         let finished = change.status.is_some_and(Status::is_finished);
         let mut tx = self.begin_write().await?;
@@ -463,7 +463,7 @@ impl ExecutionStore for SqlStore {
         })
     }
 
-    async fn execution(&self, org_id: &str, task_id: &str) -> StoreResult<Option<Execution>> {
+    async fn execution(&self, org_id: &str, task_id: &str) -> CoreResult<Option<Execution>> {
         let sql = format!(
             "SELECT {EXECUTION_COLUMNS}, output FROM executions
              WHERE organization_id = $1 AND task_id = $2 AND deleted_at IS NULL"
@@ -485,7 +485,7 @@ impl ExecutionStore for SqlStore {
         &self,
         org_id: &str,
         filter: &ExecutionFilter,
-    ) -> StoreResult<(Vec<Execution>, i64)> {
+    ) -> CoreResult<(Vec<Execution>, i64)> {
         let mut condition = String::from("organization_id = $1 AND deleted_at IS NULL");
         if !filter.statuses.is_empty() {
             condition.push_str(&format!(
@@ -515,13 +515,13 @@ impl ExecutionStore for SqlStore {
         let mut page = rows
             .iter()
             .map(|row| execution_from_row(row, false))
-            .collect::<StoreResult<Vec<_>>>()?;
+            .collect::<CoreResult<Vec<_>>>()?;
         self.attach_links(org_id, &mut page).await?;
         self.attach_analyses(org_id, &mut page).await?;
         Ok((page, total))
     }
 
-    async fn delete_execution(&self, org_id: &str, task_id: &str, now: i64) -> StoreResult<bool> {
+    async fn delete_execution(&self, org_id: &str, task_id: &str, now: i64) -> CoreResult<bool> {
         let mut tx = self.begin_write().await?;
         // Serialized with uploads to this organization, so no file lands after the delete.
         self.lock_organization(&mut tx, org_id).await?;
@@ -560,7 +560,7 @@ impl ExecutionStore for SqlStore {
         task_id: &str,
         path: &str,
         bytes: i64,
-    ) -> StoreResult<Reservation> {
+    ) -> CoreResult<Reservation> {
         let mut tx = self.begin_write().await?;
         let limits = self.lock_with_limits(&mut tx, org_id).await?;
         if !is_live_execution(&mut *tx, org_id, task_id).await? {
@@ -601,7 +601,7 @@ impl ExecutionStore for SqlStore {
         size: i64,
         now: i64,
         publish: Publish<'_>,
-    ) -> StoreResult<ReportCommit> {
+    ) -> CoreResult<ReportCommit> {
         let mut tx = self.begin_write().await?;
         self.lock_organization(&mut tx, org_id).await?;
         if !is_live_execution(&mut *tx, org_id, task_id).await? {
@@ -642,7 +642,7 @@ impl ExecutionStore for SqlStore {
         })
     }
 
-    async fn release_report_bytes(&self, org_id: &str, bytes: i64) -> StoreResult<()> {
+    async fn release_report_bytes(&self, org_id: &str, bytes: i64) -> CoreResult<()> {
         subtract_storage(self.pool(), org_id, bytes).await
     }
 
@@ -650,7 +650,7 @@ impl ExecutionStore for SqlStore {
         &self,
         org_id: &str,
         task_id: &str,
-    ) -> StoreResult<Option<Vec<ReportFile>>> {
+    ) -> CoreResult<Option<Vec<ReportFile>>> {
         if !self.execution_exists(org_id, task_id).await? {
             return Ok(None);
         }
@@ -674,7 +674,7 @@ impl ExecutionStore for SqlStore {
         Ok(Some(files))
     }
 
-    async fn execution_exists(&self, org_id: &str, task_id: &str) -> StoreResult<bool> {
+    async fn execution_exists(&self, org_id: &str, task_id: &str) -> CoreResult<bool> {
         is_live_execution(self.pool(), org_id, task_id).await
     }
 }

@@ -4,7 +4,7 @@ use serde::Serialize;
 use utoipa::ToSchema;
 
 use crate::analysis::store::AnalysisView;
-use crate::clock::Timestamp;
+use crate::timestamp::Timestamp;
 
 /// Where an execution is in its life. PENDING → RUNNING → one of the finished states
 /// (PENDING may finish directly); a finished execution never moves again.

@@ -25,8 +25,8 @@ use crate::config::Secret;
 use crate::error::{ApiError, OrInternal};
 use crate::http::{ClientIp, Done, JsonBody, PathParams};
 use crate::openapi::ErrorBody;
-use crate::secrets::SecretTable;
 use crate::state::AppState;
+use orgd_core::secrets::SecretTable;
 use settings::{Draft, changed_fields, view};
 use store::{IntegrationRecord, IntegrationWrite};
 

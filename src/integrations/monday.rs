@@ -11,9 +11,9 @@ use serde_json::{Value, json};
 use super::provider::{
     Answer, GraphqlEndpoint, ProviderError, retry_after_header, status_failure, with_safe_retries,
 };
-use crate::clock::SharedClock;
 use crate::config::Secret;
 use crate::metrics::{Metrics, Provider};
+use orgd_core::clock::SharedClock;
 
 pub const DISPLAY_NAME: &str = "Monday.com";
 

@@ -6,7 +6,7 @@ use sqlx::any::AnyRow;
 
 use super::Provider;
 use crate::audit::{self, AuditEvent};
-use crate::store::{SqlStore, StoreError, StoreResult, Tx, flag};
+use crate::store::{CoreError, CoreResult, SqlStore, Tx, flag};
 
 /// One organization's stored settings for one provider.
 #[derive(Clone)]
@@ -19,11 +19,11 @@ pub struct IntegrationRecord {
 }
 
 impl IntegrationRecord {
-    fn from_row(row: &AnyRow) -> StoreResult<Self> {
+    fn from_row(row: &AnyRow) -> CoreResult<Self> {
         let settings: String = row.try_get("settings")?;
         let settings = match serde_json::from_str(&settings) {
             Ok(Value::Object(map)) => map,
-            _ => return Err(StoreError::Corrupt("integration settings".into())),
+            _ => return Err(CoreError::Corrupt("integration settings".into())),
         };
         Ok(Self {
             settings,
@@ -100,7 +100,7 @@ pub trait IntegrationStore: Send + Sync + 'static {
         &self,
         organization_id: &str,
         provider: Provider,
-    ) -> StoreResult<Option<IntegrationRecord>>;
+    ) -> CoreResult<Option<IntegrationRecord>>;
     /// Writes the settings and the audit entry in one transaction. False when the stored
     /// version is no longer `expected_version` (nothing is written).
     async fn save_integration(
@@ -108,7 +108,7 @@ pub trait IntegrationStore: Send + Sync + 'static {
         write: &IntegrationWrite<'_>,
         audit: &AuditEvent,
         now: i64,
-    ) -> StoreResult<bool>;
+    ) -> CoreResult<bool>;
     /// Removes the settings and credentials, auditing only when something was removed.
     async fn delete_integration(
         &self,
@@ -116,13 +116,13 @@ pub trait IntegrationStore: Send + Sync + 'static {
         provider: Provider,
         audit: &AuditEvent,
         now: i64,
-    ) -> StoreResult<bool>;
+    ) -> CoreResult<bool>;
     /// The internal id of a live (not deleted) execution of the organization.
     async fn execution_id(
         &self,
         organization_id: &str,
         task_id: &str,
-    ) -> StoreResult<Option<String>>;
+    ) -> CoreResult<Option<String>>;
     /// Appends the link to the execution, writes the audit entry and, when the request had
     /// an idempotency key, its result — all in one transaction.
     async fn record_ticket(
@@ -131,10 +131,10 @@ pub trait IntegrationStore: Send + Sync + 'static {
         audit: &AuditEvent,
         result: Option<IdempotentResult<'_>>,
         now: i64,
-    ) -> StoreResult<()>;
-    async fn claim_idempotency(&self, scope: &IdempotencyScope, now: i64) -> StoreResult<Claim>;
+    ) -> CoreResult<()>;
+    async fn claim_idempotency(&self, scope: &IdempotencyScope, now: i64) -> CoreResult<Claim>;
     /// Frees a claimed key whose request ended without a result worth replaying.
-    async fn release_idempotency(&self, scope: &IdempotencyScope) -> StoreResult<()>;
+    async fn release_idempotency(&self, scope: &IdempotencyScope) -> CoreResult<()>;
 }
 
 const SELECT_INTEGRATION: &str = "SELECT settings, secret, enabled, version FROM integrations
@@ -146,7 +146,7 @@ impl IntegrationStore for SqlStore {
         &self,
         organization_id: &str,
         provider: Provider,
-    ) -> StoreResult<Option<IntegrationRecord>> {
+    ) -> CoreResult<Option<IntegrationRecord>> {
         let row = sqlx::query(SELECT_INTEGRATION)
             .bind(organization_id)
             .bind(provider.as_str())
@@ -160,7 +160,7 @@ impl IntegrationStore for SqlStore {
         write: &IntegrationWrite<'_>,
         audit: &AuditEvent,
         now: i64,
-    ) -> StoreResult<bool> {
+    ) -> CoreResult<bool> {
         let mut tx = self.begin_write().await?;
         let settings = Value::Object(write.settings.clone()).to_string();
         let written = match write.expected_version {
@@ -207,7 +207,7 @@ impl IntegrationStore for SqlStore {
         provider: Provider,
         audit: &AuditEvent,
         now: i64,
-    ) -> StoreResult<bool> {
+    ) -> CoreResult<bool> {
         let mut tx = self.begin_write().await?;
         let removed =
             sqlx::query("DELETE FROM integrations WHERE organization_id = $1 AND provider = $2")
@@ -227,7 +227,7 @@ impl IntegrationStore for SqlStore {
         &self,
         organization_id: &str,
         task_id: &str,
-    ) -> StoreResult<Option<String>> {
+    ) -> CoreResult<Option<String>> {
         Ok(sqlx::query_scalar(
             "SELECT id FROM executions WHERE organization_id = $1 AND task_id = $2 AND deleted_at IS NULL",
         )
@@ -243,7 +243,7 @@ impl IntegrationStore for SqlStore {
         audit: &AuditEvent,
         result: Option<IdempotentResult<'_>>,
         now: i64,
-    ) -> StoreResult<()> {
+    ) -> CoreResult<()> {
         let mut tx = self.begin_write().await?;
         sqlx::query(
             "INSERT INTO execution_links (id, organization_id, execution_id, provider, external_id, url, title, created_by, created_at)
@@ -268,7 +268,7 @@ impl IntegrationStore for SqlStore {
         Ok(())
     }
 
-    async fn claim_idempotency(&self, scope: &IdempotencyScope, now: i64) -> StoreResult<Claim> {
+    async fn claim_idempotency(&self, scope: &IdempotencyScope, now: i64) -> CoreResult<Claim> {
         let mut tx = self.begin_write().await?;
         // Expired keys, and claims whose request died with its process, are free again.
         sqlx::query(
@@ -316,9 +316,9 @@ impl IntegrationStore for SqlStore {
                 (false, _, _) => Claim::Mismatch,
                 (true, Some(status), Some(body)) => Claim::Replay {
                     status: u16::try_from(status)
-                        .map_err(|_| StoreError::Corrupt("idempotent status".into()))?,
+                        .map_err(|_| CoreError::Corrupt("idempotent status".into()))?,
                     body: serde_json::from_str(&body)
-                        .map_err(|_| StoreError::Corrupt("idempotent response".into()))?,
+                        .map_err(|_| CoreError::Corrupt("idempotent response".into()))?,
                 },
                 (true, _, _) => Claim::InProgress,
             }
@@ -327,7 +327,7 @@ impl IntegrationStore for SqlStore {
         Ok(claim)
     }
 
-    async fn release_idempotency(&self, scope: &IdempotencyScope) -> StoreResult<()> {
+    async fn release_idempotency(&self, scope: &IdempotencyScope) -> CoreResult<()> {
         sqlx::query(
             "DELETE FROM idempotency_keys
              WHERE organization_id = $1 AND route = $2 AND idempotency_key = $3 AND status IS NULL",
@@ -341,7 +341,7 @@ impl IntegrationStore for SqlStore {
     }
 }
 
-async fn complete_idempotency(tx: &mut Tx, result: &IdempotentResult<'_>) -> StoreResult<()> {
+async fn complete_idempotency(tx: &mut Tx, result: &IdempotentResult<'_>) -> CoreResult<()> {
     sqlx::query(
         "UPDATE idempotency_keys SET status = $1, response = $2
          WHERE organization_id = $3 AND route = $4 AND idempotency_key = $5",

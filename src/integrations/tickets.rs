@@ -447,7 +447,7 @@ impl Job {
             details["warning"] = json!(warning);
         }
         let link = TicketLink {
-            id: crate::id::new_id(self.app.now()),
+            id: orgd_core::ids::new_id(self.app.now()),
             organization_id: self.audit.organization_id.clone(),
             execution_id,
             provider: self.tracker.provider().as_str(),

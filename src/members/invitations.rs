@@ -16,13 +16,13 @@ use super::store::{Invited, Joined, Joiner, NewInvitation, PendingInvitation, Se
 use super::{parse_role, refused};
 use crate::audit::AuditEvent;
 use crate::auth::{AuthAttempt, CurrentUser, Email, Role};
-use crate::clock::Timestamp;
 use crate::error::{ApiError, OrInternal};
 use crate::http::page::PageParams;
 use crate::http::{ClientIp, Done, JsonBody, PageQuery, PathParams};
 use crate::openapi::ErrorBody;
 use crate::organization::usage::limit_refusal;
 use crate::state::AppState;
+use crate::timestamp::Timestamp;
 
 pub const INVITATION_TTL_MS: i64 = 7 * 24 * 60 * 60 * 1000;
 
@@ -39,7 +39,7 @@ pub struct InviteToken(String);
 
 impl InviteToken {
     fn generate() -> Self {
-        Self(crate::id::random_hex(32))
+        Self(orgd_core::ids::random_hex(32))
     }
 
     pub fn parse(raw: &str) -> Option<Self> {
@@ -48,7 +48,7 @@ impl InviteToken {
     }
 
     pub fn hash(&self) -> String {
-        crate::id::sha256_hex(&self.0)
+        orgd_core::ids::sha256_hex(&self.0)
     }
 }
 
@@ -217,7 +217,7 @@ async fn create(
     let now = app.now();
     let token = InviteToken::generate();
     let invitation = NewInvitation {
-        id: crate::id::new_id(now),
+        id: orgd_core::ids::new_id(now),
         organization_id: user.org_id().to_string(),
         email: email.as_str().to_string(),
         role,
@@ -325,7 +325,7 @@ async fn revoke(
     PathParams(id): PathParams<String>,
 ) -> Result<Json<Done>, ApiError> {
     user.require(Role::ADMIN)?;
-    if !crate::id::is_valid(&id) {
+    if !orgd_core::ids::is_valid(&id) {
         return Err(ApiError::bad_request(
             "Invalid invitation ID",
             "An invitation id is 24 lowercase hexadecimal characters",

@@ -19,12 +19,12 @@ use store::MemberChange;
 use crate::audit::AuditEvent;
 use crate::auth::store::UserRecord;
 use crate::auth::{CurrentUser, Role};
-use crate::clock::Timestamp;
 use crate::error::{ApiError, OrInternal};
 use crate::http::page::PageParams;
 use crate::http::{ClientIp, JsonBody, PageQuery, PathParams};
 use crate::openapi::ErrorBody;
 use crate::state::AppState;
+use crate::timestamp::Timestamp;
 
 pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
@@ -43,7 +43,7 @@ pub(crate) fn parse_role(raw: &str) -> Result<Role, ApiError> {
 /// A user id from the path. Only the canonical lowercase form is accepted, so comparing it
 /// with the caller's id is exact (the original let `/api/users/<UPPER-CASE own id>` through, §10.12).
 fn user_id(raw: &str) -> Result<&str, ApiError> {
-    if crate::id::is_valid(raw) {
+    if orgd_core::ids::is_valid(raw) {
         Ok(raw)
     } else {
         Err(ApiError::bad_request(

@@ -8,8 +8,8 @@ use sqlx::Row;
 use crate::audit::{self, Actor, AuditEvent};
 use crate::auth::Role;
 use crate::auth::store::{USER_COLUMNS, UserRecord};
-use crate::organization::plan::{Overrides, Plan};
-use crate::store::{SqlStore, StoreError, StoreResult, Tx};
+use crate::store::{CoreError, CoreResult, SqlStore, Tx};
+use orgd_core::plans::{Overrides, Plan};
 
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub struct InvitationRecord {
@@ -135,9 +135,8 @@ pub trait MemberStore: Send + Sync + 'static {
         organization_id: &str,
         limit: i64,
         offset: i64,
-    ) -> StoreResult<(Vec<UserRecord>, i64)>;
-    async fn member(&self, organization_id: &str, user_id: &str)
-    -> StoreResult<Option<UserRecord>>;
+    ) -> CoreResult<(Vec<UserRecord>, i64)>;
+    async fn member(&self, organization_id: &str, user_id: &str) -> CoreResult<Option<UserRecord>>;
     /// Sets a member's role unless that leaves no admin; `audit` is completed with
     /// `{oldRole, newRole, targetEmail}`. Nothing is written when the role is unchanged.
     async fn change_role(
@@ -148,7 +147,7 @@ pub trait MemberStore: Send + Sync + 'static {
         role: Role,
         audit: AuditEvent,
         now: i64,
-    ) -> StoreResult<MemberChange>;
+    ) -> CoreResult<MemberChange>;
     /// Deletes a member (their API keys go with them) unless that leaves no admin; `audit` is
     /// completed with `{targetEmail, targetRole, targetName}`.
     async fn remove_member(
@@ -158,7 +157,7 @@ pub trait MemberStore: Send + Sync + 'static {
         target_id: &str,
         audit: AuditEvent,
         now: i64,
-    ) -> StoreResult<MemberChange>;
+    ) -> CoreResult<MemberChange>;
     /// Creates an invitation, reserving a seat; expired pending invitations of the
     /// organization are marked `expired` first so they stop blocking and counting.
     async fn create_invitation(
@@ -166,7 +165,7 @@ pub trait MemberStore: Send + Sync + 'static {
         invitation: &NewInvitation,
         audit: &AuditEvent,
         now: i64,
-    ) -> StoreResult<Invited>;
+    ) -> CoreResult<Invited>;
     /// One page of an organization's pending, unexpired invitations, newest first, and the total.
     async fn pending_invitations(
         &self,
@@ -174,7 +173,7 @@ pub trait MemberStore: Send + Sync + 'static {
         now: i64,
         limit: i64,
         offset: i64,
-    ) -> StoreResult<(Vec<PendingInvitation>, i64)>;
+    ) -> CoreResult<(Vec<PendingInvitation>, i64)>;
     /// Marks a pending invitation `revoked`; `audit` is completed with `{email, role}`.
     /// False when the organization has no pending invitation with that id.
     async fn revoke_invitation(
@@ -183,9 +182,9 @@ pub trait MemberStore: Send + Sync + 'static {
         id: &str,
         audit: AuditEvent,
         now: i64,
-    ) -> StoreResult<bool>;
+    ) -> CoreResult<bool>;
     /// The pending invitation with that token hash, with its organization and inviter names.
-    async fn invitation_preview(&self, token_hash: &str) -> StoreResult<Option<InvitationPreview>>;
+    async fn invitation_preview(&self, token_hash: &str) -> CoreResult<Option<InvitationPreview>>;
     /// An existing user moves into the inviting organization with the invited role.
     async fn accept_invitation(
         &self,
@@ -193,7 +192,7 @@ pub trait MemberStore: Send + Sync + 'static {
         joiner: Joiner<'_>,
         ip: Option<String>,
         now: i64,
-    ) -> StoreResult<Joined>;
+    ) -> CoreResult<Joined>;
     /// A new user is created in the inviting organization with the invited role.
     async fn signup_with_invitation(
         &self,
@@ -201,7 +200,7 @@ pub trait MemberStore: Send + Sync + 'static {
         user: &crate::auth::store::NewUser,
         ip: Option<String>,
         now: i64,
-    ) -> StoreResult<Joined>;
+    ) -> CoreResult<Joined>;
 }
 
 const INVITATION_COLUMNS: &str = "i.id, i.organization_id, i.email, i.role, i.status, i.invited_by, i.expires_at, i.created_at, i.accepted_at";
@@ -210,7 +209,7 @@ async fn member_in(
     tx: &mut Tx,
     organization_id: &str,
     user_id: &str,
-) -> StoreResult<Option<UserRecord>> {
+) -> CoreResult<Option<UserRecord>> {
     let sql =
         format!("SELECT {USER_COLUMNS} FROM users u WHERE u.id = $1 AND u.organization_id = $2");
     Ok(sqlx::query_as(sqlx::AssertSqlSafe(sql))
@@ -220,7 +219,7 @@ async fn member_in(
         .await?)
 }
 
-async fn active_admins(tx: &mut Tx, organization_id: &str) -> StoreResult<i64> {
+async fn active_admins(tx: &mut Tx, organization_id: &str) -> CoreResult<i64> {
     Ok(sqlx::query_scalar(
         "SELECT COUNT(*) FROM users WHERE organization_id = $1 AND role = 'admin' AND status = 'active'",
     )
@@ -235,7 +234,7 @@ async fn check_actor(
     tx: &mut Tx,
     organization_id: &str,
     actor_id: &str,
-) -> StoreResult<Result<(), MemberChange>> {
+) -> CoreResult<Result<(), MemberChange>> {
     let actor = member_in(tx, organization_id, actor_id).await?;
     Ok(match actor {
         Some(a) if a.role == Role::Admin && a.status == "active" => Ok(()),
@@ -254,7 +253,7 @@ impl SqlStore {
         organization_id: &str,
         actor_id: &str,
         target_id: &str,
-    ) -> StoreResult<Result<(Tx, UserRecord), MemberChange>> {
+    ) -> CoreResult<Result<(Tx, UserRecord), MemberChange>> {
         let mut tx = self.begin_write().await?;
         self.lock_organization(&mut tx, organization_id).await?;
         if let Err(refused) = check_actor(&mut tx, organization_id, actor_id).await? {
@@ -269,12 +268,12 @@ impl SqlStore {
     }
 }
 
-async fn would_orphan(tx: &mut Tx, target: &UserRecord) -> StoreResult<bool> {
+async fn would_orphan(tx: &mut Tx, target: &UserRecord) -> CoreResult<bool> {
     let active_admin = target.role == Role::Admin && target.status == "active";
     Ok(active_admin && active_admins(tx, &target.organization_id).await? <= 1)
 }
 
-async fn seat_usage(tx: &mut Tx, organization_id: &str, now: i64) -> StoreResult<SeatUsage> {
+async fn seat_usage(tx: &mut Tx, organization_id: &str, now: i64) -> CoreResult<SeatUsage> {
     let row = sqlx::query(
         "SELECT o.plan, o.limit_overrides,
                 (SELECT COUNT(*) FROM users u WHERE u.organization_id = o.id AND u.status = 'active') AS members,
@@ -288,9 +287,9 @@ async fn seat_usage(tx: &mut Tx, organization_id: &str, now: i64) -> StoreResult
     .await?;
     let plan: String = row.try_get("plan")?;
     let overrides: String = row.try_get("limit_overrides")?;
-    let plan = Plan::parse(&plan).ok_or_else(|| StoreError::Corrupt(format!("plan {plan:?}")))?;
+    let plan = Plan::parse(&plan).ok_or_else(|| CoreError::Corrupt(format!("plan {plan:?}")))?;
     let limits = Overrides::from_json(&overrides)
-        .map_err(StoreError::Corrupt)?
+        .map_err(CoreError::Corrupt)?
         .apply(plan.defaults());
     let members: i64 = row.try_get("members")?;
     let pending: i64 = row.try_get("pending")?;
@@ -300,7 +299,7 @@ async fn seat_usage(tx: &mut Tx, organization_id: &str, now: i64) -> StoreResult
     })
 }
 
-async fn pending_by_token(tx: &mut Tx, token_hash: &str) -> StoreResult<Option<InvitationRecord>> {
+async fn pending_by_token(tx: &mut Tx, token_hash: &str) -> CoreResult<Option<InvitationRecord>> {
     let sql = format!(
         "SELECT {INVITATION_COLUMNS} FROM invitations i WHERE i.token_hash = $1 AND i.status = 'pending'"
     );
@@ -311,7 +310,7 @@ async fn pending_by_token(tx: &mut Tx, token_hash: &str) -> StoreResult<Option<I
 }
 
 /// Marks the invitation accepted if it is still pending (false: someone else used it first).
-async fn mark_accepted(tx: &mut Tx, invitation_id: &str, now: i64) -> StoreResult<bool> {
+async fn mark_accepted(tx: &mut Tx, invitation_id: &str, now: i64) -> CoreResult<bool> {
     let done = sqlx::query("UPDATE invitations SET status = 'accepted', accepted_at = $1 WHERE id = $2 AND status = 'pending'")
         .bind(now)
         .bind(invitation_id)
@@ -320,7 +319,7 @@ async fn mark_accepted(tx: &mut Tx, invitation_id: &str, now: i64) -> StoreResul
     Ok(done.rows_affected() == 1)
 }
 
-async fn organization_name(tx: &mut Tx, organization_id: &str) -> StoreResult<String> {
+async fn organization_name(tx: &mut Tx, organization_id: &str) -> CoreResult<String> {
     Ok(
         sqlx::query_scalar("SELECT name FROM organizations WHERE id = $1")
             .bind(organization_id)
@@ -349,7 +348,7 @@ impl MemberStore for SqlStore {
         organization_id: &str,
         limit: i64,
         offset: i64,
-    ) -> StoreResult<(Vec<UserRecord>, i64)> {
+    ) -> CoreResult<(Vec<UserRecord>, i64)> {
         let sql = format!(
             "SELECT {USER_COLUMNS} FROM users u WHERE u.organization_id = $1
              ORDER BY u.created_at DESC, u.id DESC LIMIT $2 OFFSET $3"
@@ -367,11 +366,7 @@ impl MemberStore for SqlStore {
         Ok((users, total))
     }
 
-    async fn member(
-        &self,
-        organization_id: &str,
-        user_id: &str,
-    ) -> StoreResult<Option<UserRecord>> {
+    async fn member(&self, organization_id: &str, user_id: &str) -> CoreResult<Option<UserRecord>> {
         let sql = format!(
             "SELECT {USER_COLUMNS} FROM users u WHERE u.id = $1 AND u.organization_id = $2"
         );
@@ -390,7 +385,7 @@ impl MemberStore for SqlStore {
         role: Role,
         audit: AuditEvent,
         now: i64,
-    ) -> StoreResult<MemberChange> {
+    ) -> CoreResult<MemberChange> {
         let (mut tx, target) = match self
             .lock_actor_and_target(organization_id, actor_id, target_id)
             .await?
@@ -427,7 +422,7 @@ impl MemberStore for SqlStore {
         target_id: &str,
         audit: AuditEvent,
         now: i64,
-    ) -> StoreResult<MemberChange> {
+    ) -> CoreResult<MemberChange> {
         let (mut tx, target) = match self
             .lock_actor_and_target(organization_id, actor_id, target_id)
             .await?
@@ -459,7 +454,7 @@ impl MemberStore for SqlStore {
         invitation: &NewInvitation,
         audit: &AuditEvent,
         now: i64,
-    ) -> StoreResult<Invited> {
+    ) -> CoreResult<Invited> {
         let org = &invitation.organization_id;
         let mut tx = self.begin_write().await?;
         self.lock_organization(&mut tx, org).await?;
@@ -518,7 +513,7 @@ impl MemberStore for SqlStore {
         now: i64,
         limit: i64,
         offset: i64,
-    ) -> StoreResult<(Vec<PendingInvitation>, i64)> {
+    ) -> CoreResult<(Vec<PendingInvitation>, i64)> {
         let sql = format!(
             "SELECT {INVITATION_COLUMNS}, u.name AS invited_by_name
              FROM invitations i LEFT JOIN users u ON u.id = i.invited_by
@@ -548,7 +543,7 @@ impl MemberStore for SqlStore {
         id: &str,
         audit: AuditEvent,
         now: i64,
-    ) -> StoreResult<bool> {
+    ) -> CoreResult<bool> {
         let mut tx = self.begin_write().await?;
         let revoked: Option<(String, String)> = sqlx::query_as(
             "UPDATE invitations SET status = 'revoked'
@@ -572,7 +567,7 @@ impl MemberStore for SqlStore {
         Ok(true)
     }
 
-    async fn invitation_preview(&self, token_hash: &str) -> StoreResult<Option<InvitationPreview>> {
+    async fn invitation_preview(&self, token_hash: &str) -> CoreResult<Option<InvitationPreview>> {
         let sql = format!(
             "SELECT {INVITATION_COLUMNS}, o.name AS organization_name, u.name AS inviter_name
              FROM invitations i
@@ -592,7 +587,7 @@ impl MemberStore for SqlStore {
         joiner: Joiner<'_>,
         ip: Option<String>,
         now: i64,
-    ) -> StoreResult<Joined> {
+    ) -> CoreResult<Joined> {
         let mut tx = self.begin_write().await?;
         let Some(invitation) = pending_by_token(&mut tx, token_hash).await? else {
             return Ok(Joined::NotFound);
@@ -678,7 +673,7 @@ impl MemberStore for SqlStore {
         user: &crate::auth::store::NewUser,
         ip: Option<String>,
         now: i64,
-    ) -> StoreResult<Joined> {
+    ) -> CoreResult<Joined> {
         let mut tx = self.begin_write().await?;
         let Some(invitation) = pending_by_token(&mut tx, token_hash)
             .await?
@@ -711,7 +706,7 @@ impl MemberStore for SqlStore {
         .bind(now)
         .execute(&mut *tx)
         .await;
-        match inserted.map_err(StoreError::from) {
+        match inserted.map_err(CoreError::from) {
             Err(e) if e.is_conflict_on("email") => return Ok(Joined::EmailTaken),
             other => other?,
         };

@@ -6,9 +6,9 @@ use super::reconcile::reconcile;
 use super::{LimitValue, PlanChange, change_organization, limit_name};
 use crate::executions::storage::ReportStorage;
 use crate::organization::Plan;
-use crate::organization::plan::LIMIT_NAMES;
 use crate::organization::usage::{Period, Usage};
 use crate::store::Store;
+use orgd_core::plans::LIMIT_NAMES;
 
 fn show(value: Option<i64>) -> String {
     value.map_or_else(|| "unlimited".into(), |v| v.to_string())

@@ -16,17 +16,17 @@ use utoipa_axum::routes;
 
 use super::{LimitValue, OperatorError, PlanChange, change_organization};
 use crate::auth::extract::bearer_credentials;
-use crate::clock::Timestamp;
 use crate::error::{ApiError, OrInternal};
 use crate::http::page::PageParams;
 use crate::http::{ClientIp, JsonBody, Page, PageQuery, PathParams};
 use crate::openapi::ErrorBody;
-use crate::organization::plan::LIMIT_NAMES;
 use crate::organization::store::OrganizationRecord;
 use crate::organization::usage::{Alert, UsageView};
 use crate::organization::usage::{Period, Usage};
 use crate::organization::{LimitsView, Plan};
 use crate::state::AppState;
+use crate::timestamp::Timestamp;
+use orgd_core::plans::LIMIT_NAMES;
 
 pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()

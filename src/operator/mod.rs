@@ -10,9 +10,9 @@ use serde_json::{Map, Value, json};
 
 use crate::audit::{Actor, AuditEvent};
 use crate::organization::Plan;
-use crate::organization::plan::{LIMIT_NAMES, Overrides};
 use crate::organization::store::OrganizationRecord;
-use crate::store::{Store, StoreError};
+use crate::store::{CoreError, Store};
+use orgd_core::plans::{LIMIT_NAMES, Overrides};
 
 /// A new value for one limit.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -126,7 +126,7 @@ pub enum OperatorError {
     #[error("no organization with id or slug {0:?}")]
     NotFound(String),
     #[error(transparent)]
-    Store(#[from] StoreError),
+    Store(#[from] CoreError),
     #[error(transparent)]
     Storage(#[from] crate::executions::storage::StorageError),
 }

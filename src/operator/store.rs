@@ -10,7 +10,7 @@ use crate::audit::{self, AuditEvent};
 use crate::executions::storage::StoredFile;
 use crate::organization::store::{ORG_SELECT, OrganizationRecord, org_columns};
 use crate::organization::usage::Period;
-use crate::store::{SqlStore, StoreResult, Tx};
+use crate::store::{CoreResult, SqlStore, Tx};
 
 /// A test-run counter that did not match the executions table.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -33,9 +33,9 @@ pub struct StorageFix {
 #[async_trait::async_trait]
 pub trait OperatorStore: Send + Sync + 'static {
     /// The organization whose id or slug is `reference` (an id match wins).
-    async fn find_organization(&self, reference: &str) -> StoreResult<Option<OrganizationRecord>>;
+    async fn find_organization(&self, reference: &str) -> CoreResult<Option<OrganizationRecord>>;
     /// Every organization's id and slug, oldest first.
-    async fn organization_slugs(&self) -> StoreResult<Vec<(String, String)>>;
+    async fn organization_slugs(&self) -> CoreResult<Vec<(String, String)>>;
     /// Applies `change` and writes `audit` (its details filled from before and after) in one
     /// transaction. Returns the organization before and after; `None` when it does not exist.
     async fn change_plan(
@@ -44,9 +44,9 @@ pub trait OperatorStore: Send + Sync + 'static {
         change: &PlanChange,
         audit: &AuditEvent,
         now: i64,
-    ) -> StoreResult<Option<(OrganizationRecord, OrganizationRecord)>>;
+    ) -> CoreResult<Option<(OrganizationRecord, OrganizationRecord)>>;
     /// Sets each month's test-run counter to the executions created in it.
-    async fn reconcile_test_runs(&self, org_id: &str) -> StoreResult<Vec<CounterFix>>;
+    async fn reconcile_test_runs(&self, org_id: &str) -> CoreResult<Vec<CounterFix>>;
     /// Makes the organization's report rows, per-execution bytes and storage counter match
     /// `files` (what is on disk).
     async fn reconcile_storage(
@@ -54,10 +54,10 @@ pub trait OperatorStore: Send + Sync + 'static {
         org_id: &str,
         files: &[StoredFile],
         now: i64,
-    ) -> StoreResult<StorageFix>;
+    ) -> CoreResult<StorageFix>;
 }
 
-async fn organization_in(tx: &mut Tx, org_id: &str) -> StoreResult<OrganizationRecord> {
+async fn organization_in(tx: &mut Tx, org_id: &str) -> CoreResult<OrganizationRecord> {
     let row = sqlx::query(ORG_SELECT)
         .bind(org_id)
         .fetch_one(&mut **tx)
@@ -67,7 +67,7 @@ async fn organization_in(tx: &mut Tx, org_id: &str) -> StoreResult<OrganizationR
 
 #[async_trait::async_trait]
 impl OperatorStore for SqlStore {
-    async fn find_organization(&self, reference: &str) -> StoreResult<Option<OrganizationRecord>> {
+    async fn find_organization(&self, reference: &str) -> CoreResult<Option<OrganizationRecord>> {
         let row = sqlx::query(concat!(
             "SELECT ",
             org_columns!(),
@@ -80,7 +80,7 @@ impl OperatorStore for SqlStore {
         row.as_ref().map(OrganizationRecord::from_row).transpose()
     }
 
-    async fn organization_slugs(&self) -> StoreResult<Vec<(String, String)>> {
+    async fn organization_slugs(&self) -> CoreResult<Vec<(String, String)>> {
         let rows = sqlx::query("SELECT id, slug FROM organizations ORDER BY created_at, id")
             .fetch_all(self.pool())
             .await?;
@@ -96,7 +96,7 @@ impl OperatorStore for SqlStore {
         change: &PlanChange,
         audit: &AuditEvent,
         now: i64,
-    ) -> StoreResult<Option<(OrganizationRecord, OrganizationRecord)>> {
+    ) -> CoreResult<Option<(OrganizationRecord, OrganizationRecord)>> {
         let mut tx = self.begin_write().await?;
         if !self.lock_organization(&mut tx, org_id).await? {
             return Ok(None);
@@ -118,7 +118,7 @@ impl OperatorStore for SqlStore {
         Ok(Some((before, after)))
     }
 
-    async fn reconcile_test_runs(&self, org_id: &str) -> StoreResult<Vec<CounterFix>> {
+    async fn reconcile_test_runs(&self, org_id: &str) -> CoreResult<Vec<CounterFix>> {
         let mut tx = self.begin_write().await?;
         // Executions are inserted under this lock, so the counts below are stable.
         self.lock_organization(&mut tx, org_id).await?;
@@ -193,7 +193,7 @@ impl OperatorStore for SqlStore {
         org_id: &str,
         files: &[StoredFile],
         now: i64,
-    ) -> StoreResult<StorageFix> {
+    ) -> CoreResult<StorageFix> {
         let mut tx = self.begin_write().await?;
         self.lock_organization(&mut tx, org_id).await?;
         let rows =

@@ -11,14 +11,15 @@ use serde_json::{Value, json};
 use utoipa::ToSchema;
 
 use super::ai_store::{AiConfigChange, AiConfigRecord};
-use super::models::{AiProvider, Unavailable};
 use crate::audit::AuditEvent;
 use crate::auth::{CurrentUser, Role};
-use crate::clock::{Timestamp, format_ms};
 use crate::error::{ApiError, OrInternal};
 use crate::http::{ClientIp, JsonBody, Object};
-use crate::secrets::SecretTable;
 use crate::state::AppState;
+use crate::timestamp::Timestamp;
+use orgd_core::clock::format_ms;
+use orgd_core::models::{AiProvider, Unavailable};
+use orgd_core::secrets::SecretTable;
 
 const MAX_API_KEY_CHARS: usize = 512;
 

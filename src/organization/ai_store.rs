@@ -2,9 +2,9 @@
 
 use serde_json::json;
 
-use super::models::AiProvider;
 use crate::audit::{self, AuditEvent};
-use crate::store::{SqlStore, StoreResult};
+use crate::store::{CoreResult, SqlStore};
+use orgd_core::models::AiProvider;
 
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct AiConfigRecord {
@@ -26,7 +26,7 @@ pub struct AiConfigChange {
 #[async_trait::async_trait]
 pub trait AiConfigStore: Send + Sync + 'static {
     /// `None` when the organization does not exist.
-    async fn ai_config(&self, organization_id: &str) -> StoreResult<Option<AiConfigRecord>>;
+    async fn ai_config(&self, organization_id: &str) -> CoreResult<Option<AiConfigRecord>>;
     /// Applies the change with its audit entry in one transaction; the store adds
     /// `defaultModelChanged` to the entry's details, comparing with the stored choice.
     async fn update_ai_config(
@@ -35,19 +35,19 @@ pub trait AiConfigStore: Send + Sync + 'static {
         change: &AiConfigChange,
         audit: &AuditEvent,
         now: i64,
-    ) -> StoreResult<Option<AiConfigRecord>>;
+    ) -> CoreResult<Option<AiConfigRecord>>;
     /// The sealed BYOK key of one provider.
     async fn byok_key(
         &self,
         organization_id: &str,
         provider: AiProvider,
-    ) -> StoreResult<Option<String>>;
+    ) -> CoreResult<Option<String>>;
 }
 
 async fn read(
     conn: &mut sqlx::AnyConnection,
     organization_id: &str,
-) -> StoreResult<Option<AiConfigRecord>> {
+) -> CoreResult<Option<AiConfigRecord>> {
     let model: Option<Option<String>> =
         sqlx::query_scalar("SELECT ai_default_model FROM organizations WHERE id = $1")
             .bind(organization_id)
@@ -73,7 +73,7 @@ async fn read(
 
 #[async_trait::async_trait]
 impl AiConfigStore for SqlStore {
-    async fn ai_config(&self, organization_id: &str) -> StoreResult<Option<AiConfigRecord>> {
+    async fn ai_config(&self, organization_id: &str) -> CoreResult<Option<AiConfigRecord>> {
         let mut tx = self.begin_read().await?;
         let record = read(&mut tx, organization_id).await?;
         tx.commit().await?;
@@ -86,7 +86,7 @@ impl AiConfigStore for SqlStore {
         change: &AiConfigChange,
         audit: &AuditEvent,
         now: i64,
-    ) -> StoreResult<Option<AiConfigRecord>> {
+    ) -> CoreResult<Option<AiConfigRecord>> {
         let mut tx = self.begin_write().await?;
         let Some(before) = read(&mut tx, organization_id).await? else {
             return Ok(None);
@@ -134,7 +134,7 @@ impl AiConfigStore for SqlStore {
         &self,
         organization_id: &str,
         provider: AiProvider,
-    ) -> StoreResult<Option<String>> {
+    ) -> CoreResult<Option<String>> {
         Ok(sqlx::query_scalar(
             "SELECT secret FROM ai_provider_keys WHERE organization_id = $1 AND provider = $2",
         )

@@ -2,8 +2,6 @@
 
 pub mod ai_config;
 pub mod ai_store;
-pub mod models;
-pub mod plan;
 pub mod store;
 pub mod usage;
 
@@ -16,15 +14,15 @@ use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-pub use plan::{Limits, LimitsView, Plan};
+pub use orgd_core::plans::{Limits, Plan};
 use store::{OrganizationRecord, SettingsChange};
 
 use crate::audit::AuditEvent;
 use crate::auth::{CurrentUser, Role};
-use crate::clock::Timestamp;
 use crate::error::{ApiError, OrInternal};
 use crate::http::{ClientIp, JsonBody, Object};
 use crate::state::AppState;
+use crate::timestamp::Timestamp;
 
 pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
@@ -231,6 +229,35 @@ pub struct UpdatedOrganization {
     id: String,
     name: String,
     ai_analysis_enabled: bool,
+}
+
+/// The `limits` object of the seed's organization view (v1 and v2 names both present); `null`
+/// is unlimited.
+#[derive(Debug, Serialize, ToSchema)]
+#[schema(as = Limits)]
+#[serde(rename_all = "camelCase")]
+pub struct LimitsView {
+    pub max_projects: Option<i64>,
+    pub max_test_runs: Option<i64>,
+    pub max_users: Option<i64>,
+    pub max_concurrent_runs: Option<i64>,
+    pub max_storage_bytes: Option<i64>,
+    pub max_storage: Option<i64>,
+    pub current_storage_used_bytes: i64,
+}
+
+impl LimitsView {
+    pub fn new(limits: Limits, storage_used_bytes: i64) -> Self {
+        Self {
+            max_projects: limits.max_projects,
+            max_test_runs: limits.max_test_runs,
+            max_users: limits.max_users,
+            max_concurrent_runs: limits.max_concurrent_runs,
+            max_storage_bytes: limits.max_storage_bytes,
+            max_storage: limits.max_storage_bytes,
+            current_storage_used_bytes: storage_used_bytes,
+        }
+    }
 }
 
 #[cfg(test)]

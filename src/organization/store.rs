@@ -3,9 +3,9 @@
 use sqlx::Row;
 use sqlx::any::AnyRow;
 
-use super::plan::{Limits, Overrides, Plan};
 use crate::audit::{self, AuditEvent};
-use crate::store::{SqlStore, StoreError, StoreResult, Tx, flag};
+use crate::store::{CoreError, CoreResult, SqlStore, Tx, flag};
+use orgd_core::plans::{Limits, Overrides, Plan};
 
 #[derive(Debug, Clone)]
 pub struct OrganizationRecord {
@@ -26,7 +26,7 @@ impl OrganizationRecord {
         self.overrides.apply(self.plan.defaults())
     }
 
-    pub(crate) fn from_row(row: &AnyRow) -> StoreResult<Self> {
+    pub(crate) fn from_row(row: &AnyRow) -> CoreResult<Self> {
         let (plan, overrides) = plan_and_overrides(row)?;
         Ok(Self {
             id: row.try_get("id")?,
@@ -43,12 +43,12 @@ impl OrganizationRecord {
     }
 }
 
-fn plan_and_overrides(row: &AnyRow) -> StoreResult<(Plan, Overrides)> {
+fn plan_and_overrides(row: &AnyRow) -> CoreResult<(Plan, Overrides)> {
     let plan: String = row.try_get("plan")?;
     let overrides: String = row.try_get("limit_overrides")?;
     Ok((
-        Plan::parse(&plan).ok_or_else(|| StoreError::Corrupt(format!("plan {plan:?}")))?,
-        Overrides::from_json(&overrides).map_err(StoreError::Corrupt)?,
+        Plan::parse(&plan).ok_or_else(|| CoreError::Corrupt(format!("plan {plan:?}")))?,
+        Overrides::from_json(&overrides).map_err(CoreError::Corrupt)?,
     ))
 }
 
@@ -62,7 +62,7 @@ pub struct OrganizationUsage {
 }
 
 impl OrganizationUsage {
-    fn from_row(row: &AnyRow) -> StoreResult<Self> {
+    fn from_row(row: &AnyRow) -> CoreResult<Self> {
         Ok(Self {
             org: OrganizationRecord::from_row(row)?,
             test_runs: row.try_get("test_runs")?,
@@ -81,7 +81,7 @@ pub struct SettingsChange {
 
 #[async_trait::async_trait]
 pub trait OrganizationStore: Send + Sync + 'static {
-    async fn organization(&self, id: &str) -> StoreResult<Option<OrganizationRecord>>;
+    async fn organization(&self, id: &str) -> CoreResult<Option<OrganizationRecord>>;
     /// Applies the change and writes its audit entry in one transaction.
     /// `None` when the organization does not exist (nothing is written).
     async fn update_settings(
@@ -90,7 +90,7 @@ pub trait OrganizationStore: Send + Sync + 'static {
         change: &SettingsChange,
         audit: &AuditEvent,
         now: i64,
-    ) -> StoreResult<Option<OrganizationRecord>>;
+    ) -> CoreResult<Option<OrganizationRecord>>;
     /// The organization with its counters for `period` (`YYYY-MM`); invitations count as
     /// pending until they expire at `now`. Its cost does not depend on executions or files.
     async fn organization_usage(
@@ -98,7 +98,7 @@ pub trait OrganizationStore: Send + Sync + 'static {
         id: &str,
         period: &str,
         now: i64,
-    ) -> StoreResult<Option<OrganizationUsage>>;
+    ) -> CoreResult<Option<OrganizationUsage>>;
     /// A page of every organization (oldest first) with its usage, and how many there are.
     async fn organizations_usage_page(
         &self,
@@ -106,7 +106,7 @@ pub trait OrganizationStore: Send + Sync + 'static {
         now: i64,
         limit: i64,
         offset: i64,
-    ) -> StoreResult<(Vec<OrganizationUsage>, i64)>;
+    ) -> CoreResult<(Vec<OrganizationUsage>, i64)>;
 }
 
 /// The columns `OrganizationRecord::from_row` reads, from `organizations o`.
@@ -146,7 +146,7 @@ macro_rules! usage_select {
 
 #[async_trait::async_trait]
 impl OrganizationStore for SqlStore {
-    async fn organization(&self, id: &str) -> StoreResult<Option<OrganizationRecord>> {
+    async fn organization(&self, id: &str) -> CoreResult<Option<OrganizationRecord>> {
         let loaded_under = match self.organizations.get(&id.to_string()) {
             Ok(hit) => return Ok(Some(hit)),
             Err(header) => header,
@@ -169,7 +169,7 @@ impl OrganizationStore for SqlStore {
         change: &SettingsChange,
         audit: &AuditEvent,
         now: i64,
-    ) -> StoreResult<Option<OrganizationRecord>> {
+    ) -> CoreResult<Option<OrganizationRecord>> {
         let mut tx = self.begin_write().await?;
         let updated = sqlx::query(
             "UPDATE organizations SET name = COALESCE($1, name),
@@ -197,7 +197,7 @@ impl OrganizationStore for SqlStore {
         id: &str,
         period: &str,
         now: i64,
-    ) -> StoreResult<Option<OrganizationUsage>> {
+    ) -> CoreResult<Option<OrganizationUsage>> {
         let row = sqlx::query(concat!(usage_select!(), "WHERE o.id = $3"))
             .bind(period)
             .bind(now)
@@ -213,7 +213,7 @@ impl OrganizationStore for SqlStore {
         now: i64,
         limit: i64,
         offset: i64,
-    ) -> StoreResult<(Vec<OrganizationUsage>, i64)> {
+    ) -> CoreResult<(Vec<OrganizationUsage>, i64)> {
         let rows = sqlx::query(concat!(
             usage_select!(),
             "ORDER BY o.created_at, o.id LIMIT $3 OFFSET $4"
@@ -230,7 +230,7 @@ impl OrganizationStore for SqlStore {
         let page = rows
             .iter()
             .map(OrganizationUsage::from_row)
-            .collect::<StoreResult<_>>()?;
+            .collect::<CoreResult<_>>()?;
         Ok((page, total))
     }
 }
@@ -243,7 +243,7 @@ impl SqlStore {
         &self,
         tx: &mut Tx,
         organization_id: &str,
-    ) -> StoreResult<Option<Limits>> {
+    ) -> CoreResult<Option<Limits>> {
         if !self.lock_organization(tx, organization_id).await? {
             return Ok(None);
         }

@@ -13,9 +13,9 @@ use utoipa::ToSchema;
 use super::Limits;
 use super::store::OrganizationUsage;
 use crate::auth::CurrentUser;
-use crate::clock::Timestamp;
 use crate::error::{ApiError, OrInternal};
 use crate::state::AppState;
+use crate::timestamp::Timestamp;
 
 /// A UTC calendar month: the period test runs are counted in.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -340,7 +340,7 @@ pub async fn alerts(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::clock::{format_ms, parse_rfc3339};
+    use orgd_core::clock::{format_ms, parse_rfc3339};
 
     fn at(s: &str) -> i64 {
         parse_rfc3339(s).unwrap()

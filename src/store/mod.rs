@@ -1,239 +1,28 @@
-//! Storage: one sqlx `Any` implementation (`SqlStore`) over SQLite or PostgreSQL, behind the
-//! `Store` trait. Each domain declares the queries it needs as its own trait next to its
-//! routes (`organization::store::OrganizationStore`, ...); `Store` is all of them.
-//!
-//! Portable schema: TEXT ids, BIGINT millisecond timestamps, BIGINT 0/1 flags, TEXT JSON,
-//! `$n` placeholders. Writes that must be atomic run in `begin_write()`, which is
-//! `BEGIN IMMEDIATE` on SQLite so a transaction never has to upgrade its lock mid-way.
+//! The service's view of the database: the core's `Db` with the read caches of the hot
+//! path, and the per-domain query traits implemented on it.
 
-use std::str::FromStr;
-use std::time::Duration;
-
-use anyhow::Context;
-use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
-use sqlx::pool::PoolConnection;
-use sqlx::{Any, AnyConnection, AnyPool, ConnectOptions, Connection, Executor};
-
-pub mod cache;
-
+use std::ops::Deref;
 use std::sync::Arc;
+
+use orgd_core::db::Db;
+use orgd_core::db::cache::ReadCache;
+
+pub use orgd_core::db::{Backend, DbTimeouts, PoolStats, Tx, flag};
+pub use orgd_core::error::{CoreError, CoreResult};
 
 use crate::analysis::store::AnalysisStore;
 use crate::audit::AuditStore;
-use crate::auth::store::AuthStore;
-use crate::auth::store::UserRecord;
-use crate::clock::Clock;
+use crate::auth::store::{AuthStore, UserRecord};
 use crate::executions::store::ExecutionStore;
 use crate::integrations::store::IntegrationStore;
 use crate::members::store::MemberStore;
 use crate::operator::store::OperatorStore;
 use crate::organization::ai_store::AiConfigStore;
-use crate::organization::store::OrganizationRecord;
-use crate::organization::store::OrganizationStore;
-use crate::secrets::SecretStore;
-
-/// A transaction on a connection of its own. On SQLite a write transaction also holds this
-/// process's writer turn (see `begin_write`).
-///
-/// Started and ended with plain `BEGIN`/`COMMIT` statements rather than sqlx's `Transaction`:
-/// when SQLite rolls a transaction back by itself (`SQLITE_FULL`, `SQLITE_IOERR`) sqlx's
-/// follow-up `ROLLBACK` fails and its transaction depth stays at one, so the pooled connection
-/// refuses every later `BEGIN` until restart. Here a transaction that was not committed is
-/// rolled back when dropped, and its connection is closed instead of pooled whenever that
-/// rollback fails or does not answer in time — a connection never goes back to the pool
-/// inside a transaction, whatever cut the request short (an error, a timeout, a client gone).
-pub struct Tx {
-    conn: Option<PoolConnection<Any>>,
-    writer_turn: Option<tokio::sync::OwnedMutexGuard<()>>,
-    /// Where a write transaction reports whether the database took it (`/health`).
-    writes: Option<Arc<WriteHealth>>,
-}
-
-/// How long an abandoned transaction's `ROLLBACK` may take before its connection is closed.
-const ROLLBACK_TIMEOUT: Duration = Duration::from_secs(2);
-
-impl Tx {
-    async fn begin(
-        pool: &AnyPool,
-        begin: &'static str,
-        writer_turn: Option<tokio::sync::OwnedMutexGuard<()>>,
-        writes: Option<Arc<WriteHealth>>,
-    ) -> StoreResult<Self> {
-        let mut tx = Self {
-            conn: Some(pool.acquire().await?),
-            writer_turn,
-            writes,
-        };
-        // Built before BEGIN runs, so a BEGIN cut short is rolled back on drop too.
-        tx.execute(begin).await?;
-        Ok(tx)
-    }
-
-    pub async fn commit(mut self) -> StoreResult<()> {
-        let committed = self.execute("COMMIT").await;
-        if let Some(writes) = &self.writes {
-            writes.record(committed.is_ok());
-        }
-        committed.map(|_| {
-            // Clean: the connection goes back to the pool and the writer turn is released.
-            self.conn = None;
-            self.writer_turn = None;
-        })
-    }
-
-    async fn execute(&mut self, sql: &'static str) -> StoreResult<()> {
-        let conn: &mut AnyConnection = self;
-        conn.execute(sql).await?;
-        Ok(())
-    }
-}
-
-impl std::ops::Deref for Tx {
-    type Target = AnyConnection;
-    fn deref(&self) -> &AnyConnection {
-        self.conn.as_deref().expect(TX_CONNECTION)
-    }
-}
-
-impl std::ops::DerefMut for Tx {
-    fn deref_mut(&mut self) -> &mut AnyConnection {
-        self.conn.as_deref_mut().expect(TX_CONNECTION)
-    }
-}
-
-/// Only `commit` and `drop` take the connection, and both consume the `Tx`.
-const TX_CONNECTION: &str = "a transaction holds its connection until it ends";
-
-impl Drop for Tx {
-    fn drop(&mut self) {
-        let Some(conn) = self.conn.take() else {
-            return;
-        };
-        let abandoned = abandon(conn, self.writer_turn.take(), self.writes.take());
-        match tokio::runtime::Handle::try_current() {
-            Ok(runtime) => {
-                runtime.spawn(abandoned);
-            }
-            // No runtime left (shutting down): dropping the future closes the connection.
-            Err(_) => drop(abandoned),
-        }
-    }
-}
-
-/// Rolls back a transaction that was not committed; a connection whose rollback fails (the
-/// database already ended the transaction, or the link is gone) is closed, not pooled. The
-/// writer turn is held until then, so the next writer does not meet this one's lock.
-async fn abandon(
-    mut conn: PoolConnection<Any>,
-    writer_turn: Option<tokio::sync::OwnedMutexGuard<()>>,
-    writes: Option<Arc<WriteHealth>>,
-) {
-    let rolled_back = tokio::time::timeout(ROLLBACK_TIMEOUT, conn.execute("ROLLBACK")).await;
-    if !matches!(rolled_back, Ok(Ok(_))) {
-        // The database lost this transaction: whatever it was writing did not land.
-        if let Some(writes) = &writes {
-            writes.record(false);
-        }
-        tracing::warn!("a transaction could not be rolled back; its connection is closed");
-        let _ = tokio::time::timeout(ROLLBACK_TIMEOUT, conn.close()).await;
-    }
-    drop(writer_turn);
-}
-
-#[derive(Debug, thiserror::Error)]
-pub enum StoreError {
-    /// A unique constraint refused the write; carries the database's description of it.
-    #[error("unique constraint violated: {0}")]
-    Conflict(String),
-    /// The database could not be reached, did not answer in time, or could not take the
-    /// write (disk full, lock or statement timeout): the caller may retry later.
-    #[error("database unavailable: {0}")]
-    Unavailable(sqlx::Error),
-    #[error("database error: {0}")]
-    Db(sqlx::Error),
-    #[error("corrupt stored value: {0}")]
-    Corrupt(String),
-}
-
-impl From<sqlx::Error> for StoreError {
-    fn from(e: sqlx::Error) -> Self {
-        match &e {
-            sqlx::Error::Database(db) if db.is_unique_violation() => Self::Conflict(
-                db.constraint()
-                    .map_or_else(|| db.message().to_string(), str::to_string),
-            ),
-            _ if is_outage(&e) => Self::Unavailable(e),
-            _ => Self::Db(e),
-        }
-    }
-}
-
-/// Whether `e` says the database is out of reach or out of room, rather than that the
-/// query was wrong: the pool, the link, timeouts, locks, a full disk, a server shutting down.
-fn is_outage(e: &sqlx::Error) -> bool {
-    match e {
-        sqlx::Error::PoolTimedOut
-        | sqlx::Error::PoolClosed
-        | sqlx::Error::Io(_)
-        | sqlx::Error::Tls(_)
-        | sqlx::Error::Protocol(_)
-        | sqlx::Error::WorkerCrashed => true,
-        sqlx::Error::Database(db) => {
-            if let Some(pg) = db.try_downcast_ref::<sqlx::postgres::PgDatabaseError>() {
-                postgres_outage(pg.code())
-            } else {
-                db.try_downcast_ref::<sqlx::sqlite::SqliteError>()
-                    .and_then(sqlx::error::DatabaseError::code)
-                    .and_then(|code| code.parse::<i32>().ok())
-                    .is_some_and(sqlite_outage)
-            }
-        }
-        _ => false,
-    }
-}
-
-/// SQLSTATE classes and codes of an unreachable, overloaded or timed-out PostgreSQL:
-/// connection exceptions (08), insufficient resources (53), operator intervention (57:
-/// statement timeout, shutdown), system errors (58), lock timeout (55P03), idle-in-transaction
-/// timeout (25P03), and serialization failures or deadlocks (40001, 40P01) a retry resolves.
-fn postgres_outage(code: &str) -> bool {
-    ["08", "53", "57", "58"]
-        .iter()
-        .any(|class| code.starts_with(class))
-        || ["55P03", "25P03", "40001", "40P01"].contains(&code)
-}
-
-/// SQLite primary result codes (the low byte of an extended code) of a busy, locked,
-/// unwritable or failing database: BUSY, LOCKED, NOMEM, READONLY, IOERR, FULL, CANTOPEN,
-/// PROTOCOL.
-fn sqlite_outage(code: i32) -> bool {
-    matches!(code & 0xff, 5 | 6 | 7 | 8 | 10 | 13 | 14 | 15)
-}
-
-impl StoreError {
-    /// True when the violated constraint mentions `needle` (a column or constraint name).
-    pub fn is_conflict_on(&self, needle: &str) -> bool {
-        matches!(self, Self::Conflict(what) if what.contains(needle))
-    }
-
-    /// True when the database was out of reach rather than the request wrong.
-    pub fn is_unavailable(&self) -> bool {
-        matches!(self, Self::Unavailable(_))
-    }
-}
-
-pub type StoreResult<T> = Result<T, StoreError>;
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Backend {
-    Sqlite,
-    Postgres,
-}
+use crate::organization::store::{OrganizationRecord, OrganizationStore};
 
 /// Everything the service needs from its database.
 pub trait Store:
-    HealthStore
-    + AuthStore
+    AuthStore
     + OrganizationStore
     + AuditStore
     + MemberStore
@@ -241,13 +30,12 @@ pub trait Store:
     + OperatorStore
     + IntegrationStore
     + AiConfigStore
-    + SecretStore
     + AnalysisStore
+    + Deref<Target = Db>
 {
 }
 impl<
-    T: HealthStore
-        + AuthStore
+    T: AuthStore
         + OrganizationStore
         + AuditStore
         + MemberStore
@@ -255,331 +43,32 @@ impl<
         + OperatorStore
         + IntegrationStore
         + AiConfigStore
-        + SecretStore
-        + AnalysisStore,
+        + AnalysisStore
+        + Deref<Target = Db>,
 > Store for T
 {
 }
 
-#[async_trait::async_trait]
-pub trait HealthStore: Send + Sync + 'static {
-    async fn ping(&self) -> StoreResult<()>;
-    /// Whether the database takes writes: the latest write's outcome, refreshed by a small
-    /// write at most every `WRITE_PROBE_EVERY` — skipped while a writer holds the lock, so
-    /// a health check never queues behind it.
-    async fn writable(&self) -> bool;
-    /// A request found the database out of reach: `writable` is false until a write lands.
-    fn record_outage(&self);
-    async fn close(&self);
-    /// The connection pool right now (for `/metrics`).
-    fn pool_stats(&self) -> PoolStats;
-    /// The pool itself, for operations on every connection (tests inject faults this way).
-    fn connection_pool(&self) -> &AnyPool;
-}
-
-/// Connections of the pool: open (idle or in use), idle, and the most it opens.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct PoolStats {
-    pub open: u32,
-    pub idle: u32,
-    pub max: u32,
-}
-
-/// How long the service waits on its database (DESIGN.md: `ORGD_DB_ACQUIRE_TIMEOUT`,
-/// `ORGD_DB_STATEMENT_TIMEOUT`). CLI commands use `DbTimeouts::command()`: a migration or a
-/// reconcile over a large history may take as long as it needs.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct DbTimeouts {
-    /// Longest wait for a pooled connection (and for SQLite's writer turn).
-    pub acquire: Duration,
-    /// PostgreSQL `statement_timeout`, `lock_timeout` and
-    /// `idle_in_transaction_session_timeout`; SQLite `busy_timeout`. `None`: unbounded
-    /// (SQLite still gives up on a lock after `COMMAND_BUSY_TIMEOUT`).
-    pub statement: Option<Duration>,
-}
-
-/// SQLite lock wait of CLI commands.
-const COMMAND_BUSY_TIMEOUT: Duration = Duration::from_secs(60);
-
-impl DbTimeouts {
-    pub fn service(acquire: Duration, statement: Duration) -> Self {
-        Self {
-            acquire,
-            statement: Some(statement),
-        }
-    }
-
-    pub fn command() -> Self {
-        Self {
-            acquire: Duration::from_secs(60),
-            statement: None,
-        }
-    }
-}
-
-/// The outcome of the latest write, for `/health`.
-#[derive(Default)]
-pub struct WriteHealth {
-    failed: std::sync::atomic::AtomicBool,
-    /// When the outcome was recorded (`Instant` since `EPOCH`), 0 = never.
-    at_ms: std::sync::atomic::AtomicU64,
-    epoch: std::sync::OnceLock<std::time::Instant>,
-}
-
-/// How often `/health` writes to see whether the database takes writes, when nothing else did.
-const WRITE_PROBE_EVERY: Duration = Duration::from_secs(3);
-
-impl WriteHealth {
-    fn elapsed_ms(&self) -> u64 {
-        let epoch = self.epoch.get_or_init(std::time::Instant::now);
-        u64::try_from(epoch.elapsed().as_millis()).unwrap_or(u64::MAX)
-    }
-
-    fn record(&self, ok: bool) {
-        use std::sync::atomic::Ordering::Relaxed;
-        self.failed.store(!ok, Relaxed);
-        self.at_ms.store(self.elapsed_ms().max(1), Relaxed);
-    }
-
-    fn ok(&self) -> bool {
-        !self.failed.load(std::sync::atomic::Ordering::Relaxed)
-    }
-
-    /// True when no write's outcome was recorded within `WRITE_PROBE_EVERY`.
-    fn stale(&self) -> bool {
-        let at = self.at_ms.load(std::sync::atomic::Ordering::Relaxed);
-        at == 0 || self.elapsed_ms().saturating_sub(at) >= WRITE_PROBE_EVERY.as_millis() as u64
-    }
-}
-
-#[derive(Clone)]
 pub struct SqlStore {
-    pool: AnyPool,
-    backend: Backend,
-    timeouts: DbTimeouts,
-    writes: Arc<WriteHealth>,
+    db: Db,
     /// Who a (user id, token id) is and whether the token was revoked.
-    pub(crate) identities: Arc<cache::ReadCache<(String, String), (UserRecord, bool)>>,
-    pub(crate) organizations: Arc<cache::ReadCache<String, OrganizationRecord>>,
-    writer: Arc<tokio::sync::Mutex<()>>,
+    pub(crate) identities: Arc<ReadCache<(String, String), (UserRecord, bool)>>,
+    pub(crate) organizations: Arc<ReadCache<String, OrganizationRecord>>,
 }
 
 impl SqlStore {
-    /// Connects to `sqlite://...` or `postgres://...`, every connection bounded by `timeouts`.
-    pub async fn connect(url: &str, timeouts: DbTimeouts) -> anyhow::Result<Self> {
-        sqlx::any::install_default_drivers();
-        let backend = Backend::of(url)?;
-        let options = AnyConnectOptions::from_str(url).context("invalid DATABASE_URL")?;
-        let max_connections = match backend {
-            // One writer at a time anyway; a few readers run beside it in WAL mode.
-            Backend::Sqlite => 8,
-            Backend::Postgres => 16,
-        };
-        let pool = AnyPoolOptions::new()
-            .max_connections(max_connections)
-            .min_connections(1)
-            .acquire_timeout(timeouts.acquire)
-            .after_connect(move |conn, _meta| Box::pin(configure(conn, backend, timeouts)))
-            .connect_with(options)
-            .await
-            .context("cannot connect to the database")?;
-        // Only a SQLite file announces every commit cheaply (see cache.rs).
-        let cached_file = match backend {
-            Backend::Sqlite => cache::sqlite_path(url),
-            Backend::Postgres => None,
-        };
-        Ok(Self {
-            pool,
-            backend,
-            timeouts,
-            writes: Arc::default(),
-            identities: Arc::new(cache::ReadCache::new(cached_file.clone())),
-            organizations: Arc::new(cache::ReadCache::new(cached_file)),
-            writer: Arc::new(tokio::sync::Mutex::new(())),
-        })
-    }
-
-    /// Applies the migrations on a connection of their own, without the service's statement
-    /// timeout (a migration over a large table may take longer).
-    pub async fn migrate(&self) -> anyhow::Result<()> {
-        let migrator = match self.backend {
-            Backend::Sqlite => sqlx::migrate!("src/store/migrations/sqlite"),
-            Backend::Postgres => sqlx::migrate!("src/store/migrations/postgres"),
-        };
-        let mut conn = self.pool.connect_options().connect().await?;
-        configure(&mut conn, self.backend, DbTimeouts::command()).await?;
-        let migrated = migrator
-            .run(&mut conn)
-            .await
-            .context("database migration failed");
-        conn.close().await?;
-        migrated
-    }
-
-    pub fn pool(&self) -> &AnyPool {
-        &self.pool
-    }
-
-    pub fn backend(&self) -> Backend {
-        self.backend
-    }
-
-    /// Serializes writers of one organization for the rest of `tx`: on PostgreSQL a row lock
-    /// on the organization (limit checks then count a stable set); on SQLite the
-    /// `BEGIN IMMEDIATE` of `begin_write` already holds the database's write lock.
-    /// Returns false when the organization does not exist.
-    pub async fn lock_organization(&self, tx: &mut Tx, organization_id: &str) -> StoreResult<bool> {
-        let sql = match self.backend {
-            Backend::Sqlite => "SELECT id FROM organizations WHERE id = $1",
-            Backend::Postgres => "SELECT id FROM organizations WHERE id = $1 FOR UPDATE",
-        };
-        let found: Option<String> = sqlx::query_scalar(sql)
-            .bind(organization_id)
-            .fetch_optional(&mut **tx)
-            .await?;
-        Ok(found.is_some())
-    }
-
-    /// Starts a transaction that will write: `BEGIN IMMEDIATE` on SQLite.
-    /// SQLite has one writer at a time; writers of this process take turns here instead of
-    /// meeting `SQLITE_BUSY`, whose retry sleeps (up to 100 ms each) would dominate latency.
-    pub async fn begin_write(&self) -> StoreResult<Tx> {
-        let writes = Some(self.writes.clone());
-        match self.backend {
-            Backend::Sqlite => {
-                let turn = self.writer_turn().await?;
-                Tx::begin(&self.pool, "BEGIN IMMEDIATE", Some(turn), writes).await
-            }
-            Backend::Postgres => Tx::begin(&self.pool, "BEGIN", None, writes).await,
-        }
-    }
-
-    /// Starts a transaction that only reads (one consistent snapshot).
-    pub async fn begin_read(&self) -> StoreResult<Tx> {
-        Tx::begin(&self.pool, "BEGIN", None, None).await
-    }
-
-    /// This process's turn to write, waited for as long as a connection would be.
-    async fn writer_turn(&self) -> StoreResult<tokio::sync::OwnedMutexGuard<()>> {
-        tokio::time::timeout(self.timeouts.acquire, self.writer.clone().lock_owned())
-            .await
-            .map_err(|_| StoreError::Unavailable(sqlx::Error::PoolTimedOut))
-    }
-
-    /// One small committed write, unless another writer holds the lock right now.
-    async fn probe_write(&self) {
-        let turn = match self.backend {
-            Backend::Sqlite => match self.writer.clone().try_lock_owned() {
-                Ok(turn) => Some(turn),
-                Err(_) => return,
-            },
-            Backend::Postgres => None,
-        };
-        let begin = match self.backend {
-            Backend::Sqlite => "BEGIN IMMEDIATE",
-            Backend::Postgres => "BEGIN",
-        };
-        let probe = async {
-            let mut tx = Tx::begin(&self.pool, begin, turn, Some(self.writes.clone())).await?;
-            sqlx::query(
-                "INSERT INTO health_probes (id, written_at) VALUES ('write', $1)
-                 ON CONFLICT (id) DO UPDATE SET written_at = excluded.written_at",
-            )
-            .bind(crate::clock::SystemClock.now_ms())
-            .execute(&mut *tx)
-            .await?;
-            tx.commit().await
-        };
-        if let Err(e) = probe.await {
-            self.writes.record(false);
-            tracing::warn!(error = %e, "health check: the database refused a write");
+    pub fn new(db: Db) -> Self {
+        Self {
+            identities: Arc::new(db.read_cache()),
+            organizations: Arc::new(db.read_cache()),
+            db,
         }
     }
 }
 
-impl Backend {
-    fn of(url: &str) -> anyhow::Result<Self> {
-        if url.starts_with("sqlite:") {
-            Ok(Self::Sqlite)
-        } else if url.starts_with("postgres:") || url.starts_with("postgresql:") {
-            Ok(Self::Postgres)
-        } else {
-            anyhow::bail!("DATABASE_URL must start with sqlite:// or postgres://")
-        }
+impl Deref for SqlStore {
+    type Target = Db;
+    fn deref(&self) -> &Db {
+        &self.db
     }
-}
-
-/// Settings every connection gets when it opens.
-async fn configure(
-    conn: &mut AnyConnection,
-    backend: Backend,
-    timeouts: DbTimeouts,
-) -> Result<(), sqlx::Error> {
-    match backend {
-        Backend::Sqlite => {
-            let busy = timeouts.statement.unwrap_or(COMMAND_BUSY_TIMEOUT);
-            conn.execute("PRAGMA journal_mode = WAL").await?;
-            conn.execute("PRAGMA synchronous = NORMAL").await?;
-            conn.execute(sqlx::AssertSqlSafe(format!(
-                "PRAGMA busy_timeout = {}",
-                busy.as_millis()
-            )))
-            .await?;
-            conn.execute("PRAGMA foreign_keys = ON").await?;
-        }
-        Backend::Postgres => {
-            if let Some(limit) = timeouts.statement {
-                let ms = limit.as_millis();
-                for setting in [
-                    "statement_timeout",
-                    "lock_timeout",
-                    "idle_in_transaction_session_timeout",
-                ] {
-                    conn.execute(sqlx::AssertSqlSafe(format!("SET {setting} = {ms}")))
-                        .await?;
-                }
-            }
-        }
-    }
-    Ok(())
-}
-
-#[async_trait::async_trait]
-impl HealthStore for SqlStore {
-    async fn ping(&self) -> StoreResult<()> {
-        sqlx::query("SELECT 1").execute(&self.pool).await?;
-        Ok(())
-    }
-
-    async fn writable(&self) -> bool {
-        if self.writes.stale() {
-            self.probe_write().await;
-        }
-        self.writes.ok()
-    }
-
-    fn record_outage(&self) {
-        self.writes.record(false);
-    }
-
-    async fn close(&self) {
-        self.pool.close().await;
-    }
-
-    fn connection_pool(&self) -> &AnyPool {
-        &self.pool
-    }
-
-    fn pool_stats(&self) -> PoolStats {
-        PoolStats {
-            open: self.pool.size(),
-            idle: u32::try_from(self.pool.num_idle()).unwrap_or(u32::MAX),
-            max: self.pool.options().get_max_connections(),
-        }
-    }
-}
-
-/// Converts a stored 0/1 flag.
-pub fn flag(v: i64) -> bool {
-    v != 0
 }

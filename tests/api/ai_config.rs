@@ -9,8 +9,8 @@ use serde_json::{Value, json};
 use crate::cli::{Running, orgd, signup};
 use crate::helpers::{Backend, PASSWORD, Session, TestApp, assert_error, call};
 use crate::integrations::audit_details;
-use orgd::clock::parse_rfc3339;
-use orgd::organization::models::ModelCatalog;
+use orgd_core::clock::parse_rfc3339;
+use orgd_core::models::ModelCatalog;
 
 crate::backend_tests!(
     defaults_choices_and_byok_keys,

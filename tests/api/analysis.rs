@@ -9,7 +9,7 @@ use serde_json::{Value, json};
 use crate::fakes::{FakeTracker, LINEAR_KEY, MONDAY_BOARD, MONDAY_TOKEN};
 use crate::helpers::{Backend, Session, TestApp, assert_error, call};
 use crate::llm_fakes::{FIX, FakeLlm, Kind, ROOT_CAUSE};
-use orgd::clock::Clock;
+use orgd_core::clock::Clock;
 
 crate::backend_tests!(
     each_provider_and_key_source,
@@ -822,7 +822,7 @@ async fn a_retired_default_is_replaced_and_audited(backend: Backend) {
     let w = world(backend, |_| {}).await;
     let app = &w.app;
     app.clock
-        .set(orgd::clock::parse_rfc3339("2026-12-05T10:00:00Z").unwrap());
+        .set(orgd_core::clock::parse_rfc3339("2026-12-05T10:00:00Z").unwrap());
     let admin = app.signup("Retired Org").await;
     // Chosen before it retired on 2026-12-01.
     sqlx::query("UPDATE organizations SET ai_default_model = 'gemini-2.5-flash' WHERE id = $1")

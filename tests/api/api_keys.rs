@@ -5,8 +5,8 @@
 
 use axum::extract::FromRequestParts;
 use orgd::auth::{Credential, CurrentUser, Role};
-use orgd::clock::Clock;
 use orgd::error::ApiError;
+use orgd_core::clock::Clock;
 use reqwest::Method;
 use serde_json::{Value, json};
 
@@ -89,7 +89,7 @@ async fn create_list_revoke(backend: Backend) {
     assert_eq!(data["name"], json!("Nightly CI"));
     assert_eq!(data["prefix"], json!(&secret[..13]));
     let id = data["id"].as_str().unwrap().to_string();
-    assert!(orgd::id::is_valid(&id));
+    assert!(orgd_core::ids::is_valid(&id));
 
     app.clock.advance(1_000);
     let (_, second) = create_key(&app, &viewer, json!({})).await;
@@ -104,7 +104,7 @@ async fn create_list_revoke(backend: Backend) {
         json!({"id": id, "name": "Nightly CI", "prefix": &secret[..13], "createdAt": data["createdAt"], "lastUsed": null})
     );
     let listing = list.to_string();
-    assert!(!listing.contains(&secret) && !listing.contains(&orgd::id::sha256_hex(&secret)));
+    assert!(!listing.contains(&secret) && !listing.contains(&orgd_core::ids::sha256_hex(&secret)));
 
     let (status, body) = call(
         app.request(Method::DELETE, &format!("/api/auth/api-keys/{id}"))
@@ -439,7 +439,7 @@ async fn key_secrets_are_never_stored_in_plain_text(backend: Backend) {
         .fetch_one(&app.db)
         .await
         .unwrap();
-    assert_eq!(hash, orgd::id::sha256_hex(&secret));
+    assert_eq!(hash, orgd_core::ids::sha256_hex(&secret));
     let hex_part = &secret[5..];
     for table in ["api_keys", "audit_logs", "users"] {
         let text = stored_text(&app, table).await;

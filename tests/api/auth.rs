@@ -33,7 +33,7 @@ async fn signup_creates_a_free_org_and_its_admin(backend: Backend) {
     assert_eq!(user["name"], json!("Grace Hopper"));
     assert_eq!(user["role"], json!("admin"));
     assert_eq!(user["organizationName"], json!("Acme Corp!"));
-    assert!(orgd::id::is_valid(user["id"].as_str().unwrap()));
+    assert!(orgd_core::ids::is_valid(user["id"].as_str().unwrap()));
     let token = body["token"].as_str().unwrap();
     let (_, org) = call(app.get("/api/organization", token)).await;
     assert_eq!(org["organization"]["plan"], json!("free"));
@@ -145,9 +145,9 @@ async fn login_me_logout(backend: Backend) {
     assert_eq!(data["status"], json!("active"));
     assert_eq!(
         data["lastLoginAt"],
-        json!(orgd::clock::format_ms(orgd::clock::Clock::now_ms(
-            &*app.clock
-        )))
+        json!(orgd_core::clock::format_ms(
+            orgd_core::clock::Clock::now_ms(&*app.clock)
+        ))
     );
     let org = &data["organization"];
     assert_eq!(org["id"], json!(admin.org_id));

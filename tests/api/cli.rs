@@ -224,8 +224,8 @@ fn migrate_creates_the_schema() {
 #[tokio::test]
 async fn json_logs_carry_request_ids_and_no_secrets() {
     let dir = tempfile::tempdir().unwrap();
-    let jwt_secret = format!("jwt-{}", orgd::id::random_hex(20));
-    let encryption_key = orgd::id::random_hex(32);
+    let jwt_secret = format!("jwt-{}", orgd_core::ids::random_hex(20));
+    let encryption_key = orgd_core::ids::random_hex(32);
     let mut cmd = orgd(dir.path());
     cmd.env("ORGD_LOG_FORMAT", "json")
         .env("JWT_SECRET", &jwt_secret)

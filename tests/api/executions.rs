@@ -7,7 +7,7 @@ use reqwest::Method;
 use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-use orgd::clock::Clock;
+use orgd_core::clock::Clock;
 
 use crate::helpers::{Backend, Session, TestApp, assert_error, call};
 
@@ -218,7 +218,7 @@ async fn projects_are_created_listed_limited_and_deleted(backend: Backend) {
     let project = &body["data"]["project"];
     assert_eq!(project["name"], json!("Web App"));
     assert_eq!(project["slug"], json!("web-app"));
-    assert!(orgd::id::is_valid(project["id"].as_str().unwrap()));
+    assert!(orgd_core::ids::is_valid(project["id"].as_str().unwrap()));
     let mut keys: Vec<&str> = project
         .as_object()
         .unwrap()
@@ -351,7 +351,7 @@ async fn executions_have_the_documented_shape(backend: Backend) {
             "trigger"
         ]
     );
-    assert!(orgd::id::is_valid(execution["id"].as_str().unwrap()));
+    assert!(orgd_core::ids::is_valid(execution["id"].as_str().unwrap()));
     assert_eq!(execution["taskId"], json!("run-1"));
     assert_eq!(execution["projectId"], project_id);
     assert_eq!(execution["status"], json!("RUNNING"));
@@ -359,7 +359,7 @@ async fn executions_have_the_documented_shape(backend: Backend) {
     assert_eq!(execution["groupName"], json!("nightly"));
     assert_eq!(
         execution["createdAt"],
-        json!(orgd::clock::format_ms(created_at))
+        json!(orgd_core::clock::format_ms(created_at))
     );
     assert_eq!(
         execution["startedAt"], execution["createdAt"],
@@ -392,7 +392,7 @@ async fn executions_have_the_documented_shape(backend: Backend) {
     assert_eq!(status, 201, "{body}");
     let generated = &body["data"]["execution"];
     assert!(
-        orgd::id::is_valid(generated["taskId"].as_str().unwrap()),
+        orgd_core::ids::is_valid(generated["taskId"].as_str().unwrap()),
         "{generated}"
     );
     assert_eq!(generated["status"], json!("PENDING"));
@@ -511,7 +511,10 @@ async fn status_moves_forward_only(backend: Backend) {
     let (status, body) = call(patch("a", json!({"status": "RUNNING"}))).await;
     assert_eq!(status, 200, "{body}");
     let started = body["data"]["execution"]["startedAt"].clone();
-    assert_eq!(started, json!(orgd::clock::format_ms(app.clock.now_ms())));
+    assert_eq!(
+        started,
+        json!(orgd_core::clock::format_ms(app.clock.now_ms()))
+    );
     app.clock.advance(1_000);
     let (status, body) = call(patch("a", json!({"status": "RUNNING"}))).await;
     assert_eq!(status, 200, "a repeated RUNNING is harmless: {body}");
@@ -531,7 +534,7 @@ async fn status_moves_forward_only(backend: Backend) {
     assert_eq!(execution["error"], json!("3 tests failed"));
     assert_eq!(
         execution["finishedAt"],
-        json!(orgd::clock::format_ms(app.clock.now_ms()))
+        json!(orgd_core::clock::format_ms(app.clock.now_ms()))
     );
     assert!(
         execution.get("output").is_none(),
@@ -701,7 +704,7 @@ async fn ticket_links_are_shown_on_list_and_single_views(backend: Backend) {
             "INSERT INTO execution_links (id, organization_id, execution_id, provider, external_id, url, title, created_by, created_at)
              VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
         )
-        .bind(orgd::id::new_id(at))
+        .bind(orgd_core::ids::new_id(at))
         .bind(&admin.org_id)
         .bind(first["id"].as_str().unwrap())
         .bind(provider)
@@ -716,13 +719,13 @@ async fn ticket_links_are_shown_on_list_and_single_views(backend: Backend) {
     }
     let expected_linear = json!([
         {"issueId": "ENG-12", "issueUrl": "https://linear.app/acme/issue/ENG-12", "title": "Login fails",
-         "createdAt": orgd::clock::format_ms(now), "createdBy": admin.user_id},
+         "createdAt": orgd_core::clock::format_ms(now), "createdBy": admin.user_id},
         {"issueId": "ENG-13", "issueUrl": "https://linear.app/acme/issue/ENG-13", "title": "Flaky checkout",
-         "createdAt": orgd::clock::format_ms(now + 2), "createdBy": admin.user_id},
+         "createdAt": orgd_core::clock::format_ms(now + 2), "createdBy": admin.user_id},
     ]);
     let expected_monday = json!([
         {"itemId": "987654", "itemUrl": "https://acme.monday.com/boards/1/pulses/987654", "title": "Login fails",
-         "createdAt": orgd::clock::format_ms(now + 1), "createdBy": admin.user_id},
+         "createdAt": orgd_core::clock::format_ms(now + 1), "createdBy": admin.user_id},
     ]);
     let (_, single) = call(app.get("/api/executions/linked", &admin.token)).await;
     assert_eq!(single["data"]["execution"]["linearIssues"], expected_linear);
@@ -938,7 +941,7 @@ async fn parallel_creations_never_pass_the_concurrency_limit(backend: Backend) {
 
 async fn runs_count_in_the_month_they_were_created(backend: Backend) {
     let app = TestApp::spawn(backend).await;
-    let last_ms_of_january = orgd::clock::parse_rfc3339("2026-01-31T23:59:59.999Z").unwrap();
+    let last_ms_of_january = orgd_core::clock::parse_rfc3339("2026-01-31T23:59:59.999Z").unwrap();
     app.clock.set(last_ms_of_january - 3_600_000);
     let admin = app.signup("Months").await;
     set_overrides(

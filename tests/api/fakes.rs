@@ -313,7 +313,7 @@ fn linear(state: Arc<FakeState>, seen: Seen) -> Answer {
         let id = input["id"]
             .as_str()
             .map(str::to_string)
-            .unwrap_or_else(|| orgd::id::random_hex(16));
+            .unwrap_or_else(|| orgd_core::ids::random_hex(16));
         if created.iter().any(|i| i["id"] == json!(id)) {
             return ok(
                 json!({"errors":[{"message":"Entity already exists","extensions":{"type":"invalid input","code":"INPUT_ERROR"}}]}),

@@ -5,8 +5,8 @@
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use orgd::clock::{Clock, ManualClock};
 use orgd::{AppState, Config};
+use orgd_core::clock::{Clock, ManualClock};
 use reqwest::{Method, RequestBuilder, Response};
 use serde_json::{Value, json};
 use sqlx::AnyPool;
@@ -66,7 +66,7 @@ pub fn wall_clock_ms() -> i64 {
 }
 
 fn unique(prefix: &str) -> String {
-    format!("{prefix}{}", orgd::id::random_hex(6))
+    format!("{prefix}{}", orgd_core::ids::random_hex(6))
 }
 
 /// A database for one test: a temp SQLite file or a PostgreSQL schema dropped afterwards.
@@ -291,7 +291,7 @@ impl TestApp {
     /// for tests that need members before any invitation flow is involved.
     pub async fn add_member(&self, org_id: &str, role: &str) -> Session {
         let now = self.clock.now_ms();
-        let id = orgd::id::new_id(now);
+        let id = orgd_core::ids::new_id(now);
         let email = format!("{}@example.com", unique(role));
         let hash = self
             .state

@@ -12,7 +12,7 @@ use reqwest::Method;
 use serde_json::{Value, json};
 
 use crate::helpers::{Backend, Session, TestApp, assert_error, call};
-use orgd::clock::Clock;
+use orgd_core::clock::Clock;
 
 crate::backend_tests!(
     json_endpoints_survive_hostile_bodies,
@@ -397,7 +397,7 @@ async fn tokens_that_must_not_authenticate(backend: Backend) {
     let now = app.clock.now_ms() / 1000;
     let claims = |sub: &str| {
         json!({"sub": sub, "iss": "orgd", "aud": "orgd-api", "iat": now, "exp": now + 3600,
-               "jti": orgd::id::random_hex(16)})
+               "jti": orgd_core::ids::random_hex(16)})
     };
     let secret = app.config.jwt_secret.0.clone();
     let sign = |claims: &Value, alg: Algorithm, key: &[u8]| {

@@ -12,7 +12,7 @@ use crate::fakes::{
     MONDAY_TOKEN, OPS_TEAM_ID, linear_auth_error, linear_rate_limited, monday_complexity,
 };
 use crate::helpers::{Backend, Session, TestApp, assert_error, call};
-use orgd::clock::Clock;
+use orgd_core::clock::Clock;
 
 crate::backend_tests!(
     linear_save_checks_the_key_and_resolves_the_team,
@@ -95,7 +95,7 @@ pub async fn save_monday(app: &TestApp, admin: &Session) {
 /// An execution inserted directly (the executions API is another module's).
 pub async fn insert_execution(app: &TestApp, org_id: &str, task_id: &str) -> String {
     let now = app.clock.now_ms();
-    let id = orgd::id::new_id(now);
+    let id = orgd_core::ids::new_id(now);
     sqlx::query(
         "INSERT INTO executions (id, organization_id, task_id, status, created_at) VALUES ($1, $2, $3, 'FAILED', $4)",
     )

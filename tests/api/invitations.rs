@@ -1,7 +1,7 @@
 //! `/api/invitations*` and signup with `inviteToken`: the token shown once and stored hashed,
 //! the seat limit held under concurrency, expiry, revocation, and every refusal's envelope.
 
-use orgd::clock::Clock;
+use orgd_core::clock::Clock;
 use reqwest::Method;
 use serde_json::{Value, json};
 
@@ -109,7 +109,7 @@ async fn invite_then_existing_user_accepts(backend: Backend) {
     assert_eq!(invitation["role"], json!("developer"));
     assert_eq!(
         invitation["expiresAt"],
-        json!(orgd::clock::format_ms(app.clock.now_ms() + 7 * DAY_MS))
+        json!(orgd_core::clock::format_ms(app.clock.now_ms() + 7 * DAY_MS))
     );
     let token = invitation["token"].as_str().unwrap().to_string();
     assert_eq!(token.len(), 64);
@@ -424,7 +424,7 @@ async fn invitations_expire_after_seven_days(backend: Backend) {
     invite_ok(&app, &admin, "third@example.com", "viewer").await;
     let stale: Vec<String> = sqlx::query_scalar("SELECT status FROM invitations WHERE organization_id = $1 AND token_hash <> $2 AND email <> 'third@example.com' ORDER BY created_at")
         .bind(&admin.org_id)
-        .bind(orgd::id::sha256_hex(&token_c))
+        .bind(orgd_core::ids::sha256_hex(&token_c))
         .fetch_all(&app.db)
         .await
         .unwrap();
@@ -790,7 +790,7 @@ async fn tokens_are_never_stored_in_plain_text(backend: Backend) {
             .fetch_one(&app.db)
             .await
             .unwrap();
-    assert_eq!(stored_hash, orgd::id::sha256_hex(&token));
+    assert_eq!(stored_hash, orgd_core::ids::sha256_hex(&token));
     for table in ["invitations", "audit_logs", "users", "organizations"] {
         let text = stored_text(&app, table).await;
         for secret in [&token, &used] {

@@ -223,7 +223,7 @@ async fn tracker_calls_are_counted_by_provider_and_outcome(backend: Backend) {
     );
     let (status, body) = save(key.clone()).await;
     assert_error(status, &body, 502, "Provider error");
-    let far = orgd::clock::Clock::now_ms(&*app.clock) + 120_000;
+    let far = orgd_core::clock::Clock::now_ms(&*app.clock) + 120_000;
     w.linear.inject("*", 1, linear_rate_limited(far));
     let (status, body) = save(key.clone()).await;
     assert_error(status, &body, 503, "Provider rate limited");

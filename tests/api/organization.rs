@@ -4,7 +4,7 @@
 use reqwest::Method;
 use serde_json::{Value, json};
 
-use orgd::clock::Clock;
+use orgd_core::clock::Clock;
 
 use crate::helpers::{Backend, TestApp, assert_error, call};
 
@@ -22,7 +22,7 @@ crate::backend_tests!(
 
 fn is_timestamp(v: &Value) -> bool {
     v.as_str().is_some_and(|s| {
-        s.len() == 24 && s.ends_with('Z') && orgd::clock::parse_rfc3339(s).is_some()
+        s.len() == 24 && s.ends_with('Z') && orgd_core::clock::parse_rfc3339(s).is_some()
     })
 }
 
@@ -57,7 +57,7 @@ async fn get_matches_the_seed_example_field_for_field(backend: Backend) {
         ]
     );
     assert_eq!(org["id"], json!(admin.org_id));
-    assert!(orgd::id::is_valid(&admin.org_id));
+    assert!(orgd_core::ids::is_valid(&admin.org_id));
     assert_eq!(org["name"], json!("Acme Corp"));
     assert_eq!(org["slug"], json!("acme-corp"));
     assert_eq!(org["plan"], json!("free"));
@@ -457,8 +457,8 @@ async fn audit_log_filters_and_paginates(backend: Backend) {
     let by_time = |from: i64, to: i64| {
         format!(
             "/api/organization/audit-logs?from={}&to={}",
-            orgd::clock::format_ms(from),
-            orgd::clock::format_ms(to)
+            orgd_core::clock::format_ms(from),
+            orgd_core::clock::format_ms(to)
         )
     };
     let (_, body) = call(app.get(&by_time(start + 2_000, start + 4_000), &admin.token)).await;

@@ -22,7 +22,7 @@ fn header(res: &reqwest::Response, name: &str) -> i64 {
 async fn organization_bucket_admits_100_then_429_and_rolls(backend: Backend) {
     let app = TestApp::spawn(backend).await;
     let admin = app.signup("Limited").await;
-    let start = orgd::clock::Clock::now_ms(&*app.clock);
+    let start = orgd_core::clock::Clock::now_ms(&*app.clock);
     for i in 0..100 {
         // Spread over 50 s: the window is rolling, not fixed.
         app.clock.advance(500);
@@ -118,7 +118,7 @@ async fn auth_endpoints_are_limited_per_ip(backend: Backend) {
     let attempt = |ip: &'static str| {
         app.request(Method::POST, "/api/auth/login")
             .header("x-forwarded-for", ip)
-            .json(&json!({"email": format!("{}@example.com", orgd::id::random_hex(4)), "password": "Wr0ng!pass"}))
+            .json(&json!({"email": format!("{}@example.com", orgd_core::ids::random_hex(4)), "password": "Wr0ng!pass"}))
     };
     for _ in 0..10 {
         let res = attempt("192.0.2.1").send().await.unwrap();

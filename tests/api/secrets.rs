@@ -15,10 +15,10 @@ use crate::fakes::{
 use crate::helpers::{Backend, TestApp, assert_error, call};
 use crate::integrations::{get, insert_execution, put, save_linear, save_monday, world};
 use orgd::config::Secret;
-use orgd::crypto::{Vault, key_id};
 use orgd::organization::ai_store::AiConfigStore;
-use orgd::organization::models::AiProvider;
-use orgd::secrets::{SecretTable, rotate};
+use orgd_core::crypto::{Vault, key_id};
+use orgd_core::models::AiProvider;
+use orgd_core::secrets::{SecretTable, rotate};
 
 crate::backend_tests!(
     no_plaintext_secret_at_rest,
@@ -358,10 +358,11 @@ async fn rotation_reencrypts_everything_and_old_keys_can_go(backend: Backend) {
     assert_eq!(status, 200, "the stored key was opened with the old key");
 
     // Rotation, as `orgd secrets rotate` runs it.
-    let store =
-        orgd::store::SqlStore::connect(&app.test_db.url, orgd::store::DbTimeouts::command())
+    let store = orgd::store::SqlStore::new(
+        orgd_core::db::Db::connect(&app.test_db.url, orgd_core::db::DbTimeouts::command())
             .await
-            .unwrap();
+            .unwrap(),
+    );
     let vault = Vault::new(&key_b, &[Secret(key_a)]);
     let report = rotate(&store, &vault).await.unwrap();
     assert_eq!(
@@ -439,9 +440,9 @@ async fn secrets_rotate_command_and_logs_without_secrets() {
     let dir = tempfile::tempdir().unwrap();
     let linear = FakeTracker::linear().await;
     let monday = FakeTracker::monday().await;
-    let key_a = orgd::id::random_hex(32);
-    let key_b = orgd::id::random_hex(32);
-    let jwt = orgd::id::random_hex(24);
+    let key_a = orgd_core::ids::random_hex(32);
+    let key_b = orgd_core::ids::random_hex(32);
+    let jwt = orgd_core::ids::random_hex(24);
     let common = [
         ("JWT_SECRET", jwt.as_str()),
         ("LINEAR_API_URL", linear.url.as_str()),
@@ -535,7 +536,7 @@ async fn secrets_rotate_command_and_logs_without_secrets() {
     .await
     .unwrap();
     sqlx::query("INSERT INTO executions (id, organization_id, task_id, status, created_at) VALUES ($1, $2, 'cli-run', 'FAILED', 0)")
-        .bind(orgd::id::new_id(0))
+        .bind(orgd_core::ids::new_id(0))
         .bind(&org_id)
         .execute(&db)
         .await

@@ -2,7 +2,7 @@
 //! every boundary for every resource, unlimited never alerting, and a free organization
 //! driven through HTTP to each level and each limit.
 
-use orgd::clock::Clock;
+use orgd_core::clock::Clock;
 use reqwest::Method;
 use serde_json::{Value, json};
 
@@ -44,7 +44,7 @@ async fn set_active_members(app: &TestApp, org_id: &str, active: i64) {
     .await
     .unwrap();
     for _ in current..active {
-        let id = orgd::id::new_id(0);
+        let id = orgd_core::ids::new_id(0);
         sqlx::query(
             "INSERT INTO users (id, organization_id, email, name, password_hash, role, status, last_login_at, created_at, updated_at)
              VALUES ($1, $2, $3, 'Member', 'not-a-hash', 'developer', 'active', NULL, 0, 0)",
@@ -70,7 +70,7 @@ async fn set_storage_used(app: &TestApp, org_id: &str, bytes: i64) {
 async fn usage_matches_the_seed_shape(backend: Backend) {
     let app = TestApp::spawn(backend).await;
     app.clock
-        .set(orgd::clock::parse_rfc3339("2026-02-10T08:00:00.000Z").unwrap());
+        .set(orgd_core::clock::parse_rfc3339("2026-02-10T08:00:00.000Z").unwrap());
     let admin = app.signup("Acme Corp").await;
     app.add_member(&admin.org_id, "developer").await;
     set_overrides(&app, &admin.org_id, json!({"maxConcurrentRuns": null})).await;
@@ -253,10 +253,10 @@ async fn pending_invitations_are_shown_until_they_expire(backend: Backend) {
             "INSERT INTO invitations (id, organization_id, email, role, token_hash, status, invited_by, expires_at, created_at, accepted_at)
              VALUES ($1, $2, $3, 'developer', $4, $5, $6, $7, $8, NULL)",
         )
-        .bind(orgd::id::new_id(now))
+        .bind(orgd_core::ids::new_id(now))
         .bind(&admin.org_id)
         .bind(email)
-        .bind(orgd::id::random_hex(32))
+        .bind(orgd_core::ids::random_hex(32))
         .bind(status)
         .bind(&admin.user_id)
         .bind(expires_at)

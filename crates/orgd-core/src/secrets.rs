@@ -4,7 +4,8 @@
 use sqlx::Row;
 
 use crate::crypto::{Binding, Vault, VaultError};
-use crate::store::{SqlStore, StoreResult};
+use crate::db::Db;
+use crate::error::CoreResult;
 
 /// The tables holding sealed values. Each has `organization_id`, `provider`, `secret`, and
 /// seals for the purpose `<purpose prefix>:<provider>`.
@@ -58,43 +59,33 @@ pub struct StoredSecret {
     pub sealed: String,
 }
 
-#[async_trait::async_trait]
-pub trait SecretStore: Send + Sync + 'static {
-    async fn sealed_secrets(&self, table: SecretTable) -> StoreResult<Vec<StoredSecret>>;
-    /// Replaces `secret.sealed` by `resealed` unless it changed meanwhile (then false).
-    async fn replace_sealed(&self, secret: &StoredSecret, resealed: &str) -> StoreResult<bool>;
+/// Every sealed value of `table`.
+pub async fn sealed_secrets(db: &Db, table: SecretTable) -> CoreResult<Vec<StoredSecret>> {
+    let rows = sqlx::query(table.select_sql()).fetch_all(db.pool()).await?;
+    rows.iter()
+        .map(|row| {
+            Ok(StoredSecret {
+                table,
+                organization_id: row.try_get("organization_id")?,
+                provider: row.try_get("provider")?,
+                sealed: row.try_get("secret")?,
+            })
+        })
+        .collect::<Result<_, sqlx::Error>>()
+        .map_err(Into::into)
 }
 
-#[async_trait::async_trait]
-impl SecretStore for SqlStore {
-    async fn sealed_secrets(&self, table: SecretTable) -> StoreResult<Vec<StoredSecret>> {
-        let rows = sqlx::query(table.select_sql())
-            .fetch_all(self.pool())
-            .await?;
-        rows.iter()
-            .map(|row| {
-                Ok(StoredSecret {
-                    table,
-                    organization_id: row.try_get("organization_id")?,
-                    provider: row.try_get("provider")?,
-                    sealed: row.try_get("secret")?,
-                })
-            })
-            .collect::<Result<_, sqlx::Error>>()
-            .map_err(Into::into)
-    }
-
-    async fn replace_sealed(&self, secret: &StoredSecret, resealed: &str) -> StoreResult<bool> {
-        let updated = sqlx::query(secret.table.replace_sql())
-            .bind(resealed)
-            .bind(&secret.organization_id)
-            .bind(&secret.provider)
-            .bind(&secret.sealed)
-            .execute(self.pool())
-            .await?
-            .rows_affected();
-        Ok(updated == 1)
-    }
+/// Replaces `secret.sealed` by `resealed` unless it changed meanwhile (then false).
+async fn replace_sealed(db: &Db, secret: &StoredSecret, resealed: &str) -> CoreResult<bool> {
+    let updated = sqlx::query(secret.table.replace_sql())
+        .bind(resealed)
+        .bind(&secret.organization_id)
+        .bind(&secret.provider)
+        .bind(&secret.sealed)
+        .execute(db.pool())
+        .await?
+        .rows_affected();
+    Ok(updated == 1)
 }
 
 /// What a rotation did.
@@ -111,10 +102,10 @@ pub struct RotationReport {
 }
 
 /// Re-encrypts every stored secret that is not yet under the vault's current key.
-pub async fn rotate(store: &dyn SecretStore, vault: &Vault) -> StoreResult<RotationReport> {
+pub async fn rotate(db: &Db, vault: &Vault) -> CoreResult<RotationReport> {
     let mut report = RotationReport::default();
     for table in SecretTable::ALL {
-        for secret in store.sealed_secrets(table).await? {
+        for secret in sealed_secrets(db, table).await? {
             if vault.is_current(&secret.sealed) {
                 report.current += 1;
                 continue;
@@ -123,7 +114,7 @@ pub async fn rotate(store: &dyn SecretStore, vault: &Vault) -> StoreResult<Rotat
             match vault.open(&secret.sealed, &binding) {
                 Ok(plaintext) => {
                     let resealed = vault.seal(&plaintext.0, &binding);
-                    if store.replace_sealed(&secret, &resealed).await? {
+                    if replace_sealed(db, &secret, &resealed).await? {
                         report.rotated += 1;
                     } else {
                         report.skipped += 1;

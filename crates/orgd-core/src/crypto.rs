@@ -10,7 +10,7 @@ use aes_gcm::aead::{Aead, Nonce, Payload};
 use aes_gcm::{Aes256Gcm, KeyInit};
 use sha2::{Digest, Sha256};
 
-use crate::config::Secret;
+use crate::secret::Secret;
 
 const FORMAT: &str = "v1";
 const NONCE_BYTES: usize = 12;

@@ -3,8 +3,6 @@
 
 use std::collections::BTreeMap;
 
-use serde::Serialize;
-
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Plan {
     Free,
@@ -125,35 +123,6 @@ impl Overrides {
             max_storage_bytes: pick("maxStorageBytes", defaults.max_storage_bytes),
             max_projects: pick("maxProjects", defaults.max_projects),
             max_concurrent_runs: pick("maxConcurrentRuns", defaults.max_concurrent_runs),
-        }
-    }
-}
-
-/// The `limits` object of the seed's organization view (v1 and v2 names both present); `null`
-/// is unlimited.
-#[derive(Debug, Serialize, utoipa::ToSchema)]
-#[schema(as = Limits)]
-#[serde(rename_all = "camelCase")]
-pub struct LimitsView {
-    pub max_projects: Option<i64>,
-    pub max_test_runs: Option<i64>,
-    pub max_users: Option<i64>,
-    pub max_concurrent_runs: Option<i64>,
-    pub max_storage_bytes: Option<i64>,
-    pub max_storage: Option<i64>,
-    pub current_storage_used_bytes: i64,
-}
-
-impl LimitsView {
-    pub fn new(limits: Limits, storage_used_bytes: i64) -> Self {
-        Self {
-            max_projects: limits.max_projects,
-            max_test_runs: limits.max_test_runs,
-            max_users: limits.max_users,
-            max_concurrent_runs: limits.max_concurrent_runs,
-            max_storage_bytes: limits.max_storage_bytes,
-            max_storage: limits.max_storage_bytes,
-            current_storage_used_bytes: storage_used_bytes,
         }
     }
 }

@@ -1,4 +1,4 @@
-//! The service's notion of "now", injectable so tests can cross month ends and roll
+//! orgd's notion of "now", injectable so tests can cross month ends and roll
 //! rate-limit windows without sleeping.
 
 use std::sync::Arc;
@@ -59,29 +59,6 @@ pub fn parse_rfc3339(s: &str) -> Option<i64> {
     DateTime::parse_from_rfc3339(s)
         .ok()
         .map(|d| d.timestamp_millis())
-}
-
-/// A timestamp that serializes the API's way.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Timestamp(pub i64);
-
-/// RFC 3339 UTC with milliseconds and `Z` in the OpenAPI document.
-impl utoipa::PartialSchema for Timestamp {
-    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
-        use utoipa::openapi::schema::{KnownFormat, ObjectBuilder, SchemaFormat, Type};
-        ObjectBuilder::new()
-            .schema_type(Type::String)
-            .format(Some(SchemaFormat::KnownFormat(KnownFormat::DateTime)))
-            .into()
-    }
-}
-
-impl utoipa::ToSchema for Timestamp {}
-
-impl serde::Serialize for Timestamp {
-    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str(&format_ms(self.0))
-    }
 }
 
 #[cfg(test)]
