@@ -10,9 +10,9 @@ use anyhow::Context;
 use orgd::auth::jwt::JwtKeys;
 use orgd::auth::slugify;
 use orgd::auth::store::{AuthStore, NewOrganization, NewUser};
-use orgd::organization::Plan;
 use orgd::store::{Backend, SqlStore};
 use orgd_core::clock::{Clock, SystemClock};
+use orgd_core::plans::Plan;
 
 fn flag(args: &[String], name: &str) -> i64 {
     args.iter()
@@ -113,7 +113,7 @@ async fn bulk_insert(
         "INSERT INTO usage_counters (organization_id, period, test_runs, ai_analyses) VALUES ($1, $2, $3, 0)",
     )
     .bind(org)
-    .bind(orgd::organization::usage::Period::containing(now).key)
+    .bind(orgd_core::usage::Period::containing(now).key)
     .bind(executions)
     .execute(store.pool())
     .await

@@ -1,8 +1,8 @@
 //! orgd: the organization layer of a test automation platform.
 
 pub mod analysis;
-pub mod audit;
 pub mod auth;
+pub mod cli;
 pub mod config;
 pub mod error;
 pub mod executions;
@@ -13,9 +13,8 @@ pub mod logging;
 pub mod members;
 pub mod metrics;
 pub mod openapi;
-pub mod operator;
-pub mod organization;
 pub mod ratelimit;
+pub mod routes;
 pub mod state;
 pub mod store;
 pub mod timestamp;
@@ -42,13 +41,13 @@ pub(crate) fn documented_routes(with_operator: bool) -> OpenApiRouter<AppState> 
         .routes(routes!(metrics::metrics))
         .routes(routes!(openapi::document))
         .merge(auth::router())
-        .merge(organization::router())
-        .merge(audit::router())
+        .merge(routes::organization::router())
+        .merge(routes::audit::router())
         .merge(integrations::router())
         .merge(members::router())
         .merge(executions::router());
     if with_operator {
-        routes.merge(operator::http::router())
+        routes.merge(routes::operator::router())
     } else {
         routes
     }

@@ -1,9 +1,9 @@
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
+use orgd::cli;
 use orgd::config::{KeyArgs, LogFormat, ServeArgs, StoreArgs};
 use orgd::executions::storage::LocalReportStorage;
-use orgd::operator::cli;
 use orgd::store::{DbTimeouts, SqlStore};
 use orgd::{AppState, Config};
 use orgd_core::clock::{Clock, SystemClock};
@@ -95,13 +95,13 @@ enum UsageCommand {
 }
 
 /// Connects to the database of `args` (creating the SQLite directory) and migrates it.
-async fn open_store(args: &StoreArgs) -> anyhow::Result<SqlStore> {
+async fn open_store(args: &StoreArgs) -> anyhow::Result<Db> {
     if args.database_url.is_none() {
         std::fs::create_dir_all(&args.data_dir)?;
     }
-    let store = SqlStore::new(Db::connect(&args.database_url(), DbTimeouts::command()).await?);
-    store.migrate().await?;
-    Ok(store)
+    let db = Db::connect(&args.database_url(), DbTimeouts::command()).await?;
+    db.migrate().await?;
+    Ok(db)
 }
 
 async fn run_org(command: OrgCommand) -> anyhow::Result<String> {

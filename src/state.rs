@@ -18,6 +18,7 @@ use crate::store::{SqlStore, Store};
 use orgd_core::clock::{SharedClock, SystemClock};
 use orgd_core::crypto::Vault;
 use orgd_core::db::Db;
+use orgd_core::organizations::Organizations;
 
 #[derive(Clone)]
 pub struct AppState(pub Arc<App>);
@@ -25,6 +26,8 @@ pub struct AppState(pub Arc<App>);
 pub struct App {
     pub config: Config,
     pub store: Arc<dyn Store>,
+    /// Organizations read on the hot path (cached while nothing commits).
+    pub orgs: Organizations,
     pub limiter: Arc<dyn RateLimiter>,
     pub clock: SharedClock,
     pub jwt: JwtKeys,
@@ -55,6 +58,7 @@ impl AppState {
         let clock = clock.unwrap_or_else(|| Arc::new(SystemClock));
         let store =
             SqlStore::new(Db::connect(&config.database_url.0, config.limits.db_timeouts()).await?);
+        let orgs = Organizations::new(&store);
         store.migrate().await?;
         let limiter: Arc<dyn RateLimiter> = match &config.redis_url {
             Some(url) => Arc::new(
@@ -86,6 +90,7 @@ impl AppState {
             metrics,
             started_at_ms: clock.now_ms(),
             store: Arc::new(store),
+            orgs,
             limiter,
             jwt,
             passwords: PasswordHasherPool::default(),

@@ -20,7 +20,6 @@ use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use crate::audit::{Actor, AuditEvent};
 use crate::auth::{CurrentUser, Role};
 use crate::config::Secret;
 use crate::error::{ApiError, OrInternal};
@@ -30,6 +29,7 @@ use crate::http::{ClientIp, JsonBody, PathParams};
 use crate::integrations::provider::MAX_ATTEMPTS;
 use crate::state::AppState;
 use llm::{Call, LlmError, LlmProtocol, Reply};
+use orgd_core::audit::{Actor, AuditEvent};
 use orgd_core::models::{AiProvider, Model};
 use orgd_core::secrets::SecretTable;
 use store::{AnalysisView, Finished, Lease};
@@ -158,8 +158,8 @@ async fn analyze(
         .or_internal("Failed to analyze execution")?
         .ok_or_else(execution_not_found)?;
     let enabled = app
-        .store
-        .organization(org_id)
+        .orgs
+        .get(&app.store, org_id)
         .await
         .or_internal("Failed to analyze execution")?
         .is_some_and(|org| org.ai_analysis_enabled);
@@ -188,13 +188,7 @@ async fn analyze(
             "This execution is being analyzed right now; ask again once that analysis has finished",
         ));
     }
-    let audit = AuditEvent::by_user(
-        &user,
-        ip,
-        "execution.analyzed",
-        "execution",
-        &execution.task_id,
-    );
+    let audit = user.audit_event(ip, "execution.analyzed", "execution", &execution.task_id);
     let (view, failure) = run(&app, org_id, &execution, model, audit).await?;
     match failure {
         None => Ok((
@@ -221,9 +215,7 @@ async fn resolve(
     org_id: &str,
     requested: Option<Model>,
 ) -> Result<Resolved, ApiError> {
-    let config = app
-        .store
-        .ai_config(org_id)
+    let config = orgd_core::ai_config::get(&app.store, org_id)
         .await
         .or_internal("Failed to analyze execution")?
         .unwrap_or_default();
@@ -243,9 +235,7 @@ async fn resolve(
     };
     let provider = model.provider;
     let byok = if config.byok.contains(&provider) {
-        let sealed = app
-            .store
-            .byok_key(org_id, provider)
+        let sealed = orgd_core::ai_config::byok_key(&app.store, org_id, provider)
             .await
             .or_internal("Failed to analyze execution")?;
         sealed

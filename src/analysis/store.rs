@@ -7,12 +7,12 @@ use sqlx::any::AnyRow;
 use sqlx::{AssertSqlSafe, Row};
 use utoipa::ToSchema;
 
-use crate::audit::{self, AuditEvent};
 use crate::executions::types::Execution;
-use crate::organization::usage::Period;
 use crate::store::{CoreResult, SqlStore, Tx};
 use crate::timestamp::Timestamp;
+use orgd_core::audit::{self, AuditEvent};
 use orgd_core::secrets::SecretTable;
+use orgd_core::usage::Period;
 
 /// A leased row is retried after its lease expired only while it ran fewer times than this.
 pub const MAX_RUNS: i64 = 2;

@@ -14,7 +14,6 @@ use utoipa_axum::routes;
 
 use super::CurrentUser;
 use super::store::{ApiKeyRecord, NewApiKey};
-use crate::audit::AuditEvent;
 use crate::error::{ApiError, OrInternal};
 use crate::http::{ClientIp, Done, JsonBody, PathParams};
 use crate::state::AppState;
@@ -155,7 +154,8 @@ async fn create(
         key_hash: secret.hash(),
         prefix: secret.shown_prefix().to_string(),
     };
-    let audit = AuditEvent::by_user(&user, ip, "apikey.created", "apiKey", &key.id)
+    let audit = user
+        .audit_event(ip, "apikey.created", "apiKey", &key.id)
         .with_details(json!({"name": key.name, "prefix": key.prefix}));
     app.store
         .create_api_key(&key, &audit, now)
@@ -223,7 +223,7 @@ async fn revoke(
             "The key id must be 24 lowercase hex characters",
         ));
     }
-    let audit = AuditEvent::by_user(&user, ip, "apikey.revoked", "apiKey", &id);
+    let audit = user.audit_event(ip, "apikey.revoked", "apiKey", &id);
     let revoked = app
         .store
         .revoke_api_key(user.id(), user.org_id(), &id, audit, app.now())

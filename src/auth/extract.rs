@@ -16,6 +16,7 @@ use crate::error::ApiError;
 use crate::http::ClientIp;
 use crate::ratelimit::{DecisionSlot, Scope};
 use crate::state::AppState;
+use orgd_core::audit::AuditEvent;
 
 /// What the caller authenticated with.
 #[derive(Debug)]
@@ -42,6 +43,24 @@ impl CurrentUser {
 
     pub fn role(&self) -> Role {
         self.user.role
+    }
+
+    /// The audit entry of a change this caller makes from `ip`.
+    pub fn audit_event(
+        &self,
+        ip: ClientIp,
+        action: &'static str,
+        target_type: &'static str,
+        target_id: &str,
+    ) -> AuditEvent {
+        AuditEvent::by_user(
+            self.org_id(),
+            self.id(),
+            Some(ip.0.to_string()),
+            action,
+            target_type,
+            target_id,
+        )
     }
 
     /// 403 `Forbidden` unless the caller has one of `roles`.

@@ -22,9 +22,11 @@ use crate::members::InviteToken;
 use crate::members::invitations::signup_refused;
 use crate::members::store::Joined;
 use crate::metrics::Refusal;
-use crate::organization::{LimitsView, OrgName, Plan};
+use crate::routes::organization::{LimitsView, limits_view, org_name};
 use crate::state::AppState;
 use crate::timestamp::Timestamp;
+use orgd_core::organizations::OrgName;
+use orgd_core::plans::Plan;
 use store::{LoginAttempt, NewOrganization, NewUser};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -193,7 +195,7 @@ fn parse_signup(body: &Object) -> Result<(Email, &str, String, Joining), ApiErro
     let password = body.required_str("password", missing())?;
     let name = body.required_str("name", missing())?;
     let invite = body.opt_str("inviteToken")?.filter(|t| !t.is_empty());
-    let org_name = match invite {
+    let organization_name = match invite {
         Some(_) => None,
         None => Some(body.required_str(
             "organizationName",
@@ -216,9 +218,9 @@ fn parse_signup(body: &Object) -> Result<(Email, &str, String, Joining), ApiErro
                 "An invitation token is 64 hexadecimal characters",
             )
         })?),
-        None => Joining::NewOrganization(OrgName::parse_field(
+        None => Joining::NewOrganization(org_name(
             "organizationName",
-            org_name.unwrap_or_default(),
+            organization_name.unwrap_or_default(),
         )?),
     };
     Ok((email, password, name, joining))
@@ -493,8 +495,8 @@ pub struct MeOrganization {
 )]
 async fn me(State(app): State<AppState>, user: CurrentUser) -> Result<Json<MeResponse>, ApiError> {
     let org = app
-        .store
-        .organization(user.org_id())
+        .orgs
+        .get(&app.store, user.org_id())
         .await
         .or_internal("Failed to fetch user info")?
         .ok_or_else(|| {
@@ -514,7 +516,7 @@ async fn me(State(app): State<AppState>, user: CurrentUser) -> Result<Json<MeRes
             status: u.status.clone(),
             last_login_at: u.last_login_at.map(Timestamp),
             organization: MeOrganization {
-                limits: org.limits_view(),
+                limits: limits_view(&org),
                 user_limit: org.limits().max_users,
                 plan: org.plan.as_str(),
                 id: org.id,

@@ -3,9 +3,9 @@
 use sqlx::Row;
 
 use super::Role;
-use crate::audit::{self, AuditEvent};
-use crate::organization::Plan;
 use crate::store::{Backend, CoreError, CoreResult, SqlStore};
+use orgd_core::audit::{self, AuditEvent};
+use orgd_core::plans::Plan;
 
 /// Whether a login attempt may go on to the password check.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

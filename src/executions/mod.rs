@@ -20,7 +20,7 @@ use crate::error::{ApiError, OrInternal};
 use crate::http::page::PageParams;
 use crate::http::{Done, JsonBody, Object, Page, PageQuery, PathParams};
 use crate::openapi::ErrorBody;
-use crate::organization::usage::limit_refusal;
+use crate::routes::usage::limit_refusal;
 use crate::state::AppState;
 use crate::timestamp::Timestamp;
 use store::{NewExecutionOutcome, NewProjectOutcome, UpdateOutcome};

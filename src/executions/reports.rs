@@ -373,7 +373,7 @@ async fn download(
         .await
         .map_err(|e| storage_error(e, FETCH_FAILED))?
         .ok_or_else(|| ApiError::not_found("Report not found", "No report file at this path"))?;
-    let mut response = report.body.into_response();
+    let mut response = axum::body::Body::from_stream(report.body).into_response();
     let headers = response.headers_mut();
     headers.insert(
         header::CONTENT_TYPE,

@@ -12,10 +12,10 @@ use super::types::{
     Execution, ExecutionChange, ExecutionFilter, ExecutionLink, NewExecution, Project, ReportFile,
     Status,
 };
-use crate::organization::Limits;
-use crate::organization::usage::Period;
 use crate::store::{CoreError, CoreResult, SqlStore, Tx};
 use crate::timestamp::Timestamp;
+use orgd_core::plans::Limits;
+use orgd_core::usage::Period;
 
 pub enum NewProjectOutcome {
     Created(Project),
@@ -222,7 +222,7 @@ impl SqlStore {
     /// Locks the organization for the rest of `tx` and reads its limits; it must exist
     /// (the caller is one of its users).
     async fn lock_with_limits(&self, tx: &mut Tx, org_id: &str) -> CoreResult<Limits> {
-        self.lock_limits(tx, org_id)
+        orgd_core::organizations::lock_limits(tx, org_id)
             .await?
             .ok_or_else(|| CoreError::Corrupt(format!("organization {org_id} vanished")))
     }

@@ -19,7 +19,6 @@ use utoipa_axum::routes;
 
 pub use settings::Provider;
 
-use crate::audit::AuditEvent;
 use crate::auth::{CurrentUser, Role};
 use crate::config::Secret;
 use crate::error::{ApiError, OrInternal};
@@ -231,14 +230,9 @@ async fn save(
     if stored.as_ref().is_some_and(|r| r.enabled != enabled) {
         fields.push("enabled");
     }
-    let audit = AuditEvent::by_user(
-        &user,
-        ip,
-        "integration.updated",
-        "integration",
-        provider.as_str(),
-    )
-    .with_details(json!({"provider": provider.as_str(), "fields": fields, "enabled": enabled}));
+    let audit = user
+        .audit_event(ip, "integration.updated", "integration", provider.as_str())
+        .with_details(json!({"provider": provider.as_str(), "fields": fields, "enabled": enabled}));
     let write = IntegrationWrite {
         organization_id: org,
         provider,
@@ -340,14 +334,9 @@ async fn unlink(
 ) -> Result<Json<Done>, ApiError> {
     let provider = parse_provider(&provider)?;
     user.require(Role::ADMIN)?;
-    let audit = AuditEvent::by_user(
-        &user,
-        ip,
-        "integration.unlinked",
-        "integration",
-        provider.as_str(),
-    )
-    .with_details(json!({"provider": provider.as_str()}));
+    let audit = user
+        .audit_event(ip, "integration.unlinked", "integration", provider.as_str())
+        .with_details(json!({"provider": provider.as_str()}));
     app.store
         .delete_integration(user.org_id(), provider, &audit, app.now())
         .await

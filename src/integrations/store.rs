@@ -5,8 +5,8 @@ use sqlx::Row;
 use sqlx::any::AnyRow;
 
 use super::Provider;
-use crate::audit::{self, AuditEvent};
 use crate::store::{CoreError, CoreResult, SqlStore, Tx, flag};
+use orgd_core::audit::{self, AuditEvent};
 
 /// One organization's stored settings for one provider.
 #[derive(Clone)]

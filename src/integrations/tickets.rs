@@ -17,12 +17,12 @@ use super::linear::{self, NewIssue};
 use super::monday;
 use super::store::{Claim, IdempotencyScope, IdempotentResult, IntegrationRecord, TicketLink};
 use super::{Provider, open_secret};
-use crate::audit::AuditEvent;
 use crate::auth::CurrentUser;
 use crate::config::Secret;
 use crate::error::{ApiError, OrInternal};
 use crate::http::{ClientIp, JsonBody, Object};
 use crate::state::AppState;
+use orgd_core::audit::AuditEvent;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Tracker {
@@ -283,13 +283,7 @@ async fn file(
     let body = body.required()?;
     let request = TicketRequest::parse(&body)?;
     let idempotency = idempotency_scope(headers, user.org_id(), tracker.route(), &body)?;
-    let audit = AuditEvent::by_user(
-        &user,
-        ip,
-        tracker.audit_action(),
-        "execution",
-        &request.task_id,
-    );
+    let audit = user.audit_event(ip, tracker.audit_action(), "execution", &request.task_id);
     let job = Job {
         app,
         tracker,

@@ -14,13 +14,12 @@ use utoipa_axum::routes;
 
 use super::store::{Invited, Joined, Joiner, NewInvitation, PendingInvitation, SeatUsage};
 use super::{parse_role, refused};
-use crate::audit::AuditEvent;
 use crate::auth::{AuthAttempt, CurrentUser, Email, Role};
 use crate::error::{ApiError, OrInternal};
 use crate::http::page::PageParams;
 use crate::http::{ClientIp, Done, JsonBody, PageQuery, PathParams};
 use crate::openapi::ErrorBody;
-use crate::organization::usage::limit_refusal;
+use crate::routes::usage::limit_refusal;
 use crate::state::AppState;
 use crate::timestamp::Timestamp;
 
@@ -225,14 +224,9 @@ async fn create(
         invited_by: user.id().to_string(),
         expires_at: now + INVITATION_TTL_MS,
     };
-    let audit = AuditEvent::by_user(
-        &user,
-        ip,
-        "invitation.created",
-        "invitation",
-        &invitation.id,
-    )
-    .with_details(json!({"email": invitation.email, "role": role.as_str()}));
+    let audit = user
+        .audit_event(ip, "invitation.created", "invitation", &invitation.id)
+        .with_details(json!({"email": invitation.email, "role": role.as_str()}));
     let outcome = app
         .store
         .create_invitation(&invitation, &audit, now)
@@ -331,7 +325,7 @@ async fn revoke(
             "An invitation id is 24 lowercase hexadecimal characters",
         ));
     }
-    let audit = AuditEvent::by_user(&user, ip, "invitation.revoked", "invitation", &id);
+    let audit = user.audit_event(ip, "invitation.revoked", "invitation", &id);
     let revoked = app
         .store
         .revoke_invitation(user.org_id(), &id, audit, app.now())

@@ -16,7 +16,6 @@ use utoipa_axum::routes;
 pub use invitations::InviteToken;
 use store::MemberChange;
 
-use crate::audit::AuditEvent;
 use crate::auth::store::UserRecord;
 use crate::auth::{CurrentUser, Role};
 use crate::error::{ApiError, OrInternal};
@@ -266,7 +265,7 @@ async fn change_role(
             "You cannot change your own role",
         ));
     }
-    let audit = AuditEvent::by_user(&user, ip, "user.role_changed", "user", target);
+    let audit = user.audit_event(ip, "user.role_changed", "user", target);
     let outcome = app
         .store
         .change_role(user.org_id(), user.id(), target, role, audit, app.now())
@@ -313,7 +312,7 @@ async fn remove(
             "You cannot remove your own account. Ask another admin to do this.",
         ));
     }
-    let audit = AuditEvent::by_user(&user, ip, "user.removed", "user", target);
+    let audit = user.audit_event(ip, "user.removed", "user", target);
     let outcome = app
         .store
         .remove_member(user.org_id(), user.id(), target, audit, app.now())

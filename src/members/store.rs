@@ -3,13 +3,11 @@
 //! in one transaction that first locks the organization(s) involved.
 
 use serde_json::json;
-use sqlx::Row;
 
-use crate::audit::{self, Actor, AuditEvent};
 use crate::auth::Role;
 use crate::auth::store::{USER_COLUMNS, UserRecord};
 use crate::store::{CoreError, CoreResult, SqlStore, Tx};
-use orgd_core::plans::{Overrides, Plan};
+use orgd_core::audit::{self, Actor, AuditEvent};
 
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub struct InvitationRecord {
@@ -59,19 +57,7 @@ pub struct NewInvitation {
     pub expires_at: i64,
 }
 
-/// Seats taken (active members + pending unexpired invitations) and the effective limit.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct SeatUsage {
-    pub used: i64,
-    pub limit: Option<i64>,
-}
-
-impl SeatUsage {
-    /// True when `more` seats can be taken without exceeding the limit.
-    pub fn admits(&self, more: i64) -> bool {
-        self.limit.is_none_or(|limit| self.used + more <= limit)
-    }
-}
+pub use orgd_core::rules::seats::SeatUsage;
 
 /// Result of changing or removing a member.
 #[derive(Debug)]
@@ -273,32 +259,6 @@ async fn would_orphan(tx: &mut Tx, target: &UserRecord) -> CoreResult<bool> {
     Ok(active_admin && active_admins(tx, &target.organization_id).await? <= 1)
 }
 
-async fn seat_usage(tx: &mut Tx, organization_id: &str, now: i64) -> CoreResult<SeatUsage> {
-    let row = sqlx::query(
-        "SELECT o.plan, o.limit_overrides,
-                (SELECT COUNT(*) FROM users u WHERE u.organization_id = o.id AND u.status = 'active') AS members,
-                (SELECT COUNT(*) FROM invitations i
-                  WHERE i.organization_id = o.id AND i.status = 'pending' AND i.expires_at >= $2) AS pending
-         FROM organizations o WHERE o.id = $1",
-    )
-    .bind(organization_id)
-    .bind(now)
-    .fetch_one(&mut **tx)
-    .await?;
-    let plan: String = row.try_get("plan")?;
-    let overrides: String = row.try_get("limit_overrides")?;
-    let plan = Plan::parse(&plan).ok_or_else(|| CoreError::Corrupt(format!("plan {plan:?}")))?;
-    let limits = Overrides::from_json(&overrides)
-        .map_err(CoreError::Corrupt)?
-        .apply(plan.defaults());
-    let members: i64 = row.try_get("members")?;
-    let pending: i64 = row.try_get("pending")?;
-    Ok(SeatUsage {
-        used: members + pending,
-        limit: limits.max_users,
-    })
-}
-
 async fn pending_by_token(tx: &mut Tx, token_hash: &str) -> CoreResult<Option<InvitationRecord>> {
     let sql = format!(
         "SELECT {INVITATION_COLUMNS} FROM invitations i WHERE i.token_hash = $1 AND i.status = 'pending'"
@@ -484,7 +444,7 @@ impl MemberStore for SqlStore {
         if pending.is_some() {
             return Ok(Invited::AlreadyInvited);
         }
-        let seats = seat_usage(&mut tx, org, now).await?;
+        let seats = orgd_core::rules::seats::usage(&mut tx, org, now).await?;
         if !seats.admits(1) {
             return Ok(Invited::SeatsFull(seats));
         }
@@ -616,7 +576,8 @@ impl MemberStore for SqlStore {
         }
         // The invitation already holds a seat: accepting only converts it, so this refuses
         // only an organization that is over its limit (e.g. the operator lowered it).
-        let seats = seat_usage(&mut tx, &invitation.organization_id, now).await?;
+        let seats =
+            orgd_core::rules::seats::usage(&mut tx, &invitation.organization_id, now).await?;
         if !seats.admits(0) {
             return Ok(Joined::SeatsFull(seats));
         }
@@ -686,7 +647,7 @@ impl MemberStore for SqlStore {
         }
         let org = &invitation.organization_id;
         self.lock_organization(&mut tx, org).await?;
-        let seats = seat_usage(&mut tx, org, now).await?;
+        let seats = orgd_core::rules::seats::usage(&mut tx, org, now).await?;
         if !seats.admits(0) {
             return Ok(Joined::SeatsFull(seats));
         }

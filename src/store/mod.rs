@@ -11,38 +11,21 @@ pub use orgd_core::db::{Backend, DbTimeouts, PoolStats, Tx, flag};
 pub use orgd_core::error::{CoreError, CoreResult};
 
 use crate::analysis::store::AnalysisStore;
-use crate::audit::AuditStore;
 use crate::auth::store::{AuthStore, UserRecord};
 use crate::executions::store::ExecutionStore;
 use crate::integrations::store::IntegrationStore;
 use crate::members::store::MemberStore;
-use crate::operator::store::OperatorStore;
-use crate::organization::ai_store::AiConfigStore;
-use crate::organization::store::{OrganizationRecord, OrganizationStore};
 
 /// Everything the service needs from its database.
 pub trait Store:
-    AuthStore
-    + OrganizationStore
-    + AuditStore
-    + MemberStore
-    + ExecutionStore
-    + OperatorStore
-    + IntegrationStore
-    + AiConfigStore
-    + AnalysisStore
-    + Deref<Target = Db>
+    AuthStore + MemberStore + ExecutionStore + IntegrationStore + AnalysisStore + Deref<Target = Db>
 {
 }
 impl<
     T: AuthStore
-        + OrganizationStore
-        + AuditStore
         + MemberStore
         + ExecutionStore
-        + OperatorStore
         + IntegrationStore
-        + AiConfigStore
         + AnalysisStore
         + Deref<Target = Db>,
 > Store for T
@@ -53,14 +36,12 @@ pub struct SqlStore {
     db: Db,
     /// Who a (user id, token id) is and whether the token was revoked.
     pub(crate) identities: Arc<ReadCache<(String, String), (UserRecord, bool)>>,
-    pub(crate) organizations: Arc<ReadCache<String, OrganizationRecord>>,
 }
 
 impl SqlStore {
     pub fn new(db: Db) -> Self {
         Self {
             identities: Arc::new(db.read_cache()),
-            organizations: Arc::new(db.read_cache()),
             db,
         }
     }

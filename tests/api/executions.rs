@@ -42,7 +42,7 @@ pub async fn set_overrides(app: &TestApp, org_id: &str, overrides: Value) {
 
 /// The `YYYY-MM` of the app's clock.
 pub fn current_period(app: &TestApp) -> String {
-    orgd::organization::usage::Period::containing(app.clock.now_ms()).key
+    orgd_core::usage::Period::containing(app.clock.now_ms()).key
 }
 
 /// Sets this month's test-run counter directly.

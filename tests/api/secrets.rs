@@ -15,7 +15,6 @@ use crate::fakes::{
 use crate::helpers::{Backend, TestApp, assert_error, call};
 use crate::integrations::{get, insert_execution, put, save_linear, save_monday, world};
 use orgd::config::Secret;
-use orgd::organization::ai_store::AiConfigStore;
 use orgd_core::crypto::{Vault, key_id};
 use orgd_core::models::AiProvider;
 use orgd_core::secrets::{SecretTable, rotate};
@@ -358,11 +357,9 @@ async fn rotation_reencrypts_everything_and_old_keys_can_go(backend: Backend) {
     assert_eq!(status, 200, "the stored key was opened with the old key");
 
     // Rotation, as `orgd secrets rotate` runs it.
-    let store = orgd::store::SqlStore::new(
-        orgd_core::db::Db::connect(&app.test_db.url, orgd_core::db::DbTimeouts::command())
-            .await
-            .unwrap(),
-    );
+    let store = orgd_core::db::Db::connect(&app.test_db.url, orgd_core::db::DbTimeouts::command())
+        .await
+        .unwrap();
     let vault = Vault::new(&key_b, &[Secret(key_a)]);
     let report = rotate(&store, &vault).await.unwrap();
     assert_eq!(
@@ -390,8 +387,7 @@ async fn rotation_reencrypts_everything_and_old_keys_can_go(backend: Backend) {
     assert_eq!(status, 201, "{answer}");
     let (status, _) = put(&b_only, &admin.token, "linear", json!({"teamId": "ENG"})).await;
     assert_eq!(status, 200);
-    let sealed_byok = store
-        .byok_key(&admin.org_id, AiProvider::Openai)
+    let sealed_byok = orgd_core::ai_config::byok_key(&store, &admin.org_id, AiProvider::Openai)
         .await
         .unwrap()
         .unwrap();

@@ -1,12 +1,24 @@
 //! orgd's domain: what an organization, member, run and integration are, the rules on them,
 //! and how they are stored. It knows no HTTP: no axum, tower, hyper, utoipa or reqwest.
 
+pub mod ai_config;
+pub mod audit;
 pub mod clock;
 pub mod crypto;
 pub mod db;
 pub mod error;
+pub mod executions;
 pub mod ids;
+pub mod invitations;
 pub mod models;
+pub mod operator;
+pub mod organizations;
 pub mod plans;
+pub mod reports;
+pub mod rules;
 pub mod secret;
 pub mod secrets;
+pub mod usage;
+
+#[cfg(test)]
+mod testing;

@@ -32,6 +32,7 @@ use crate::error::{CoreError, CoreResult};
 /// inside a transaction, whatever cut the request short (an error, a timeout, a client gone).
 pub struct Tx {
     conn: Option<PoolConnection<Any>>,
+    backend: Backend,
     writer_turn: Option<tokio::sync::OwnedMutexGuard<()>>,
     /// Where a write transaction reports whether the database took it (`/health`).
     writes: Option<Arc<WriteHealth>>,
@@ -42,13 +43,14 @@ const ROLLBACK_TIMEOUT: Duration = Duration::from_secs(2);
 
 impl Tx {
     async fn begin(
-        pool: &AnyPool,
+        db: &Db,
         begin: &'static str,
         writer_turn: Option<tokio::sync::OwnedMutexGuard<()>>,
         writes: Option<Arc<WriteHealth>>,
     ) -> CoreResult<Self> {
         let mut tx = Self {
-            conn: Some(pool.acquire().await?),
+            conn: Some(db.pool.acquire().await?),
+            backend: db.backend,
             writer_turn,
             writes,
         };
@@ -67,6 +69,36 @@ impl Tx {
             self.conn = None;
             self.writer_turn = None;
         })
+    }
+
+    /// Serializes writers of one organization for the rest of this transaction: on
+    /// PostgreSQL a row lock on the organization (limit checks then count a stable set); on
+    /// SQLite the `BEGIN IMMEDIATE` of `begin_write` already holds the database's write
+    /// lock. Returns false when the organization does not exist.
+    pub async fn lock_organization(&mut self, organization_id: &str) -> CoreResult<bool> {
+        let sql = match self.backend {
+            Backend::Sqlite => "SELECT id FROM organizations WHERE id = $1",
+            Backend::Postgres => "SELECT id FROM organizations WHERE id = $1 FOR UPDATE",
+        };
+        let found: Option<String> = sqlx::query_scalar(sql)
+            .bind(organization_id)
+            .fetch_optional(&mut **self)
+            .await?;
+        Ok(found.is_some())
+    }
+
+    pub fn backend(&self) -> Backend {
+        self.backend
+    }
+
+    /// Ends the transaction without keeping anything (dropping it does the same, later).
+    pub async fn rollback(mut self) -> CoreResult<()> {
+        let rolled_back = self.execute("ROLLBACK").await;
+        if rolled_back.is_ok() {
+            self.conn = None;
+            self.writer_turn = None;
+        }
+        rolled_back
     }
 
     async fn execute(&mut self, sql: &'static str) -> CoreResult<()> {
@@ -285,20 +317,9 @@ impl Db {
         cache::ReadCache::new(self.change_signal.clone())
     }
 
-    /// Serializes writers of one organization for the rest of `tx`: on PostgreSQL a row lock
-    /// on the organization (limit checks then count a stable set); on SQLite the
-    /// `BEGIN IMMEDIATE` of `begin_write` already holds the database's write lock.
-    /// Returns false when the organization does not exist.
+    /// See `Tx::lock_organization`.
     pub async fn lock_organization(&self, tx: &mut Tx, organization_id: &str) -> CoreResult<bool> {
-        let sql = match self.backend {
-            Backend::Sqlite => "SELECT id FROM organizations WHERE id = $1",
-            Backend::Postgres => "SELECT id FROM organizations WHERE id = $1 FOR UPDATE",
-        };
-        let found: Option<String> = sqlx::query_scalar(sql)
-            .bind(organization_id)
-            .fetch_optional(&mut **tx)
-            .await?;
-        Ok(found.is_some())
+        tx.lock_organization(organization_id).await
     }
 
     /// Starts a transaction that will write: `BEGIN IMMEDIATE` on SQLite.
@@ -309,15 +330,15 @@ impl Db {
         match self.backend {
             Backend::Sqlite => {
                 let turn = self.writer_turn().await?;
-                Tx::begin(&self.pool, "BEGIN IMMEDIATE", Some(turn), writes).await
+                Tx::begin(self, "BEGIN IMMEDIATE", Some(turn), writes).await
             }
-            Backend::Postgres => Tx::begin(&self.pool, "BEGIN", None, writes).await,
+            Backend::Postgres => Tx::begin(self, "BEGIN", None, writes).await,
         }
     }
 
     /// Starts a transaction that only reads (one consistent snapshot).
     pub async fn begin_read(&self) -> CoreResult<Tx> {
-        Tx::begin(&self.pool, "BEGIN", None, None).await
+        Tx::begin(self, "BEGIN", None, None).await
     }
 
     /// This process's turn to write, waited for as long as a connection would be.
@@ -341,7 +362,7 @@ impl Db {
             Backend::Postgres => "BEGIN",
         };
         let probe = async {
-            let mut tx = Tx::begin(&self.pool, begin, turn, Some(self.writes.clone())).await?;
+            let mut tx = Tx::begin(self, begin, turn, Some(self.writes.clone())).await?;
             sqlx::query(
                 "INSERT INTO health_probes (id, written_at) VALUES ('write', $1)
                  ON CONFLICT (id) DO UPDATE SET written_at = excluded.written_at",

@@ -14,19 +14,20 @@ use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use super::{LimitValue, OperatorError, PlanChange, change_organization};
 use crate::auth::extract::bearer_credentials;
 use crate::error::{ApiError, OrInternal};
 use crate::http::page::PageParams;
 use crate::http::{ClientIp, JsonBody, Page, PageQuery, PathParams};
 use crate::openapi::ErrorBody;
-use crate::organization::store::OrganizationRecord;
-use crate::organization::usage::{Alert, UsageView};
-use crate::organization::usage::{Period, Usage};
-use crate::organization::{LimitsView, Plan};
+use crate::routes::organization::{LimitsView, limits_view};
+use crate::routes::usage::{AlertView, UsageView, alert_views, usage_view};
 use crate::state::AppState;
 use crate::timestamp::Timestamp;
+use orgd_core::operator::{LimitValue, OperatorError, PlanChange, change_organization};
+use orgd_core::organizations::{self, OrganizationRecord};
 use orgd_core::plans::LIMIT_NAMES;
+use orgd_core::plans::Plan;
+use orgd_core::usage::{Period, Usage};
 
 pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
@@ -54,7 +55,7 @@ pub struct OperatorOrganization {
     usage: Option<UsageView>,
     /// In the list only.
     #[serde(skip_serializing_if = "Option::is_none")]
-    alerts: Option<Vec<Alert>>,
+    alerts: Option<Vec<AlertView>>,
 }
 
 impl OperatorOrganization {
@@ -64,7 +65,7 @@ impl OperatorOrganization {
             name: org.name.clone(),
             slug: org.slug.clone(),
             plan: org.plan.as_str(),
-            limits: org.limits_view(),
+            limits: limits_view(org),
             overrides: org.overrides.0.clone(),
             created_at: Timestamp(org.created_at),
             usage: None,
@@ -158,7 +159,7 @@ impl FromRequestParts<AppState> for Operator {
 
 fn operator_error(e: OperatorError, error: &'static str) -> ApiError {
     match e {
-        OperatorError::NotFound(_) => crate::organization::org_not_found(),
+        OperatorError::NotFound(_) => crate::routes::organization::org_not_found(),
         other => ApiError::internal(error, other),
     }
 }
@@ -184,9 +185,7 @@ async fn list(
     let Page { limit, offset } = page.page_within(50, Page::MAX_LIMIT)?;
     let now = app.now();
     let period = Period::containing(now);
-    let (page, total) = app
-        .store
-        .organizations_usage_page(&period.key, now, limit, offset)
+    let (page, total) = organizations::usage_page(&app.store, &period.key, now, limit, offset)
         .await
         .or_internal("Failed to fetch organizations")?;
     let organizations = page
@@ -194,8 +193,8 @@ async fn list(
         .map(|record| {
             let usage = Usage::new(record, period.clone());
             OperatorOrganization {
-                usage: Some(usage.view()),
-                alerts: Some(usage.alerts()),
+                usage: Some(usage_view(&usage)),
+                alerts: Some(alert_views(&usage)),
                 ..OperatorOrganization::new(&record.org)
             }
         })

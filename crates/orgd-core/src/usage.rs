@@ -1,21 +1,11 @@
-//! `GET /api/organization/usage` and `/usage/alerts` (API.md — seed): the current UTC month,
-//! the three metered resources and their alerts. Every number comes from a counter kept in
-//! the same transaction as the data it counts, so the cost does not grow with the data.
+//! What an organization uses in a period against its limits, and the alerts that follow:
+//! the current UTC month, the three metered resources, their percentages and levels.
 
-use axum::Json;
-use axum::extract::State;
-use axum::http::StatusCode;
 use chrono::{DateTime, Datelike, NaiveDate, Utc};
 use serde::Serialize;
-use serde_json::{Map, json};
-use utoipa::ToSchema;
 
-use super::Limits;
-use super::store::OrganizationUsage;
-use crate::auth::CurrentUser;
-use crate::error::{ApiError, OrInternal};
-use crate::state::AppState;
-use crate::timestamp::Timestamp;
+use crate::organizations::OrganizationUsage;
+use crate::plans::Limits;
 
 /// A UTC calendar month: the period test runs are counted in.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -48,20 +38,6 @@ impl Period {
     pub fn next(&self) -> Self {
         Self::containing(self.end_ms + 1)
     }
-
-    pub fn view(&self) -> PeriodView {
-        PeriodView {
-            start_date: Timestamp(self.start_ms),
-            end_date: Timestamp(self.end_ms),
-        }
-    }
-}
-
-#[derive(Serialize, ToSchema)]
-#[serde(rename_all = "camelCase")]
-pub struct PeriodView {
-    start_date: Timestamp,
-    end_date: Timestamp,
 }
 
 fn month_start_ms(year: i32, month: u32) -> i64 {
@@ -82,19 +58,7 @@ pub fn percent_used(used: i64, limit: Option<i64>) -> Option<i64> {
     })
 }
 
-/// 403 `error` for a write a limit refused, with `usage: {used, limit, percentUsed}`.
-pub fn limit_refusal(error: &'static str, message: String, used: i64, limit: i64) -> ApiError {
-    let usage =
-        json!({"used": used, "limit": limit, "percentUsed": percent_used(used, Some(limit))});
-    ApiError::Refused {
-        status: StatusCode::FORBIDDEN,
-        error,
-        message: message.into(),
-        extra: Map::from_iter([("usage".into(), usage)]),
-    }
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, ToSchema)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub enum Resource {
     TestRuns,
@@ -121,7 +85,7 @@ impl Resource {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, ToSchema)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum AlertType {
     Info,
@@ -129,7 +93,7 @@ pub enum AlertType {
     Critical,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, ToSchema)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Alert {
     #[serde(rename = "type")]
@@ -201,146 +165,13 @@ impl Usage {
         .filter_map(|(resource, used, limit)| Alert::at(resource, percent_used(used, limit)?))
         .collect()
     }
-
-    /// The `usage` object of the seed.
-    pub fn view(&self) -> UsageView {
-        UsageView {
-            current_period: self.period.view(),
-            test_runs: TestRunsUsage {
-                used: self.test_runs,
-                limit: self.limits.max_test_runs,
-                percent_used: percent_used(self.test_runs, self.limits.max_test_runs),
-            },
-            users: UsersUsage {
-                active: self.active_users,
-                limit: self.limits.max_users,
-                pending_invitations: self.pending_invitations,
-            },
-            storage: StorageUsage {
-                used_bytes: self.storage_bytes,
-                limit_bytes: self.limits.max_storage_bytes,
-            },
-            ai_analyses: AiAnalysesUsage {
-                used: self.ai_analyses,
-            },
-        }
-    }
-}
-
-/// This period's usage; a `null` limit is unlimited.
-#[derive(Serialize, ToSchema)]
-#[serde(rename_all = "camelCase")]
-#[schema(as = Usage)]
-pub struct UsageView {
-    current_period: PeriodView,
-    test_runs: TestRunsUsage,
-    users: UsersUsage,
-    storage: StorageUsage,
-    ai_analyses: AiAnalysesUsage,
-}
-
-#[derive(Serialize, ToSchema)]
-#[serde(rename_all = "camelCase")]
-pub struct TestRunsUsage {
-    used: i64,
-    limit: Option<i64>,
-    percent_used: Option<i64>,
-}
-
-#[derive(Serialize, ToSchema)]
-#[serde(rename_all = "camelCase")]
-pub struct UsersUsage {
-    active: i64,
-    limit: Option<i64>,
-    pending_invitations: i64,
-}
-
-#[derive(Serialize, ToSchema)]
-#[serde(rename_all = "camelCase")]
-pub struct StorageUsage {
-    used_bytes: i64,
-    limit_bytes: Option<i64>,
-}
-
-#[derive(Serialize, ToSchema)]
-pub struct AiAnalysesUsage {
-    /// Analyses that reached a provider this period.
-    used: i64,
-}
-
-#[derive(Serialize, ToSchema)]
-pub struct UsageResponse {
-    success: bool,
-    usage: UsageView,
-    alerts: Vec<Alert>,
-}
-
-#[derive(Serialize, ToSchema)]
-pub struct AlertsResponse {
-    success: bool,
-    /// At most one per resource, in the order testRuns, users, storage.
-    alerts: Vec<Alert>,
-}
-
-async fn current_usage(
-    app: &AppState,
-    user: &CurrentUser,
-    error: &'static str,
-) -> Result<Usage, ApiError> {
-    let now = app.now();
-    let period = Period::containing(now);
-    let record = app
-        .store
-        .organization_usage(user.org_id(), &period.key, now)
-        .await
-        .or_internal(error)?
-        .ok_or_else(super::org_not_found)?;
-    Ok(Usage::new(&record, period))
-}
-
-#[utoipa::path(
-    get,
-    path = "/api/organization/usage",
-    tag = "organization",
-    summary = "This UTC month's usage against the plan's limits, with alerts (all roles)",
-    security(("bearerAuth" = [])),
-    responses((status = 200, description = "Usage and alerts", body = UsageResponse)),
-)]
-pub async fn show(
-    State(app): State<AppState>,
-    user: CurrentUser,
-) -> Result<Json<UsageResponse>, ApiError> {
-    let usage = current_usage(&app, &user, "Failed to fetch usage").await?;
-    Ok(Json(UsageResponse {
-        success: true,
-        usage: usage.view(),
-        alerts: usage.alerts(),
-    }))
-}
-
-#[utoipa::path(
-    get,
-    path = "/api/organization/usage/alerts",
-    tag = "organization",
-    summary = "Alerts at 50 % (info), 80 % (warning) and 100 % (critical) of a limit (all roles)",
-    security(("bearerAuth" = [])),
-    responses((status = 200, description = "Alerts", body = AlertsResponse)),
-)]
-pub async fn alerts(
-    State(app): State<AppState>,
-    user: CurrentUser,
-) -> Result<Json<AlertsResponse>, ApiError> {
-    let usage = current_usage(&app, &user, "Failed to fetch usage alerts").await?;
-    Ok(Json(AlertsResponse {
-        success: true,
-        alerts: usage.alerts(),
-    }))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use orgd_core::clock::{format_ms, parse_rfc3339};
+    use crate::clock::{format_ms, parse_rfc3339};
+    use serde_json::json;
 
     fn at(s: &str) -> i64 {
         parse_rfc3339(s).unwrap()

@@ -2,20 +2,19 @@
 
 use anyhow::{Context, bail};
 
-use super::reconcile::reconcile;
-use super::{LimitValue, PlanChange, change_organization, limit_name};
-use crate::executions::storage::ReportStorage;
-use crate::organization::Plan;
-use crate::organization::usage::{Period, Usage};
-use crate::store::Store;
-use orgd_core::plans::LIMIT_NAMES;
+use orgd_core::db::Db;
+use orgd_core::operator::{LimitValue, PlanChange, change_organization, limit_name, reconcile};
+use orgd_core::organizations;
+use orgd_core::plans::{LIMIT_NAMES, Plan};
+use orgd_core::reports::ReportStorage;
+use orgd_core::usage::{Period, Usage};
 
 fn show(value: Option<i64>) -> String {
     value.map_or_else(|| "unlimited".into(), |v| v.to_string())
 }
 
 /// `orgd org list`: every organization with its plan, this month's usage and overrides.
-pub async fn org_list(store: &dyn Store, now: i64) -> anyhow::Result<String> {
+pub async fn org_list(db: &Db, now: i64) -> anyhow::Result<String> {
     const PAGE: i64 = 500;
     let period = Period::containing(now);
     let mut out = format!(
@@ -24,9 +23,7 @@ pub async fn org_list(store: &dyn Store, now: i64) -> anyhow::Result<String> {
     );
     let mut offset = 0;
     loop {
-        let (page, _) = store
-            .organizations_usage_page(&period.key, now, PAGE, offset)
-            .await?;
+        let (page, _) = organizations::usage_page(db, &period.key, now, PAGE, offset).await?;
         for record in &page {
             let usage = Usage::new(record, period.clone());
             let limits = usage.limits;
@@ -51,7 +48,7 @@ pub async fn org_list(store: &dyn Store, now: i64) -> anyhow::Result<String> {
 
 /// `orgd org set-plan <org> <plan> [--reset-overrides]`.
 pub async fn set_plan(
-    store: &dyn Store,
+    db: &Db,
     org: &str,
     plan: &str,
     reset_overrides: bool,
@@ -59,14 +56,8 @@ pub async fn set_plan(
 ) -> anyhow::Result<String> {
     let plan = Plan::parse(plan)
         .with_context(|| format!("unknown plan {plan:?} (free, team or enterprise)"))?;
-    let (before, after) = change_organization(
-        store,
-        org,
-        &PlanChange::plan(plan, reset_overrides),
-        None,
-        now,
-    )
-    .await?;
+    let (before, after) =
+        change_organization(db, org, &PlanChange::plan(plan, reset_overrides), None, now).await?;
     Ok(format!(
         "{} ({}): plan {} -> {}, overrides {}\n",
         after.slug,
@@ -79,7 +70,7 @@ pub async fn set_plan(
 
 /// `orgd org set-limit <org> <limit> <value|unlimited|default>`.
 pub async fn set_limit(
-    store: &dyn Store,
+    db: &Db,
     org: &str,
     limit: &str,
     value: &str,
@@ -94,14 +85,8 @@ pub async fn set_limit(
     let Some(value) = LimitValue::parse_word(value) else {
         bail!("invalid value {value:?}: a non-negative integer, unlimited or default");
     };
-    let (before, after) = change_organization(
-        store,
-        org,
-        &PlanChange::limits(vec![(name, value)]),
-        None,
-        now,
-    )
-    .await?;
+    let (before, after) =
+        change_organization(db, org, &PlanChange::limits(vec![(name, value)]), None, now).await?;
     Ok(format!(
         "{} ({}): {name} {} -> {}\n",
         after.slug,
@@ -113,12 +98,12 @@ pub async fn set_limit(
 
 /// `orgd usage reconcile [<org>]`.
 pub async fn usage_reconcile(
-    store: &dyn Store,
+    db: &Db,
     reports: &dyn ReportStorage,
     org: Option<&str>,
     now: i64,
 ) -> anyhow::Result<String> {
-    let results = reconcile(store, reports, org, now).await?;
+    let results = reconcile(db, reports, org, now).await?;
     let drifted = results.iter().filter(|r| r.drifted()).count();
     let mut out: String = results.iter().map(ToString::to_string).collect();
     out.push_str(&format!(

@@ -10,13 +10,12 @@ use serde::Serialize;
 use serde_json::{Value, json};
 use utoipa::ToSchema;
 
-use super::ai_store::{AiConfigChange, AiConfigRecord};
-use crate::audit::AuditEvent;
 use crate::auth::{CurrentUser, Role};
 use crate::error::{ApiError, OrInternal};
 use crate::http::{ClientIp, JsonBody, Object};
 use crate::state::AppState;
 use crate::timestamp::Timestamp;
+use orgd_core::ai_config::{self, AiConfigChange, AiConfigRecord};
 use orgd_core::clock::format_ms;
 use orgd_core::models::{AiProvider, Unavailable};
 use orgd_core::secrets::SecretTable;
@@ -95,9 +94,7 @@ pub async fn show(
     State(app): State<AppState>,
     user: CurrentUser,
 ) -> Result<Json<AiConfigResponse>, ApiError> {
-    let record = app
-        .store
-        .ai_config(user.org_id())
+    let record = ai_config::get(&app.store, user.org_id())
         .await
         .or_internal("Failed to fetch AI config")?
         .ok_or_else(not_found)?;
@@ -257,7 +254,8 @@ pub async fn update(
         );
         (provider, sealed)
     });
-    let audit = AuditEvent::by_user(&user, ip, "org.ai_config_updated", "organization", org)
+    let audit = user
+        .audit_event(ip, "org.ai_config_updated", "organization", org)
         .with_details(json!({
             "byokProviderSet": set_key.as_ref().map(|(p, _)| p.as_str()),
             "byokProviderRemoved": patch.remove.map(AiProvider::as_str),
@@ -267,9 +265,7 @@ pub async fn update(
         set_key,
         remove_key: patch.remove,
     };
-    let record = app
-        .store
-        .update_ai_config(org, &change, &audit, app.now())
+    let record = ai_config::update(&app.store, org, &change, &audit, app.now())
         .await
         .or_internal("Failed to update AI config")?
         .ok_or_else(not_found)?;

@@ -1,10 +1,5 @@
 //! `GET` and `PATCH /api/organization` (API.md, Organization — seed): plans and limits.
 
-pub mod ai_config;
-pub mod ai_store;
-pub mod store;
-pub mod usage;
-
 use axum::Json;
 use axum::extract::State;
 use axum::response::{IntoResponse, Response};
@@ -14,10 +9,9 @@ use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-pub use orgd_core::plans::{Limits, Plan};
-use store::{OrganizationRecord, SettingsChange};
+use orgd_core::organizations::{self, OrgName, OrganizationRecord, SettingsChange};
+use orgd_core::plans::Limits;
 
-use crate::audit::AuditEvent;
 use crate::auth::{CurrentUser, Role};
 use crate::error::{ApiError, OrInternal};
 use crate::http::{ClientIp, JsonBody, Object};
@@ -27,49 +21,18 @@ use crate::timestamp::Timestamp;
 pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
         .routes(routes!(show, update))
-        .routes(routes!(usage::show))
-        .routes(routes!(usage::alerts))
-        .routes(routes!(ai_config::show, ai_config::update))
+        .routes(routes!(super::usage::show))
+        .routes(routes!(super::usage::alerts))
+        .routes(routes!(super::ai_config::show, super::ai_config::update))
 }
 
-/// An organization's name: trimmed, 2–100 Unicode scalar values.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct OrgName(String);
-
-impl OrgName {
-    /// Parses `raw` for the body field `field`; errors are `Invalid <field>`.
-    pub fn parse_field(field: &str, raw: &str) -> Result<Self, ApiError> {
-        let name = raw.trim();
-        match name.chars().count() {
-            0 => Err(ApiError::invalid(
-                field,
-                "Organization name cannot be empty",
-            )),
-            1 => Err(ApiError::invalid(
-                field,
-                "Organization name must be at least 2 characters",
-            )),
-            101.. => Err(ApiError::invalid(
-                field,
-                "Organization name cannot exceed 100 characters",
-            )),
-            _ => Ok(Self(name.to_string())),
-        }
-    }
-
-    pub fn as_str(&self) -> &str {
-        &self.0
-    }
-
-    pub fn into_string(self) -> String {
-        self.0
-    }
+/// An organization name from the body field `field`; errors are `Invalid <field>`.
+pub fn org_name(field: &str, raw: &str) -> Result<OrgName, ApiError> {
+    OrgName::parse(raw).map_err(|why| ApiError::invalid(field, why))
 }
 
-impl OrganizationRecord {
-    pub fn limits_view(&self) -> LimitsView {
-        LimitsView::new(self.limits(), self.storage_used_bytes)
-    }
+pub fn limits_view(org: &OrganizationRecord) -> LimitsView {
+    LimitsView::new(org.limits(), org.storage_used_bytes)
 }
 
 /// The seed's organization object.
@@ -107,8 +70,8 @@ pub struct ShowResponse<'a> {
 )]
 async fn show(State(app): State<AppState>, user: CurrentUser) -> Result<Response, ApiError> {
     let org = app
-        .store
-        .organization(user.org_id())
+        .orgs
+        .get(&app.store, user.org_id())
         .await
         .or_internal("Failed to fetch organization")?
         .ok_or_else(org_not_found)?;
@@ -119,7 +82,7 @@ async fn show(State(app): State<AppState>, user: CurrentUser) -> Result<Response
             name: &org.name,
             slug: &org.slug,
             plan: org.plan.as_str(),
-            limits: org.limits_view(),
+            limits: limits_view(&org),
             user_count: org.user_count,
             user_limit: org.limits().max_users,
             ai_analysis_enabled: org.ai_analysis_enabled,
@@ -145,7 +108,7 @@ fn parse_settings(body: &Object) -> Result<SettingsChange, ApiError> {
     let name = body
         .opt_str("name")
         .map_err(|_| ApiError::invalid("name", "Organization name must be a string"))?
-        .map(|raw| OrgName::parse_field("name", raw))
+        .map(|raw| org_name("name", raw))
         .transpose()?;
     let ai_analysis_enabled = body.opt_bool("aiAnalysisEnabled")?;
     Ok(SettingsChange {
@@ -191,17 +154,10 @@ async fn update(
     if let Some(enabled) = change.ai_analysis_enabled {
         changes.insert("aiAnalysisEnabled".into(), enabled.into());
     }
-    let audit = AuditEvent::by_user(
-        &user,
-        ip,
-        "org.settings_updated",
-        "organization",
-        user.org_id(),
-    )
-    .with_details(json!({ "changes": changes }));
-    let org = app
-        .store
-        .update_settings(user.org_id(), &change, &audit, app.now())
+    let audit = user
+        .audit_event(ip, "org.settings_updated", "organization", user.org_id())
+        .with_details(json!({ "changes": changes }));
+    let org = organizations::update_settings(&app.store, user.org_id(), &change, &audit, app.now())
         .await
         .or_internal("Failed to update organization")?
         .ok_or_else(org_not_found)?;
@@ -257,23 +213,5 @@ impl LimitsView {
             max_storage: limits.max_storage_bytes,
             current_storage_used_bytes: storage_used_bytes,
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn names_count_characters_not_bytes() {
-        assert!(OrgName::parse_field("name", "a").is_err());
-        assert!(OrgName::parse_field("name", "ab").is_ok());
-        assert!(OrgName::parse_field("name", "🚀🚀").is_ok());
-        assert!(OrgName::parse_field("name", &"é".repeat(100)).is_ok());
-        assert!(OrgName::parse_field("name", &"é".repeat(101)).is_err());
-        assert_eq!(
-            OrgName::parse_field("name", "  ab  ").unwrap().as_str(),
-            "ab"
-        );
     }
 }

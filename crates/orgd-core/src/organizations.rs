@@ -1,0 +1,310 @@
+//! Organizations: their record (plan, overrides, settings, live counters), settings changes,
+//! the usage query, and the effective limits read under the organization's lock.
+
+use sqlx::Row;
+use sqlx::any::AnyRow;
+
+use crate::audit::{self, AuditEvent};
+use crate::db::cache::ReadCache;
+use crate::db::{Db, Tx, flag};
+use crate::error::{CoreError, CoreResult};
+use crate::invitations::PENDING_AT;
+use crate::plans::{Limits, Overrides, Plan};
+
+/// An organization's name: trimmed, 2–100 Unicode scalar values.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OrgName(String);
+
+impl OrgName {
+    /// Trims `raw`; the error says what is wrong with it.
+    pub fn parse(raw: &str) -> Result<Self, &'static str> {
+        let name = raw.trim();
+        match name.chars().count() {
+            0 => Err("Organization name cannot be empty"),
+            1 => Err("Organization name must be at least 2 characters"),
+            101.. => Err("Organization name cannot exceed 100 characters"),
+            _ => Ok(Self(name.to_string())),
+        }
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    pub fn into_string(self) -> String {
+        self.0
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct OrganizationRecord {
+    pub id: String,
+    pub name: String,
+    pub slug: String,
+    pub plan: Plan,
+    pub overrides: Overrides,
+    pub ai_analysis_enabled: bool,
+    pub storage_used_bytes: i64,
+    pub user_count: i64,
+    pub created_at: i64,
+    pub updated_at: i64,
+}
+
+impl OrganizationRecord {
+    pub fn limits(&self) -> Limits {
+        self.overrides.apply(self.plan.defaults())
+    }
+
+    fn from_row(row: &AnyRow) -> CoreResult<Self> {
+        let (plan, overrides) = plan_and_overrides(row)?;
+        Ok(Self {
+            id: row.try_get("id")?,
+            name: row.try_get("name")?,
+            slug: row.try_get("slug")?,
+            plan,
+            overrides,
+            ai_analysis_enabled: flag(row.try_get("ai_analysis_enabled")?),
+            storage_used_bytes: row.try_get("storage_used_bytes")?,
+            user_count: row.try_get("user_count")?,
+            created_at: row.try_get("created_at")?,
+            updated_at: row.try_get("updated_at")?,
+        })
+    }
+}
+
+fn plan_and_overrides(row: &AnyRow) -> CoreResult<(Plan, Overrides)> {
+    let plan: String = row.try_get("plan")?;
+    let overrides: String = row.try_get("limit_overrides")?;
+    Ok((
+        Plan::parse(&plan).ok_or_else(|| CoreError::Corrupt(format!("plan {plan:?}")))?,
+        Overrides::from_json(&overrides).map_err(CoreError::Corrupt)?,
+    ))
+}
+
+/// An organization with what it used in one period (`GET /api/organization/usage`).
+#[derive(Debug, Clone)]
+pub struct OrganizationUsage {
+    pub org: OrganizationRecord,
+    pub test_runs: i64,
+    pub ai_analyses: i64,
+    pub pending_invitations: i64,
+}
+
+impl OrganizationUsage {
+    fn from_row(row: &AnyRow) -> CoreResult<Self> {
+        Ok(Self {
+            org: OrganizationRecord::from_row(row)?,
+            test_runs: row.try_get("test_runs")?,
+            ai_analyses: row.try_get("ai_analyses")?,
+            pending_invitations: row.try_get("pending_invitations")?,
+        })
+    }
+}
+
+/// Fields a PATCH may change; `None` leaves the stored value alone.
+#[derive(Debug, Default)]
+pub struct SettingsChange {
+    pub name: Option<String>,
+    pub ai_analysis_enabled: Option<bool>,
+}
+
+/// The columns `OrganizationRecord::from_row` reads, from `organizations o`.
+macro_rules! org_columns {
+    () => {
+        "o.id, o.name, o.slug, o.plan, o.limit_overrides, o.ai_analysis_enabled,
+        o.storage_used_bytes, o.created_at, o.updated_at,
+        (SELECT COUNT(*) FROM users u WHERE u.organization_id = o.id AND u.status = 'active') AS user_count"
+    };
+}
+
+const ORG_SELECT: &str = concat!(
+    "SELECT ",
+    org_columns!(),
+    " FROM organizations o WHERE o.id = $1"
+);
+
+/// `org_columns!` plus the counters of period `$1` and the invitations pending at `$2`:
+/// lookups by key, never a count over executions or report files.
+fn usage_select(rest: &str) -> String {
+    format!(
+        "SELECT {columns},
+            COALESCE((SELECT c.test_runs FROM usage_counters c
+                      WHERE c.organization_id = o.id AND c.period = $1), 0) AS test_runs,
+            COALESCE((SELECT c.ai_analyses FROM usage_counters c
+                      WHERE c.organization_id = o.id AND c.period = $1), 0) AS ai_analyses,
+            (SELECT COUNT(*) FROM invitations i
+             WHERE i.organization_id = o.id AND {pending}) AS pending_invitations
+         FROM organizations o {rest}",
+        columns = org_columns!(),
+        pending = PENDING_AT.replace("{alias}", "i").replace("{now}", "$2"),
+    )
+}
+
+/// Organizations read on the hot path, cached as long as nothing commits (see `ReadCache`).
+pub struct Organizations {
+    cache: ReadCache<String, OrganizationRecord>,
+}
+
+impl Organizations {
+    pub fn new(db: &Db) -> Self {
+        Self {
+            cache: db.read_cache(),
+        }
+    }
+
+    pub async fn get(&self, db: &Db, id: &str) -> CoreResult<Option<OrganizationRecord>> {
+        let loaded_under = match self.cache.get(&id.to_string()) {
+            Ok(hit) => return Ok(Some(hit)),
+            Err(header) => header,
+        };
+        let row = sqlx::query(ORG_SELECT)
+            .bind(id)
+            .fetch_optional(db.pool())
+            .await?;
+        let found = row.as_ref().map(OrganizationRecord::from_row).transpose()?;
+        if let Some(org) = &found {
+            self.cache.put(id.to_string(), org.clone(), loaded_under);
+        }
+        Ok(found)
+    }
+}
+
+/// The organization as `tx` sees it; it must exist.
+pub async fn in_tx(tx: &mut Tx, id: &str) -> CoreResult<OrganizationRecord> {
+    let row = sqlx::query(ORG_SELECT)
+        .bind(id)
+        .fetch_one(&mut **tx)
+        .await?;
+    OrganizationRecord::from_row(&row)
+}
+
+/// The organization whose id or slug is `reference` (an id match wins).
+pub async fn by_id_or_slug(db: &Db, reference: &str) -> CoreResult<Option<OrganizationRecord>> {
+    let row = sqlx::query(concat!(
+        "SELECT ",
+        org_columns!(),
+        " FROM organizations o WHERE o.id = $1 OR o.slug = $1
+         ORDER BY CASE WHEN o.id = $1 THEN 0 ELSE 1 END LIMIT 1"
+    ))
+    .bind(reference)
+    .fetch_optional(db.pool())
+    .await?;
+    row.as_ref().map(OrganizationRecord::from_row).transpose()
+}
+
+/// Applies the change and writes its audit entry in one transaction.
+/// `None` when the organization does not exist (nothing is written).
+pub async fn update_settings(
+    db: &Db,
+    id: &str,
+    change: &SettingsChange,
+    audit: &AuditEvent,
+    now: i64,
+) -> CoreResult<Option<OrganizationRecord>> {
+    let mut tx = db.begin_write().await?;
+    let updated = sqlx::query(
+        "UPDATE organizations SET name = COALESCE($1, name),
+                ai_analysis_enabled = COALESCE($2, ai_analysis_enabled), updated_at = $3
+         WHERE id = $4",
+    )
+    .bind(change.name.as_deref())
+    .bind(change.ai_analysis_enabled.map(i64::from))
+    .bind(now)
+    .bind(id)
+    .execute(&mut *tx)
+    .await?;
+    if updated.rows_affected() == 0 {
+        return Ok(None);
+    }
+    audit::insert(&mut tx, audit, now).await?;
+    let row = sqlx::query(ORG_SELECT).bind(id).fetch_one(&mut *tx).await?;
+    let record = OrganizationRecord::from_row(&row)?;
+    tx.commit().await?;
+    Ok(Some(record))
+}
+
+/// The organization with its counters for `period` (`YYYY-MM`); invitations count as
+/// pending until they expire at `now`. Its cost does not depend on executions or files.
+pub async fn usage(
+    db: &Db,
+    id: &str,
+    period: &str,
+    now: i64,
+) -> CoreResult<Option<OrganizationUsage>> {
+    let row = sqlx::query(sqlx::AssertSqlSafe(usage_select("WHERE o.id = $3")))
+        .bind(period)
+        .bind(now)
+        .bind(id)
+        .fetch_optional(db.pool())
+        .await?;
+    row.as_ref().map(OrganizationUsage::from_row).transpose()
+}
+
+/// A page of every organization (oldest first) with its usage, and how many there are.
+pub async fn usage_page(
+    db: &Db,
+    period: &str,
+    now: i64,
+    limit: i64,
+    offset: i64,
+) -> CoreResult<(Vec<OrganizationUsage>, i64)> {
+    let rows = sqlx::query(sqlx::AssertSqlSafe(usage_select(
+        "ORDER BY o.created_at, o.id LIMIT $3 OFFSET $4",
+    )))
+    .bind(period)
+    .bind(now)
+    .bind(limit)
+    .bind(offset)
+    .fetch_all(db.pool())
+    .await?;
+    let total: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM organizations")
+        .fetch_one(db.pool())
+        .await?;
+    let page = rows
+        .iter()
+        .map(OrganizationUsage::from_row)
+        .collect::<CoreResult<_>>()?;
+    Ok((page, total))
+}
+
+/// Locks the organization for the rest of `tx` (see `lock_organization`) and reads its
+/// effective limits, so a limit check and the write it guards see one state.
+/// `None` when the organization does not exist.
+pub async fn lock_limits(tx: &mut Tx, organization_id: &str) -> CoreResult<Option<Limits>> {
+    if !tx.lock_organization(organization_id).await? {
+        return Ok(None);
+    }
+    limits_in(tx, organization_id).await
+}
+
+/// The organization's effective limits (plan defaults with its overrides) as `tx` sees
+/// them — the one place plan and overrides become limits. `None` when it does not exist.
+pub async fn limits_in(tx: &mut Tx, organization_id: &str) -> CoreResult<Option<Limits>> {
+    let row = sqlx::query("SELECT plan, limit_overrides FROM organizations WHERE id = $1")
+        .bind(organization_id)
+        .fetch_optional(&mut **tx)
+        .await?;
+    row.as_ref()
+        .map(|row| {
+            plan_and_overrides(row).map(|(plan, overrides)| overrides.apply(plan.defaults()))
+        })
+        .transpose()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_count_characters_not_bytes() {
+        assert!(OrgName::parse("a").is_err());
+        assert!(OrgName::parse("ab").is_ok());
+        assert!(OrgName::parse("🚀🚀").is_ok());
+        assert!(OrgName::parse(&"é".repeat(100)).is_ok());
+        assert!(OrgName::parse(&"é".repeat(101)).is_err());
+        assert_eq!(
+            OrgName::parse("  ab  ").map(|n| n.into_string()),
+            Ok("ab".into())
+        );
+    }
+}

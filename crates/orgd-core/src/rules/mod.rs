@@ -1,0 +1,14 @@
+//! The rules that must hold under any concurrency, each in one place: a function over the
+//! transaction that holds the organization's lock (`Tx::lock_organization`), so the check
+//! and the write it guards see one state. Tests for each run on SQLite and PostgreSQL.
+//!
+//! | rule | where |
+//! |---|---|
+//! | seats: members + pending invitations ≤ `maxUsers` | `seats` |
+//! | an organization keeps an active admin | `last_admin` |
+//! | monthly `maxTestRuns`, `maxConcurrentRuns` | `runs` |
+//! | storage reserved before bytes land | `storage` |
+//! | `maxProjects` | `projects` |
+//! | an idempotency key is claimed once | `crate::idempotency` |
+
+pub mod seats;
