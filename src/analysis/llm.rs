@@ -9,8 +9,10 @@ use serde_json::{Value, json};
 
 use crate::error::ApiError;
 use crate::integrations::provider::{MAX_ATTEMPTS, MAX_INLINE_WAIT_SECS, backoff};
-use crate::metrics::{Metrics, Outcome};
+use crate::metrics::Metrics;
 use orgd_core::models::AiProvider;
+use orgd_providers::client::Observer;
+use orgd_providers::{Outcome, Provider};
 
 /// The instructions every model gets; the log travels separately as the user's input.
 pub const SYSTEM_PROMPT: &str = "You analyse failed automated test runs. From the error and \
@@ -159,6 +161,14 @@ pub trait LlmProtocol: Send + Sync {
     fn classify(&self, status: StatusCode, headers: &HeaderMap, body: &Value) -> LlmError;
 }
 
+fn outbound(provider: AiProvider) -> Provider {
+    match provider {
+        AiProvider::Openai => Provider::OpenAI,
+        AiProvider::Anthropic => Provider::Anthropic,
+        AiProvider::Gemini => Provider::Gemini,
+    }
+}
+
 /// Runs one analysis call, repeating it only after rate-limit or overload answers; each
 /// attempt is counted in `metrics`.
 pub async fn call(
@@ -173,7 +183,7 @@ pub async fn call(
         let outcome = result
             .as_ref()
             .map_or_else(LlmError::outcome, |_| Outcome::Ok);
-        metrics.record_provider_call(call.provider.into(), outcome);
+        metrics.record(outbound(call.provider), outcome);
         match result {
             Err(e) if attempt < MAX_ATTEMPTS => match e.retry_delay(attempt) {
                 Some(delay) => {

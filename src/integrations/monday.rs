@@ -12,8 +12,9 @@ use super::provider::{
     Answer, GraphqlEndpoint, ProviderError, retry_after_header, status_failure, with_safe_retries,
 };
 use crate::config::Secret;
-use crate::metrics::{Metrics, Provider};
+use crate::metrics::Metrics;
 use orgd_core::clock::SharedClock;
+use orgd_providers::Provider;
 
 pub const DISPLAY_NAME: &str = "Monday.com";
 

@@ -9,7 +9,9 @@ use axum::http::{HeaderMap, StatusCode};
 use serde_json::{Value, json};
 
 use crate::error::ApiError;
-use crate::metrics::{Metrics, Outcome, Provider};
+use crate::metrics::Metrics;
+use orgd_providers::client::Observer;
+use orgd_providers::{Outcome, Provider};
 
 /// Everything a provider call can fail with, in our words (never the provider's body).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -185,7 +187,7 @@ impl GraphqlEndpoint {
             }
             Err(e) => (Outcome::Unreachable, Err(e)),
         };
-        self.metrics.record_provider_call(self.provider, outcome);
+        self.metrics.record(self.provider, outcome);
         result
     }
 
