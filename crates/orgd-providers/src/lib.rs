@@ -3,5 +3,8 @@
 
 pub mod client;
 pub mod graphql;
+pub mod linear;
+pub mod llm;
+pub mod monday;
 
 pub use client::{Client, Outcome, Provider, ProviderError};
