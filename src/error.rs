@@ -1,6 +1,8 @@
 //! The one error type of the HTTP API and the only place that builds error bodies:
 //! `{"success": false, "error": "<stable string>", "message": "<sentence>", ...}`.
 
+mod provider;
+
 use std::borrow::Cow;
 
 use axum::http::{HeaderValue, StatusCode, header};
@@ -11,6 +13,8 @@ use serde_json::{Map, Value};
 use crate::auth::Role;
 use crate::ratelimit::Decision;
 use crate::store::CoreError;
+
+pub use provider::ProviderCall;
 
 pub type Text = Cow<'static, str>;
 

@@ -19,7 +19,8 @@ use axum::response::{IntoResponse, Response};
 use crate::ratelimit::Scope;
 use crate::state::AppState;
 use crate::store::PoolStats;
-use orgd_core::models::AiProvider;
+use orgd_providers::client::Observer;
+use orgd_providers::{Outcome, Provider};
 
 pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
 
@@ -82,10 +83,6 @@ impl Metrics {
         self.refusals[refusal as usize].fetch_add(1, Ordering::Relaxed);
     }
 
-    pub fn record_provider_call(&self, provider: Provider, outcome: Outcome) {
-        self.provider_calls[provider as usize][outcome as usize].fetch_add(1, Ordering::Relaxed);
-    }
-
     pub fn record_accept_error(&self) {
         self.accept_errors.fetch_add(1, Ordering::Relaxed);
     }
@@ -140,78 +137,22 @@ impl From<Scope> for Refusal {
     }
 }
 
-/// Whom an outbound call went to.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Provider {
-    Linear,
-    Monday,
-    Openai,
-    Anthropic,
-    Gemini,
-}
-
-impl Provider {
-    pub const ALL: [Self; 5] = [
-        Self::Linear,
-        Self::Monday,
-        Self::Openai,
-        Self::Anthropic,
-        Self::Gemini,
-    ];
-
-    fn label(self) -> &'static str {
-        match self {
-            Self::Linear => "linear",
-            Self::Monday => "monday",
-            Self::Openai => "openai",
-            Self::Anthropic => "anthropic",
-            Self::Gemini => "gemini",
-        }
+/// Every attempt of an outbound call, as the providers' client classified it.
+impl Observer for Metrics {
+    fn record(&self, provider: Provider, outcome: Outcome) {
+        self.provider_calls[provider as usize][outcome as usize].fetch_add(1, Ordering::Relaxed);
     }
 }
 
-impl From<AiProvider> for Provider {
-    fn from(provider: AiProvider) -> Self {
-        match provider {
-            AiProvider::Openai => Self::Openai,
-            AiProvider::Anthropic => Self::Anthropic,
-            AiProvider::Gemini => Self::Gemini,
-        }
-    }
-}
-
-/// How one outbound HTTP call ended, as the client classified the answer.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Outcome {
-    Ok,
-    /// The provider refused the request: credentials, unknown ids, invalid input, quota.
-    ClientError,
-    RateLimited,
-    /// The provider failed or was overloaded (5xx, gateway errors, its internal errors).
-    ServerError,
-    /// No answer: connection failed, timed out or was cut.
-    Unreachable,
-}
-
-impl Outcome {
-    pub const ALL: [Self; 5] = [
-        Self::Ok,
-        Self::ClientError,
-        Self::RateLimited,
-        Self::ServerError,
-        Self::Unreachable,
-    ];
-
-    fn label(self) -> &'static str {
-        match self {
-            Self::Ok => "ok",
-            Self::ClientError => "client_error",
-            Self::RateLimited => "rate_limited",
-            Self::ServerError => "server_error",
-            Self::Unreachable => "unreachable",
-        }
-    }
-}
+/// The providers orgd has a client for: their series are always present, so rates start from
+/// a known zero. A provider joins this list together with its client.
+const CALLED_PROVIDERS: [Provider; 5] = [
+    Provider::Linear,
+    Provider::Monday,
+    Provider::OpenAI,
+    Provider::Anthropic,
+    Provider::Gemini,
+];
 
 /// Methods with their own label; anything else is counted as `other`.
 const METHODS: [&str; 8] = [
@@ -465,7 +406,7 @@ impl Exposition<'_> {
             "counter",
             "Outbound HTTP calls to ticket trackers and AI providers (each attempt), by outcome.",
         )?;
-        for provider in Provider::ALL {
+        for provider in CALLED_PROVIDERS {
             for outcome in Outcome::ALL {
                 let n = self.metrics.provider_calls[provider as usize][outcome as usize]
                     .load(Ordering::Relaxed);
@@ -593,8 +534,8 @@ mod tests {
         );
         m.record_refusal(Refusal::Ingest);
         m.record_refusal(Scope::Auth.into());
-        m.record_provider_call(Provider::Monday, Outcome::RateLimited);
-        m.record_provider_call(AiProvider::Gemini.into(), Outcome::Ok);
+        m.record(Provider::Monday, Outcome::RateLimited);
+        m.record(Provider::Gemini, Outcome::Ok);
         let text = m.exposition(POOL).to_string();
         let expected = r#"# HELP orgd_http_requests_total HTTP requests answered, by matched route template, method and status.
 # TYPE orgd_http_requests_total counter
@@ -642,7 +583,7 @@ orgd_http_request_duration_seconds_bucket{route="unmatched",method="other",le="0
             .iter()
             .filter(|l| l.starts_with("orgd_provider_calls_total{"))
             .count();
-        assert_eq!(calls, Provider::ALL.len() * Outcome::ALL.len());
+        assert_eq!(calls, CALLED_PROVIDERS.len() * Outcome::ALL.len());
         assert!(text.ends_with('\n'));
     }
 

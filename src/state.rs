@@ -2,7 +2,6 @@
 
 use std::ops::Deref;
 use std::sync::Arc;
-use std::time::Duration;
 
 use anyhow::Context;
 
@@ -10,8 +9,6 @@ use crate::auth::jwt::JwtKeys;
 use crate::auth::password::PasswordHasherPool;
 use crate::config::Config;
 use crate::executions::storage::{LocalReportStorage, ReportStorage};
-use crate::integrations::linear::{LinearApi, LinearClient};
-use crate::integrations::monday::{MondayApi, MondayClient};
 use crate::metrics::Metrics;
 use crate::ratelimit::{MemoryLimiter, RateLimiter, RedisLimiter, Scope};
 use crate::store::{SqlStore, Store};
@@ -19,6 +16,9 @@ use orgd_core::clock::{SharedClock, SystemClock};
 use orgd_core::crypto::Vault;
 use orgd_core::db::Db;
 use orgd_core::organizations::Organizations;
+use orgd_providers::linear::{LinearApi, LinearClient};
+use orgd_providers::llm::LlmClient;
+use orgd_providers::monday::{MondayApi, MondayClient};
 
 #[derive(Clone)]
 pub struct AppState(pub Arc<App>);
@@ -37,10 +37,11 @@ pub struct App {
     pub started_at_ms: i64,
     /// Seals and opens every stored secret.
     pub vault: Vault,
-    /// The one outbound HTTP client (connection pool, timeouts) every provider uses.
-    pub http: reqwest::Client,
+    /// Linear, Monday.com and the AI providers, all on one outbound client (connection
+    /// pool, timeouts, retry rule, metrics).
     pub linear: Arc<dyn LinearApi>,
     pub monday: Arc<dyn MondayApi>,
+    pub llm: LlmClient,
     /// This instance's counters for `/metrics`.
     pub metrics: Arc<Metrics>,
 }
@@ -67,26 +68,26 @@ impl AppState {
             None => Arc::new(MemoryLimiter::new(clock.clone())),
         };
         let jwt = JwtKeys::new(&config.jwt_secret.0, config.jwt_ttl.as_secs() as i64);
-        let http = provider_http_client(config.provider_timeout)?;
         let metrics = Arc::new(Metrics::default());
-        let linear = LinearClient::new(
-            http.clone(),
-            config.linear_api_url.clone(),
-            clock.clone(),
+        let now = clock.clone();
+        let providers = orgd_providers::Client::new(
+            config.provider_timeout,
             metrics.clone(),
-        );
+            Arc::new(move || now.now_ms()),
+        )
+        .context("cannot build the HTTP client")?;
+        let linear = LinearClient::new(providers.clone(), config.linear_api_url.clone());
         let monday = MondayClient::new(
-            http.clone(),
+            providers.clone(),
             config.monday_api_url.clone(),
             &config.monday_api_version,
-            clock.clone(),
-            metrics.clone(),
-        )?;
+        )
+        .context("invalid Monday.com API version")?;
         Ok(Self(Arc::new(App {
             vault: Vault::new(&config.encryption_key.0, &config.encryption_keys_old),
-            http,
             linear: Arc::new(linear),
             monday: Arc::new(monday),
+            llm: LlmClient::new(providers),
             metrics,
             started_at_ms: clock.now_ms(),
             store: Arc::new(store),
@@ -111,16 +112,4 @@ impl AppState {
             Scope::Auth => self.config.auth_rate_limit_per_minute,
         }
     }
-}
-
-/// Connecting gets at most 5 s of the request timeout; redirects are not followed (a
-/// redirected GraphQL POST would be a misconfiguration, and must not carry credentials on).
-fn provider_http_client(timeout: Duration) -> anyhow::Result<reqwest::Client> {
-    reqwest::Client::builder()
-        .connect_timeout(timeout.min(Duration::from_secs(5)))
-        .timeout(timeout)
-        .redirect(reqwest::redirect::Policy::none())
-        .user_agent(concat!("orgd/", env!("CARGO_PKG_VERSION")))
-        .build()
-        .context("cannot build the HTTP client")
 }

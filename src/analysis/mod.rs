@@ -2,10 +2,6 @@
 //! runs one synchronously; a failed execution of an organization with the switch on gets one
 //! queued, which the background worker leases and runs. Both paths share `run`.
 
-pub mod anthropic;
-pub mod gemini;
-pub mod llm;
-pub mod openai;
 pub mod prompt;
 pub mod store;
 
@@ -22,16 +18,20 @@ use utoipa_axum::routes;
 
 use crate::auth::{CurrentUser, Role};
 use crate::config::Secret;
-use crate::error::{ApiError, OrInternal};
+use crate::error::{ApiError, OrInternal, ProviderCall};
 use crate::executions::types::Execution;
 use crate::executions::{execution_not_found, task_in_path};
 use crate::http::{ClientIp, JsonBody, PathParams};
-use crate::integrations::provider::MAX_ATTEMPTS;
 use crate::state::AppState;
-use llm::{Call, LlmError, LlmProtocol, Reply};
 use orgd_core::audit::{Actor, AuditEvent};
 use orgd_core::models::{AiProvider, Model};
 use orgd_core::secrets::SecretTable;
+use orgd_providers::ProviderError;
+use orgd_providers::client::MAX_ATTEMPTS;
+use orgd_providers::llm::anthropic::Anthropic;
+use orgd_providers::llm::gemini::Gemini;
+use orgd_providers::llm::openai::OpenAi;
+use orgd_providers::llm::{Call, LlmProtocol, Reply};
 use store::{AnalysisView, Finished, Lease};
 
 pub fn router() -> OpenApiRouter<AppState> {
@@ -42,9 +42,9 @@ pub const NOT_CONFIGURED: &str = "AI provider not configured";
 
 fn protocol(provider: AiProvider) -> &'static dyn LlmProtocol {
     match provider {
-        AiProvider::Openai => &openai::OpenAi,
-        AiProvider::Anthropic => &anthropic::Anthropic,
-        AiProvider::Gemini => &gemini::Gemini,
+        AiProvider::Openai => &OpenAi,
+        AiProvider::Anthropic => &Anthropic,
+        AiProvider::Gemini => &Gemini,
     }
 }
 
@@ -75,7 +75,7 @@ fn lease_ms(app: &AppState) -> i64 {
 /// Why a run produced no answer the caller should get as 201.
 enum Failure {
     NotConfigured,
-    Provider(LlmError),
+    Provider(ProviderError),
 }
 
 impl Failure {
@@ -87,7 +87,7 @@ impl Failure {
                 message: "Neither the organization nor the service has an API key for this model's provider".into(),
                 extra: Default::default(),
             },
-            Self::Provider(e) => e.into_api_error(),
+            Self::Provider(e) => ApiError::provider(e, ProviderCall::Analysis),
         }
     }
 }
@@ -286,17 +286,15 @@ async fn secrets_to_redact(app: &AppState, org_id: &str) -> Result<Vec<String>, 
     Ok(secrets)
 }
 
-/// Runs the analysis of `execution` (already marked running) and stores its result with
-/// `audit` (whose details are filled here): the API's analysis object, and the failure the
-/// on-demand caller gets instead of 201.
 /// The provider's answer about the execution's error and log; a log too long for the model
 /// is cut to a quarter and sent once more (llm-apis.md §4).
 async fn call_with_log(
     app: &AppState,
     execution: &Execution,
     secrets: &[String],
+    protocol: &dyn LlmProtocol,
     call: Call<'_>,
-) -> Result<Reply, LlmError> {
+) -> Result<Reply, ProviderError> {
     let full = app.config.ai.log_budget_bytes;
     let mut budget = full;
     loop {
@@ -307,14 +305,16 @@ async fn call_with_log(
             budget,
         );
         let with_log = Call { log: &log, ..call };
-        let result = llm::call(&app.http, &app.metrics, protocol(call.provider), &with_log).await;
-        match result {
-            Err(LlmError::TooLong) if budget == full => budget = full / 4,
+        match app.llm.analyze(protocol, &with_log).await {
+            Err(ProviderError::TooLarge) if budget == full => budget = full / 4,
             other => return other,
         }
     }
 }
 
+/// Runs the analysis of `execution` (already marked running) and stores its result with
+/// `audit` (whose details are filled here): the API's analysis object, and the failure the
+/// on-demand caller gets instead of 201.
 async fn run(
     app: &AppState,
     org_id: &str,
@@ -344,13 +344,12 @@ async fn run(
         Some((key, _)) => {
             let secrets = secrets_to_redact(app, org_id).await?;
             let call = Call {
-                provider,
                 base_url: base_url(app, provider),
                 model: &resolved.model.id,
                 key: &key.0,
                 log: "",
             };
-            match call_with_log(app, execution, &secrets, call).await {
+            match call_with_log(app, execution, &secrets, protocol(provider), call).await {
                 Ok(reply) => {
                     finished.reached_provider = true;
                     apply(&mut finished, reply);
@@ -359,7 +358,7 @@ async fn run(
                 Err(e) => {
                     tracing::warn!(error = %e, provider = provider.as_str(), "AI analysis failed");
                     finished.reached_provider = e.reached_provider();
-                    finished.reason = Some(e.reason());
+                    finished.reason = Some(ProviderCall::Analysis.describe(&e));
                     Some(Failure::Provider(e))
                 }
             }

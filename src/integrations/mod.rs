@@ -2,9 +2,6 @@
 //! providers with their credentials sealed in the vault, checked against Linear and
 //! Monday.com before they are saved; and tickets filed from executions (`tickets`).
 
-pub mod linear;
-pub mod monday;
-pub mod provider;
 pub mod settings;
 pub mod store;
 pub mod tickets;
@@ -21,7 +18,7 @@ pub use settings::Provider;
 
 use crate::auth::{CurrentUser, Role};
 use crate::config::Secret;
-use crate::error::{ApiError, OrInternal};
+use crate::error::{ApiError, OrInternal, ProviderCall};
 use crate::http::{ClientIp, Done, JsonBody, PathParams};
 use crate::openapi::ErrorBody;
 use crate::state::AppState;
@@ -283,13 +280,13 @@ async fn check_with_provider(
             .and_then(Value::as_str)
             .map(str::to_string)
     };
-    let refused = |e: provider::ProviderError| e.into_api_error(provider.display_name());
+    let refused = |e| ApiError::provider(e, ProviderCall::CheckSettings(provider.outbound()));
     match provider {
         Provider::Linear => {
             let team_ref = text("teamId").unwrap_or_default();
             let team = app
                 .linear
-                .find_team(&secret, &team_ref)
+                .find_team(&secret.0, &team_ref)
                 .await
                 .map_err(refused)?;
             draft.settings.insert("teamId".into(), json!(team.id));
@@ -301,7 +298,7 @@ async fn check_with_provider(
             let group = text("groupId");
             let account = app
                 .monday
-                .check_board(&secret, &board, group.as_deref())
+                .check_board(&secret.0, &board, group.as_deref())
                 .await
                 .map_err(refused)?;
             draft

@@ -8,6 +8,7 @@ use super::store::IntegrationRecord;
 use crate::config::Secret;
 use crate::error::ApiError;
 use crate::http::Object;
+use orgd_providers::Provider as Outbound;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Provider {
@@ -113,17 +114,22 @@ impl Provider {
         }
     }
 
-    pub fn display_name(self) -> &'static str {
+    /// The client's name for it (metrics, display names).
+    pub fn outbound(self) -> Outbound {
         match self {
-            Self::Github => "GitHub",
-            Self::Gitlab => "GitLab",
-            Self::AzureDevops => "Azure DevOps",
-            Self::Bitbucket => "Bitbucket",
-            Self::Jira => "Jira",
-            Self::Linear => super::linear::DISPLAY_NAME,
-            Self::Monday => super::monday::DISPLAY_NAME,
-            Self::Slack => "Slack",
+            Self::Github => Outbound::GitHub,
+            Self::Gitlab => Outbound::GitLab,
+            Self::AzureDevops => Outbound::AzureDevOps,
+            Self::Bitbucket => Outbound::Bitbucket,
+            Self::Jira => Outbound::Jira,
+            Self::Linear => Outbound::Linear,
+            Self::Monday => Outbound::Monday,
+            Self::Slack => Outbound::Slack,
         }
+    }
+
+    pub fn display_name(self) -> &'static str {
+        self.outbound().display_name()
     }
 
     /// The body field carrying the credential.

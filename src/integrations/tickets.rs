@@ -13,16 +13,16 @@ use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 
-use super::linear::{self, NewIssue};
-use super::monday;
 use super::store::{Claim, IdempotencyScope, IdempotentResult, IntegrationRecord, TicketLink};
 use super::{Provider, open_secret};
 use crate::auth::CurrentUser;
 use crate::config::Secret;
-use crate::error::{ApiError, OrInternal};
+use crate::error::{ApiError, OrInternal, ProviderCall};
 use crate::http::{ClientIp, JsonBody, Object};
 use crate::state::AppState;
 use orgd_core::audit::AuditEvent;
+use orgd_providers::linear::{self, NewIssue};
+use orgd_providers::monday;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Tracker {
@@ -497,6 +497,13 @@ impl Job {
         }
     }
 
+    fn provider_error(&self, error: orgd_providers::ProviderError) -> ApiError {
+        ApiError::provider(
+            error,
+            ProviderCall::FileTicket(self.tracker.provider().outbound()),
+        )
+    }
+
     /// `{ORGD_PUBLIC_URL}/executions/{taskId}`, when the public URL is configured.
     fn run_url(&self) -> Option<String> {
         let base = self.app.config.public_url.as_ref()?;
@@ -534,9 +541,9 @@ impl Job {
         let created = self
             .app
             .linear
-            .create_issue(secret, &issue)
+            .create_issue(&secret.0, &issue)
             .await
-            .map_err(|e| e.into_ticket_error(linear::DISPLAY_NAME))?;
+            .map_err(|e| self.provider_error(e))?;
         Ok(Created {
             data: json!({"issueId": created.identifier, "issueUrl": created.url}),
             external_id: created.identifier,
@@ -557,14 +564,14 @@ impl Job {
         let item = self
             .app
             .monday
-            .create_item(secret, board, group, &self.request.title, slug)
+            .create_item(&secret.0, board, group, &self.request.title, slug)
             .await
-            .map_err(|e| e.into_ticket_error(monday::DISPLAY_NAME))?;
+            .map_err(|e| self.provider_error(e))?;
         // The item exists from here on: a failing update is a warning, never a re-create.
         let mut warning = None;
         let text = description_html(self.request.description.as_deref(), analysis);
         if let Some(html) = update_html(text, self.run_url().as_deref())
-            && let Err(e) = self.app.monday.add_update(secret, &item.id, &html).await
+            && let Err(e) = self.app.monday.add_update(&secret.0, &item.id, &html).await
         {
             tracing::warn!(error = %e, item = %item.id, "Monday.com item created but adding its update failed");
             warning = Some("Item created; adding the description failed");

@@ -1,1 +1,10 @@
-//! Outbound HTTP.
+//! Outbound HTTP: one shared client (`client`) with the timeouts, failure classes, retry rule
+//! and metrics hook every provider uses, and each provider's protocol on top of it.
+
+pub mod client;
+pub mod graphql;
+pub mod linear;
+pub mod llm;
+pub mod monday;
+
+pub use client::{Client, Outcome, Provider, ProviderError};

@@ -3,19 +3,13 @@
 //! Monday has no idempotency for `create_item`, so it is repeated only when it certainly
 //! did not run (rate limited, or never sent).
 
-use std::sync::Arc;
-
-use axum::http::{HeaderMap, HeaderName, HeaderValue, header};
+use reqwest::header::{self, HeaderMap, HeaderName, HeaderValue, InvalidHeaderValue};
 use serde_json::{Value, json};
 
-use super::provider::{
-    Answer, GraphqlEndpoint, ProviderError, retry_after_header, status_failure, with_safe_retries,
+use crate::client::{
+    Answer, Client, Provider, ProviderError, Repeat, retry_after, status_failure, with_retries,
 };
-use crate::config::Secret;
-use crate::metrics::{Metrics, Provider};
-use orgd_core::clock::SharedClock;
-
-pub const DISPLAY_NAME: &str = "Monday.com";
+use crate::graphql::Graphql;
 
 /// What the check learned about the account behind the token.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -35,25 +29,21 @@ pub trait MondayApi: Send + Sync + 'static {
     /// Checks that `token` authenticates, the board exists and, if given, the group is on it.
     async fn check_board(
         &self,
-        token: &Secret<String>,
+        token: &str,
         board_id: &str,
         group_id: Option<&str>,
     ) -> Result<MondayAccount, ProviderError>;
     async fn create_item(
         &self,
-        token: &Secret<String>,
+        token: &str,
         board_id: &str,
         group_id: Option<&str>,
         name: &str,
         account_slug: Option<&str>,
     ) -> Result<MondayItem, ProviderError>;
     /// Adds an update (HTML body) to an item.
-    async fn add_update(
-        &self,
-        token: &Secret<String>,
-        item_id: &str,
-        html: &str,
-    ) -> Result<(), ProviderError>;
+    async fn add_update(&self, token: &str, item_id: &str, html: &str)
+    -> Result<(), ProviderError>;
 }
 
 const VALIDATE: &str = "query Validate($boardIds: [ID!]) { me { id account { slug } } boards(ids: $boardIds) { id groups { id } } }";
@@ -61,34 +51,27 @@ const CREATE_ITEM: &str = "mutation createItem($boardId: ID!, $itemName: String!
 const CREATE_UPDATE: &str = "mutation createUpdate($itemId: ID!, $body: String!) { create_update(item_id: $itemId, body: $body) { id } }";
 
 pub struct MondayClient {
-    endpoint: GraphqlEndpoint,
+    endpoint: Graphql,
     api_version: HeaderValue,
-    clock: SharedClock,
 }
 
 impl MondayClient {
-    pub fn new(
-        http: reqwest::Client,
-        url: String,
-        api_version: &str,
-        clock: SharedClock,
-        metrics: Arc<Metrics>,
-    ) -> anyhow::Result<Self> {
+    pub fn new(client: Client, url: String, api_version: &str) -> Result<Self, InvalidHeaderValue> {
         Ok(Self {
-            endpoint: GraphqlEndpoint::new(http, url, Provider::Monday, metrics),
+            endpoint: Graphql::new(client, Provider::Monday, url),
             api_version: HeaderValue::from_str(api_version)?,
-            clock,
         })
     }
 
+    /// One operation, repeated only when it certainly did not run.
     async fn call(
         &self,
-        token: &Secret<String>,
+        token: &str,
         query: &'static str,
         variables: Value,
     ) -> Result<Value, ProviderError> {
         let mut auth =
-            HeaderValue::from_str(&token.0).map_err(|_| ProviderError::InvalidCredentials)?;
+            HeaderValue::from_str(token).map_err(|_| ProviderError::InvalidCredentials)?;
         auth.set_sensitive(true);
         let mut headers = HeaderMap::new();
         // The official SDK sends the bare token, for personal and OAuth tokens alike.
@@ -97,11 +80,13 @@ impl MondayClient {
             HeaderName::from_static("api-version"),
             self.api_version.clone(),
         );
-        self.endpoint
-            .post(headers, query, variables, |answer| {
-                classify(answer, self.clock.now_ms())
-            })
-            .await
+        with_retries(Repeat::IfNotApplied, || {
+            self.endpoint
+                .post(headers.clone(), query, variables.clone(), |answer| {
+                    classify(answer, self.endpoint.client().now_ms())
+                })
+        })
+        .await
     }
 }
 
@@ -109,13 +94,13 @@ impl MondayClient {
 impl MondayApi for MondayClient {
     async fn check_board(
         &self,
-        token: &Secret<String>,
+        token: &str,
         board_id: &str,
         group_id: Option<&str>,
     ) -> Result<MondayAccount, ProviderError> {
-        let data =
-            with_safe_retries(|| self.call(token, VALIDATE, json!({"boardIds": [board_id]})))
-                .await?;
+        let data = self
+            .call(token, VALIDATE, json!({"boardIds": [board_id]}))
+            .await?;
         if data["me"]["id"].is_null() {
             return Err(ProviderError::InvalidCredentials);
         }
@@ -143,14 +128,14 @@ impl MondayApi for MondayClient {
 
     async fn create_item(
         &self,
-        token: &Secret<String>,
+        token: &str,
         board_id: &str,
         group_id: Option<&str>,
         name: &str,
         account_slug: Option<&str>,
     ) -> Result<MondayItem, ProviderError> {
         let variables = json!({"boardId": board_id, "itemName": name, "groupId": group_id});
-        let data = with_safe_retries(|| self.call(token, CREATE_ITEM, variables.clone())).await?;
+        let data = self.call(token, CREATE_ITEM, variables).await?;
         let item = &data["create_item"];
         let id = id_text(&item["id"]).ok_or_else(|| ProviderError::Failed {
             reason: "the item was not created".into(),
@@ -169,12 +154,12 @@ impl MondayApi for MondayClient {
 
     async fn add_update(
         &self,
-        token: &Secret<String>,
+        token: &str,
         item_id: &str,
         html: &str,
     ) -> Result<(), ProviderError> {
         let variables = json!({"itemId": item_id, "body": html});
-        let data = with_safe_retries(|| self.call(token, CREATE_UPDATE, variables.clone())).await?;
+        let data = self.call(token, CREATE_UPDATE, variables).await?;
         match id_text(&data["create_update"]["id"]) {
             Some(_) => Ok(()),
             None => Err(ProviderError::Failed {
@@ -251,7 +236,7 @@ fn classify(answer: &Answer, now_ms: i64) -> Result<Value, ProviderError> {
     }
     if answer.status.as_u16() == 429 || has(&RATE_LIMIT_CODES) {
         return Err(ProviderError::RateLimited {
-            retry_after_secs: retry_after(answer),
+            retry_after_secs: retry_after_secs(answer),
             inline: true,
         });
     }
@@ -285,7 +270,7 @@ fn classify(answer: &Answer, now_ms: i64) -> Result<Value, ProviderError> {
     }
 }
 
-fn retry_after(answer: &Answer) -> u64 {
+fn retry_after_secs(answer: &Answer) -> u64 {
     let from_body = || {
         answer.body["errors"]
             .as_array()?
@@ -299,7 +284,7 @@ fn retry_after(answer: &Answer) -> u64 {
         rest.split_whitespace().next()?.parse().ok()
     };
     from_body()
-        .or_else(|| retry_after_header(&answer.headers))
+        .or_else(|| retry_after(&answer.headers))
         .or_else(from_message)
         .unwrap_or(60)
         .max(1)
@@ -324,7 +309,7 @@ pub fn escape_html(text: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use axum::http::StatusCode;
+    use reqwest::StatusCode;
 
     fn answer(status: u16, body: Value) -> Answer {
         Answer {

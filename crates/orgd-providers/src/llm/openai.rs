@@ -1,16 +1,23 @@
 //! OpenAI Responses API (`reference/llm-apis.md` §1): `POST {base}/responses`, Bearer key,
 //! JSON schema output, `store: false` so the customer's log is not kept server-side.
 
-use axum::http::{HeaderMap, StatusCode};
+use reqwest::header::HeaderMap;
+use reqwest::{RequestBuilder, StatusCode};
 use serde_json::{Value, json};
 
-use super::llm::{self, Call, LlmError, LlmProtocol, Tokens};
+use crate::client::{Client, Provider, ProviderError};
+use crate::llm::{self, Call, LlmProtocol, Tokens};
 
 pub struct OpenAi;
 
 impl LlmProtocol for OpenAi {
-    fn request(&self, http: &reqwest::Client, call: &Call<'_>) -> reqwest::RequestBuilder {
-        http.post(format!("{}/responses", call.base_url))
+    fn provider(&self) -> Provider {
+        Provider::OpenAI
+    }
+
+    fn request(&self, client: &Client, call: &Call<'_>) -> RequestBuilder {
+        client
+            .post(format!("{}/responses", call.base_url))
             .bearer_auth(call.key)
             .json(&json!({
                 "model": call.model,
@@ -66,15 +73,15 @@ impl LlmProtocol for OpenAi {
         }
     }
 
-    fn classify(&self, status: StatusCode, headers: &HeaderMap, body: &Value) -> LlmError {
+    fn classify(&self, status: StatusCode, headers: &HeaderMap, body: &Value) -> ProviderError {
         let code = body["error"]["code"]
             .as_str()
             .or(body["error"]["type"].as_str());
         match code {
             Some("insufficient_quota" | "credit_balance_exhausted") => {
-                LlmError::Refused("the provider account is out of credit")
+                ProviderError::Refused("the provider account is out of credit")
             }
-            Some("context_length_exceeded") => LlmError::TooLong,
+            Some("context_length_exceeded") => ProviderError::TooLarge,
             _ => llm::classify_status(status, headers),
         }
     }

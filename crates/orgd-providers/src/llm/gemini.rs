@@ -1,30 +1,37 @@
 //! Gemini generateContent (`reference/llm-apis.md` §3):
 //! `POST {base}/v1beta/models/{model}:generateContent`, `x-goog-api-key` (never the query).
 
-use axum::http::{HeaderMap, StatusCode};
+use reqwest::header::HeaderMap;
+use reqwest::{RequestBuilder, StatusCode};
 use serde_json::{Value, json};
 
-use super::llm::{self, Call, LlmError, LlmProtocol, Tokens};
+use crate::client::{Client, Provider, ProviderError, retry_after};
+use crate::llm::{self, Call, LlmProtocol, Tokens};
 
 pub struct Gemini;
 
 impl LlmProtocol for Gemini {
-    fn request(&self, http: &reqwest::Client, call: &Call<'_>) -> reqwest::RequestBuilder {
-        http.post(format!(
-            "{}/v1beta/models/{}:generateContent",
-            call.base_url, call.model
-        ))
-        .header("x-goog-api-key", call.key)
-        .json(&json!({
-            "systemInstruction": {"parts": [{"text": llm::SYSTEM_PROMPT}]},
-            "contents": [{"role": "user", "parts": [{"text": call.log}]}],
-            "generationConfig": {
-                "maxOutputTokens": llm::MAX_OUTPUT_TOKENS,
-                "responseMimeType": "application/json",
-                "responseJsonSchema": llm::answer_schema(),
-                "thinkingConfig": {"thinkingLevel": "low"},
-            },
-        }))
+    fn provider(&self) -> Provider {
+        Provider::Gemini
+    }
+
+    fn request(&self, client: &Client, call: &Call<'_>) -> RequestBuilder {
+        client
+            .post(format!(
+                "{}/v1beta/models/{}:generateContent",
+                call.base_url, call.model
+            ))
+            .header("x-goog-api-key", call.key)
+            .json(&json!({
+                "systemInstruction": {"parts": [{"text": llm::SYSTEM_PROMPT}]},
+                "contents": [{"role": "user", "parts": [{"text": call.log}]}],
+                "generationConfig": {
+                    "maxOutputTokens": llm::MAX_OUTPUT_TOKENS,
+                    "responseMimeType": "application/json",
+                    "responseJsonSchema": llm::answer_schema(),
+                    "thinkingConfig": {"thinkingLevel": "low"},
+                },
+            }))
     }
 
     fn answer_text(&self, body: &Value) -> Result<String, &'static str> {
@@ -59,7 +66,7 @@ impl LlmProtocol for Gemini {
         }
     }
 
-    fn classify(&self, status: StatusCode, headers: &HeaderMap, body: &Value) -> LlmError {
+    fn classify(&self, status: StatusCode, headers: &HeaderMap, body: &Value) -> ProviderError {
         let details: Vec<&Value> = body["error"]["details"]
             .as_array()
             .into_iter()
@@ -69,8 +76,8 @@ impl LlmProtocol for Gemini {
         let reason = |r: &str| detail("reason").any(|x| x == r);
         match status.as_u16() {
             // An invalid key is a 400 on Gemini.
-            400 if reason("API_KEY_INVALID") => LlmError::KeyRejected,
-            400 if llm::says_too_long(body, &["input token count"]) => LlmError::TooLong,
+            400 if reason("API_KEY_INVALID") => ProviderError::InvalidCredentials,
+            400 if llm::says_too_long(body, &["input token count"]) => ProviderError::TooLarge,
             429 => {
                 let per_day = details
                     .iter()
@@ -78,14 +85,12 @@ impl LlmProtocol for Gemini {
                     .filter_map(|v| v["quotaId"].as_str())
                     .any(|q| q.contains("PerDay"));
                 if per_day {
-                    return LlmError::Refused("the provider's daily quota is used up");
+                    return ProviderError::Refused("the provider's daily quota is used up");
                 }
                 let delay = detail("retryDelay")
                     .find_map(|d| d.trim_end_matches('s').parse::<f64>().ok())
                     .map(|s| s.ceil() as u64);
-                LlmError::RateLimited {
-                    retry_after_secs: delay.or(llm::retry_after(headers)).unwrap_or(1),
-                }
+                llm::rate_limited(delay.or(retry_after(headers)))
             }
             _ => llm::classify_status(status, headers),
         }
@@ -103,21 +108,22 @@ mod tests {
             {"@type":"type.googleapis.com/google.rpc.ErrorInfo","reason":"API_KEY_INVALID"}]}});
         assert_eq!(
             Gemini.classify(StatusCode::BAD_REQUEST, &h, &bad_key),
-            LlmError::KeyRejected
+            ProviderError::InvalidCredentials
         );
         let limited = json!({"error":{"code":429,"details":[
             {"@type":"type.googleapis.com/google.rpc.RetryInfo","retryDelay":"3s"}]}});
         assert_eq!(
             Gemini.classify(StatusCode::TOO_MANY_REQUESTS, &h, &limited),
-            LlmError::RateLimited {
-                retry_after_secs: 3
+            ProviderError::RateLimited {
+                retry_after_secs: 3,
+                inline: true
             }
         );
         let overflow = json!({"error":{"code":400,"status":"INVALID_ARGUMENT","message":
             "The input token count (1200000) exceeds the maximum number of tokens allowed (1048576)."}});
         assert_eq!(
             Gemini.classify(StatusCode::BAD_REQUEST, &h, &overflow),
-            LlmError::TooLong
+            ProviderError::TooLarge
         );
         let thoughts = json!({"candidates":[{"content":{"parts":[{"text":"x","thought":true},{"text":"{}"}]},"finishReason":"STOP"}]});
         assert_eq!(Gemini.answer_text(&thoughts).unwrap(), "{}");

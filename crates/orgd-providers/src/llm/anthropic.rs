@@ -1,18 +1,25 @@
 //! Anthropic Messages API (`reference/llm-apis.md` §2): `POST {base}/v1/messages`,
 //! `x-api-key` + `anthropic-version`, native structured output (`output_config.format`).
 
-use axum::http::{HeaderMap, StatusCode};
+use reqwest::header::HeaderMap;
+use reqwest::{RequestBuilder, StatusCode};
 use serde_json::{Value, json};
 
-use super::llm::{self, Call, LlmError, LlmProtocol, Tokens};
+use crate::client::{Client, Provider, ProviderError, retry_after};
+use crate::llm::{self, Call, LlmProtocol, Tokens};
 
 pub struct Anthropic;
 
 pub const API_VERSION: &str = "2023-06-01";
 
 impl LlmProtocol for Anthropic {
-    fn request(&self, http: &reqwest::Client, call: &Call<'_>) -> reqwest::RequestBuilder {
-        http.post(format!("{}/v1/messages", call.base_url))
+    fn provider(&self) -> Provider {
+        Provider::Anthropic
+    }
+
+    fn request(&self, client: &Client, call: &Call<'_>) -> RequestBuilder {
+        client
+            .post(format!("{}/v1/messages", call.base_url))
             .header("x-api-key", call.key)
             .header("anthropic-version", API_VERSION)
             .json(&json!({
@@ -53,17 +60,17 @@ impl LlmProtocol for Anthropic {
         }
     }
 
-    fn classify(&self, status: StatusCode, headers: &HeaderMap, body: &Value) -> LlmError {
+    fn classify(&self, status: StatusCode, headers: &HeaderMap, body: &Value) -> ProviderError {
         let spend_limit = body["error"]["details"]["error_code"] == "enforced_spend_limit_reached";
         match status.as_u16() {
-            402 => LlmError::Refused("the provider account has a billing problem"),
+            402 => ProviderError::Refused("the provider account has a billing problem"),
             // A monthly spend cap comes without retry-after and will not clear soon.
-            429 if spend_limit || llm::retry_after(headers).is_none() => {
-                LlmError::Refused("the provider account reached its spend limit")
+            429 if spend_limit || retry_after(headers).is_none() => {
+                ProviderError::Refused("the provider account reached its spend limit")
             }
-            413 => LlmError::TooLong,
+            413 => ProviderError::TooLarge,
             400 if llm::says_too_long(body, &["prompt is too long", "exceed context limit"]) => {
-                LlmError::TooLong
+                ProviderError::TooLarge
             }
             _ => llm::classify_status(status, headers),
         }
@@ -81,13 +88,13 @@ mod tests {
             "message":"prompt is too long: 213462 tokens > 200000 maximum"}});
         assert_eq!(
             Anthropic.classify(StatusCode::BAD_REQUEST, &h, &too_long),
-            LlmError::TooLong
+            ProviderError::TooLarge
         );
         let other =
             json!({"type":"error","error":{"type":"invalid_request_error","message":"bad"}});
         assert_eq!(
             Anthropic.classify(StatusCode::BAD_REQUEST, &h, &other),
-            LlmError::Refused("invalid request")
+            ProviderError::Refused("invalid request")
         );
     }
 

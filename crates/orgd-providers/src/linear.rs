@@ -2,20 +2,15 @@
 //! saving, and creating issues with a client-generated id so a retry can never file the
 //! same issue twice.
 
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
-use axum::http::{HeaderMap, HeaderValue, header};
+use reqwest::header::{self, HeaderMap, HeaderValue};
 use serde_json::{Value, json};
 
-use super::provider::{
-    Answer, GraphqlEndpoint, MAX_ATTEMPTS, ProviderError, backoff, retry_after_header,
-    status_failure, with_safe_retries,
+use crate::client::{
+    Answer, Client, Provider, ProviderError, Repeat, retry_after, status_failure, with_retries,
 };
-use crate::config::Secret;
-use crate::metrics::{Metrics, Provider};
-use orgd_core::clock::SharedClock;
-
-pub const DISPLAY_NAME: &str = "Linear";
+use crate::graphql::Graphql;
 
 /// A team as Linear knows it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -44,16 +39,10 @@ pub struct NewIssue {
 #[async_trait::async_trait]
 pub trait LinearApi: Send + Sync + 'static {
     /// Checks that `key` authenticates and finds the team by UUID or by key (`ENG`).
-    async fn find_team(
-        &self,
-        key: &Secret<String>,
-        team: &str,
-    ) -> Result<LinearTeam, ProviderError>;
-    async fn create_issue(
-        &self,
-        key: &Secret<String>,
-        issue: &NewIssue,
-    ) -> Result<LinearIssue, ProviderError>;
+    async fn find_team(&self, key: &str, team: &str) -> Result<LinearTeam, ProviderError>;
+    /// Creates the issue, repeating only what cannot file it twice.
+    async fn create_issue(&self, key: &str, issue: &NewIssue)
+    -> Result<LinearIssue, ProviderError>;
 }
 
 const VALIDATE_BY_ID: &str =
@@ -64,39 +53,33 @@ const ISSUE_BY_ID: &str =
     "query IssueById($id: String!) { issue(id: $id) { id identifier url title } }";
 
 pub struct LinearClient {
-    endpoint: GraphqlEndpoint,
-    clock: SharedClock,
+    endpoint: Graphql,
 }
 
 impl LinearClient {
-    pub fn new(
-        http: reqwest::Client,
-        url: String,
-        clock: SharedClock,
-        metrics: Arc<Metrics>,
-    ) -> Self {
+    pub fn new(client: Client, url: String) -> Self {
         Self {
-            endpoint: GraphqlEndpoint::new(http, url, Provider::Linear, metrics),
-            clock,
+            endpoint: Graphql::new(client, Provider::Linear, url),
         }
     }
 
+    /// One attempt of one operation.
     async fn call(
         &self,
-        key: &Secret<String>,
+        key: &str,
         query: &'static str,
         variables: Value,
     ) -> Result<Value, ProviderError> {
         self.endpoint
             .post(auth_headers(key)?, query, variables, |answer| {
-                classify(answer, self.clock.now_ms())
+                classify(answer, self.endpoint.client().now_ms())
             })
             .await
     }
 
     async fn issue_create_once(
         &self,
-        key: &Secret<String>,
+        key: &str,
         issue: &NewIssue,
     ) -> Result<LinearIssue, ProviderError> {
         let mut input = json!({"id": issue.id, "teamId": issue.team_id, "title": issue.title});
@@ -117,7 +100,7 @@ impl LinearClient {
     }
 
     /// The issue with our client-generated id, if an earlier attempt created it.
-    async fn issue_by_id(&self, key: &Secret<String>, id: &str) -> Option<LinearIssue> {
+    async fn issue_by_id(&self, key: &str, id: &str) -> Option<LinearIssue> {
         let data = self.call(key, ISSUE_BY_ID, json!({"id": id})).await.ok()?;
         parse_issue(&data["issue"]).ok()
     }
@@ -125,18 +108,17 @@ impl LinearClient {
 
 #[async_trait::async_trait]
 impl LinearApi for LinearClient {
-    async fn find_team(
-        &self,
-        key: &Secret<String>,
-        team: &str,
-    ) -> Result<LinearTeam, ProviderError> {
+    async fn find_team(&self, key: &str, team: &str) -> Result<LinearTeam, ProviderError> {
         let by_id = is_uuid(team);
         let (query, variables) = if by_id {
             (VALIDATE_BY_ID, json!({"teamId": team}))
         } else {
             (VALIDATE_BY_KEY, json!({"key": team}))
         };
-        let data = with_safe_retries(|| self.call(key, query, variables.clone())).await?;
+        let data = with_retries(Repeat::IfNotApplied, || {
+            self.call(key, query, variables.clone())
+        })
+        .await?;
         if !data["viewer"]["id"].is_string() {
             return Err(ProviderError::InvalidCredentials);
         }
@@ -161,42 +143,37 @@ impl LinearApi for LinearClient {
 
     async fn create_issue(
         &self,
-        key: &Secret<String>,
+        key: &str,
         issue: &NewIssue,
     ) -> Result<LinearIssue, ProviderError> {
-        let mut maybe_created = false;
-        let mut attempt = 1;
-        loop {
+        // Once an attempt may have created the issue, every later failure looks for it: a
+        // repeat with the same id is refused by Linear rather than filed twice.
+        let maybe_created = AtomicBool::new(false);
+        with_retries(Repeat::Idempotent, || async {
             let err = match self.issue_create_once(key, issue).await {
                 Ok(created) => return Ok(created),
                 Err(e) => e,
             };
-            maybe_created |= err.maybe_applied();
-            if maybe_created && let Some(found) = self.issue_by_id(key, &issue.id).await {
+            if err.maybe_applied() {
+                maybe_created.store(true, Ordering::Relaxed);
+            }
+            if maybe_created.load(Ordering::Relaxed)
+                && let Some(found) = self.issue_by_id(key, &issue.id).await
+            {
                 return Ok(found);
             }
-            // Our issue id makes even an attempt that may have run safe to repeat.
-            let delay = err
-                .safe_retry_delay(attempt)
-                .or_else(|| err.maybe_applied().then(|| backoff(attempt)));
-            match delay {
-                Some(delay) if attempt < MAX_ATTEMPTS => {
-                    tracing::info!(error = %err, attempt, "Linear issueCreate failed; retrying with the same issue id");
-                    tokio::time::sleep(delay).await;
-                    attempt += 1;
-                }
-                _ => return Err(err),
-            }
-        }
+            Err(err)
+        })
+        .await
     }
 }
 
 /// Personal API keys go raw in `Authorization`; OAuth tokens (`lin_oauth_…`) as `Bearer`.
-fn auth_headers(key: &Secret<String>) -> Result<HeaderMap, ProviderError> {
-    let value = if key.0.starts_with("lin_oauth_") {
-        format!("Bearer {}", key.0)
+fn auth_headers(key: &str) -> Result<HeaderMap, ProviderError> {
+    let value = if key.starts_with("lin_oauth_") {
+        format!("Bearer {key}")
     } else {
-        key.0.clone()
+        key.to_string()
     };
     let mut value = HeaderValue::from_str(&value).map_err(|_| ProviderError::InvalidCredentials)?;
     value.set_sensitive(true);
@@ -342,7 +319,7 @@ fn rate_limited(answer: &Answer, now_ms: i64) -> ProviderError {
             .ok()?;
         Some(((reset - now_ms).max(0) as u64).div_ceil(1000))
     };
-    let secs = retry_after_header(&answer.headers)
+    let secs = retry_after(&answer.headers)
         .or_else(from_reset)
         .unwrap_or(60)
         .max(1);
@@ -355,7 +332,7 @@ fn rate_limited(answer: &Answer, now_ms: i64) -> ProviderError {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use axum::http::StatusCode;
+    use reqwest::StatusCode;
 
     fn answer(status: u16, body: Value) -> Answer {
         Answer {
@@ -422,7 +399,7 @@ mod tests {
         ));
         assert!(matches!(
             classify(&answer(503, Value::Null), now),
-            Err(ProviderError::Unavailable { .. })
+            Err(ProviderError::Unreachable(_))
         ));
         assert_eq!(
             classify(&answer(403, Value::Null), now),
@@ -449,10 +426,10 @@ mod tests {
 
     #[test]
     fn oauth_tokens_use_bearer() {
-        let raw = auth_headers(&Secret("lin_api_abc".into())).unwrap();
+        let raw = auth_headers("lin_api_abc").unwrap();
         assert_eq!(raw[header::AUTHORIZATION], "lin_api_abc");
-        let oauth = auth_headers(&Secret("lin_oauth_abc".into())).unwrap();
+        let oauth = auth_headers("lin_oauth_abc").unwrap();
         assert_eq!(oauth[header::AUTHORIZATION], "Bearer lin_oauth_abc");
-        assert!(auth_headers(&Secret("bad\nkey".into())).is_err());
+        assert!(auth_headers("bad\nkey").is_err());
     }
 }
