@@ -8,11 +8,11 @@
 
 use anyhow::Context;
 use orgd::auth::jwt::JwtKeys;
-use orgd::auth::slugify;
-use orgd::auth::store::{AuthStore, NewOrganization, NewUser};
-use orgd::store::{Backend, SqlStore};
 use orgd_core::clock::{Clock, SystemClock};
+use orgd_core::db::{Backend, Db, DbTimeouts};
+use orgd_core::ids::slugify;
 use orgd_core::plans::Plan;
+use orgd_core::users::{self, NewOrganization, NewUser};
 
 fn flag(args: &[String], name: &str) -> i64 {
     args.iter()
@@ -30,33 +30,32 @@ async fn main() -> anyhow::Result<()> {
             "usage: seed <database-url> <jwt-secret> <org-name> [--executions N] [--report-files M]"
         );
     };
-    let store =
-        SqlStore::new(orgd_core::db::Db::connect(url, orgd::store::DbTimeouts::command()).await?);
+    let store = Db::connect(url, DbTimeouts::command()).await?;
     store.migrate().await?;
     let now = SystemClock.now_ms();
     let org_id = orgd_core::ids::new_id(now);
     let user_id = orgd_core::ids::new_id(now);
-    let hash = orgd::auth::password::PasswordHasherPool::default()
+    let hash = orgd_core::passwords::PasswordHasherPool::default()
         .hash("Bench!pass1".into())
         .await?;
-    store
-        .create_organization_with_admin(
-            NewOrganization {
-                id: org_id.clone(),
-                name: name.clone(),
-                base_slug: slugify(name),
-                plan: Plan::Enterprise,
-            },
-            NewUser {
-                id: user_id.clone(),
-                email: format!("bench-{user_id}@example.com"),
-                name: "Bench Admin".into(),
-                password_hash: hash,
-            },
-            now,
-        )
-        .await
-        .context("create organization")?;
+    users::create_organization_with_admin(
+        &store,
+        NewOrganization {
+            id: org_id.clone(),
+            name: name.clone(),
+            base_slug: slugify(name),
+            plan: Plan::Enterprise,
+        },
+        NewUser {
+            id: user_id.clone(),
+            email: format!("bench-{user_id}@example.com"),
+            name: "Bench Admin".into(),
+            password_hash: hash,
+        },
+        now,
+    )
+    .await
+    .context("create organization")?;
     let executions = flag(&args, "--executions");
     let files = flag(&args, "--report-files");
     if executions > 0 || files > 0 {
@@ -69,7 +68,7 @@ async fn main() -> anyhow::Result<()> {
 
 /// Inserts rows with one statement per table, generated inside the database.
 async fn bulk_insert(
-    store: &SqlStore,
+    store: &Db,
     org: &str,
     executions: i64,
     files: i64,

@@ -10,7 +10,6 @@ pub mod health;
 pub mod http;
 pub mod integrations;
 pub mod logging;
-pub mod members;
 pub mod metrics;
 pub mod openapi;
 pub mod ratelimit;
@@ -40,11 +39,11 @@ pub(crate) fn documented_routes(with_operator: bool) -> OpenApiRouter<AppState> 
         .routes(routes!(health::health))
         .routes(routes!(metrics::metrics))
         .routes(routes!(openapi::document))
-        .merge(auth::router())
+        .merge(routes::auth::router())
         .merge(routes::organization::router())
         .merge(routes::audit::router())
         .merge(integrations::router())
-        .merge(members::router())
+        .merge(routes::members::router())
         .merge(executions::router());
     if with_operator {
         routes.merge(routes::operator::router())

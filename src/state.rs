@@ -6,7 +6,6 @@ use std::sync::Arc;
 use anyhow::Context;
 
 use crate::auth::jwt::JwtKeys;
-use crate::auth::password::PasswordHasherPool;
 use crate::config::Config;
 use crate::executions::storage::{LocalReportStorage, ReportStorage};
 use crate::metrics::Metrics;
@@ -16,6 +15,8 @@ use orgd_core::clock::{SharedClock, SystemClock};
 use orgd_core::crypto::Vault;
 use orgd_core::db::Db;
 use orgd_core::organizations::Organizations;
+use orgd_core::passwords::PasswordHasherPool;
+use orgd_core::users::Identities;
 use orgd_providers::linear::{LinearApi, LinearClient};
 use orgd_providers::llm::LlmClient;
 use orgd_providers::monday::{MondayApi, MondayClient};
@@ -28,6 +29,8 @@ pub struct App {
     pub store: Arc<dyn Store>,
     /// Organizations read on the hot path (cached while nothing commits).
     pub orgs: Organizations,
+    /// Who calls, read on every request (cached while nothing commits).
+    pub identities: Identities,
     pub limiter: Arc<dyn RateLimiter>,
     pub clock: SharedClock,
     pub jwt: JwtKeys,
@@ -60,6 +63,7 @@ impl AppState {
         let store =
             SqlStore::new(Db::connect(&config.database_url.0, config.limits.db_timeouts()).await?);
         let orgs = Organizations::new(&store);
+        let identities = Identities::new(&store);
         store.migrate().await?;
         let limiter: Arc<dyn RateLimiter> = match &config.redis_url {
             Some(url) => Arc::new(
@@ -92,6 +96,7 @@ impl AppState {
             started_at_ms: clock.now_ms(),
             store: Arc::new(store),
             orgs,
+            identities,
             limiter,
             jwt,
             passwords: PasswordHasherPool::default(),

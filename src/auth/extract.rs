@@ -9,14 +9,14 @@ use axum::http::header::AUTHORIZATION;
 use axum::http::request::Parts;
 
 use super::Role;
-use super::api_keys::ApiKey;
 use super::jwt::{Claims, TokenError};
-use super::store::UserRecord;
 use crate::error::ApiError;
 use crate::http::ClientIp;
 use crate::ratelimit::{DecisionSlot, Scope};
 use crate::state::AppState;
+use orgd_core::api_keys::ApiKey;
 use orgd_core::audit::AuditEvent;
+use orgd_core::users::UserRecord;
 
 /// What the caller authenticated with.
 #[derive(Debug)]
@@ -126,13 +126,13 @@ async fn from_session(parts: &Parts, app: &AppState) -> Result<CurrentUser, ApiE
             TokenError::Invalid => "Token is invalid. Please login again.",
         })
     })?;
-    let (user, revoked) =
-        app.store
-            .identity(&claims.sub, &claims.jti)
-            .await?
-            .ok_or(ApiError::Unauthenticated(
-                "The account this token belongs to no longer exists.",
-            ))?;
+    let (user, revoked) = app
+        .identities
+        .get(&app.store, &claims.sub, &claims.jti)
+        .await?
+        .ok_or(ApiError::Unauthenticated(
+            "The account this token belongs to no longer exists.",
+        ))?;
     if revoked {
         return Err(ApiError::Unauthenticated(
             "Token has been revoked. Please login again.",
@@ -151,9 +151,7 @@ async fn from_api_key(raw: &[u8], app: &AppState) -> Result<CurrentUser, ApiErro
         .ok()
         .and_then(ApiKey::parse)
         .ok_or(INVALID)?;
-    let (user, key_id) = app
-        .store
-        .api_key_identity(&key.hash(), app.now())
+    let (user, key_id) = orgd_core::api_keys::identity(&app.store, &key.hash(), app.now())
         .await?
         .ok_or(INVALID)?;
     Ok(CurrentUser {

@@ -143,7 +143,7 @@ async fn create_project(
     let now = app.now();
     let project = Project {
         id: orgd_core::ids::new_id(now),
-        slug: crate::auth::slugify(&name),
+        slug: orgd_core::ids::slugify(&name),
         name,
         created_at: Timestamp(now),
     };

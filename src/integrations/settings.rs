@@ -407,8 +407,8 @@ fn jira_domain(field: &'static str, value: &Value) -> Result<Value, ApiError> {
 }
 
 fn email(field: &'static str, value: &Value) -> Result<Value, ApiError> {
-    let email = crate::auth::Email::parse(string(field, value)?)
-        .map_err(|_| ApiError::invalid(field, "email must be a valid email address"))?;
+    let email = orgd_core::users::Email::parse(string(field, value)?)
+        .ok_or_else(|| ApiError::invalid(field, "email must be a valid email address"))?;
     Ok(json!(email.as_str()))
 }
 

@@ -43,9 +43,36 @@ pub fn sha256_hex(secret: &str) -> String {
     hex::encode(sha2::Sha256::digest(secret.as_bytes()))
 }
 
+/// lower-case; runs of anything but `a-z0-9` become `-`; trimmed of `-`; `org` if empty.
+pub fn slugify(name: &str) -> String {
+    let mut slug = String::with_capacity(name.len());
+    for c in name.to_lowercase().chars() {
+        if c.is_ascii_lowercase() || c.is_ascii_digit() {
+            slug.push(c);
+        } else if !slug.ends_with('-') {
+            slug.push('-');
+        }
+    }
+    let slug = slug.trim_matches('-');
+    if slug.is_empty() {
+        "org".into()
+    } else {
+        slug.to_string()
+    }
+}
+
+/// Creates an organization with a unique slug and its first user, atomically.
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn slugs() {
+        assert_eq!(slugify("Acme Corp!"), "acme-corp");
+        assert_eq!(slugify("  --Hello__World--  "), "hello-world");
+        assert_eq!(slugify("!!!"), "org");
+        assert_eq!(slugify("Ünïcode Team 2"), "n-code-team-2");
+    }
 
     #[test]
     fn ids_are_valid_unique_and_time_ordered() {

@@ -2,6 +2,7 @@
 //! and how they are stored. It knows no HTTP: no axum, tower, hyper, utoipa or reqwest.
 
 pub mod ai_config;
+pub mod api_keys;
 pub mod audit;
 pub mod clock;
 pub mod crypto;
@@ -10,15 +11,18 @@ pub mod error;
 pub mod executions;
 pub mod ids;
 pub mod invitations;
+pub mod members;
 pub mod models;
 pub mod operator;
 pub mod organizations;
+pub mod passwords;
 pub mod plans;
 pub mod reports;
 pub mod rules;
 pub mod secret;
 pub mod secrets;
 pub mod usage;
+pub mod users;
 
 #[cfg(test)]
 mod testing;

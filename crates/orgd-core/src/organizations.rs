@@ -8,7 +8,7 @@ use crate::audit::{self, AuditEvent};
 use crate::db::cache::ReadCache;
 use crate::db::{Db, Tx, flag};
 use crate::error::{CoreError, CoreResult};
-use crate::invitations::PENDING_AT;
+use crate::invitations::pending_at;
 use crate::plans::{Limits, Overrides, Plan};
 
 /// An organization's name: trimmed, 2–100 Unicode scalar values.
@@ -136,7 +136,7 @@ fn usage_select(rest: &str) -> String {
              WHERE i.organization_id = o.id AND {pending}) AS pending_invitations
          FROM organizations o {rest}",
         columns = org_columns!(),
-        pending = PENDING_AT.replace("{alias}", "i").replace("{now}", "$2"),
+        pending = pending_at("i", "$2"),
     )
 }
 

@@ -11,4 +11,5 @@
 //! | `maxProjects` | `projects` |
 //! | an idempotency key is claimed once | `crate::idempotency` |
 
+pub mod last_admin;
 pub mod seats;

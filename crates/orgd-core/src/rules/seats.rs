@@ -4,7 +4,7 @@
 
 use crate::db::Tx;
 use crate::error::{CoreError, CoreResult};
-use crate::invitations::PENDING_AT;
+use crate::invitations::pending_at;
 use crate::organizations;
 
 /// Seats taken (active members + pending unexpired invitations) and the effective limit.
@@ -29,7 +29,7 @@ pub async fn usage(tx: &mut Tx, organization_id: &str, now: i64) -> CoreResult<S
     let sql = format!(
         "SELECT (SELECT COUNT(*) FROM users u WHERE u.organization_id = $1 AND u.status = 'active')
               + (SELECT COUNT(*) FROM invitations i WHERE i.organization_id = $1 AND {pending})",
-        pending = PENDING_AT.replace("{alias}", "i").replace("{now}", "$2"),
+        pending = pending_at("i", "$2"),
     );
     let used: i64 = sqlx::query_scalar(sqlx::AssertSqlSafe(sql))
         .bind(organization_id)

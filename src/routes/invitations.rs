@@ -12,16 +12,20 @@ use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use super::store::{Invited, Joined, Joiner, NewInvitation, PendingInvitation, SeatUsage};
-use super::{parse_role, refused};
-use crate::auth::{AuthAttempt, CurrentUser, Email, Role};
+use super::members::{parse_role, refused};
+use crate::auth::{AuthAttempt, CurrentUser, Role};
 use crate::error::{ApiError, OrInternal};
 use crate::http::page::PageParams;
 use crate::http::{ClientIp, Done, JsonBody, PageQuery, PathParams};
 use crate::openapi::ErrorBody;
+use crate::routes::auth::email;
 use crate::routes::usage::limit_refusal;
 use crate::state::AppState;
 use crate::timestamp::Timestamp;
+use orgd_core::invitations::{
+    InviteToken, Invited, Joined, Joiner, NewInvitation, PendingInvitation,
+};
+use orgd_core::rules::seats::SeatUsage;
 
 pub const INVITATION_TTL_MS: i64 = 7 * 24 * 60 * 60 * 1000;
 
@@ -31,24 +35,6 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(revoke))
         .routes(routes!(validate))
         .routes(routes!(accept))
-}
-
-/// A well-formed invitation token: 64 hex characters (case-insensitive, kept lowercase).
-pub struct InviteToken(String);
-
-impl InviteToken {
-    fn generate() -> Self {
-        Self(orgd_core::ids::random_hex(32))
-    }
-
-    pub fn parse(raw: &str) -> Option<Self> {
-        (raw.len() == 64 && raw.bytes().all(|b| b.is_ascii_hexdigit()))
-            .then(|| Self(raw.to_ascii_lowercase()))
-    }
-
-    pub fn hash(&self) -> String {
-        orgd_core::ids::sha256_hex(&self.0)
-    }
 }
 
 /// 403 `User limit exceeded` with the organization's seat usage.
@@ -211,7 +197,7 @@ async fn create(
     let body = body.required()?;
     let missing =
         || ApiError::bad_request("Missing required fields", "Email and role are required");
-    let email = Email::parse(body.required_str("email", missing())?)?;
+    let email = email(body.required_str("email", missing())?)?;
     let role = parse_role(body.required_str("role", missing())?)?;
     let now = app.now();
     let token = InviteToken::generate();
@@ -227,9 +213,7 @@ async fn create(
     let audit = user
         .audit_event(ip, "invitation.created", "invitation", &invitation.id)
         .with_details(json!({"email": invitation.email, "role": role.as_str()}));
-    let outcome = app
-        .store
-        .create_invitation(&invitation, &audit, now)
+    let outcome = orgd_core::invitations::create(&app.store, &invitation, &audit, now)
         .await
         .or_internal("Failed to send invitation")?;
     match outcome {
@@ -258,7 +242,7 @@ async fn create(
                 email: invitation.email,
                 role: role.as_str(),
                 expires_at: Timestamp(invitation.expires_at),
-                token: token.0,
+                token: token.into_string(),
             },
         }),
     ))
@@ -284,11 +268,15 @@ async fn list(
 ) -> Result<Json<InvitationList>, ApiError> {
     user.require(Role::ADMIN)?;
     let page = page.page()?;
-    let (invitations, total) = app
-        .store
-        .pending_invitations(user.org_id(), app.now(), page.limit, page.offset)
-        .await
-        .or_internal("Failed to fetch invitations")?;
+    let (invitations, total) = orgd_core::invitations::pending(
+        &app.store,
+        user.org_id(),
+        app.now(),
+        page.limit,
+        page.offset,
+    )
+    .await
+    .or_internal("Failed to fetch invitations")?;
     Ok(Json(InvitationList {
         success: true,
         invitations: invitations.iter().map(pending_view).collect(),
@@ -326,9 +314,7 @@ async fn revoke(
         ));
     }
     let audit = user.audit_event(ip, "invitation.revoked", "invitation", &id);
-    let revoked = app
-        .store
-        .revoke_invitation(user.org_id(), &id, audit, app.now())
+    let revoked = orgd_core::invitations::revoke(&app.store, user.org_id(), &id, audit, app.now())
         .await
         .or_internal("Failed to revoke invitation")?;
     if !revoked {
@@ -377,9 +363,7 @@ async fn validate(
             "An invitation token is 64 hexadecimal characters",
         )
     })?;
-    let preview = app
-        .store
-        .invitation_preview(&token.hash())
+    let preview = orgd_core::invitations::preview(&app.store, &token.hash())
         .await
         .or_internal("Failed to validate invitation")?
         .ok_or_else(|| {
@@ -444,11 +428,15 @@ async fn accept(
         user_id: user.id(),
         organization_id: user.org_id(),
     };
-    let outcome = app
-        .store
-        .accept_invitation(&token.hash(), joiner, Some(ip.0.to_string()), app.now())
-        .await
-        .or_internal("Failed to accept invitation")?;
+    let outcome = orgd_core::invitations::accept(
+        &app.store,
+        &token.hash(),
+        joiner,
+        Some(ip.0.to_string()),
+        app.now(),
+    )
+    .await
+    .or_internal("Failed to accept invitation")?;
     let joined = match outcome {
         Joined::Joined(membership) => membership,
         refusal => return Err(accept_refused(refusal)),

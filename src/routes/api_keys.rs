@@ -12,56 +12,17 @@ use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use super::CurrentUser;
-use super::store::{ApiKeyRecord, NewApiKey};
+use crate::auth::CurrentUser;
 use crate::error::{ApiError, OrInternal};
 use crate::http::{ClientIp, Done, JsonBody, PathParams};
 use crate::state::AppState;
 use crate::timestamp::Timestamp;
+use orgd_core::api_keys::{ApiKey, ApiKeyRecord, NewApiKey};
 
 pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
         .routes(routes!(list, create))
         .routes(routes!(revoke))
-}
-
-/// A well-formed API key secret.
-pub struct ApiKey(String);
-
-impl ApiKey {
-    const PREFIX: &'static str = "orgd_";
-    /// Characters of the key kept in the clear to recognise it in lists: `orgd_` + 8 hex.
-    const SHOWN: usize = 13;
-
-    pub fn generate() -> Self {
-        Self(format!(
-            "{}{}",
-            Self::PREFIX,
-            orgd_core::ids::random_hex(32)
-        ))
-    }
-
-    /// `orgd_` followed by 64 lowercase hex characters, or `None`.
-    pub fn parse(raw: &str) -> Option<Self> {
-        let hex = raw.strip_prefix(Self::PREFIX)?;
-        let well_formed = hex.len() == 64
-            && hex
-                .bytes()
-                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
-        well_formed.then(|| Self(raw.to_string()))
-    }
-
-    pub fn hash(&self) -> String {
-        orgd_core::ids::sha256_hex(&self.0)
-    }
-
-    pub fn shown_prefix(&self) -> &str {
-        &self.0[..Self::SHOWN]
-    }
-
-    pub fn as_str(&self) -> &str {
-        &self.0
-    }
 }
 
 /// The key's label: trimmed, at most 100 characters, `Unnamed Key` when absent or blank.
@@ -157,8 +118,7 @@ async fn create(
     let audit = user
         .audit_event(ip, "apikey.created", "apiKey", &key.id)
         .with_details(json!({"name": key.name, "prefix": key.prefix}));
-    app.store
-        .create_api_key(&key, &audit, now)
+    orgd_core::api_keys::create(&app.store, &key, &audit, now)
         .await
         .or_internal("Failed to create API key")?;
     Ok((
@@ -187,9 +147,7 @@ async fn create(
     responses((status = 200, description = "The keys", body = KeyList)),
 )]
 async fn list(State(app): State<AppState>, user: CurrentUser) -> Result<Json<KeyList>, ApiError> {
-    let keys = app
-        .store
-        .api_keys(user.id(), user.org_id())
+    let keys = orgd_core::api_keys::list(&app.store, user.id(), user.org_id())
         .await
         .or_internal("Failed to list API keys")?;
     Ok(Json(KeyList {
@@ -224,11 +182,10 @@ async fn revoke(
         ));
     }
     let audit = user.audit_event(ip, "apikey.revoked", "apiKey", &id);
-    let revoked = app
-        .store
-        .revoke_api_key(user.id(), user.org_id(), &id, audit, app.now())
-        .await
-        .or_internal("Failed to revoke API key")?;
+    let revoked =
+        orgd_core::api_keys::revoke(&app.store, user.id(), user.org_id(), &id, audit, app.now())
+            .await
+            .or_internal("Failed to revoke API key")?;
     if !revoked {
         return Err(ApiError::not_found(
             "API key not found",

@@ -1,9 +1,6 @@
-//! Members of an organization (`/api/users*`) and invitations into it (`/api/invitations*`).
+//! Members of an organization (`/api/users*`).
 //! Nobody changes their own role or removes themselves, and an organization always keeps an
 //! admin: both rules are decided inside one transaction holding the organization's lock.
-
-pub mod invitations;
-pub mod store;
 
 use axum::Json;
 use axum::extract::State;
@@ -13,10 +10,9 @@ use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-pub use invitations::InviteToken;
-use store::MemberChange;
+use orgd_core::members::MemberChange;
+use orgd_core::users::UserRecord;
 
-use crate::auth::store::UserRecord;
 use crate::auth::{CurrentUser, Role};
 use crate::error::{ApiError, OrInternal};
 use crate::http::page::PageParams;
@@ -30,7 +26,7 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(list))
         .routes(routes!(show, remove))
         .routes(routes!(change_role))
-        .merge(invitations::router())
+        .merge(super::invitations::router())
 }
 
 /// A role named in a request body: `Invalid role` unless one of the three.
@@ -181,11 +177,10 @@ async fn list(
     page: PageQuery,
 ) -> Result<Json<MemberList>, ApiError> {
     let page = page.page()?;
-    let (users, total) = app
-        .store
-        .members(user.org_id(), page.limit, page.offset)
-        .await
-        .or_internal("Failed to fetch users")?;
+    let (users, total) =
+        orgd_core::members::list(&app.store, user.org_id(), page.limit, page.offset)
+            .await
+            .or_internal("Failed to fetch users")?;
     Ok(Json(MemberList {
         success: true,
         users: users.iter().map(member_view).collect(),
@@ -213,9 +208,7 @@ async fn show(
     user: CurrentUser,
     PathParams(id): PathParams<String>,
 ) -> Result<Json<MemberResponse>, ApiError> {
-    let member = app
-        .store
-        .member(user.org_id(), user_id(&id)?)
+    let member = orgd_core::members::get(&app.store, user.org_id(), user_id(&id)?)
         .await
         .or_internal("Failed to fetch user")?
         .ok_or_else(user_not_found)?;
@@ -266,11 +259,17 @@ async fn change_role(
         ));
     }
     let audit = user.audit_event(ip, "user.role_changed", "user", target);
-    let outcome = app
-        .store
-        .change_role(user.org_id(), user.id(), target, role, audit, app.now())
-        .await
-        .or_internal("Failed to update role")?;
+    let outcome = orgd_core::members::change_role(
+        &app.store,
+        user.org_id(),
+        user.id(),
+        target,
+        role,
+        audit,
+        app.now(),
+    )
+    .await
+    .or_internal("Failed to update role")?;
     let member = member_changed(outcome, "Cannot remove last admin")?;
     Ok(Json(RoleChanged {
         success: true,
@@ -313,11 +312,16 @@ async fn remove(
         ));
     }
     let audit = user.audit_event(ip, "user.removed", "user", target);
-    let outcome = app
-        .store
-        .remove_member(user.org_id(), user.id(), target, audit, app.now())
-        .await
-        .or_internal("Failed to remove user")?;
+    let outcome = orgd_core::members::remove(
+        &app.store,
+        user.org_id(),
+        user.id(),
+        target,
+        audit,
+        app.now(),
+    )
+    .await
+    .or_internal("Failed to remove user")?;
     let member = member_changed(outcome, "Cannot delete last admin")?;
     Ok(Json(MemberRemoved {
         success: true,

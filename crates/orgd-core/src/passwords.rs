@@ -81,7 +81,7 @@ impl PasswordHasherPool {
     pub async fn verify_decoy(&self, password: String) -> anyhow::Result<bool> {
         let decoy = self
             .decoy
-            .get_or_try_init(|| self.hash(orgd_core::ids::random_hex(16)))
+            .get_or_try_init(|| self.hash(crate::ids::random_hex(16)))
             .await?
             .clone();
         self.verify(password, decoy).await.map(|_| false)
