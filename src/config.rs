@@ -12,7 +12,7 @@ use anyhow::{Context, bail};
 use axum::http::HeaderValue;
 use ipnet::IpNet;
 
-use crate::store::DbTimeouts;
+use orgd_core::db::DbTimeouts;
 use orgd_core::models::ModelCatalog;
 
 /// Flags and variables shared by every subcommand that touches the database.

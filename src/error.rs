@@ -12,7 +12,7 @@ use serde_json::{Map, Value};
 
 use crate::auth::Role;
 use crate::ratelimit::Decision;
-use crate::store::CoreError;
+use orgd_core::error::CoreError;
 
 pub use provider::ProviderCall;
 

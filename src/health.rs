@@ -39,8 +39,8 @@ pub struct HealthChecks {
 )]
 pub async fn health(State(app): State<AppState>) -> (StatusCode, Json<Health>) {
     let (database, writable, redis) = tokio::join!(
-        app.store.ping(),
-        app.store.writable(),
+        app.db.ping(),
+        app.db.writable(),
         app.limiter.shared_store_healthy()
     );
     if let Err(e) = &database {

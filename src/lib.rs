@@ -15,7 +15,6 @@ pub mod openapi;
 pub mod ratelimit;
 pub mod routes;
 pub mod state;
-pub mod store;
 pub mod timestamp;
 
 use std::future::Future;
@@ -100,7 +99,7 @@ pub async fn serve(
     worker.abort();
     let _ = worker.await;
     served?;
-    state.store.close().await;
+    state.db.close().await;
     tracing::info!("stopped");
     Ok(())
 }

@@ -4,11 +4,11 @@ use clap::{Parser, Subcommand};
 use orgd::cli;
 use orgd::config::{KeyArgs, LogFormat, ServeArgs, StoreArgs};
 use orgd::executions::storage::LocalReportStorage;
-use orgd::store::{DbTimeouts, SqlStore};
+
 use orgd::{AppState, Config};
 use orgd_core::clock::{Clock, SystemClock};
 use orgd_core::crypto::Vault;
-use orgd_core::db::Db;
+use orgd_core::db::{Db, DbTimeouts};
 
 /// glibc's allocator showed up as ~8 % of a request's CPU in `perf`; mimalloc's thread-local
 /// heaps suit the many short-lived allocations of a request.
@@ -206,8 +206,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
 async fn rotate_secrets(store_args: &StoreArgs, keys: &KeyArgs) -> anyhow::Result<()> {
     let keys = keys.for_command(store_args)?;
     let vault = Vault::new(&keys.current.0, &keys.old);
-    let store =
-        SqlStore::new(Db::connect(&store_args.database_url(), DbTimeouts::command()).await?);
+    let store = Db::connect(&store_args.database_url(), DbTimeouts::command()).await?;
     store.migrate().await?;
     let report = orgd_core::secrets::rotate(&store, &vault).await?;
     store.pool().close().await;

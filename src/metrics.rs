@@ -18,7 +18,7 @@ use axum::response::{IntoResponse, Response};
 
 use crate::ratelimit::Scope;
 use crate::state::AppState;
-use crate::store::PoolStats;
+use orgd_core::db::PoolStats;
 use orgd_providers::client::Observer;
 use orgd_providers::{Outcome, Provider};
 
@@ -36,7 +36,7 @@ pub const UNMATCHED: &str = "unmatched";
     responses((status = 200, description = "Prometheus text exposition format 0.0.4", content_type = "text/plain", body = String)),
 )]
 pub async fn metrics(State(app): State<AppState>) -> Response {
-    let text = app.metrics.exposition(app.store.pool_stats()).to_string();
+    let text = app.metrics.exposition(app.db.pool_stats()).to_string();
     (
         [(header::CONTENT_TYPE, HeaderValue::from_static(CONTENT_TYPE))],
         text,

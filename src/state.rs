@@ -10,7 +10,6 @@ use crate::config::Config;
 use crate::executions::storage::{LocalReportStorage, ReportStorage};
 use crate::metrics::Metrics;
 use crate::ratelimit::{MemoryLimiter, RateLimiter, RedisLimiter, Scope};
-use crate::store::{SqlStore, Store};
 use orgd_core::clock::{SharedClock, SystemClock};
 use orgd_core::crypto::Vault;
 use orgd_core::db::Db;
@@ -26,7 +25,8 @@ pub struct AppState(pub Arc<App>);
 
 pub struct App {
     pub config: Config,
-    pub store: Arc<dyn Store>,
+    /// The database every domain function of the core takes.
+    pub db: Db,
     /// Organizations read on the hot path (cached while nothing commits).
     pub orgs: Organizations,
     /// Who calls, read on every request (cached while nothing commits).
@@ -60,11 +60,10 @@ impl AppState {
     /// Connects to the database (applying migrations) and the rate-limit store.
     pub async fn build(config: Config, clock: Option<SharedClock>) -> anyhow::Result<Self> {
         let clock = clock.unwrap_or_else(|| Arc::new(SystemClock));
-        let store =
-            SqlStore::new(Db::connect(&config.database_url.0, config.limits.db_timeouts()).await?);
-        let orgs = Organizations::new(&store);
-        let identities = Identities::new(&store);
-        store.migrate().await?;
+        let db = Db::connect(&config.database_url.0, config.limits.db_timeouts()).await?;
+        db.migrate().await?;
+        let orgs = Organizations::new(&db);
+        let identities = Identities::new(&db);
         let limiter: Arc<dyn RateLimiter> = match &config.redis_url {
             Some(url) => Arc::new(
                 RedisLimiter::connect(&url.0, &config.redis_key_prefix, clock.clone()).await?,
@@ -94,7 +93,7 @@ impl AppState {
             llm: LlmClient::new(providers),
             metrics,
             started_at_ms: clock.now_ms(),
-            store: Arc::new(store),
+            db,
             orgs,
             identities,
             limiter,

@@ -3,7 +3,6 @@
 //! queued, which the background worker leases and runs. Both paths share `run`.
 
 pub mod prompt;
-pub mod store;
 
 use std::time::Duration;
 
@@ -19,11 +18,13 @@ use utoipa_axum::routes;
 use crate::auth::{CurrentUser, Role};
 use crate::config::Secret;
 use crate::error::{ApiError, OrInternal, ProviderCall};
-use crate::executions::types::Execution;
 use crate::executions::{execution_not_found, task_in_path};
 use crate::http::{ClientIp, JsonBody, PathParams};
 use crate::state::AppState;
+use crate::timestamp::Timestamp;
+use orgd_core::analysis::{AnalysisRecord, Finished, Lease};
 use orgd_core::audit::{Actor, AuditEvent};
+use orgd_core::executions::Execution;
 use orgd_core::models::{AiProvider, Model};
 use orgd_core::secrets::SecretTable;
 use orgd_providers::ProviderError;
@@ -32,7 +33,50 @@ use orgd_providers::llm::anthropic::Anthropic;
 use orgd_providers::llm::gemini::Gemini;
 use orgd_providers::llm::openai::OpenAi;
 use orgd_providers::llm::{Call, LlmProtocol, Reply};
-use store::{AnalysisView, Finished, Lease};
+
+/// The API's analysis object: an execution's AI failure analysis.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+#[schema(as = Analysis)]
+pub struct AnalysisView {
+    /// `queued`, `running`, `completed` or `failed`.
+    status: String,
+    root_cause: Option<String>,
+    suggested_fix: Option<String>,
+    model: Option<String>,
+    /// `openai`, `anthropic` or `gemini`.
+    provider: Option<String>,
+    /// `byok` (the organization's key) or `platform`.
+    key_source: Option<String>,
+    tokens: AnalysisTokens,
+    created_at: Timestamp,
+    /// Why a failed analysis failed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    reason: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct AnalysisTokens {
+    input: i64,
+    output: i64,
+}
+
+pub fn analysis_view(record: &AnalysisRecord) -> AnalysisView {
+    AnalysisView {
+        status: record.status.clone(),
+        root_cause: record.root_cause.clone(),
+        suggested_fix: record.suggested_fix.clone(),
+        model: record.model.clone(),
+        provider: record.provider.clone(),
+        key_source: record.key_source.clone(),
+        tokens: AnalysisTokens {
+            input: record.input_tokens,
+            output: record.output_tokens,
+        },
+        created_at: Timestamp(record.updated_at),
+        reason: record.reason.clone(),
+    }
+}
 
 pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new().routes(routes!(analyze))
@@ -151,15 +195,13 @@ async fn analyze(
         .transpose()?;
     let task_id = task_in_path(&task_id)?;
     let org_id = user.org_id();
-    let execution = app
-        .store
-        .execution(org_id, task_id.as_str())
+    let execution = orgd_core::executions::execution(&app.db, org_id, task_id.as_str())
         .await
         .or_internal("Failed to analyze execution")?
         .ok_or_else(execution_not_found)?;
     let enabled = app
         .orgs
-        .get(&app.store, org_id)
+        .get(&app.db, org_id)
         .await
         .or_internal("Failed to analyze execution")?
         .is_some_and(|org| org.ai_analysis_enabled);
@@ -177,11 +219,10 @@ async fn analyze(
             "Only FAILED, ERROR or UNSTABLE executions can be analyzed",
         ));
     }
-    let started = app
-        .store
-        .start_analysis(org_id, &execution.id, now, now + lease_ms(&app))
-        .await
-        .or_internal("Failed to analyze execution")?;
+    let started =
+        orgd_core::analysis::start(&app.db, org_id, &execution.id, now, now + lease_ms(&app))
+            .await
+            .or_internal("Failed to analyze execution")?;
     if !started {
         return Err(ApiError::conflict(
             "Analysis in progress",
@@ -215,7 +256,7 @@ async fn resolve(
     org_id: &str,
     requested: Option<Model>,
 ) -> Result<Resolved, ApiError> {
-    let config = orgd_core::ai_config::get(&app.store, org_id)
+    let config = orgd_core::ai_config::get(&app.db, org_id)
         .await
         .or_internal("Failed to analyze execution")?
         .unwrap_or_default();
@@ -235,7 +276,7 @@ async fn resolve(
     };
     let provider = model.provider;
     let byok = if config.byok.contains(&provider) {
-        let sealed = orgd_core::ai_config::byok_key(&app.store, org_id, provider)
+        let sealed = orgd_core::ai_config::byok_key(&app.db, org_id, provider)
             .await
             .or_internal("Failed to analyze execution")?;
         sealed
@@ -264,9 +305,7 @@ async fn resolve(
 /// Every secret the organization stored, opened, plus the platform keys: none may leave
 /// inside a log.
 async fn secrets_to_redact(app: &AppState, org_id: &str) -> Result<Vec<String>, ApiError> {
-    let sealed = app
-        .store
-        .organization_secrets(org_id)
+    let sealed = orgd_core::analysis::organization_secrets(&app.db, org_id)
         .await
         .or_internal("Failed to analyze execution")?;
     let mut secrets = Vec::with_capacity(sealed.len() + 3);
@@ -371,12 +410,11 @@ async fn run(
         "status": if finished.completed { "completed" } else { "failed" },
         "replacedModel": resolved.replaced,
     }));
-    let view = app
-        .store
-        .finish_analysis(org_id, &execution.id, &finished, &audit, app.now())
-        .await
-        .or_internal("Failed to store the analysis")?;
-    Ok((view, failure))
+    let view =
+        orgd_core::analysis::finish(&app.db, org_id, &execution.id, &finished, &audit, app.now())
+            .await
+            .or_internal("Failed to store the analysis")?;
+    Ok((analysis_view(&view), failure))
 }
 
 fn apply(finished: &mut Finished, reply: Reply) {
@@ -403,14 +441,15 @@ fn apply(finished: &mut Finished, reply: Reply) {
 /// Runs every queued analysis that can be leased now, one after the other; how many ran.
 /// The background worker calls this on every tick; tests call it directly.
 pub async fn run_pending_once(app: &AppState) -> anyhow::Result<usize> {
-    let abandoned = app.store.fail_abandoned_analyses(app.now()).await?;
+    let abandoned = orgd_core::analysis::fail_abandoned(&app.db, app.now()).await?;
     if abandoned > 0 {
         tracing::warn!(abandoned, "analyses interrupted twice were marked failed");
     }
     let mut ran = 0;
     loop {
         let now = app.now();
-        let Some(lease) = app.store.lease_analysis(now, now + lease_ms(app)).await? else {
+        let Some(lease) = orgd_core::analysis::lease(&app.db, now, now + lease_ms(app)).await?
+        else {
             return Ok(ran);
         };
         if let Err(e) = run_leased(app, &lease).await {
@@ -422,24 +461,18 @@ pub async fn run_pending_once(app: &AppState) -> anyhow::Result<usize> {
 
 async fn run_leased(app: &AppState, lease: &Lease) -> Result<(), ApiError> {
     let org_id = &lease.organization_id;
-    let task_id = app
-        .store
-        .execution_task_id(org_id, &lease.execution_id)
+    let task_id = orgd_core::analysis::execution_task_id(&app.db, org_id, &lease.execution_id)
         .await
         .or_internal("Failed to analyze execution")?;
     let execution = match task_id {
-        Some(task_id) => app
-            .store
-            .execution(org_id, &task_id)
+        Some(task_id) => orgd_core::executions::execution(&app.db, org_id, &task_id)
             .await
             .or_internal("Failed to analyze execution")?,
         None => None,
     };
     // Deleted meanwhile: nothing to analyze, and nobody can see the result.
     let Some(execution) = execution else {
-        return app
-            .store
-            .drop_analysis(org_id, &lease.execution_id)
+        return orgd_core::analysis::drop(&app.db, org_id, &lease.execution_id)
             .await
             .or_internal("Failed to analyze execution");
     };

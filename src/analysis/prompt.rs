@@ -2,7 +2,7 @@
 //! organization's stored secrets replaced by `[REDACTED]` before anything is cut, so no
 //! part of a secret survives at the cut either.
 
-use crate::executions::types::{utf8_head, utf8_tail};
+use orgd_core::text::{utf8_head, utf8_tail};
 
 pub const REDACTED: &str = "[REDACTED]";
 /// Shorter values would blank out ordinary words; stored credentials are far longer.

@@ -128,7 +128,7 @@ async fn from_session(parts: &Parts, app: &AppState) -> Result<CurrentUser, ApiE
     })?;
     let (user, revoked) = app
         .identities
-        .get(&app.store, &claims.sub, &claims.jti)
+        .get(&app.db, &claims.sub, &claims.jti)
         .await?
         .ok_or(ApiError::Unauthenticated(
             "The account this token belongs to no longer exists.",
@@ -151,7 +151,7 @@ async fn from_api_key(raw: &[u8], app: &AppState) -> Result<CurrentUser, ApiErro
         .ok()
         .and_then(ApiKey::parse)
         .ok_or(INVALID)?;
-    let (user, key_id) = orgd_core::api_keys::identity(&app.store, &key.hash(), app.now())
+    let (user, key_id) = orgd_core::api_keys::identity(&app.db, &key.hash(), app.now())
         .await?
         .ok_or(INVALID)?;
     Ok(CurrentUser {

@@ -3,7 +3,6 @@
 
 pub mod reports;
 pub mod storage;
-pub mod store;
 pub mod types;
 
 use axum::Json;
@@ -22,9 +21,12 @@ use crate::http::{Done, JsonBody, Object, Page, PageQuery, PathParams};
 use crate::openapi::ErrorBody;
 use crate::routes::usage::limit_refusal;
 use crate::state::AppState;
-use crate::timestamp::Timestamp;
-use store::{NewExecutionOutcome, NewProjectOutcome, UpdateOutcome};
-use types::{ExecutionChange, ExecutionFilter, NewExecution, Project, Status, TaskId};
+use orgd_core::executions::{
+    ExecutionChange, ExecutionFilter, NewExecution, NewExecutionOutcome, NewProjectOutcome,
+    Project, Status, TaskId, UpdateOutcome, project_name,
+};
+use orgd_core::text::utf8_tail;
+use types::{ProjectView, execution_view};
 
 pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
@@ -48,11 +50,14 @@ pub(crate) fn task_in_path(raw: &str) -> Result<TaskId, ApiError> {
     TaskId::parse(raw).ok_or_else(execution_not_found)
 }
 
-fn execution_body(execution: &types::Execution, with_output: bool) -> Json<ExecutionResponse> {
+fn execution_body(
+    execution: &orgd_core::executions::Execution,
+    with_output: bool,
+) -> Json<ExecutionResponse> {
     Json(ExecutionResponse {
         success: true,
         data: ExecutionData {
-            execution: execution.view(with_output),
+            execution: execution_view(execution, with_output),
         },
     })
 }
@@ -99,7 +104,7 @@ pub struct ProjectResponse {
 
 #[derive(Serialize, ToSchema)]
 pub struct ProjectData {
-    project: Project,
+    project: ProjectView,
 }
 
 #[derive(Serialize, ToSchema)]
@@ -110,7 +115,7 @@ pub struct ProjectList {
 
 #[derive(Serialize, ToSchema)]
 pub struct ProjectListData {
-    projects: Vec<Project>,
+    projects: Vec<ProjectView>,
 }
 
 #[utoipa::path(
@@ -137,7 +142,7 @@ async fn create_project(
     let name = body
         .required_str("name", ApiError::invalid("name", "name is required"))
         .and_then(|raw| {
-            types::project_name(raw)
+            project_name(raw)
                 .ok_or_else(|| ApiError::invalid("name", "name must be 1 to 100 characters"))
         })?;
     let now = app.now();
@@ -145,11 +150,9 @@ async fn create_project(
         id: orgd_core::ids::new_id(now),
         slug: orgd_core::ids::slugify(&name),
         name,
-        created_at: Timestamp(now),
+        created_at: now,
     };
-    match app
-        .store
-        .create_project(user.org_id(), &project)
+    match orgd_core::executions::create_project(&app.db, user.org_id(), &project)
         .await
         .or_internal("Failed to create project")?
     {
@@ -157,7 +160,9 @@ async fn create_project(
             StatusCode::CREATED,
             Json(ProjectResponse {
                 success: true,
-                data: ProjectData { project },
+                data: ProjectData {
+                    project: ProjectView::from(&project),
+                },
             }),
         )),
         NewProjectOutcome::Duplicate => Err(ApiError::conflict(
@@ -186,14 +191,14 @@ async fn list_projects(
     State(app): State<AppState>,
     user: CurrentUser,
 ) -> Result<Json<ProjectList>, ApiError> {
-    let projects = app
-        .store
-        .projects(user.org_id())
+    let projects = orgd_core::executions::projects(&app.db, user.org_id())
         .await
         .or_internal("Failed to fetch projects")?;
     Ok(Json(ProjectList {
         success: true,
-        data: ProjectListData { projects },
+        data: ProjectListData {
+            projects: projects.iter().map(ProjectView::from).collect(),
+        },
     }))
 }
 
@@ -225,9 +230,7 @@ async fn delete_project(
     if !orgd_core::ids::is_valid(&id) {
         return Err(not_found());
     }
-    let deleted = app
-        .store
-        .delete_project(user.org_id(), &id)
+    let deleted = orgd_core::executions::delete_project(&app.db, user.org_id(), &id)
         .await
         .or_internal("Failed to delete project")?;
     if !deleted {
@@ -351,9 +354,7 @@ async fn create(
     user.require(Role::WRITERS)?;
     let now = app.now();
     let new = parse_new_execution(&body.or_empty()?, &user, now)?;
-    let outcome = app
-        .store
-        .create_execution(user.org_id(), &new, now)
+    let outcome = orgd_core::executions::create_execution(&app.db, user.org_id(), &new, now)
         .await
         .or_internal("Failed to create execution")?;
     match outcome {
@@ -412,7 +413,7 @@ fn parse_change(body: &Object) -> Result<ExecutionChange, ApiError> {
         error: error.map(str::to_string),
         output: body
             .opt_str("output")?
-            .map(|o| types::utf8_tail(o, MAX_OUTPUT_BYTES).to_string()),
+            .map(|o| utf8_tail(o, MAX_OUTPUT_BYTES).to_string()),
     };
     if change.status.is_none() && change.error.is_none() && change.output.is_none() {
         return Err(ApiError::bad_request(
@@ -460,11 +461,15 @@ async fn update(
     user.require(Role::WRITERS)?;
     let task_id = task_in_path(&task_id)?;
     let change = parse_change(&body.required()?)?;
-    let outcome = app
-        .store
-        .update_execution(user.org_id(), task_id.as_str(), &change, app.now())
-        .await
-        .or_internal("Failed to update execution")?;
+    let outcome = orgd_core::executions::update_execution(
+        &app.db,
+        user.org_id(),
+        task_id.as_str(),
+        &change,
+        app.now(),
+    )
+    .await
+    .or_internal("Failed to update execution")?;
     match outcome {
         UpdateOutcome::Updated(execution) => Ok(execution_body(&execution, false)),
         UpdateOutcome::NotFound => Err(execution_not_found()),
@@ -496,9 +501,7 @@ async fn show(
     PathParams(task_id): PathParams<String>,
 ) -> Result<Json<ExecutionResponse>, ApiError> {
     let task_id = task_in_path(&task_id)?;
-    let execution = app
-        .store
-        .execution(user.org_id(), task_id.as_str())
+    let execution = orgd_core::executions::execution(&app.db, user.org_id(), task_id.as_str())
         .await
         .or_internal("Failed to fetch execution")?
         .ok_or_else(execution_not_found)?;
@@ -558,15 +561,16 @@ async fn list(
         ApiError::bad_request("Invalid query", "The query string could not be parsed")
     })?;
     let filter = parse_filter(query, page)?;
-    let (executions, total) = app
-        .store
-        .executions(user.org_id(), &filter)
+    let (executions, total) = orgd_core::executions::executions(&app.db, user.org_id(), &filter)
         .await
         .or_internal("Failed to fetch executions")?;
     Ok(Json(ExecutionPage {
         success: true,
         data: ExecutionPageData {
-            executions: executions.iter().map(|e| e.view(false)).collect(),
+            executions: executions
+                .iter()
+                .map(|e| execution_view(e, false))
+                .collect(),
             total,
             limit: filter.limit,
             offset: filter.offset,
@@ -594,11 +598,14 @@ async fn remove(
 ) -> Result<Json<Done>, ApiError> {
     user.require(Role::WRITERS)?;
     let task_id = task_in_path(&task_id)?;
-    let deleted = app
-        .store
-        .delete_execution(user.org_id(), task_id.as_str(), app.now())
-        .await
-        .or_internal("Failed to delete execution")?;
+    let deleted = orgd_core::executions::delete_execution(
+        &app.db,
+        user.org_id(),
+        task_id.as_str(),
+        app.now(),
+    )
+    .await
+    .or_internal("Failed to delete execution")?;
     if !deleted {
         return Err(execution_not_found());
     }

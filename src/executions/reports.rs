@@ -8,7 +8,6 @@
 
 use std::future::poll_fn;
 use std::pin::Pin;
-use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Json;
@@ -23,15 +22,16 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use super::storage::{PendingUpload, ReportKey, StorageError};
-use super::store::{ReportCommit, Reservation};
-use super::types::{ReportFile, ReportPath, TaskId};
+use super::types::ReportFileView;
 use super::{execution_not_found, task_in_path};
 use crate::auth::{CurrentUser, Role};
 use crate::error::{ApiError, OrInternal};
 use crate::http::PathParams;
 use crate::openapi::ErrorBody;
 use crate::state::AppState;
-use crate::store::Store;
+use orgd_core::db::Db;
+use orgd_core::executions::{ReportCommit, Reservation};
+use orgd_core::executions::{ReportPath, TaskId};
 
 pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new().routes(routes!(list)).merge(
@@ -63,7 +63,7 @@ pub struct ReportList {
 #[derive(Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct ReportListData {
-    files: Vec<ReportFile>,
+    files: Vec<ReportFileView>,
     total_bytes: i64,
 }
 
@@ -104,7 +104,7 @@ fn declared_length(headers: &HeaderMap, max: u64) -> Result<u64, ApiError> {
 /// that does not record the file — also when the request future is dropped because the
 /// client went away.
 struct ReservedBytes {
-    store: Arc<dyn Store>,
+    db: Db,
     org_id: String,
     bytes: i64,
     armed: bool,
@@ -114,7 +114,7 @@ impl ReservedBytes {
     async fn release(mut self) {
         self.armed = false;
         // Spawned: it completes even if this request is dropped meanwhile.
-        let _ = tokio::spawn(release(self.store.clone(), self.org_id.clone(), self.bytes)).await;
+        let _ = tokio::spawn(release(self.db.clone(), self.org_id.clone(), self.bytes)).await;
     }
 
     /// The bytes now belong to a recorded file.
@@ -123,8 +123,8 @@ impl ReservedBytes {
     }
 }
 
-async fn release(store: Arc<dyn Store>, org_id: String, bytes: i64) {
-    if let Err(e) = store.release_report_bytes(&org_id, bytes).await {
+async fn release(db: Db, org_id: String, bytes: i64) {
+    if let Err(e) = orgd_core::executions::release_report_bytes(&db, &org_id, bytes).await {
         tracing::error!(error = %e, org_id, bytes, "could not release reserved report bytes");
     }
 }
@@ -134,7 +134,7 @@ impl Drop for ReservedBytes {
         if self.armed
             && let Ok(runtime) = tokio::runtime::Handle::try_current()
         {
-            runtime.spawn(release(self.store.clone(), self.org_id.clone(), self.bytes));
+            runtime.spawn(release(self.db.clone(), self.org_id.clone(), self.bytes));
         }
     }
 }
@@ -214,11 +214,15 @@ async fn upload(
     let size = declared_length(&headers, app.config.max_report_file_bytes)?;
     let bytes = i64::try_from(size).map_err(|_| ApiError::PayloadTooLarge)?;
     let org_id = user.org_id();
-    let reservation = app
-        .store
-        .reserve_report_bytes(org_id, task_id.as_str(), path.as_str(), bytes)
-        .await
-        .or_internal(STORE_FAILED)?;
+    let reservation = orgd_core::executions::reserve_report_bytes(
+        &app.db,
+        org_id,
+        task_id.as_str(),
+        path.as_str(),
+        bytes,
+    )
+    .await
+    .or_internal(STORE_FAILED)?;
     match reservation {
         Reservation::Reserved => {}
         Reservation::ExecutionNotFound => return Err(execution_not_found()),
@@ -238,7 +242,7 @@ async fn upload(
         }
     }
     let reserved = ReservedBytes {
-        store: app.store.clone(),
+        db: app.db.clone(),
         org_id: org_id.to_string(),
         bytes,
         armed: true,
@@ -301,17 +305,16 @@ async fn record_file(
     reserved: ReservedBytes,
 ) -> Result<bool, ApiError> {
     let publish = Box::pin(async move { pending.publish().await.map_err(anyhow::Error::from) });
-    let commit = app
-        .store
-        .commit_report(
-            &org_id,
-            task_id.as_str(),
-            path.as_str(),
-            size as i64,
-            app.now(),
-            publish,
-        )
-        .await;
+    let commit = orgd_core::executions::commit_report(
+        &app.db,
+        &org_id,
+        task_id.as_str(),
+        path.as_str(),
+        size as i64,
+        app.now(),
+        publish,
+    )
+    .await;
     let replaced = match commit {
         Ok(ReportCommit::Created) => Ok(false),
         Ok(ReportCommit::Replaced) => Ok(true),
@@ -354,9 +357,7 @@ async fn download(
 ) -> Result<Response, ApiError> {
     const FETCH_FAILED: &str = "Failed to fetch report";
     let (task_id, path) = parse_target(&task_id, &path)?;
-    if !app
-        .store
-        .execution_exists(user.org_id(), task_id.as_str())
+    if !orgd_core::executions::execution_exists(&app.db, user.org_id(), task_id.as_str())
         .await
         .or_internal(FETCH_FAILED)?
     {
@@ -406,15 +407,16 @@ async fn list(
     PathParams(task_id): PathParams<String>,
 ) -> Result<Json<ReportList>, ApiError> {
     let task_id = task_in_path(&task_id)?;
-    let files = app
-        .store
-        .report_files(user.org_id(), task_id.as_str())
+    let files = orgd_core::executions::report_files(&app.db, user.org_id(), task_id.as_str())
         .await
         .or_internal("Failed to fetch reports")?
         .ok_or_else(execution_not_found)?;
     let total_bytes: i64 = files.iter().map(|f| f.size).sum();
     Ok(Json(ReportList {
         success: true,
-        data: ReportListData { files, total_bytes },
+        data: ReportListData {
+            files: files.iter().map(ReportFileView::from).collect(),
+            total_bytes,
+        },
     }))
 }

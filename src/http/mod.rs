@@ -76,7 +76,7 @@ pub async fn common_layer(State(app): State<AppState>, mut req: Request, next: N
         None => handled.await,
     };
     if response.extensions().get::<DatabaseOutage>().is_some() {
-        app.store.record_outage();
+        app.db.record_outage();
     }
     let headers = response.headers_mut();
     if let Some(decision) = slot.get() {

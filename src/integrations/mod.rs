@@ -3,7 +3,6 @@
 //! Monday.com before they are saved; and tickets filed from executions (`tickets`).
 
 pub mod settings;
-pub mod store;
 pub mod tickets;
 
 use axum::Json;
@@ -14,7 +13,7 @@ use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-pub use settings::Provider;
+pub use settings::{Described, Integration};
 
 use crate::auth::{CurrentUser, Role};
 use crate::config::Secret;
@@ -22,9 +21,9 @@ use crate::error::{ApiError, OrInternal, ProviderCall};
 use crate::http::{ClientIp, Done, JsonBody, PathParams};
 use crate::openapi::ErrorBody;
 use crate::state::AppState;
+use orgd_core::integrations::{self as stored, IntegrationRecord, IntegrationWrite};
 use orgd_core::secrets::SecretTable;
 use settings::{Draft, changed_fields, view};
-use store::{IntegrationRecord, IntegrationWrite};
 
 pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
@@ -108,8 +107,8 @@ pub struct Saved {
     message: String,
 }
 
-fn parse_provider(raw: &str) -> Result<Provider, ApiError> {
-    Provider::parse(raw).ok_or_else(|| {
+fn parse_provider(raw: &str) -> Result<Integration, ApiError> {
+    Integration::parse(raw).ok_or_else(|| {
         ApiError::not_found(
             "Unsupported provider",
             "Supported providers: github, gitlab, azuredevops, bitbucket, jira, linear, monday, slack",
@@ -121,7 +120,7 @@ fn parse_provider(raw: &str) -> Result<Provider, ApiError> {
 pub fn open_secret(
     app: &AppState,
     organization_id: &str,
-    provider: Provider,
+    provider: Integration,
     sealed: &str,
 ) -> Result<Secret<String>, ApiError> {
     app.vault
@@ -150,9 +149,7 @@ async fn show(
     PathParams(provider): PathParams<String>,
 ) -> Result<Json<IntegrationResponse>, ApiError> {
     let provider = parse_provider(&provider)?;
-    let record = app
-        .store
-        .integration(user.org_id(), provider)
+    let record = stored::get(&app.db, user.org_id(), provider)
         .await
         .or_internal("Failed to fetch integration")?;
     Ok(Json(IntegrationResponse {
@@ -190,9 +187,7 @@ async fn save(
     user.require(Role::ADMIN)?;
     let body = body.required()?;
     let org = user.org_id();
-    let stored = app
-        .store
-        .integration(org, provider)
+    let stored = stored::get(&app.db, org, provider)
         .await
         .or_internal("Failed to save integration")?;
     let mut draft = Draft::parse(provider, &body, stored.as_ref())?;
@@ -232,15 +227,13 @@ async fn save(
         .with_details(json!({"provider": provider.as_str(), "fields": fields, "enabled": enabled}));
     let write = IntegrationWrite {
         organization_id: org,
-        provider,
+        integration: provider,
         settings: &draft.settings,
         secret: &sealed,
         enabled,
         expected_version: stored.as_ref().map(|r| r.version),
     };
-    let saved = app
-        .store
-        .save_integration(&write, &audit, app.now())
+    let saved = stored::save(&app.db, &write, &audit, app.now())
         .await
         .or_internal("Failed to save integration")?;
     if !saved {
@@ -260,7 +253,7 @@ async fn save(
 /// by key; the UUID, key and name Linear reports are what is stored.
 async fn check_with_provider(
     app: &AppState,
-    provider: Provider,
+    provider: Integration,
     org: &str,
     draft: &mut Draft,
     stored: Option<&IntegrationRecord>,
@@ -282,7 +275,7 @@ async fn check_with_provider(
     };
     let refused = |e| ApiError::provider(e, ProviderCall::CheckSettings(provider.outbound()));
     match provider {
-        Provider::Linear => {
+        Integration::Linear => {
             let team_ref = text("teamId").unwrap_or_default();
             let team = app
                 .linear
@@ -293,7 +286,7 @@ async fn check_with_provider(
             draft.settings.insert("teamKey".into(), json!(team.key));
             draft.settings.insert("teamName".into(), json!(team.name));
         }
-        Provider::Monday => {
+        Integration::Monday => {
             let board = text("boardId").unwrap_or_default();
             let group = text("groupId");
             let account = app
@@ -334,8 +327,7 @@ async fn unlink(
     let audit = user
         .audit_event(ip, "integration.unlinked", "integration", provider.as_str())
         .with_details(json!({"provider": provider.as_str()}));
-    app.store
-        .delete_integration(user.org_id(), provider, &audit, app.now())
+    stored::delete(&app.db, user.org_id(), provider, &audit, app.now())
         .await
         .or_internal("Failed to unlink integration")?;
     Ok(Done::new("Integration unlinked successfully"))

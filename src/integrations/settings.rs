@@ -4,23 +4,13 @@
 
 use serde_json::{Map, Value, json};
 
-use super::store::IntegrationRecord;
 use crate::config::Secret;
 use crate::error::ApiError;
 use crate::http::Object;
+use orgd_core::integrations::IntegrationRecord;
 use orgd_providers::Provider as Outbound;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Provider {
-    Github,
-    Gitlab,
-    AzureDevops,
-    Bitbucket,
-    Jira,
-    Linear,
-    Monday,
-    Slack,
-}
+pub use orgd_core::integrations::Integration;
 
 /// A non-secret field a `PUT` may set.
 pub struct Field {
@@ -85,37 +75,21 @@ const SLACK_FIELDS: &[Field] = &[optional(
     Some(|| json!(["FAILED", "ERROR", "UNSTABLE"])),
 )];
 
-impl Provider {
-    pub const ALL: [Provider; 8] = [
-        Self::Github,
-        Self::Gitlab,
-        Self::AzureDevops,
-        Self::Bitbucket,
-        Self::Jira,
-        Self::Linear,
-        Self::Monday,
-        Self::Slack,
-    ];
-
-    pub fn parse(s: &str) -> Option<Self> {
-        Self::ALL.into_iter().find(|p| p.as_str() == s)
-    }
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Github => "github",
-            Self::Gitlab => "gitlab",
-            Self::AzureDevops => "azuredevops",
-            Self::Bitbucket => "bitbucket",
-            Self::Jira => "jira",
-            Self::Linear => "linear",
-            Self::Monday => "monday",
-            Self::Slack => "slack",
-        }
-    }
-
+/// What the service knows of each integration besides the core's: the outbound client's
+/// name for it, and the fields a `PUT` may set and `GET` shows.
+pub trait Described {
     /// The client's name for it (metrics, display names).
-    pub fn outbound(self) -> Outbound {
+    fn outbound(self) -> Outbound;
+    fn display_name(self) -> &'static str;
+    /// The fields a `PUT` may set.
+    fn fields(self) -> &'static [Field];
+    /// The fields `GET` shows besides `enabled` (Linear's team key and name are learned
+    /// from Linear when the team is checked).
+    fn shown(self) -> Vec<&'static str>;
+}
+
+impl Described for Integration {
+    fn outbound(self) -> Outbound {
         match self {
             Self::Github => Outbound::GitHub,
             Self::Gitlab => Outbound::GitLab,
@@ -128,22 +102,11 @@ impl Provider {
         }
     }
 
-    pub fn display_name(self) -> &'static str {
+    fn display_name(self) -> &'static str {
         self.outbound().display_name()
     }
 
-    /// The body field carrying the credential.
-    pub fn secret_field(self) -> &'static str {
-        match self {
-            Self::Linear | Self::Monday => "apiKey",
-            Self::Jira => "apiToken",
-            Self::Slack => "webhookUrl",
-            Self::Github | Self::Gitlab | Self::AzureDevops | Self::Bitbucket => "token",
-        }
-    }
-
-    /// The fields a `PUT` may set.
-    pub fn fields(self) -> &'static [Field] {
+    fn fields(self) -> &'static [Field] {
         match self {
             Self::Github => GITHUB_FIELDS,
             Self::Gitlab => GITLAB_FIELDS,
@@ -156,18 +119,11 @@ impl Provider {
         }
     }
 
-    /// The fields `GET` shows besides `enabled` (Linear's team key and name are learned
-    /// from Linear when the team is checked).
-    pub fn shown(self) -> Vec<&'static str> {
+    fn shown(self) -> Vec<&'static str> {
         match self {
             Self::Linear => vec!["teamId", "teamKey", "teamName"],
             _ => self.fields().iter().map(|f| f.name).collect(),
         }
-    }
-
-    /// Whether credentials are checked against the provider before they are saved.
-    pub fn is_checked(self) -> bool {
-        matches!(self, Self::Linear | Self::Monday)
     }
 }
 
@@ -184,7 +140,7 @@ pub struct Draft {
 impl Draft {
     /// Parses `body` for `provider` on top of `stored` (partial updates keep the rest).
     pub fn parse(
-        provider: Provider,
+        provider: Integration,
         body: &Object,
         stored: Option<&IntegrationRecord>,
     ) -> Result<Self, ApiError> {
@@ -253,7 +209,7 @@ impl Draft {
 }
 
 /// What `GET` answers for a provider: `enabled` plus its shown fields (null when unset).
-pub fn view(provider: Provider, record: Option<&IntegrationRecord>) -> super::IntegrationView {
+pub fn view(provider: Integration, record: Option<&IntegrationRecord>) -> super::IntegrationView {
     let Some(record) = record else {
         return super::IntegrationView::new(false, Map::new());
     };
@@ -270,7 +226,7 @@ pub fn view(provider: Provider, record: Option<&IntegrationRecord>) -> super::In
 
 /// Names of shown fields whose values differ between two settings.
 pub fn changed_fields(
-    provider: Provider,
+    provider: Integration,
     before: &Map<String, Value>,
     after: &Map<String, Value>,
 ) -> Vec<&'static str> {
@@ -309,7 +265,7 @@ fn token_text<'a>(
     Ok(s)
 }
 
-fn parse_secret(provider: Provider, value: &Value) -> Result<Secret<String>, ApiError> {
+fn parse_secret(provider: Integration, value: &Value) -> Result<Secret<String>, ApiError> {
     let field = provider.secret_field();
     let s = token_text(
         field,
@@ -318,7 +274,7 @@ fn parse_secret(provider: Provider, value: &Value) -> Result<Secret<String>, Api
         |c| !c.is_control(),
         "at most 2048 printable characters",
     )?;
-    if provider == Provider::Slack && !is_slack_webhook(s) {
+    if provider == Integration::Slack && !is_slack_webhook(s) {
         return Err(ApiError::invalid(
             field,
             "webhookUrl must be a Slack incoming webhook URL (https://hooks.slack.com/services/...)",

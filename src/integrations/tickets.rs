@@ -13,14 +13,15 @@ use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 
-use super::store::{Claim, IdempotencyScope, IdempotentResult, IntegrationRecord, TicketLink};
-use super::{Provider, open_secret};
+use super::{Described, Integration, open_secret};
 use crate::auth::CurrentUser;
 use crate::config::Secret;
 use crate::error::{ApiError, OrInternal, ProviderCall};
 use crate::http::{ClientIp, JsonBody, Object};
 use crate::state::AppState;
 use orgd_core::audit::AuditEvent;
+use orgd_core::idempotency::{self, Claim, Completion, IdempotencyScope};
+use orgd_core::integrations::{self as stored, IntegrationRecord, TicketLink};
 use orgd_providers::linear::{self, NewIssue};
 use orgd_providers::monday;
 
@@ -31,10 +32,10 @@ enum Tracker {
 }
 
 impl Tracker {
-    fn provider(self) -> Provider {
+    fn provider(self) -> Integration {
         match self {
-            Self::Linear => Provider::Linear,
-            Self::Monday => Provider::Monday,
+            Self::Linear => Integration::Linear,
+            Self::Monday => Integration::Monday,
         }
     }
 
@@ -331,10 +332,7 @@ struct Job {
 impl Job {
     async fn run(self) -> Result<Answer, ApiError> {
         if let Some(scope) = &self.idempotency {
-            let claim = self
-                .app
-                .store
-                .claim_idempotency(scope, self.app.now())
+            let claim = idempotency::claim(&self.app.db, scope, self.app.now())
                 .await
                 .or_internal("Failed to create ticket")?;
             match claim {
@@ -371,7 +369,7 @@ impl Job {
             Err(e) => {
                 // Nothing was created: the same key may try again.
                 if let Some(scope) = &self.idempotency
-                    && let Err(release) = self.app.store.release_idempotency(scope).await
+                    && let Err(release) = idempotency::release(&self.app.db, scope).await
                 {
                     tracing::warn!(error = %release, "could not release an idempotency key");
                 }
@@ -385,10 +383,7 @@ impl Job {
     async fn create(&self) -> Result<(String, Created), ApiError> {
         let org = &self.audit.organization_id;
         let provider = self.tracker.provider();
-        let execution_id = self
-            .app
-            .store
-            .execution_id(org, &self.request.task_id)
+        let execution_id = stored::execution_id(&self.app.db, org, &self.request.task_id)
             .await
             .or_internal("Failed to create ticket")?
             .ok_or_else(|| {
@@ -397,10 +392,7 @@ impl Job {
                     "No execution with this taskId exists",
                 )
             })?;
-        let record = self
-            .app
-            .store
-            .integration(org, provider)
+        let record = stored::get(&self.app.db, org, provider)
             .await
             .or_internal("Failed to create ticket")?
             .filter(|r| r.enabled)
@@ -417,10 +409,7 @@ impl Job {
         // Without a description of its own, the ticket carries the run's analysis.
         let analysis = match &self.request.description {
             Some(_) => None,
-            None => self
-                .app
-                .store
-                .completed_analysis(org, &execution_id)
+            None => orgd_core::analysis::completed(&self.app.db, org, &execution_id)
                 .await
                 .or_internal("Failed to create ticket")?,
         };
@@ -471,17 +460,12 @@ impl Job {
     ) -> Result<(), ApiError> {
         let mut attempt = 0;
         loop {
-            let result = self.idempotency.as_ref().map(|scope| IdempotentResult {
+            let result = self.idempotency.as_ref().map(|scope| Completion {
                 scope,
                 status: 201,
                 body,
             });
-            match self
-                .app
-                .store
-                .record_ticket(link, audit, result, self.app.now())
-                .await
-            {
+            match stored::record_ticket(&self.app.db, link, audit, result, self.app.now()).await {
                 Ok(()) => return Ok(()),
                 Err(e) if attempt < 3 => {
                     tracing::warn!(error = %e, attempt, "recording a ticket link failed; retrying");

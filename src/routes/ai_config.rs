@@ -94,7 +94,7 @@ pub async fn show(
     State(app): State<AppState>,
     user: CurrentUser,
 ) -> Result<Json<AiConfigResponse>, ApiError> {
-    let record = ai_config::get(&app.store, user.org_id())
+    let record = ai_config::get(&app.db, user.org_id())
         .await
         .or_internal("Failed to fetch AI config")?
         .ok_or_else(not_found)?;
@@ -265,7 +265,7 @@ pub async fn update(
         set_key,
         remove_key: patch.remove,
     };
-    let record = ai_config::update(&app.store, org, &change, &audit, app.now())
+    let record = ai_config::update(&app.db, org, &change, &audit, app.now())
         .await
         .or_internal("Failed to update AI config")?
         .ok_or_else(not_found)?;

@@ -118,7 +118,7 @@ async fn create(
     let audit = user
         .audit_event(ip, "apikey.created", "apiKey", &key.id)
         .with_details(json!({"name": key.name, "prefix": key.prefix}));
-    orgd_core::api_keys::create(&app.store, &key, &audit, now)
+    orgd_core::api_keys::create(&app.db, &key, &audit, now)
         .await
         .or_internal("Failed to create API key")?;
     Ok((
@@ -147,7 +147,7 @@ async fn create(
     responses((status = 200, description = "The keys", body = KeyList)),
 )]
 async fn list(State(app): State<AppState>, user: CurrentUser) -> Result<Json<KeyList>, ApiError> {
-    let keys = orgd_core::api_keys::list(&app.store, user.id(), user.org_id())
+    let keys = orgd_core::api_keys::list(&app.db, user.id(), user.org_id())
         .await
         .or_internal("Failed to list API keys")?;
     Ok(Json(KeyList {
@@ -183,7 +183,7 @@ async fn revoke(
     }
     let audit = user.audit_event(ip, "apikey.revoked", "apiKey", &id);
     let revoked =
-        orgd_core::api_keys::revoke(&app.store, user.id(), user.org_id(), &id, audit, app.now())
+        orgd_core::api_keys::revoke(&app.db, user.id(), user.org_id(), &id, audit, app.now())
             .await
             .or_internal("Failed to revoke API key")?;
     if !revoked {

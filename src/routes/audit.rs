@@ -150,7 +150,7 @@ async fn list(
         ApiError::bad_request("Invalid query", "The query string could not be parsed")
     })?;
     let filter = parse_filter(query)?;
-    let page = audit::page(&app.store, user.org_id(), &filter)
+    let page = audit::page(&app.db, user.org_id(), &filter)
         .await
         .or_internal("Failed to fetch audit logs")?;
     Ok(Json(AuditLogPage {

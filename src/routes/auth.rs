@@ -197,7 +197,7 @@ async fn signup(
         Joining::NewOrganization(org_name) => found_organization(&app, org_name, user, now).await?,
         Joining::Invitation(token) => {
             let ip = Some(attempt.ip.0.to_string());
-            match invitations::signup(&app.store, &token.hash(), &user, ip, now)
+            match invitations::signup(&app.db, &token.hash(), &user, ip, now)
                 .await
                 .or_internal("Signup failed")?
             {
@@ -241,7 +241,7 @@ async fn found_organization(
         updated_at: now,
     };
     let org_name = org.name.clone();
-    match users::create_organization_with_admin(&app.store, org, user, now).await {
+    match users::create_organization_with_admin(&app.db, org, user, now).await {
         Err(e) if e.is_conflict_on("email") => {
             return Err(ApiError::conflict(
                 "Email already registered",
@@ -288,7 +288,7 @@ async fn login(
     let now = app.now();
 
     let attempt = users::begin_login_attempt(
-        &app.store,
+        &app.db,
         &email,
         &ip,
         now,
@@ -306,7 +306,7 @@ async fn login(
         });
     }
 
-    let candidate = users::login_candidate(&app.store, &email)
+    let candidate = users::login_candidate(&app.db, &email)
         .await
         .or_internal("Login failed")?;
     let verified = match &candidate {
@@ -322,7 +322,7 @@ async fn login(
     let Some(candidate) = candidate.filter(|_| verified) else {
         return Err(ApiError::Unauthenticated("Email or password is incorrect"));
     };
-    users::record_login_success(&app.store, &candidate.user.id, &email, &ip, now)
+    users::record_login_success(&app.db, &candidate.user.id, &email, &ip, now)
         .await
         .or_internal("Login failed")?;
     if candidate.user.status == "suspended" {
@@ -354,7 +354,7 @@ async fn login(
 )]
 async fn logout(State(app): State<AppState>, user: CurrentUser) -> Result<Json<Done>, ApiError> {
     let claims = user.session()?;
-    users::revoke_token(&app.store, &claims.jti, claims.exp * 1000, app.now())
+    users::revoke_token(&app.db, &claims.jti, claims.exp * 1000, app.now())
         .await
         .or_internal("Logout failed")?;
     Ok(Done::new("Logged out successfully"))
@@ -405,7 +405,7 @@ pub struct MeOrganization {
 async fn me(State(app): State<AppState>, user: CurrentUser) -> Result<Json<MeResponse>, ApiError> {
     let org = app
         .orgs
-        .get(&app.store, user.org_id())
+        .get(&app.db, user.org_id())
         .await
         .or_internal("Failed to fetch user info")?
         .ok_or_else(|| {

@@ -213,7 +213,7 @@ async fn create(
     let audit = user
         .audit_event(ip, "invitation.created", "invitation", &invitation.id)
         .with_details(json!({"email": invitation.email, "role": role.as_str()}));
-    let outcome = orgd_core::invitations::create(&app.store, &invitation, &audit, now)
+    let outcome = orgd_core::invitations::create(&app.db, &invitation, &audit, now)
         .await
         .or_internal("Failed to send invitation")?;
     match outcome {
@@ -268,15 +268,10 @@ async fn list(
 ) -> Result<Json<InvitationList>, ApiError> {
     user.require(Role::ADMIN)?;
     let page = page.page()?;
-    let (invitations, total) = orgd_core::invitations::pending(
-        &app.store,
-        user.org_id(),
-        app.now(),
-        page.limit,
-        page.offset,
-    )
-    .await
-    .or_internal("Failed to fetch invitations")?;
+    let (invitations, total) =
+        orgd_core::invitations::pending(&app.db, user.org_id(), app.now(), page.limit, page.offset)
+            .await
+            .or_internal("Failed to fetch invitations")?;
     Ok(Json(InvitationList {
         success: true,
         invitations: invitations.iter().map(pending_view).collect(),
@@ -314,7 +309,7 @@ async fn revoke(
         ));
     }
     let audit = user.audit_event(ip, "invitation.revoked", "invitation", &id);
-    let revoked = orgd_core::invitations::revoke(&app.store, user.org_id(), &id, audit, app.now())
+    let revoked = orgd_core::invitations::revoke(&app.db, user.org_id(), &id, audit, app.now())
         .await
         .or_internal("Failed to revoke invitation")?;
     if !revoked {
@@ -363,7 +358,7 @@ async fn validate(
             "An invitation token is 64 hexadecimal characters",
         )
     })?;
-    let preview = orgd_core::invitations::preview(&app.store, &token.hash())
+    let preview = orgd_core::invitations::preview(&app.db, &token.hash())
         .await
         .or_internal("Failed to validate invitation")?
         .ok_or_else(|| {
@@ -429,7 +424,7 @@ async fn accept(
         organization_id: user.org_id(),
     };
     let outcome = orgd_core::invitations::accept(
-        &app.store,
+        &app.db,
         &token.hash(),
         joiner,
         Some(ip.0.to_string()),

@@ -177,10 +177,9 @@ async fn list(
     page: PageQuery,
 ) -> Result<Json<MemberList>, ApiError> {
     let page = page.page()?;
-    let (users, total) =
-        orgd_core::members::list(&app.store, user.org_id(), page.limit, page.offset)
-            .await
-            .or_internal("Failed to fetch users")?;
+    let (users, total) = orgd_core::members::list(&app.db, user.org_id(), page.limit, page.offset)
+        .await
+        .or_internal("Failed to fetch users")?;
     Ok(Json(MemberList {
         success: true,
         users: users.iter().map(member_view).collect(),
@@ -208,7 +207,7 @@ async fn show(
     user: CurrentUser,
     PathParams(id): PathParams<String>,
 ) -> Result<Json<MemberResponse>, ApiError> {
-    let member = orgd_core::members::get(&app.store, user.org_id(), user_id(&id)?)
+    let member = orgd_core::members::get(&app.db, user.org_id(), user_id(&id)?)
         .await
         .or_internal("Failed to fetch user")?
         .ok_or_else(user_not_found)?;
@@ -260,7 +259,7 @@ async fn change_role(
     }
     let audit = user.audit_event(ip, "user.role_changed", "user", target);
     let outcome = orgd_core::members::change_role(
-        &app.store,
+        &app.db,
         user.org_id(),
         user.id(),
         target,
@@ -312,16 +311,10 @@ async fn remove(
         ));
     }
     let audit = user.audit_event(ip, "user.removed", "user", target);
-    let outcome = orgd_core::members::remove(
-        &app.store,
-        user.org_id(),
-        user.id(),
-        target,
-        audit,
-        app.now(),
-    )
-    .await
-    .or_internal("Failed to remove user")?;
+    let outcome =
+        orgd_core::members::remove(&app.db, user.org_id(), user.id(), target, audit, app.now())
+            .await
+            .or_internal("Failed to remove user")?;
     let member = member_changed(outcome, "Cannot delete last admin")?;
     Ok(Json(MemberRemoved {
         success: true,

@@ -185,7 +185,7 @@ async fn list(
     let Page { limit, offset } = page.page_within(50, Page::MAX_LIMIT)?;
     let now = app.now();
     let period = Period::containing(now);
-    let (page, total) = organizations::usage_page(&app.store, &period.key, now, limit, offset)
+    let (page, total) = organizations::usage_page(&app.db, &period.key, now, limit, offset)
         .await
         .or_internal("Failed to fetch organizations")?;
     let organizations = page
@@ -216,7 +216,7 @@ async fn apply(
 ) -> Result<Json<OperatorOrganizationChanged>, ApiError> {
     const FAILED: &str = "Failed to update organization";
     let (_, after) = change_organization(
-        app.store.as_ref(),
+        &app.db,
         reference,
         change,
         Some(ip.0.to_string()),

@@ -71,7 +71,7 @@ pub struct ShowResponse<'a> {
 async fn show(State(app): State<AppState>, user: CurrentUser) -> Result<Response, ApiError> {
     let org = app
         .orgs
-        .get(&app.store, user.org_id())
+        .get(&app.db, user.org_id())
         .await
         .or_internal("Failed to fetch organization")?
         .ok_or_else(org_not_found)?;
@@ -157,7 +157,7 @@ async fn update(
     let audit = user
         .audit_event(ip, "org.settings_updated", "organization", user.org_id())
         .with_details(json!({ "changes": changes }));
-    let org = organizations::update_settings(&app.store, user.org_id(), &change, &audit, app.now())
+    let org = organizations::update_settings(&app.db, user.org_id(), &change, &audit, app.now())
         .await
         .or_internal("Failed to update organization")?
         .ok_or_else(org_not_found)?;

@@ -180,7 +180,7 @@ async fn current_usage(
 ) -> Result<Usage, ApiError> {
     let now = app.now();
     let period = Period::containing(now);
-    let record = organizations::usage(&app.store, user.org_id(), &period.key, now)
+    let record = organizations::usage(&app.db, user.org_id(), &period.key, now)
         .await
         .or_internal(error)?
         .ok_or_else(super::organization::org_not_found)?;

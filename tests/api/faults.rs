@@ -156,7 +156,7 @@ async fn the_request_deadline_answers_503_and_frees_the_connection(backend: Back
 async fn a_closed_database_answers_503_everywhere(backend: Backend) {
     let app = TestApp::spawn(backend).await;
     let admin = app.signup("Gone Corp").await;
-    app.state.store.close().await;
+    app.state.db.close().await;
     // (GET /api/organization may still be answered from the SQLite read cache.)
     for (method, path, body) in [
         (
@@ -205,7 +205,7 @@ async fn writes_heal_after_the_disk_was_full() {
         .fetch_one(&app.db)
         .await
         .expect("page count");
-    set_max_pages(app.state.store.connection_pool(), pages).await;
+    set_max_pages(app.state.db.connection_pool(), pages).await;
 
     let mut failed = None;
     for i in 0..400 {
@@ -222,7 +222,7 @@ async fn writes_heal_after_the_disk_was_full() {
     assert_eq!(status, 503, "{body}");
     assert_eq!(body["checks"]["database"], json!("down"));
 
-    set_max_pages(app.state.store.connection_pool(), 1 << 30).await;
+    set_max_pages(app.state.db.connection_pool(), 1 << 30).await;
     for i in 0..50 {
         let (status, body, _) = rename(&app, &admin, &format!("Room Again {i}")).await;
         assert_eq!(

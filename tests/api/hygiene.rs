@@ -216,7 +216,7 @@ async fn health_reports_the_database(backend: Backend) {
     assert_eq!(body["version"], json!(env!("CARGO_PKG_VERSION")));
     assert!(body["uptimeSeconds"].is_u64());
     // Database gone: 503, so a load balancer takes the instance out.
-    app.state.store.close().await;
+    app.state.db.close().await;
     let (status, body) = call(app.request(Method::GET, "/health")).await;
     assert_eq!(status, 503, "{body}");
     assert_eq!(body["checks"]["database"], json!("down"));

@@ -2,6 +2,7 @@
 //! and how they are stored. It knows no HTTP: no axum, tower, hyper, utoipa or reqwest.
 
 pub mod ai_config;
+pub mod analysis;
 pub mod api_keys;
 pub mod audit;
 pub mod clock;
@@ -9,7 +10,9 @@ pub mod crypto;
 pub mod db;
 pub mod error;
 pub mod executions;
+pub mod idempotency;
 pub mod ids;
+pub mod integrations;
 pub mod invitations;
 pub mod members;
 pub mod models;
@@ -21,6 +24,7 @@ pub mod reports;
 pub mod rules;
 pub mod secret;
 pub mod secrets;
+pub mod text;
 pub mod usage;
 pub mod users;
 

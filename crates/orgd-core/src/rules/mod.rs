@@ -12,4 +12,7 @@
 //! | an idempotency key is claimed once | `crate::idempotency` |
 
 pub mod last_admin;
+pub mod projects;
+pub mod runs;
 pub mod seats;
+pub mod storage;

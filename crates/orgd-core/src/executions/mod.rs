@@ -1,4 +1,22 @@
-//! Test runs: their identifiers, states and report-file paths, parsed at the edge.
+//! Test runs ("executions"), their projects and their report files: identifiers, states and
+//! paths parsed at the edge; runs created under the plan's limits and moved through their
+//! states; files recorded against the storage limit.
+
+mod files;
+mod projects;
+mod runs;
+
+pub use files::{
+    Publish, ReportCommit, Reservation, commit_report, release_report_bytes, report_files,
+    reserve_report_bytes,
+};
+pub use projects::{NewProjectOutcome, create_project, delete_project, projects};
+pub use runs::{
+    NewExecutionOutcome, UpdateOutcome, create_execution, delete_execution, execution,
+    execution_exists, executions, update_execution,
+};
+
+use crate::analysis::AnalysisRecord;
 
 /// Where an execution is in its life. PENDING → RUNNING → one of the finished states
 /// (PENDING may finish directly); a finished execution never moves again.
@@ -53,24 +71,6 @@ impl TryFrom<String> for Status {
     fn try_from(s: String) -> Result<Self, String> {
         Self::parse(&s).ok_or_else(|| format!("unknown execution status {s:?}"))
     }
-}
-
-/// The last at most `max` bytes of `s`, starting on a character boundary.
-pub fn utf8_tail(s: &str, max: usize) -> &str {
-    let mut start = s.len().saturating_sub(max);
-    while !s.is_char_boundary(start) {
-        start += 1;
-    }
-    &s[start..]
-}
-
-/// The first at most `max` bytes of `s`, ending on a character boundary.
-pub fn utf8_head(s: &str, max: usize) -> &str {
-    let mut end = s.len().min(max);
-    while !s.is_char_boundary(end) {
-        end -= 1;
-    }
-    &s[..end]
 }
 
 /// A client-chosen run identifier: 1–128 of `A-Za-z0-9._:-`, unique within an organization.
@@ -169,5 +169,153 @@ impl ReportPath {
             Some("ttf") => "font/ttf",
             _ => "application/octet-stream",
         }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Project {
+    pub id: String,
+    pub name: String,
+    pub slug: String,
+    pub created_at: i64,
+}
+
+/// A project's name: trimmed, 1–100 characters.
+pub fn project_name(raw: &str) -> Option<String> {
+    let name = raw.trim();
+    (1..=100)
+        .contains(&name.chars().count())
+        .then(|| name.to_string())
+}
+
+/// A ticket filed from an execution (`execution_links`).
+#[derive(Debug, Clone)]
+pub struct ExecutionLink {
+    pub execution_id: String,
+    pub provider: String,
+    pub external_id: String,
+    pub url: String,
+    pub title: String,
+    pub created_by: Option<String>,
+    pub created_at: i64,
+}
+
+#[derive(Debug, Clone)]
+pub struct Execution {
+    pub id: String,
+    pub task_id: String,
+    pub project_id: Option<String>,
+    pub status: Status,
+    pub trigger: Option<String>,
+    pub group_name: Option<String>,
+    pub error: Option<String>,
+    /// Read only for the single-execution view.
+    pub output: Option<String>,
+    pub report_bytes: i64,
+    pub created_at: i64,
+    pub started_at: Option<i64>,
+    pub finished_at: Option<i64>,
+    pub links: Vec<ExecutionLink>,
+    /// The execution's analysis, when there is one.
+    pub analysis: Option<AnalysisRecord>,
+}
+
+/// An execution to create, already validated.
+#[derive(Debug, Clone)]
+pub struct NewExecution {
+    pub id: String,
+    pub task_id: TaskId,
+    pub project_id: Option<String>,
+    pub status: Status,
+    pub trigger: Option<String>,
+    pub group_name: Option<String>,
+    pub created_by: String,
+}
+
+/// A PATCH of an execution; `None` leaves the field alone.
+#[derive(Debug, Clone, Default)]
+pub struct ExecutionChange {
+    pub status: Option<Status>,
+    pub error: Option<String>,
+    pub output: Option<String>,
+}
+
+/// Which page of executions to list.
+#[derive(Debug, Clone)]
+pub struct ExecutionFilter {
+    pub statuses: Vec<Status>,
+    pub limit: i64,
+    pub offset: i64,
+}
+
+/// A report file as the store knows it.
+#[derive(Debug, Clone)]
+pub struct ReportFile {
+    pub path: String,
+    pub size: i64,
+    pub updated_at: i64,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn task_ids() {
+        for ok in ["a", "run-42", "ci:build.7_x", &"x".repeat(128), "..."] {
+            assert!(TaskId::parse(ok).is_some(), "{ok}");
+        }
+        for bad in ["", ".", "..", "a/b", "a b", "é", &"x".repeat(129), "a\0"] {
+            assert!(TaskId::parse(bad).is_none(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn report_paths_are_confined() {
+        for ok in [
+            "index.html",
+            "data/trace.zip",
+            "a/b/c.png",
+            "..hidden",
+            "x..y/z",
+        ] {
+            assert!(ReportPath::parse(ok).is_ok(), "{ok}");
+        }
+        for bad in [
+            "",
+            "/etc/passwd",
+            "../x",
+            "a/../../x",
+            "a/./b",
+            "a//b",
+            "a/",
+            "a\\b",
+            "a\0b",
+            "..",
+            "a/\u{7}",
+            ".orgd-upload-123",
+            "d/.orgd-upload-x",
+        ] {
+            assert!(ReportPath::parse(bad).is_err(), "{bad:?}");
+        }
+        assert!(ReportPath::parse(&"a".repeat(256)).is_err());
+        assert!(ReportPath::parse(&"a/".repeat(600)).is_err());
+    }
+
+    #[test]
+    fn content_types_follow_extensions() {
+        let ct = |p: &str| ReportPath::parse(p).unwrap().content_type();
+        assert_eq!(ct("index.HTML"), "text/html; charset=utf-8");
+        assert_eq!(ct("shot.png"), "image/png");
+        assert_eq!(ct("trace"), "application/octet-stream");
+        assert_eq!(ct("dir.html/file"), "application/octet-stream");
+    }
+
+    #[test]
+    fn finished_states() {
+        assert!(!Status::Pending.is_finished() && !Status::Running.is_finished());
+        assert!(Status::ALL[2..].iter().all(|s| s.is_finished()));
+        assert_eq!(Status::parse("UNSTABLE"), Some(Status::Unstable));
+        assert_eq!(Status::parse("passed"), None);
     }
 }
