@@ -1,6 +1,6 @@
 //! orgd: the organization layer of a test automation platform.
 
-pub mod analysis;
+pub mod analyst;
 pub mod auth;
 pub mod cli;
 pub mod config;
@@ -87,7 +87,7 @@ pub async fn serve(
     };
     println!("orgd listening on http://{addr}");
     tracing::info!(%addr, max_connections = connection_limits.max_connections, "listening");
-    let worker = tokio::spawn(analysis::work(state.clone()));
+    let worker = tokio::spawn(analyst::work(state.clone()));
     let served = http::server::run(
         listener,
         router(state.clone()),

@@ -35,7 +35,7 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(list, create))
         .routes(routes!(show, update, remove))
         .merge(reports::router())
-        .merge(crate::analysis::router())
+        .merge(crate::routes::analysis::router())
 }
 
 pub(crate) fn execution_not_found() -> ApiError {

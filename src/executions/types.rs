@@ -3,7 +3,7 @@
 use serde::Serialize;
 use utoipa::ToSchema;
 
-use crate::analysis::{AnalysisView, analysis_view};
+use crate::routes::analysis::{AnalysisView, analysis_view};
 use crate::timestamp::Timestamp;
 use orgd_core::executions::{Execution, Project, ReportFile};
 

@@ -321,7 +321,7 @@ async fn refusals_before_any_provider_call(backend: Backend) {
     // A queued analysis without a key is stored as failed too.
     execution(app, &admin, "queued-no-key", "FAILED", "boom").await;
     assert_eq!(
-        orgd::analysis::run_pending_once(&app.state).await.unwrap(),
+        orgd::analyst::run_pending_once(&app.state).await.unwrap(),
         1
     );
     let shown = shown_analysis(app, &admin, "queued-no-key").await;
@@ -341,7 +341,7 @@ async fn refusals_before_any_provider_call(backend: Backend) {
         "{rows:?}"
     );
     assert_eq!(
-        orgd::analysis::run_pending_once(&app.state).await.unwrap(),
+        orgd::analyst::run_pending_once(&app.state).await.unwrap(),
         0
     );
 }
@@ -374,9 +374,7 @@ async fn failed_runs_are_queued_and_survive_a_restart(backend: Backend) {
     // Turning the switch off keeps queued work from starting.
     set_switch(&w.app, &admin, false).await;
     assert_eq!(
-        orgd::analysis::run_pending_once(&w.app.state)
-            .await
-            .unwrap(),
+        orgd::analyst::run_pending_once(&w.app.state).await.unwrap(),
         0
     );
     set_switch(&w.app, &admin, true).await;
@@ -491,7 +489,7 @@ async fn expired_leases_are_retried_once_and_never_run_twice(backend: Backend) {
     expire_lease(app, "died-once", 1).await;
     expire_lease(app, "died-twice", 2).await;
     assert_eq!(
-        orgd::analysis::run_pending_once(&app.state).await.unwrap(),
+        orgd::analyst::run_pending_once(&app.state).await.unwrap(),
         1
     );
     let shown = shown_analysis(app, &admin, "died-once").await;
@@ -510,7 +508,7 @@ async fn expired_leases_are_retried_once_and_never_run_twice(backend: Backend) {
     .await;
     assert_eq!(code, 200);
     assert_eq!(
-        orgd::analysis::run_pending_once(&app.state).await.unwrap(),
+        orgd::analyst::run_pending_once(&app.state).await.unwrap(),
         1
     );
     assert!(
@@ -529,7 +527,7 @@ async fn expired_leases_are_retried_once_and_never_run_twice(backend: Backend) {
         .await
         .unwrap();
     assert_eq!(
-        orgd::analysis::run_pending_once(&app.state).await.unwrap(),
+        orgd::analyst::run_pending_once(&app.state).await.unwrap(),
         0
     );
 
@@ -539,8 +537,8 @@ async fn expired_leases_are_retried_once_and_never_run_twice(backend: Backend) {
     }
     let other = app.another_instance().await;
     let (a, b) = (app.state.clone(), other.state.clone());
-    let one = tokio::spawn(async move { orgd::analysis::run_pending_once(&a).await.unwrap() });
-    let two = tokio::spawn(async move { orgd::analysis::run_pending_once(&b).await.unwrap() });
+    let one = tokio::spawn(async move { orgd::analyst::run_pending_once(&a).await.unwrap() });
+    let two = tokio::spawn(async move { orgd::analyst::run_pending_once(&b).await.unwrap() });
     let ran = one.await.unwrap() + two.await.unwrap();
     assert_eq!(ran, 6);
     assert_eq!(w.gemini.seen().len(), 7);

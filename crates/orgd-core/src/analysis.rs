@@ -11,6 +11,7 @@ use crate::audit::{self, AuditEvent};
 use crate::db::{Db, Tx};
 use crate::error::CoreResult;
 use crate::secrets::SecretTable;
+use crate::text::{redact, utf8_head, utf8_tail};
 use crate::usage::Period;
 
 /// A leased row is retried after its lease expired only while it ran fewer times than this.
@@ -317,4 +318,35 @@ pub async fn completed(
     .await?;
     row.map(|row| Ok((row.try_get("root_cause")?, row.try_get("suggested_fix")?)))
         .transpose()
+}
+
+/// The error (its start) and the log (its end), together at most `budget` bytes of text.
+pub fn log_text(
+    error: Option<&str>,
+    output: Option<&str>,
+    secrets: &[String],
+    budget: usize,
+) -> String {
+    let error = redact(error.unwrap_or_default(), secrets);
+    let output = redact(output.unwrap_or_default(), secrets);
+    let error = utf8_head(&error, budget);
+    let output = utf8_tail(&output, budget - error.len());
+    format!("Error:\n{error}\n\nLog (last part):\n{output}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn secrets_are_redacted_before_the_cut() {
+        let secrets = vec!["sk-secret-123".to_string(), "ab".to_string()];
+        let text = log_text(Some("boom ab"), Some("x sk-secret-123 y"), &secrets, 1000);
+        assert!(!text.contains("sk-secret-123") && text.contains("boom ab"));
+        assert!(text.contains("x [REDACTED] y"));
+        let cut = log_text(None, Some("aaaa sk-secret-123"), &secrets, 6);
+        assert!(cut.ends_with("ACTED]"), "{cut}");
+        let both = log_text(Some("éééé"), Some("zzzz"), &[], 5);
+        assert!(both.contains("éé\n") && both.ends_with("\nz"), "{both}");
+    }
 }

@@ -1,4 +1,4 @@
-//! Cutting text on character boundaries.
+//! Text that leaves orgd: cut on character boundaries, with secrets redacted.
 
 /// The last at most `max` bytes of `s`, starting on a character boundary.
 pub fn utf8_tail(s: &str, max: usize) -> &str {
@@ -16,6 +16,27 @@ pub fn utf8_head(s: &str, max: usize) -> &str {
         end -= 1;
     }
     &s[..end]
+}
+
+pub const REDACTED: &str = "[REDACTED]";
+/// Shorter values would blank out ordinary words; stored credentials are far longer.
+const MIN_SECRET_CHARS: usize = 4;
+
+pub fn redact(text: &str, secrets: &[String]) -> String {
+    let mut secrets: Vec<&str> = secrets
+        .iter()
+        .map(String::as_str)
+        .filter(|s| s.chars().count() >= MIN_SECRET_CHARS)
+        .collect();
+    // Longest first, so a secret containing another is replaced whole.
+    secrets.sort_by_key(|s| std::cmp::Reverse(s.len()));
+    let mut text = text.to_string();
+    for secret in secrets {
+        if text.contains(secret) {
+            text = text.replace(secret, REDACTED);
+        }
+    }
+    text
 }
 
 #[cfg(test)]

@@ -1,29 +1,18 @@
-//! AI failure analysis (API.md, "AI failure analysis"): `POST /api/executions/:taskId/analysis`
-//! runs one synchronously; a failed execution of an organization with the switch on gets one
-//! queued, which the background worker leases and runs. Both paths share `run`.
-
-pub mod prompt;
+//! Running an analysis — shared by `POST /api/executions/:taskId/analysis` and the
+//! background worker: choose the model and key (the organization's own, else the platform's),
+//! send the error and log with every stored secret redacted, store the result with its audit
+//! entry. The worker leases queued rows (`orgd_core::analysis::lease`), so two instances never
+//! run one at once.
 
 use std::time::Duration;
 
-use axum::Json;
-use axum::extract::State;
-use axum::http::StatusCode;
-use serde::Serialize;
 use serde_json::json;
-use utoipa::ToSchema;
-use utoipa_axum::router::OpenApiRouter;
-use utoipa_axum::routes;
 
-use crate::auth::{CurrentUser, Role};
 use crate::config::Secret;
-use crate::error::{ApiError, OrInternal, ProviderCall};
-use crate::executions::{execution_not_found, task_in_path};
-use crate::http::{ClientIp, JsonBody, PathParams};
+use crate::error::ProviderCall;
 use crate::state::AppState;
-use crate::timestamp::Timestamp;
-use orgd_core::analysis::{AnalysisRecord, Finished, Lease};
-use orgd_core::audit::{Actor, AuditEvent};
+use orgd_core::analysis::{AnalysisRecord, Finished, Lease, log_text};
+use orgd_core::audit::AuditEvent;
 use orgd_core::executions::Execution;
 use orgd_core::models::{AiProvider, Model};
 use orgd_core::secrets::SecretTable;
@@ -34,55 +23,31 @@ use orgd_providers::llm::gemini::Gemini;
 use orgd_providers::llm::openai::OpenAi;
 use orgd_providers::llm::{Call, LlmProtocol, Reply};
 
-/// The API's analysis object: an execution's AI failure analysis.
-#[derive(Debug, Clone, Serialize, ToSchema)]
-#[serde(rename_all = "camelCase")]
-#[schema(as = Analysis)]
-pub struct AnalysisView {
-    /// `queued`, `running`, `completed` or `failed`.
-    status: String,
-    root_cause: Option<String>,
-    suggested_fix: Option<String>,
-    model: Option<String>,
-    /// `openai`, `anthropic` or `gemini`.
-    provider: Option<String>,
-    /// `byok` (the organization's key) or `platform`.
-    key_source: Option<String>,
-    tokens: AnalysisTokens,
-    created_at: Timestamp,
-    /// Why a failed analysis failed.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    reason: Option<String>,
+pub const NOT_CONFIGURED: &str = "AI provider not configured";
+
+/// A step of a run that failed below the provider: the database or the vault. `public` is
+/// the endpoint's 500 string; an unreachable database still answers 503.
+#[derive(Debug, thiserror::Error)]
+#[error("{public}: {source:#}")]
+pub struct RunError {
+    pub public: &'static str,
+    pub source: anyhow::Error,
 }
 
-#[derive(Debug, Clone, Serialize, ToSchema)]
-pub struct AnalysisTokens {
-    input: i64,
-    output: i64,
+trait During<T> {
+    fn during(self, public: &'static str) -> Result<T, RunError>;
 }
 
-pub fn analysis_view(record: &AnalysisRecord) -> AnalysisView {
-    AnalysisView {
-        status: record.status.clone(),
-        root_cause: record.root_cause.clone(),
-        suggested_fix: record.suggested_fix.clone(),
-        model: record.model.clone(),
-        provider: record.provider.clone(),
-        key_source: record.key_source.clone(),
-        tokens: AnalysisTokens {
-            input: record.input_tokens,
-            output: record.output_tokens,
-        },
-        created_at: Timestamp(record.updated_at),
-        reason: record.reason.clone(),
+impl<T, E: Into<anyhow::Error>> During<T> for Result<T, E> {
+    fn during(self, public: &'static str) -> Result<T, RunError> {
+        self.map_err(|e| RunError {
+            public,
+            source: e.into(),
+        })
     }
 }
 
-pub fn router() -> OpenApiRouter<AppState> {
-    OpenApiRouter::new().routes(routes!(analyze))
-}
-
-pub const NOT_CONFIGURED: &str = "AI provider not configured";
+const FAILED: &str = "Failed to analyze execution";
 
 fn protocol(provider: AiProvider) -> &'static dyn LlmProtocol {
     match provider {
@@ -111,136 +76,15 @@ fn platform_key(app: &AppState, provider: AiProvider) -> Option<&Secret<String>>
 }
 
 /// How long a runner owns a row: every attempt timing out, plus the waits between them.
-fn lease_ms(app: &AppState) -> i64 {
+pub fn lease_ms(app: &AppState) -> i64 {
     let attempts = app.config.provider_timeout * MAX_ATTEMPTS + Duration::from_secs(30);
     attempts.as_millis() as i64
 }
 
 /// Why a run produced no answer the caller should get as 201.
-enum Failure {
+pub enum Failure {
     NotConfigured,
     Provider(ProviderError),
-}
-
-impl Failure {
-    fn into_api_error(self) -> ApiError {
-        match self {
-            Self::NotConfigured => ApiError::Refused {
-                status: StatusCode::SERVICE_UNAVAILABLE,
-                error: NOT_CONFIGURED,
-                message: "Neither the organization nor the service has an API key for this model's provider".into(),
-                extra: Default::default(),
-            },
-            Self::Provider(e) => ApiError::provider(e, ProviderCall::Analysis),
-        }
-    }
-}
-
-#[derive(Serialize, ToSchema)]
-pub struct AnalyzeRequest {
-    /// One of the catalogue's available models; the organization's default when absent.
-    model: Option<String>,
-}
-
-#[derive(Serialize, ToSchema)]
-pub struct AnalysisResponse {
-    success: bool,
-    data: AnalysisData,
-}
-
-#[derive(Serialize, ToSchema)]
-pub struct AnalysisData {
-    analysis: AnalysisView,
-}
-
-#[utoipa::path(
-    post,
-    path = "/api/executions/{taskId}/analysis",
-    tag = "analysis",
-    summary = "Analyze a failed execution with the organization's AI model now (admin, developer, API key); replaces the previous analysis",
-    security(("bearerAuth" = []), ("apiKey" = [])),
-    params(("taskId" = String, Path, pattern = "^[A-Za-z0-9._:-]{1,128}$", description = "The execution's taskId")),
-    request_body(content = AnalyzeRequest, description = "Optional"),
-    responses(
-        (status = 201, description = "`completed`, or `failed` with a `reason` when the provider's answer was unusable (safety block, not JSON)", body = AnalysisResponse),
-        (status = 400, description = "`Invalid model`, `Invalid JSON`", body = crate::openapi::ErrorBody),
-        (status = 403, description = "`Forbidden` (viewers); `AI analysis disabled`", body = crate::openapi::ErrorBody),
-        (status = 404, description = "`Execution not found`", body = crate::openapi::ErrorBody),
-        (status = 409, description = "`Execution has not failed`; `Analysis in progress` (by another request or the background worker)", body = crate::openapi::ErrorBody),
-        (status = 502, description = "The provider refused the request (a failed analysis is stored)", body = crate::openapi::ErrorBody),
-        (status = 503, description = "`AI provider not configured`; the provider is rate limited or unreachable (with `retryAfter` when known)", body = crate::openapi::ErrorBody),
-    ),
-)]
-async fn analyze(
-    State(app): State<AppState>,
-    ip: ClientIp,
-    user: CurrentUser,
-    PathParams(task_id): PathParams<String>,
-    body: JsonBody,
-) -> Result<(StatusCode, Json<AnalysisResponse>), ApiError> {
-    user.require(Role::WRITERS)?;
-    let body = body.or_empty()?;
-    let now = app.now();
-    let model = body
-        .opt_str("model")?
-        .map(|id| {
-            app.config
-                .model_catalog
-                .choose(id, now)
-                .cloned()
-                .map_err(|_| {
-                    ApiError::invalid("model", "model must be an available model of the catalogue")
-                })
-        })
-        .transpose()?;
-    let task_id = task_in_path(&task_id)?;
-    let org_id = user.org_id();
-    let execution = orgd_core::executions::execution(&app.db, org_id, task_id.as_str())
-        .await
-        .or_internal("Failed to analyze execution")?
-        .ok_or_else(execution_not_found)?;
-    let enabled = app
-        .orgs
-        .get(&app.db, org_id)
-        .await
-        .or_internal("Failed to analyze execution")?
-        .is_some_and(|org| org.ai_analysis_enabled);
-    if !enabled {
-        return Err(ApiError::Refused {
-            status: StatusCode::FORBIDDEN,
-            error: "AI analysis disabled",
-            message: "AI failure analysis is turned off for this organization".into(),
-            extra: Default::default(),
-        });
-    }
-    if !execution.status.is_failure() {
-        return Err(ApiError::conflict(
-            "Execution has not failed",
-            "Only FAILED, ERROR or UNSTABLE executions can be analyzed",
-        ));
-    }
-    let started =
-        orgd_core::analysis::start(&app.db, org_id, &execution.id, now, now + lease_ms(&app))
-            .await
-            .or_internal("Failed to analyze execution")?;
-    if !started {
-        return Err(ApiError::conflict(
-            "Analysis in progress",
-            "This execution is being analyzed right now; ask again once that analysis has finished",
-        ));
-    }
-    let audit = user.audit_event(ip, "execution.analyzed", "execution", &execution.task_id);
-    let (view, failure) = run(&app, org_id, &execution, model, audit).await?;
-    match failure {
-        None => Ok((
-            StatusCode::CREATED,
-            Json(AnalysisResponse {
-                success: true,
-                data: AnalysisData { analysis: view },
-            }),
-        )),
-        Some(failure) => Err(failure.into_api_error()),
-    }
 }
 
 /// The model and the key an analysis uses.
@@ -255,10 +99,10 @@ async fn resolve(
     app: &AppState,
     org_id: &str,
     requested: Option<Model>,
-) -> Result<Resolved, ApiError> {
+) -> Result<Resolved, RunError> {
     let config = orgd_core::ai_config::get(&app.db, org_id)
         .await
-        .or_internal("Failed to analyze execution")?
+        .during(FAILED)?
         .unwrap_or_default();
     let (model, replaced) = match requested {
         Some(model) => (model, None),
@@ -278,7 +122,7 @@ async fn resolve(
     let byok = if config.byok.contains(&provider) {
         let sealed = orgd_core::ai_config::byok_key(&app.db, org_id, provider)
             .await
-            .or_internal("Failed to analyze execution")?;
+            .during(FAILED)?;
         sealed
             .map(|sealed| {
                 app.vault.open(
@@ -287,7 +131,7 @@ async fn resolve(
                 )
             })
             .transpose()
-            .or_internal("Failed to read the AI provider key")?
+            .during("Failed to read the AI provider key")?
     } else {
         None
     };
@@ -304,16 +148,16 @@ async fn resolve(
 
 /// Every secret the organization stored, opened, plus the platform keys: none may leave
 /// inside a log.
-async fn secrets_to_redact(app: &AppState, org_id: &str) -> Result<Vec<String>, ApiError> {
+async fn secrets_to_redact(app: &AppState, org_id: &str) -> Result<Vec<String>, RunError> {
     let sealed = orgd_core::analysis::organization_secrets(&app.db, org_id)
         .await
-        .or_internal("Failed to analyze execution")?;
+        .during(FAILED)?;
     let mut secrets = Vec::with_capacity(sealed.len() + 3);
     for s in sealed {
         let opened = app
             .vault
             .open(&s.sealed, &s.table.binding(org_id, &s.provider))
-            .or_internal("Failed to read stored secrets")?;
+            .during("Failed to read stored secrets")?;
         secrets.push(opened.0);
     }
     secrets.extend(
@@ -337,7 +181,7 @@ async fn call_with_log(
     let full = app.config.ai.log_budget_bytes;
     let mut budget = full;
     loop {
-        let log = prompt::log_text(
+        let log = log_text(
             execution.error.as_deref(),
             execution.output.as_deref(),
             secrets,
@@ -352,15 +196,15 @@ async fn call_with_log(
 }
 
 /// Runs the analysis of `execution` (already marked running) and stores its result with
-/// `audit` (whose details are filled here): the API's analysis object, and the failure the
+/// `audit` (whose details are filled here): the stored analysis, and the failure the
 /// on-demand caller gets instead of 201.
-async fn run(
+pub async fn run(
     app: &AppState,
     org_id: &str,
     execution: &Execution,
     requested: Option<Model>,
     audit: AuditEvent,
-) -> Result<(AnalysisView, Option<Failure>), ApiError> {
+) -> Result<(AnalysisRecord, Option<Failure>), RunError> {
     let resolved = resolve(app, org_id, requested).await?;
     let provider = resolved.model.provider;
     let mut finished = Finished {
@@ -413,8 +257,8 @@ async fn run(
     let view =
         orgd_core::analysis::finish(&app.db, org_id, &execution.id, &finished, &audit, app.now())
             .await
-            .or_internal("Failed to store the analysis")?;
-    Ok((analysis_view(&view), failure))
+            .during("Failed to store the analysis")?;
+    Ok((view, failure))
 }
 
 fn apply(finished: &mut Finished, reply: Reply) {
@@ -459,33 +303,29 @@ pub async fn run_pending_once(app: &AppState) -> anyhow::Result<usize> {
     }
 }
 
-async fn run_leased(app: &AppState, lease: &Lease) -> Result<(), ApiError> {
+async fn run_leased(app: &AppState, lease: &Lease) -> Result<(), RunError> {
     let org_id = &lease.organization_id;
     let task_id = orgd_core::analysis::execution_task_id(&app.db, org_id, &lease.execution_id)
         .await
-        .or_internal("Failed to analyze execution")?;
+        .during(FAILED)?;
     let execution = match task_id {
         Some(task_id) => orgd_core::executions::execution(&app.db, org_id, &task_id)
             .await
-            .or_internal("Failed to analyze execution")?,
+            .during(FAILED)?,
         None => None,
     };
     // Deleted meanwhile: nothing to analyze, and nobody can see the result.
     let Some(execution) = execution else {
         return orgd_core::analysis::drop(&app.db, org_id, &lease.execution_id)
             .await
-            .or_internal("Failed to analyze execution");
+            .during(FAILED);
     };
-    let audit = AuditEvent {
-        organization_id: org_id.clone(),
-        user_id: None,
-        actor: Actor::System,
-        action: "execution.analyzed",
-        target_type: "execution",
-        target_id: execution.task_id.clone(),
-        details: json!({}),
-        ip: None,
-    };
+    let audit = AuditEvent::by_system(
+        org_id,
+        "execution.analyzed",
+        "execution",
+        &execution.task_id,
+    );
     run(app, org_id, &execution, None, audit).await.map(|_| ())
 }
 
