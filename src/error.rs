@@ -208,7 +208,7 @@ impl ApiError {
                 (*error).into(),
                 format!(
                     "An unexpected error occurred (request id {})",
-                    crate::http::current_request_id()
+                    crate::request_id::current_request_id()
                 )
                 .into(),
             ),
@@ -255,13 +255,13 @@ impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         match &self {
             Self::Internal { source, error } => tracing::error!(
-                request_id = %crate::http::current_request_id(),
+                request_id = %crate::request_id::current_request_id(),
                 error = %error,
                 detail = %format!("{source:#}"),
                 "request failed"
             ),
             Self::Unavailable(source) => tracing::warn!(
-                request_id = %crate::http::current_request_id(),
+                request_id = %crate::request_id::current_request_id(),
                 detail = %format!("{source:#}"),
                 "request answered 503: database unavailable"
             ),

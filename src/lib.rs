@@ -5,14 +5,12 @@ pub mod auth;
 pub mod cli;
 pub mod config;
 pub mod error;
-pub mod executions;
-pub mod health;
 pub mod http;
-pub mod integrations;
 pub mod logging;
 pub mod metrics;
 pub mod openapi;
 pub mod ratelimit;
+pub mod request_id;
 pub mod routes;
 pub mod state;
 pub mod timestamp;
@@ -24,7 +22,6 @@ use axum::extract::DefaultBodyLimit;
 use tokio::net::TcpListener;
 use tower_http::catch_panic::CatchPanicLayer;
 use utoipa_axum::router::OpenApiRouter;
-use utoipa_axum::routes;
 
 pub use config::Config;
 pub use state::AppState;
@@ -34,16 +31,7 @@ pub const MAX_JSON_BODY_BYTES: usize = 1024 * 1024;
 
 /// Every route with its OpenAPI description; the operator API only when asked for.
 pub(crate) fn documented_routes(with_operator: bool) -> OpenApiRouter<AppState> {
-    let routes = OpenApiRouter::with_openapi(openapi::base())
-        .routes(routes!(health::health))
-        .routes(routes!(metrics::metrics))
-        .routes(routes!(openapi::document))
-        .merge(routes::auth::router())
-        .merge(routes::organization::router())
-        .merge(routes::audit::router())
-        .merge(integrations::router())
-        .merge(routes::members::router())
-        .merge(executions::router());
+    let routes = OpenApiRouter::with_openapi(openapi::base()).merge(routes::router());
     if with_operator {
         routes.merge(routes::operator::router())
     } else {

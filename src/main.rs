@@ -3,7 +3,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 use orgd::cli;
 use orgd::config::{KeyArgs, LogFormat, ServeArgs, StoreArgs};
-use orgd::executions::storage::LocalReportStorage;
+use orgd_core::reports::LocalReportStorage;
 
 use orgd::{AppState, Config};
 use orgd_core::clock::{Clock, SystemClock};

@@ -12,12 +12,9 @@ use std::sync::atomic::{AtomicU16, AtomicU64, Ordering};
 use std::sync::{PoisonError, RwLock};
 use std::time::Duration;
 
-use axum::extract::State;
-use axum::http::{HeaderValue, Method, header};
-use axum::response::{IntoResponse, Response};
+use axum::http::Method;
 
 use crate::ratelimit::Scope;
-use crate::state::AppState;
 use orgd_core::db::PoolStats;
 use orgd_providers::client::Observer;
 use orgd_providers::{Outcome, Provider};
@@ -26,23 +23,6 @@ pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
 
 /// The route label of requests no route matched: raw paths would be unbounded and carry ids.
 pub const UNMATCHED: &str = "unmatched";
-
-/// `GET /metrics`: public like `/health` (operators' scrapers; nothing tenant-specific in it).
-#[utoipa::path(
-    get,
-    path = "/metrics",
-    tag = "service",
-    summary = "Prometheus metrics: requests and latency by route, rate-limit refusals, provider calls, database pool",
-    responses((status = 200, description = "Prometheus text exposition format 0.0.4", content_type = "text/plain", body = String)),
-)]
-pub async fn metrics(State(app): State<AppState>) -> Response {
-    let text = app.metrics.exposition(app.db.pool_stats()).to_string();
-    (
-        [(header::CONTENT_TYPE, HeaderValue::from_static(CONTENT_TYPE))],
-        text,
-    )
-        .into_response()
-}
 
 /// Every metric of one instance (each `AppState` has its own, so test servers never share).
 #[derive(Default)]

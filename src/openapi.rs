@@ -6,8 +6,6 @@
 
 use std::sync::OnceLock;
 
-use axum::Json;
-use axum::response::{IntoResponse, Response};
 use utoipa::OpenApi as DeriveOpenApi;
 use utoipa::openapi::header::Header;
 use utoipa::openapi::path::{Operation, ParameterIn};
@@ -239,16 +237,6 @@ pub fn document_json() -> &'static serde_json::Value {
         let (_, doc) = crate::documented_routes(true).split_for_parts();
         serde_json::to_value(finish(doc)).unwrap_or_default()
     })
-}
-
-#[utoipa::path(
-    get,
-    path = "/api/openapi.json",
-    tag = "service",
-    responses((status = 200, description = "This document (OpenAPI 3.1)", content_type = "application/json", body = Object))
-)]
-pub async fn document() -> Response {
-    Json(document_json()).into_response()
 }
 
 #[cfg(test)]

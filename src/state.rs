@@ -7,7 +7,6 @@ use anyhow::Context;
 
 use crate::auth::jwt::JwtKeys;
 use crate::config::Config;
-use crate::executions::storage::{LocalReportStorage, ReportStorage};
 use crate::metrics::Metrics;
 use crate::ratelimit::{MemoryLimiter, RateLimiter, RedisLimiter, Scope};
 use orgd_core::clock::{SharedClock, SystemClock};
@@ -15,6 +14,7 @@ use orgd_core::crypto::Vault;
 use orgd_core::db::Db;
 use orgd_core::organizations::Organizations;
 use orgd_core::passwords::PasswordHasherPool;
+use orgd_core::reports::{LocalReportStorage, ReportStorage};
 use orgd_core::users::Identities;
 use orgd_providers::linear::{LinearApi, LinearClient};
 use orgd_providers::llm::LlmClient;

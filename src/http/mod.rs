@@ -27,17 +27,6 @@ pub use body::{JsonBody, Object};
 pub use client_ip::ClientIp;
 pub use page::{Page, PageQuery};
 
-tokio::task_local! {
-    static REQUEST_ID: String;
-}
-
-/// The id of the request being served on this task (for 500 messages).
-pub fn current_request_id() -> String {
-    REQUEST_ID
-        .try_with(Clone::clone)
-        .unwrap_or_else(|_| "unknown".into())
-}
-
 const REQUEST_ID_HEADER: HeaderName = HeaderName::from_static("x-request-id");
 
 fn incoming_request_id(req: &Request) -> Option<String> {
@@ -65,7 +54,7 @@ pub async fn common_layer(State(app): State<AppState>, mut req: Request, next: N
         Some(path) => Cow::Borrowed(path.as_str()),
         None => Cow::Owned(req.uri().path().to_string()),
     };
-    let handled = REQUEST_ID.scope(request_id.clone(), next.run(req));
+    let handled = crate::request_id::scope(request_id.clone(), next.run(req));
     let mut response = match deadline(&app, &method, matched.as_ref()) {
         Some(deadline) => tokio::time::timeout(deadline, handled)
             .await

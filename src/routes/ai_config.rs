@@ -20,6 +20,10 @@ use orgd_core::clock::format_ms;
 use orgd_core::models::{AiProvider, Unavailable};
 use orgd_core::secrets::SecretTable;
 
+pub fn router() -> utoipa_axum::router::OpenApiRouter<AppState> {
+    utoipa_axum::router::OpenApiRouter::new().routes(utoipa_axum::routes!(show, update))
+}
+
 const MAX_API_KEY_CHARS: usize = 512;
 
 fn not_found() -> ApiError {

@@ -11,58 +11,14 @@ use utoipa_axum::routes;
 use crate::analyst::{self, Failure, NOT_CONFIGURED, RunError};
 use crate::auth::{CurrentUser, Role};
 use crate::error::{ApiError, OrInternal, ProviderCall};
-use crate::executions::{execution_not_found, task_in_path};
 use crate::http::{ClientIp, JsonBody, PathParams};
+use crate::routes::execution_views::{
+    AnalysisView, analysis_view, execution_not_found, task_in_path,
+};
 use crate::state::AppState;
-use crate::timestamp::Timestamp;
-use orgd_core::analysis::AnalysisRecord;
 
 pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new().routes(routes!(analyze))
-}
-
-/// The API's analysis object: an execution's AI failure analysis.
-#[derive(Debug, Clone, Serialize, ToSchema)]
-#[serde(rename_all = "camelCase")]
-#[schema(as = Analysis)]
-pub struct AnalysisView {
-    /// `queued`, `running`, `completed` or `failed`.
-    status: String,
-    root_cause: Option<String>,
-    suggested_fix: Option<String>,
-    model: Option<String>,
-    /// `openai`, `anthropic` or `gemini`.
-    provider: Option<String>,
-    /// `byok` (the organization's key) or `platform`.
-    key_source: Option<String>,
-    tokens: AnalysisTokens,
-    created_at: Timestamp,
-    /// Why a failed analysis failed.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    reason: Option<String>,
-}
-
-#[derive(Debug, Clone, Serialize, ToSchema)]
-pub struct AnalysisTokens {
-    input: i64,
-    output: i64,
-}
-
-pub fn analysis_view(record: &AnalysisRecord) -> AnalysisView {
-    AnalysisView {
-        status: record.status.clone(),
-        root_cause: record.root_cause.clone(),
-        suggested_fix: record.suggested_fix.clone(),
-        model: record.model.clone(),
-        provider: record.provider.clone(),
-        key_source: record.key_source.clone(),
-        tokens: AnalysisTokens {
-            input: record.input_tokens,
-            output: record.output_tokens,
-        },
-        created_at: Timestamp(record.updated_at),
-        reason: record.reason.clone(),
-    }
 }
 
 fn failure_error(failure: Failure) -> ApiError {

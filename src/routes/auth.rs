@@ -12,7 +12,7 @@ use crate::auth::{AuthAttempt, CurrentUser};
 use crate::error::{ApiError, OrInternal};
 use crate::http::{Done, JsonBody, Object};
 use crate::metrics::Refusal;
-use crate::routes::invitations::signup_refused;
+use crate::routes::membership::{email, signup_refused};
 use crate::routes::organization::{LimitsView, limits_view, org_name};
 use crate::state::AppState;
 use crate::timestamp::Timestamp;
@@ -31,14 +31,6 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(login))
         .routes(routes!(logout))
         .routes(routes!(me))
-        .merge(super::api_keys::router())
-}
-
-/// The body's email; 400 `Invalid email format` when it is not an address.
-pub(crate) fn email(raw: &str) -> Result<Email, ApiError> {
-    Email::parse(raw).ok_or_else(|| {
-        ApiError::bad_request("Invalid email format", "The email address is not valid")
-    })
 }
 
 /// A person's display name: trimmed, 1–100 characters.

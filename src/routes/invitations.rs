@@ -12,20 +12,18 @@ use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use super::members::{parse_role, refused};
+use super::membership::{EXPIRED_MESSAGE, UNUSABLE_MESSAGE, parse_role, refused, seats_full};
 use crate::auth::{AuthAttempt, CurrentUser, Role};
 use crate::error::{ApiError, OrInternal};
 use crate::http::page::PageParams;
 use crate::http::{ClientIp, Done, JsonBody, PageQuery, PathParams};
 use crate::openapi::ErrorBody;
-use crate::routes::auth::email;
-use crate::routes::usage::limit_refusal;
+use crate::routes::membership::email;
 use crate::state::AppState;
 use crate::timestamp::Timestamp;
 use orgd_core::invitations::{
     InviteToken, Invited, Joined, Joiner, NewInvitation, PendingInvitation,
 };
-use orgd_core::rules::seats::SeatUsage;
 
 pub const INVITATION_TTL_MS: i64 = 7 * 24 * 60 * 60 * 1000;
 
@@ -35,38 +33,6 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(revoke))
         .routes(routes!(validate))
         .routes(routes!(accept))
-}
-
-/// 403 `User limit exceeded` with the organization's seat usage.
-fn seats_full(seats: SeatUsage) -> ApiError {
-    // Only a limited organization is ever refused; 0 would be an operator's "no seats at all".
-    let limit = seats.limit.unwrap_or(0);
-    limit_refusal(
-        "User limit exceeded",
-        format!(
-            "Your organization has reached the team member limit ({}/{limit}). Upgrade your plan to invite more users.",
-            seats.used
-        ),
-        seats.used,
-        limit,
-    )
-}
-
-const EXPIRED_MESSAGE: &str = "This invitation has expired. Please request a new invitation.";
-const UNUSABLE_MESSAGE: &str = "The invitation token is invalid or has already been used";
-
-/// How signup with an `inviteToken` reports a refused join.
-pub fn signup_refused(outcome: Joined) -> ApiError {
-    match outcome {
-        Joined::Expired => ApiError::bad_request("Invitation has expired", EXPIRED_MESSAGE),
-        Joined::SeatsFull(seats) => seats_full(seats),
-        Joined::EmailTaken => ApiError::conflict(
-            "Email already registered",
-            "An account with this email already exists",
-        ),
-        // Also covers a token for another email: the answer must not tell them apart.
-        _ => ApiError::bad_request("Invalid or expired invitation", UNUSABLE_MESSAGE),
-    }
 }
 
 /// A pending invitation as listed (never its token).

@@ -4,7 +4,6 @@
 
 use axum::Json;
 use axum::extract::State;
-use axum::http::StatusCode;
 use serde::Serialize;
 use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
@@ -18,6 +17,7 @@ use crate::error::{ApiError, OrInternal};
 use crate::http::page::PageParams;
 use crate::http::{ClientIp, JsonBody, PageQuery, PathParams};
 use crate::openapi::ErrorBody;
+use crate::routes::membership::{parse_role, refused};
 use crate::state::AppState;
 use crate::timestamp::Timestamp;
 
@@ -26,13 +26,6 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(list))
         .routes(routes!(show, remove))
         .routes(routes!(change_role))
-        .merge(super::invitations::router())
-}
-
-/// A role named in a request body: `Invalid role` unless one of the three.
-pub(crate) fn parse_role(raw: &str) -> Result<Role, ApiError> {
-    Role::parse(raw)
-        .ok_or_else(|| ApiError::invalid("role", "Role must be admin, developer, or viewer"))
 }
 
 /// A user id from the path. Only the canonical lowercase form is accepted, so comparing it
@@ -45,16 +38,6 @@ fn user_id(raw: &str) -> Result<&str, ApiError> {
             "Invalid user ID format",
             "A user id is 24 lowercase hexadecimal characters",
         ))
-    }
-}
-
-/// A 403 that is not about roles (those are `ApiError::Forbidden`).
-pub(crate) fn refused(error: &'static str, message: &'static str) -> ApiError {
-    ApiError::Refused {
-        status: StatusCode::FORBIDDEN,
-        error,
-        message: message.into(),
-        extra: Default::default(),
     }
 }
 

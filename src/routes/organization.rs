@@ -19,11 +19,7 @@ use crate::state::AppState;
 use crate::timestamp::Timestamp;
 
 pub fn router() -> OpenApiRouter<AppState> {
-    OpenApiRouter::new()
-        .routes(routes!(show, update))
-        .routes(routes!(super::usage::show))
-        .routes(routes!(super::usage::alerts))
-        .routes(routes!(super::ai_config::show, super::ai_config::update))
+    OpenApiRouter::new().routes(routes!(show, update))
 }
 
 /// An organization name from the body field `field`; errors are `Invalid <field>`.

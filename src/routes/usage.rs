@@ -16,6 +16,12 @@ use crate::error::{ApiError, OrInternal};
 use crate::state::AppState;
 use crate::timestamp::Timestamp;
 
+pub fn router() -> utoipa_axum::router::OpenApiRouter<AppState> {
+    utoipa_axum::router::OpenApiRouter::new()
+        .routes(utoipa_axum::routes!(show))
+        .routes(utoipa_axum::routes!(alerts))
+}
+
 pub fn period_view(period: &Period) -> PeriodView {
     PeriodView {
         start_date: Timestamp(period.start_ms),

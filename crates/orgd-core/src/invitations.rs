@@ -8,23 +8,10 @@ use serde_json::json;
 use crate::audit::{self, Actor, AuditEvent};
 use crate::db::{Db, Tx};
 use crate::error::{CoreError, CoreResult};
-use crate::members::member_in;
+use crate::rules::expiry::{is_expired, pending_at};
 use crate::rules::last_admin;
 use crate::rules::seats::{self, SeatUsage};
-use crate::users::{NewUser, Role, UserRecord};
-
-/// An invitation is pending until its `expires_at` millisecond included: it expires strictly
-/// after (`now > expires_at`, the original's rule). The seat limit, the usage numbers and the
-/// lists all ask the same question, so they all use this.
-pub fn is_expired(expires_at: i64, now: i64) -> bool {
-    now > expires_at
-}
-
-/// The SQL form of "pending and not expired" (`is_expired`'s complement) for the
-/// invitations row `alias` at the instant bound to the placeholder `now`.
-pub fn pending_at(alias: &str, now: &str) -> String {
-    format!("{alias}.status = 'pending' AND {alias}.expires_at >= {now}")
-}
+use crate::users::{NewUser, Role, UserRecord, member_in};
 
 /// An invitation's secret: 32 random bytes as 64 hex characters (accepted in either case).
 pub struct InviteToken(String);
@@ -468,16 +455,4 @@ pub async fn signup(
         organization_name,
         user: record,
     })))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn an_invitation_is_pending_through_its_expiry_millisecond() {
-        assert!(!is_expired(1_000, 999));
-        assert!(!is_expired(1_000, 1_000));
-        assert!(is_expired(1_000, 1_001));
-    }
 }

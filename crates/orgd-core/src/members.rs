@@ -8,7 +8,7 @@ use crate::audit::{self, AuditEvent};
 use crate::db::{Db, Tx};
 use crate::error::CoreResult;
 use crate::rules::last_admin;
-use crate::users::{Role, USER_COLUMNS, UserRecord};
+use crate::users::{self, Role, USER_COLUMNS, UserRecord};
 
 /// Result of changing or removing a member.
 #[derive(Debug)]
@@ -22,20 +22,6 @@ pub enum MemberChange {
     ActorNotAdmin(Option<Role>),
 }
 
-pub(crate) async fn member_in(
-    tx: &mut Tx,
-    organization_id: &str,
-    user_id: &str,
-) -> CoreResult<Option<UserRecord>> {
-    let sql =
-        format!("SELECT {USER_COLUMNS} FROM users u WHERE u.id = $1 AND u.organization_id = $2");
-    Ok(sqlx::query_as(sqlx::AssertSqlSafe(sql))
-        .bind(user_id)
-        .bind(organization_id)
-        .fetch_optional(&mut **tx)
-        .await?)
-}
-
 /// Re-checks, under the organization lock, that the acting admin still is one: the check
 /// made when the request was authenticated may be stale by now.
 async fn check_actor(
@@ -43,7 +29,7 @@ async fn check_actor(
     organization_id: &str,
     actor_id: &str,
 ) -> CoreResult<Result<(), MemberChange>> {
-    let actor = member_in(tx, organization_id, actor_id).await?;
+    let actor = users::member_in(tx, organization_id, actor_id).await?;
     Ok(match actor {
         Some(a) if a.role == Role::Admin && a.status == "active" => Ok(()),
         other => Err(MemberChange::ActorNotAdmin(other.map(|a| a.role))),
@@ -67,7 +53,7 @@ async fn lock_actor_and_target(
         return Ok(Err(refused));
     }
     Ok(
-        match member_in(&mut tx, organization_id, target_id).await? {
+        match users::member_in(&mut tx, organization_id, target_id).await? {
             Some(target) => Ok((tx, target)),
             None => Err(MemberChange::NotFound),
         },

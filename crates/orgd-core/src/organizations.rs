@@ -8,8 +8,8 @@ use crate::audit::{self, AuditEvent};
 use crate::db::cache::ReadCache;
 use crate::db::{Db, Tx, flag};
 use crate::error::{CoreError, CoreResult};
-use crate::invitations::pending_at;
 use crate::plans::{Limits, Overrides, Plan};
+use crate::rules::expiry::pending_at;
 
 /// An organization's name: trimmed, 2–100 Unicode scalar values.
 #[derive(Debug, Clone, PartialEq, Eq)]

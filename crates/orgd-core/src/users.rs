@@ -4,7 +4,7 @@
 use sqlx::Row;
 
 use crate::db::cache::ReadCache;
-use crate::db::{Backend, Db};
+use crate::db::{Backend, Db, Tx};
 use crate::error::{CoreError, CoreResult};
 use crate::plans::Plan;
 
@@ -351,6 +351,21 @@ fn first_free_slug(base: &str, taken: &[String]) -> String {
         .map(|n| format!("{base}-{n}"))
         .find(|candidate| !taken.contains(candidate))
         .unwrap_or_else(|| base.to_string())
+}
+
+/// The member `user_id` of `organization_id` as `tx` sees it.
+pub async fn member_in(
+    tx: &mut Tx,
+    organization_id: &str,
+    user_id: &str,
+) -> CoreResult<Option<UserRecord>> {
+    let sql =
+        format!("SELECT {USER_COLUMNS} FROM users u WHERE u.id = $1 AND u.organization_id = $2");
+    Ok(sqlx::query_as(sqlx::AssertSqlSafe(sql))
+        .bind(user_id)
+        .bind(organization_id)
+        .fetch_optional(&mut **tx)
+        .await?)
 }
 
 #[cfg(test)]

@@ -5,12 +5,14 @@
 //! | rule | where |
 //! |---|---|
 //! | seats: members + pending invitations ≤ `maxUsers` | `seats` |
+//! | an invitation counts through its expiry millisecond | `expiry` |
 //! | an organization keeps an active admin | `last_admin` |
 //! | monthly `maxTestRuns`, `maxConcurrentRuns` | `runs` |
 //! | storage reserved before bytes land | `storage` |
 //! | `maxProjects` | `projects` |
 //! | an idempotency key is claimed once | `crate::idempotency` |
 
+pub mod expiry;
 pub mod last_admin;
 pub mod projects;
 pub mod runs;

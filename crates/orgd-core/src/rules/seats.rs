@@ -4,8 +4,8 @@
 
 use crate::db::Tx;
 use crate::error::{CoreError, CoreResult};
-use crate::invitations::pending_at;
 use crate::organizations;
+use crate::rules::expiry::pending_at;
 
 /// Seats taken (active members + pending unexpired invitations) and the effective limit.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

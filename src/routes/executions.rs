@@ -1,10 +1,6 @@
 //! Projects, executions and their report files (API.md, "Executions, projects and reports").
 //! Every `/api/executions*` request is counted in the organization's ingest bucket.
 
-pub mod reports;
-pub mod storage;
-pub mod types;
-
 use axum::Json;
 use axum::extract::{Query, State};
 use axum::http::StatusCode;
@@ -14,6 +10,7 @@ use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
+use super::execution_views::{ProjectView, execution_not_found, execution_view, task_in_path};
 use crate::auth::{CurrentUser, Role};
 use crate::error::{ApiError, OrInternal};
 use crate::http::page::PageParams;
@@ -26,7 +23,6 @@ use orgd_core::executions::{
     Project, Status, TaskId, UpdateOutcome, project_name,
 };
 use orgd_core::text::utf8_tail;
-use types::{ProjectView, execution_view};
 
 pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
@@ -34,20 +30,6 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(delete_project))
         .routes(routes!(list, create))
         .routes(routes!(show, update, remove))
-        .merge(reports::router())
-        .merge(crate::routes::analysis::router())
-}
-
-pub(crate) fn execution_not_found() -> ApiError {
-    ApiError::not_found(
-        "Execution not found",
-        "No execution with this taskId in your organization",
-    )
-}
-
-/// A taskId from the URL; one that could never have been created does not exist.
-pub(crate) fn task_in_path(raw: &str) -> Result<TaskId, ApiError> {
-    TaskId::parse(raw).ok_or_else(execution_not_found)
 }
 
 fn execution_body(
@@ -70,7 +52,7 @@ pub struct ExecutionResponse {
 
 #[derive(Serialize, ToSchema)]
 pub struct ExecutionData {
-    execution: types::ExecutionView,
+    execution: super::execution_views::ExecutionView,
 }
 
 #[derive(Serialize, ToSchema)]
@@ -82,7 +64,7 @@ pub struct ExecutionPage {
 #[derive(Serialize, ToSchema)]
 pub struct ExecutionPageData {
     /// Newest first; without `output`.
-    executions: Vec<types::ExecutionView>,
+    executions: Vec<super::execution_views::ExecutionView>,
     /// Live (not deleted) executions matching the filter.
     total: i64,
     limit: i64,

@@ -2,53 +2,27 @@
 //! providers with their credentials sealed in the vault, checked against Linear and
 //! Monday.com before they are saved; and tickets filed from executions (`tickets`).
 
-pub mod settings;
-pub mod tickets;
-
 use axum::Json;
 use axum::extract::State;
 use serde::Serialize;
-use serde_json::{Map, Value, json};
+use serde_json::{Value, json};
 use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-pub use settings::{Described, Integration};
+pub use super::integration_settings::{Described, Integration, IntegrationView, open_secret};
 
+use super::integration_settings::{Draft, changed_fields, view};
 use crate::auth::{CurrentUser, Role};
-use crate::config::Secret;
 use crate::error::{ApiError, OrInternal, ProviderCall};
 use crate::http::{ClientIp, Done, JsonBody, PathParams};
 use crate::openapi::ErrorBody;
 use crate::state::AppState;
 use orgd_core::integrations::{self as stored, IntegrationRecord, IntegrationWrite};
 use orgd_core::secrets::SecretTable;
-use settings::{Draft, changed_fields, view};
 
 pub fn router() -> OpenApiRouter<AppState> {
-    OpenApiRouter::new()
-        .routes(routes!(show, save, unlink))
-        .routes(routes!(tickets::create_linear_issue))
-        .routes(routes!(tickets::create_monday_item))
-}
-
-/// An integration as shown: `enabled` and the provider's settings, never its credential.
-/// `github`: owner, repo; `gitlab`: baseUrl, projectId; `azuredevops`: organization, project;
-/// `bitbucket`: workspace, repoSlug; `jira`: domain, email, projectKey; `linear`: teamId,
-/// teamKey, teamName; `monday`: boardId, groupId; `slack`: events. A provider never
-/// configured answers `{"enabled": false}`.
-#[derive(Serialize, ToSchema)]
-pub struct IntegrationView {
-    enabled: bool,
-    #[serde(flatten)]
-    #[schema(ignore)]
-    settings: Map<String, Value>,
-}
-
-impl IntegrationView {
-    fn new(enabled: bool, settings: Map<String, Value>) -> Self {
-        Self { enabled, settings }
-    }
+    OpenApiRouter::new().routes(routes!(show, save, unlink))
 }
 
 #[derive(Serialize, ToSchema)]
@@ -114,21 +88,6 @@ fn parse_provider(raw: &str) -> Result<Integration, ApiError> {
             "Supported providers: github, gitlab, azuredevops, bitbucket, jira, linear, monday, slack",
         )
     })
-}
-
-/// Opens an organization's stored credential for `provider`.
-pub fn open_secret(
-    app: &AppState,
-    organization_id: &str,
-    provider: Integration,
-    sealed: &str,
-) -> Result<Secret<String>, ApiError> {
-    app.vault
-        .open(
-            sealed,
-            &SecretTable::Integrations.binding(organization_id, provider.as_str()),
-        )
-        .or_internal("Failed to read integration credentials")
 }
 
 #[utoipa::path(

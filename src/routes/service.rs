@@ -1,9 +1,12 @@
-//! `GET /health`: 200 while the database answers and takes writes (a Redis outage only
-//! degrades), else 503 so a load balancer stops sending traffic here.
+//! The service's own routes: `GET /health` (200 while the database answers and takes writes —
+//! a Redis outage only degrades — else 503 so a load balancer stops sending traffic here),
+//! `GET /metrics` and `GET /api/openapi.json`.
 
 use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
+use axum::http::{HeaderValue, header};
+use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 use utoipa::ToSchema;
 
@@ -72,4 +75,34 @@ pub async fn health(State(app): State<AppState>) -> (StatusCode, Json<Health>) {
         uptime_seconds: (app.now() - app.started_at_ms).max(0) / 1000,
     };
     (code, Json(body))
+}
+
+/// `GET /metrics`: public like `/health` (operators' scrapers; nothing tenant-specific in it).
+#[utoipa::path(
+    get,
+    path = "/metrics",
+    tag = "service",
+    summary = "Prometheus metrics: requests and latency by route, rate-limit refusals, provider calls, database pool",
+    responses((status = 200, description = "Prometheus text exposition format 0.0.4", content_type = "text/plain", body = String)),
+)]
+pub async fn metrics(State(app): State<AppState>) -> Response {
+    let text = app.metrics.exposition(app.db.pool_stats()).to_string();
+    (
+        [(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static(crate::metrics::CONTENT_TYPE),
+        )],
+        text,
+    )
+        .into_response()
+}
+
+#[utoipa::path(
+    get,
+    path = "/api/openapi.json",
+    tag = "service",
+    responses((status = 200, description = "This document (OpenAPI 3.1)", content_type = "application/json", body = Object))
+)]
+pub async fn document() -> Response {
+    Json(crate::openapi::document_json()).into_response()
 }

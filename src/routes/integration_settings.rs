@@ -2,10 +2,15 @@
 //! field and non-secret fields with their validation, and the merge of a `PUT` body into
 //! the stored settings.
 
+use serde::Serialize;
 use serde_json::{Map, Value, json};
+use utoipa::ToSchema;
+
+use crate::state::AppState;
+use orgd_core::secrets::SecretTable;
 
 use crate::config::Secret;
-use crate::error::ApiError;
+use crate::error::{ApiError, OrInternal};
 use crate::http::Object;
 use orgd_core::integrations::IntegrationRecord;
 use orgd_providers::Provider as Outbound;
@@ -209,9 +214,9 @@ impl Draft {
 }
 
 /// What `GET` answers for a provider: `enabled` plus its shown fields (null when unset).
-pub fn view(provider: Integration, record: Option<&IntegrationRecord>) -> super::IntegrationView {
+pub fn view(provider: Integration, record: Option<&IntegrationRecord>) -> IntegrationView {
     let Some(record) = record else {
-        return super::IntegrationView::new(false, Map::new());
+        return IntegrationView::new(false, Map::new());
     };
     let settings = provider
         .shown()
@@ -221,7 +226,7 @@ pub fn view(provider: Integration, record: Option<&IntegrationRecord>) -> super:
             (name.to_string(), value)
         })
         .collect();
-    super::IntegrationView::new(record.enabled, settings)
+    IntegrationView::new(record.enabled, settings)
 }
 
 /// Names of shown fields whose values differ between two settings.
@@ -529,6 +534,40 @@ fn slack_events(field: &'static str, value: &Value) -> Result<Value, ApiError> {
         }
     }
     Ok(json!(events))
+}
+
+/// An integration as shown: `enabled` and the provider's settings, never its credential.
+/// `github`: owner, repo; `gitlab`: baseUrl, projectId; `azuredevops`: organization, project;
+/// `bitbucket`: workspace, repoSlug; `jira`: domain, email, projectKey; `linear`: teamId,
+/// teamKey, teamName; `monday`: boardId, groupId; `slack`: events. A provider never
+/// configured answers `{"enabled": false}`.
+#[derive(Serialize, ToSchema)]
+pub struct IntegrationView {
+    enabled: bool,
+    #[serde(flatten)]
+    #[schema(ignore)]
+    settings: Map<String, Value>,
+}
+
+impl IntegrationView {
+    pub(super) fn new(enabled: bool, settings: Map<String, Value>) -> Self {
+        Self { enabled, settings }
+    }
+}
+
+/// Opens an organization's stored credential for `provider`.
+pub fn open_secret(
+    app: &AppState,
+    organization_id: &str,
+    provider: Integration,
+    sealed: &str,
+) -> Result<Secret<String>, ApiError> {
+    app.vault
+        .open(
+            sealed,
+            &SecretTable::Integrations.binding(organization_id, provider.as_str()),
+        )
+        .or_internal("Failed to read integration credentials")
 }
 
 #[cfg(test)]

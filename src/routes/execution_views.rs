@@ -1,10 +1,13 @@
-//! The API's views of executions, projects and report files (the domain types are the core's).
+//! The API's views of executions, their analyses, projects and report files (the domain types
+//! are the core's), and how a route names an execution it cannot find.
 
 use serde::Serialize;
 use utoipa::ToSchema;
 
-use crate::routes::analysis::{AnalysisView, analysis_view};
+use crate::error::ApiError;
 use crate::timestamp::Timestamp;
+use orgd_core::analysis::AnalysisRecord;
+use orgd_core::executions::TaskId;
 use orgd_core::executions::{Execution, Project, ReportFile};
 
 #[derive(Debug, Clone, Serialize, ToSchema)]
@@ -138,4 +141,60 @@ pub fn execution_view(execution: &Execution, with_output: bool) -> ExecutionView
         analysis: execution.analysis.as_ref().map(analysis_view),
         output: with_output.then(|| execution.output.clone()),
     }
+}
+
+/// The API's analysis object: an execution's AI failure analysis.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+#[schema(as = Analysis)]
+pub struct AnalysisView {
+    /// `queued`, `running`, `completed` or `failed`.
+    status: String,
+    root_cause: Option<String>,
+    suggested_fix: Option<String>,
+    model: Option<String>,
+    /// `openai`, `anthropic` or `gemini`.
+    provider: Option<String>,
+    /// `byok` (the organization's key) or `platform`.
+    key_source: Option<String>,
+    tokens: AnalysisTokens,
+    created_at: Timestamp,
+    /// Why a failed analysis failed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    reason: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct AnalysisTokens {
+    input: i64,
+    output: i64,
+}
+
+pub fn analysis_view(record: &AnalysisRecord) -> AnalysisView {
+    AnalysisView {
+        status: record.status.clone(),
+        root_cause: record.root_cause.clone(),
+        suggested_fix: record.suggested_fix.clone(),
+        model: record.model.clone(),
+        provider: record.provider.clone(),
+        key_source: record.key_source.clone(),
+        tokens: AnalysisTokens {
+            input: record.input_tokens,
+            output: record.output_tokens,
+        },
+        created_at: Timestamp(record.updated_at),
+        reason: record.reason.clone(),
+    }
+}
+
+pub(crate) fn execution_not_found() -> ApiError {
+    ApiError::not_found(
+        "Execution not found",
+        "No execution with this taskId in your organization",
+    )
+}
+
+/// A taskId from the URL; one that could never have been created does not exist.
+pub(crate) fn task_in_path(raw: &str) -> Result<TaskId, ApiError> {
+    TaskId::parse(raw).ok_or_else(execution_not_found)
 }

@@ -13,7 +13,7 @@ use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 
-use super::{Described, Integration, open_secret};
+use super::integration_settings::{Described, Integration, open_secret};
 use crate::auth::CurrentUser;
 use crate::config::Secret;
 use crate::error::{ApiError, OrInternal, ProviderCall};
@@ -24,6 +24,12 @@ use orgd_core::idempotency::{self, Claim, Completion, IdempotencyScope};
 use orgd_core::integrations::{self as stored, IntegrationRecord, TicketLink};
 use orgd_providers::linear::{self, NewIssue};
 use orgd_providers::monday;
+
+pub fn router() -> utoipa_axum::router::OpenApiRouter<AppState> {
+    utoipa_axum::router::OpenApiRouter::new()
+        .routes(utoipa_axum::routes!(create_linear_issue))
+        .routes(utoipa_axum::routes!(create_monday_item))
+}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Tracker {

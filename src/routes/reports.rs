@@ -21,9 +21,8 @@ use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use super::storage::{PendingUpload, ReportKey, StorageError};
-use super::types::ReportFileView;
-use super::{execution_not_found, task_in_path};
+use super::execution_views::ReportFileView;
+use super::execution_views::{execution_not_found, task_in_path};
 use crate::auth::{CurrentUser, Role};
 use crate::error::{ApiError, OrInternal};
 use crate::http::PathParams;
@@ -32,6 +31,7 @@ use crate::state::AppState;
 use orgd_core::db::Db;
 use orgd_core::executions::{ReportCommit, Reservation};
 use orgd_core::executions::{ReportPath, TaskId};
+use orgd_core::reports::{PendingUpload, ReportKey, StorageError};
 
 pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new().routes(routes!(list)).merge(
