@@ -12,6 +12,14 @@ use crate::error::ApiError;
 
 pub struct JsonBody(Result<Option<Object>, ApiError>);
 
+/// A request body as one type: the handler's input and, through `ToSchema`, its OpenAPI
+/// schema. It is read from the (unambiguous) JSON object by hand, so every problem answers
+/// with the contract's error string, in the contract's order — serde's own messages would
+/// name Rust types.
+pub trait FromBody: Sized {
+    fn from_body(body: &Object) -> Result<Self, ApiError>;
+}
+
 impl<S: Send + Sync> FromRequest<S> for JsonBody {
     type Rejection = std::convert::Infallible;
 
@@ -160,6 +168,16 @@ fn contains_nul(map: &Map<String, Value>) -> bool {
 
 impl JsonBody {
     /// The body, or 400 `Missing body` when there is none.
+    /// The required body as `T` (400 `Missing body` when there is none).
+    pub fn parse<T: FromBody>(self) -> Result<T, ApiError> {
+        T::from_body(&self.required()?)
+    }
+
+    /// An optional body as `T`, read as `{}` when there is none.
+    pub fn parse_or_empty<T: FromBody>(self) -> Result<T, ApiError> {
+        T::from_body(&self.or_empty()?)
+    }
+
     pub fn required(self) -> Result<Object, ApiError> {
         self.0?.ok_or_else(|| {
             ApiError::bad_request("Missing body", "This endpoint requires a JSON body")

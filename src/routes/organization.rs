@@ -14,7 +14,7 @@ use orgd_core::plans::Limits;
 
 use crate::auth::{CurrentUser, Role};
 use crate::error::{ApiError, OrInternal};
-use crate::http::{ClientIp, JsonBody, Object};
+use crate::http::{ClientIp, FromBody, JsonBody, Object};
 use crate::state::AppState;
 use crate::timestamp::Timestamp;
 
@@ -93,33 +93,35 @@ pub(crate) fn org_not_found() -> ApiError {
     ApiError::not_found("Organization not found", "The organization does not exist")
 }
 
-/// The body of `PATCH /api/organization`, checked in the seed's order.
-fn parse_settings(body: &Object) -> Result<SettingsChange, ApiError> {
-    if !body.has("name") && !body.has("aiAnalysisEnabled") {
-        return Err(ApiError::bad_request(
-            "Missing fields",
-            "At least one field (name or aiAnalysisEnabled) is required",
-        ));
-    }
-    let name = body
-        .opt_str("name")
-        .map_err(|_| ApiError::invalid("name", "Organization name must be a string"))?
-        .map(|raw| org_name("name", raw))
-        .transpose()?;
-    let ai_analysis_enabled = body.opt_bool("aiAnalysisEnabled")?;
-    Ok(SettingsChange {
-        name: name.map(OrgName::into_string),
-        ai_analysis_enabled,
-    })
-}
-
 /// `PATCH /api/organization`: at least one of the two fields.
-#[derive(Serialize, ToSchema)]
+#[derive(ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct SettingsPatch {
     /// 2–100 characters after trimming.
-    name: Option<String>,
+    #[schema(value_type = Option<String>)]
+    name: Option<OrgName>,
     ai_analysis_enabled: Option<bool>,
+}
+
+/// Checked in the seed's order.
+impl FromBody for SettingsPatch {
+    fn from_body(body: &Object) -> Result<Self, ApiError> {
+        if !body.has("name") && !body.has("aiAnalysisEnabled") {
+            return Err(ApiError::bad_request(
+                "Missing fields",
+                "At least one field (name or aiAnalysisEnabled) is required",
+            ));
+        }
+        let name = body
+            .opt_str("name")
+            .map_err(|_| ApiError::invalid("name", "Organization name must be a string"))?
+            .map(|raw| org_name("name", raw))
+            .transpose()?;
+        Ok(Self {
+            name,
+            ai_analysis_enabled: body.opt_bool("aiAnalysisEnabled")?,
+        })
+    }
 }
 
 #[utoipa::path(
@@ -142,7 +144,11 @@ async fn update(
     body: JsonBody,
 ) -> Result<Json<UpdateResponse>, ApiError> {
     user.require(Role::ADMIN)?;
-    let change = parse_settings(&body.or_empty()?)?;
+    let patch: SettingsPatch = body.parse_or_empty()?;
+    let change = SettingsChange {
+        name: patch.name.map(OrgName::into_string),
+        ai_analysis_enabled: patch.ai_analysis_enabled,
+    };
     let mut changes = serde_json::Map::new();
     if let Some(name) = &change.name {
         changes.insert("name".into(), name.clone().into());
