@@ -5,6 +5,7 @@ pub mod client;
 pub mod graphql;
 pub mod linear;
 pub mod llm;
+pub mod markdown;
 pub mod monday;
 
 pub use client::{Client, Outcome, Provider, ProviderError};
