@@ -7,5 +7,6 @@ pub mod linear;
 pub mod llm;
 pub mod markdown;
 pub mod monday;
+pub mod signing;
 
 pub use client::{Client, Outcome, Provider, ProviderError};
