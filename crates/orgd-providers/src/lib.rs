@@ -8,5 +8,6 @@ pub mod llm;
 pub mod markdown;
 pub mod monday;
 pub mod signing;
+pub mod ssrf;
 
 pub use client::{Client, Outcome, Provider, ProviderError};
