@@ -3,11 +3,13 @@
 
 pub mod client;
 pub mod graphql;
+pub mod jira;
 pub mod linear;
 pub mod llm;
 pub mod markdown;
 pub mod monday;
 pub mod signing;
 pub mod ssrf;
+pub mod tracker;
 
 pub use client::{Client, Outcome, Provider, ProviderError};
