@@ -2,6 +2,7 @@
 //! ticket and the pull-request comment they give back, what an edit of a comment someone
 //! deleted comes to, and the reading of their answers into the shared `ProviderError`.
 
+use reqwest::header::HeaderValue;
 use reqwest::{RequestBuilder, Url};
 use serde_json::Value;
 
@@ -56,6 +57,15 @@ pub(crate) fn endpoint(base: &str, segments: &[&str]) -> Result<Url, ProviderErr
         .pop_if_empty()
         .extend(segments);
     Ok(url)
+}
+
+/// `Authorization: Bearer <token>`, kept out of logs; a token that cannot be a header is a
+/// refused credential (it would be refused anyway).
+pub(crate) fn bearer(token: &str) -> Result<HeaderValue, ProviderError> {
+    let mut value = HeaderValue::from_str(&format!("Bearer {token}"))
+        .map_err(|_| ProviderError::InvalidCredentials)?;
+    value.set_sensitive(true);
+    Ok(value)
 }
 
 /// Sends the request `build` makes, reads its answer with `classify`, and repeats it as the
@@ -143,6 +153,15 @@ pub(crate) fn rate_limited(answer: &Answer, default_secs: u64) -> ProviderError 
     ProviderError::RateLimited {
         retry_after_secs: retry_after(&answer.headers).unwrap_or(default_secs).max(1),
         inline: true,
+    }
+}
+
+/// An id the tracker sends as a number or a string of digits.
+pub(crate) fn id_number(value: &Value) -> Option<u64> {
+    match value {
+        Value::Number(n) => n.as_u64(),
+        Value::String(s) => s.parse().ok(),
+        _ => None,
     }
 }
 
@@ -313,7 +332,12 @@ pub(crate) mod tests {
 
     #[test]
     fn ids_and_tokens() {
+        assert_eq!(id_number(&json!(42)), Some(42));
+        assert_eq!(id_number(&json!("10000")), Some(10000));
+        assert_eq!(id_number(&json!("ENG-1")), None);
         assert_eq!(text(&json!("")), None);
+        assert_eq!(bearer("bad\ntoken"), Err(ProviderError::InvalidCredentials));
+        assert!(bearer("ghp_x").unwrap().is_sensitive());
     }
 
     #[test]

@@ -2,6 +2,7 @@
 //! provider's real protocol: requests as the providers expect them, and their answers —
 //! refusals, rate limits, broken connections — read into the shared `ProviderError`.
 
+mod github;
 mod jira;
 
 use std::sync::{Arc, Mutex};
