@@ -3,6 +3,7 @@
 
 pub mod client;
 pub mod github;
+pub mod gitlab;
 pub mod graphql;
 pub mod jira;
 pub mod linear;

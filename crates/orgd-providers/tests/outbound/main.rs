@@ -3,6 +3,7 @@
 //! refusals, rate limits, broken connections — read into the shared `ProviderError`.
 
 mod github;
+mod gitlab;
 mod jira;
 
 use std::sync::{Arc, Mutex};
