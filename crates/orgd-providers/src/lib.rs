@@ -1,6 +1,7 @@
 //! Outbound HTTP: one shared client (`client`) with the timeouts, failure classes, retry rule
 //! and metrics hook every provider uses, and each provider's protocol on top of it.
 
+pub mod azure_devops;
 pub mod client;
 pub mod github;
 pub mod gitlab;

@@ -2,6 +2,7 @@
 //! provider's real protocol: requests as the providers expect them, and their answers —
 //! refusals, rate limits, broken connections — read into the shared `ProviderError`.
 
+mod azure_devops;
 mod github;
 mod gitlab;
 mod jira;
