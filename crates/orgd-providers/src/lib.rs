@@ -2,6 +2,7 @@
 //! and metrics hook every provider uses, and each provider's protocol on top of it.
 
 pub mod azure_devops;
+pub mod bitbucket;
 pub mod client;
 pub mod github;
 pub mod gitlab;

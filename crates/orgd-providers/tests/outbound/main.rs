@@ -3,6 +3,7 @@
 //! refusals, rate limits, broken connections — read into the shared `ProviderError`.
 
 mod azure_devops;
+mod bitbucket;
 mod github;
 mod gitlab;
 mod jira;
