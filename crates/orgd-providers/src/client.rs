@@ -426,19 +426,19 @@ impl Client {
             let result = classify(answer);
             (answered_outcome(&result), result)
         })
-        .await?
+        .await
+        .map_err(ProviderError::Unreachable)?
     }
 
     /// Sends `request` once; `read` makes the caller's own result of the answer (Slack's and
     /// webhook receivers' answers are not provider errors) and says how the attempt counts.
-    /// A request that got no answer is the `ProviderError::Unreachable` it failed with. The
-    /// attempt is reported to the observer.
+    /// A request that got no answer fails with why. The attempt is reported to the observer.
     pub async fn exchange<R>(
         &self,
         provider: Provider,
         request: RequestBuilder,
         read: impl FnOnce(&Answer) -> (Outcome, R),
-    ) -> Result<R, ProviderError> {
+    ) -> Result<R, Unreached> {
         let (outcome, result) = match self.receive(request).await {
             Ok(answer) => {
                 let (outcome, result) = read(&answer);
@@ -450,7 +450,7 @@ impl Client {
         result
     }
 
-    async fn receive(&self, request: RequestBuilder) -> Result<Answer, ProviderError> {
+    async fn receive(&self, request: RequestBuilder) -> Result<Answer, Unreached> {
         // Sent through this client's own pool whichever built it: on the guarded client, the
         // pool whose resolver applies the address rules.
         let request = request.build_split().1.map_err(transport_error)?;
@@ -458,7 +458,7 @@ impl Client {
             policy
                 .check_before_send(request.url())
                 .await
-                .map_err(|refusal| ProviderError::Unreachable(Unreached::Blocked(refusal)))?;
+                .map_err(Unreached::Blocked)?;
         }
         let mut response = self.http.execute(request).await.map_err(transport_error)?;
         let status = response.status();
@@ -500,7 +500,7 @@ fn answered_outcome<T>(result: &Result<T, ProviderError>) -> Outcome {
     }
 }
 
-fn transport_error(e: reqwest::Error) -> ProviderError {
+fn transport_error(e: reqwest::Error) -> Unreached {
     let causes = || std::iter::successors(e.source(), |&cause| cause.source());
     let io_error = |kind: io::ErrorKind| {
         causes().any(|cause| {
@@ -515,39 +515,33 @@ fn transport_error(e: reqwest::Error) -> ProviderError {
         causes()
             .any(|cause| cause.downcast_ref::<UrlRefusal>() == Some(&UrlRefusal::PrivateAddress))
     };
-    ProviderError::Unreachable(
-        if e.is_builder() || (e.is_connect() && io_error(io::ErrorKind::ConnectionRefused)) {
-            Unreached::ConnectionRefused
-        } else if e.is_connect() && blocked() {
-            Unreached::Blocked(UrlRefusal::PrivateAddress)
-        } else if e.is_connect() {
-            Unreached::ConnectFailed
-        } else if e.is_timeout() {
-            Unreached::TimedOut
-        } else if io_error(io::ErrorKind::ConnectionReset) {
-            Unreached::Reset
-        } else {
-            Unreached::Interrupted
-        },
-    )
+    if e.is_builder() || (e.is_connect() && io_error(io::ErrorKind::ConnectionRefused)) {
+        Unreached::ConnectionRefused
+    } else if e.is_connect() && blocked() {
+        Unreached::Blocked(UrlRefusal::PrivateAddress)
+    } else if e.is_connect() {
+        Unreached::ConnectFailed
+    } else if e.is_timeout() {
+        Unreached::TimedOut
+    } else if io_error(io::ErrorKind::ConnectionReset) {
+        Unreached::Reset
+    } else {
+        Unreached::Interrupted
+    }
 }
 
 /// The failure of an answer whose head (`status`) arrived but whose body did not.
-fn truncated(status: StatusCode, e: reqwest::Error) -> ProviderError {
+fn truncated(status: StatusCode, e: reqwest::Error) -> Unreached {
     let status = status.as_u16();
     match transport_error(e) {
-        ProviderError::Unreachable(Unreached::TimedOut) => {
-            ProviderError::Unreachable(Unreached::Truncated {
-                status,
-                timed_out: true,
-            })
-        }
-        ProviderError::Unreachable(Unreached::Interrupted | Unreached::Reset) => {
-            ProviderError::Unreachable(Unreached::Truncated {
-                status,
-                timed_out: false,
-            })
-        }
+        Unreached::TimedOut => Unreached::Truncated {
+            status,
+            timed_out: true,
+        },
+        Unreached::Interrupted | Unreached::Reset => Unreached::Truncated {
+            status,
+            timed_out: false,
+        },
         other => other,
     }
 }
@@ -912,7 +906,7 @@ mod tests {
         let error = raw.get("https://localhost:9/").send().await.unwrap_err();
         assert_eq!(
             transport_error(error),
-            ProviderError::Unreachable(Unreached::Blocked(UrlRefusal::PrivateAddress))
+            Unreached::Blocked(UrlRefusal::PrivateAddress)
         );
     }
 

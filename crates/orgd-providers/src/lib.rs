@@ -13,6 +13,7 @@ pub mod llm;
 pub mod markdown;
 pub mod monday;
 pub mod signing;
+pub mod slack;
 pub mod ssrf;
 pub mod tracker;
 

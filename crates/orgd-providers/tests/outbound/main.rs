@@ -7,6 +7,7 @@ mod bitbucket;
 mod github;
 mod gitlab;
 mod jira;
+mod slack;
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -38,11 +39,17 @@ pub fn now_ms() -> i64 {
         .as_millis() as i64
 }
 
-/// The vendor client, with a short timeout.
+/// The vendor client, with a short timeout, and what it reports.
 pub fn vendor() -> (Client, Arc<Recorder>) {
     let recorder = Arc::new(Recorder::default());
     let client = Client::new(Duration::from_secs(3), recorder.clone(), Arc::new(now_ms)).unwrap();
     (client, recorder)
+}
+
+/// The vendor client with another timeout.
+pub fn vendor_with_timeout(timeout: Duration) -> Client {
+    let observer = Arc::new(Recorder::default());
+    Client::new(timeout, observer, Arc::new(now_ms)).unwrap()
 }
 
 /// The guarded client for customer URLs, allowing loopback as `ORGD_ALLOW_PRIVATE_URLS=true`
