@@ -16,5 +16,6 @@ pub mod signing;
 pub mod slack;
 pub mod ssrf;
 pub mod tracker;
+pub mod webhook;
 
 pub use client::{Client, Outcome, Provider, ProviderError};
