@@ -8,6 +8,7 @@ mod github;
 mod gitlab;
 mod jira;
 mod slack;
+mod transport;
 mod webhook;
 
 use std::sync::{Arc, Mutex};
