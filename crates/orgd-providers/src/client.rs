@@ -1,6 +1,8 @@
 //! The one outbound HTTP client every provider shares (`reference/outbound-apis.md` §0): one
 //! connection pool with its timeouts, the classes every failure falls into, the one retry
-//! rule, and the hooks for metrics (`Observer`) and time (`Clock`).
+//! rule, and the hooks for metrics (`Observer`) and time (`Clock`). Customer-supplied URLs
+//! (webhooks, self-managed GitLab, GitHub Enterprise) go through a second, guarded pool
+//! (`Client::guarded`, §8) that shares everything else: the same `send`, classes and retries.
 
 use std::error::Error as _;
 use std::future::Future;
@@ -8,9 +10,11 @@ use std::io;
 use std::sync::Arc;
 use std::time::Duration;
 
-use reqwest::header::HeaderMap;
-use reqwest::{IntoUrl, RequestBuilder, StatusCode};
+use reqwest::header::{CONTENT_TYPE, HeaderMap};
+use reqwest::{IntoUrl, Method, RequestBuilder, StatusCode};
 use serde_json::Value;
+
+use crate::ssrf::{self, UrlPolicy, UrlRefusal};
 
 /// Everyone orgd sends requests to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -170,22 +174,44 @@ pub enum Unreached {
     TimedOut,
     /// Sent, but the connection broke before the answer was complete.
     Interrupted,
+    /// Sent, but the connection was reset before any answer arrived.
+    Reset,
+    /// The status line and headers arrived, the body did not: the connection broke, or the
+    /// timeout fired (`timed_out`) while it was still arriving. The provider did answer
+    /// `status`, so a request it accepted may have been carried out.
+    Truncated { status: u16, timed_out: bool },
     /// A gateway in front of the provider answered 502, 503 or 504 after the request reached it.
     Gateway,
+    /// The address rules for customer-supplied URLs refused the destination: it never left.
+    Blocked(UrlRefusal),
 }
 
 impl Unreached {
     /// False when the request certainly never left, so it had no effect.
     pub fn sent(self) -> bool {
-        !matches!(self, Self::ConnectionRefused | Self::ConnectFailed)
+        !matches!(
+            self,
+            Self::ConnectionRefused | Self::ConnectFailed | Self::Blocked(_)
+        )
     }
 
+    /// In our words. A reset or a cut-off body reads like any other interruption (and a body
+    /// still arriving at the timeout like a timeout); callers that tell them apart (webhook
+    /// deliveries, tracker answers) match the variant.
     pub fn reason(self) -> &'static str {
         match self {
             Self::ConnectionRefused | Self::ConnectFailed => "connection failed",
-            Self::TimedOut => "timed out",
-            Self::Interrupted => "connection interrupted",
+            Self::TimedOut
+            | Self::Truncated {
+                timed_out: true, ..
+            } => "timed out",
+            Self::Interrupted
+            | Self::Reset
+            | Self::Truncated {
+                timed_out: false, ..
+            } => "connection interrupted",
             Self::Gateway => "gateway error",
+            Self::Blocked(refusal) => refusal.reason(),
         }
     }
 }
@@ -290,13 +316,30 @@ where
     }
 }
 
-/// A provider's HTTP answer: status, headers and the JSON body (`Null` when not JSON).
+/// A provider's HTTP answer: status, headers, the JSON body (`Null` when not JSON) and the
+/// same body as text (Slack answers in plain text), both as far as the client reads answers.
 #[derive(Debug)]
 pub struct Answer {
     pub status: StatusCode,
     pub headers: HeaderMap,
     pub body: Value,
+    pub text: String,
 }
+
+impl Answer {
+    /// A header's value, when it is text.
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name)?.to_str().ok()
+    }
+
+    /// An HTML page (a sign-in page, a proxy's error page) rather than the API's answer.
+    pub fn is_html(&self) -> bool {
+        self.header(CONTENT_TYPE.as_str())
+            .is_some_and(|t| t.trim_start().to_ascii_lowercase().starts_with("text/html"))
+    }
+}
+
+const USER_AGENT: &str = concat!("orgd/", env!("CARGO_PKG_VERSION"));
 
 /// The shared client: one connection pool, the observer every attempt is reported to, and
 /// the clock. Cheap to clone.
@@ -305,6 +348,10 @@ pub struct Client {
     http: reqwest::Client,
     observer: Arc<dyn Observer>,
     clock: Clock,
+    /// The address rules every request is checked against: set on the guarded client only.
+    guard: Option<Arc<UrlPolicy>>,
+    /// The most of an answer's body that is read; the rest is never downloaded.
+    answer_limit: usize,
 }
 
 impl Client {
@@ -319,12 +366,39 @@ impl Client {
             .connect_timeout(timeout.min(Duration::from_secs(5)))
             .timeout(timeout)
             .redirect(reqwest::redirect::Policy::none())
-            .user_agent(concat!("orgd/", env!("CARGO_PKG_VERSION")))
+            .user_agent(USER_AGENT)
             .build()?;
         Ok(Self {
             http,
             observer,
             clock,
+            guard: None,
+            answer_limit: usize::MAX,
+        })
+    }
+
+    /// The client for customer-supplied URLs (webhooks, self-managed GitLab, GitHub
+    /// Enterprise): its own pool, whose resolver connects only to addresses `policy` allows,
+    /// with every request's URL checked before it is sent (`UrlPolicy::check_before_send`),
+    /// no redirects, no proxy, and at most `answer_limit` bytes of any answer read (a host we
+    /// do not run must not make us download without end). Everything else is `Client`'s: the
+    /// same `send`, failure classes, retry rule and observer.
+    pub fn guarded(
+        policy: &UrlPolicy,
+        timeout: Duration,
+        answer_limit: usize,
+        observer: Arc<dyn Observer>,
+        clock: Clock,
+    ) -> Result<Self, reqwest::Error> {
+        let http = ssrf::client_builder(policy, timeout)
+            .user_agent(USER_AGENT)
+            .build()?;
+        Ok(Self {
+            http,
+            observer,
+            clock,
+            guard: Some(Arc::new(policy.clone())),
+            answer_limit,
         })
     }
 
@@ -336,6 +410,10 @@ impl Client {
         self.http.post(url)
     }
 
+    pub fn request(&self, method: Method, url: impl IntoUrl) -> RequestBuilder {
+        self.http.request(method, url)
+    }
+
     /// Sends `request` once and reads the answer with the provider's `classify`; the
     /// attempt is reported to the observer.
     pub async fn send<T>(
@@ -344,29 +422,58 @@ impl Client {
         request: RequestBuilder,
         classify: impl FnOnce(&Answer) -> Result<T, ProviderError>,
     ) -> Result<T, ProviderError> {
-        let (outcome, result) = match receive(request).await {
+        self.exchange(provider, request, |answer| {
+            let result = classify(answer);
+            (answered_outcome(&result), result)
+        })
+        .await
+        .map_err(ProviderError::Unreachable)?
+    }
+
+    /// Sends `request` once; `read` makes the caller's own result of the answer (Slack's and
+    /// webhook receivers' answers are not provider errors) and says how the attempt counts.
+    /// A request that got no answer fails with why. The attempt is reported to the observer.
+    pub async fn exchange<R>(
+        &self,
+        provider: Provider,
+        request: RequestBuilder,
+        read: impl FnOnce(&Answer) -> (Outcome, R),
+    ) -> Result<R, Unreached> {
+        let (outcome, result) = match self.receive(request).await {
             Ok(answer) => {
-                let result = classify(&answer);
-                (answered_outcome(&result), result)
+                let (outcome, result) = read(&answer);
+                (outcome, Ok(result))
             }
             Err(e) => (Outcome::Unreachable, Err(e)),
         };
         self.observer.record(provider, outcome);
         result
     }
-}
 
-async fn receive(request: RequestBuilder) -> Result<Answer, ProviderError> {
-    let response = request.send().await.map_err(transport_error)?;
-    let status = response.status();
-    let headers = response.headers().clone();
-    let bytes = response.bytes().await.map_err(transport_error)?;
-    let body = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
-    Ok(Answer {
-        status,
-        headers,
-        body,
-    })
+    async fn receive(&self, request: RequestBuilder) -> Result<Answer, Unreached> {
+        // Sent through this client's own pool whichever built it: on the guarded client, the
+        // pool whose resolver applies the address rules.
+        let request = request.build_split().1.map_err(transport_error)?;
+        if let Some(policy) = &self.guard {
+            policy
+                .check_before_send(request.url())
+                .await
+                .map_err(Unreached::Blocked)?;
+        }
+        let mut response = self.http.execute(request).await.map_err(transport_error)?;
+        let status = response.status();
+        let headers = response.headers().clone();
+        let bytes = ssrf::read_capped(&mut response, self.answer_limit)
+            .await
+            .map_err(|e| truncated(status, e))?;
+        let body = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+        Ok(Answer {
+            status,
+            headers,
+            body,
+            text: String::from_utf8_lossy(&bytes).into_owned(),
+        })
+    }
 }
 
 /// The outcome of an attempt the provider answered (a gateway error is its failure too).
@@ -393,23 +500,50 @@ fn answered_outcome<T>(result: &Result<T, ProviderError>) -> Outcome {
     }
 }
 
-fn transport_error(e: reqwest::Error) -> ProviderError {
-    let refused = || {
-        std::iter::successors(e.source(), |&cause| cause.source()).any(|cause| {
+fn transport_error(e: reqwest::Error) -> Unreached {
+    let causes = || std::iter::successors(e.source(), |&cause| cause.source());
+    let io_error = |kind: io::ErrorKind| {
+        causes().any(|cause| {
             cause
                 .downcast_ref::<io::Error>()
-                .is_some_and(|io| io.kind() == io::ErrorKind::ConnectionRefused)
+                .is_some_and(|io| io.kind() == kind)
         })
     };
-    ProviderError::Unreachable(if e.is_builder() || (e.is_connect() && refused()) {
+    // The guarded client's resolver found no address it may connect to. (A name that does
+    // not resolve fails like any other connection.)
+    let blocked = || {
+        causes()
+            .any(|cause| cause.downcast_ref::<UrlRefusal>() == Some(&UrlRefusal::PrivateAddress))
+    };
+    if e.is_builder() || (e.is_connect() && io_error(io::ErrorKind::ConnectionRefused)) {
         Unreached::ConnectionRefused
+    } else if e.is_connect() && blocked() {
+        Unreached::Blocked(UrlRefusal::PrivateAddress)
     } else if e.is_connect() {
         Unreached::ConnectFailed
     } else if e.is_timeout() {
         Unreached::TimedOut
+    } else if io_error(io::ErrorKind::ConnectionReset) {
+        Unreached::Reset
     } else {
         Unreached::Interrupted
-    })
+    }
+}
+
+/// The failure of an answer whose head (`status`) arrived but whose body did not.
+fn truncated(status: StatusCode, e: reqwest::Error) -> Unreached {
+    let status = status.as_u16();
+    match transport_error(e) {
+        Unreached::TimedOut => Unreached::Truncated {
+            status,
+            timed_out: true,
+        },
+        Unreached::Interrupted | Unreached::Reset => Unreached::Truncated {
+            status,
+            timed_out: false,
+        },
+        other => other,
+    }
 }
 
 /// Seconds to wait from `retry-after-ms` or `retry-after` (seconds, rounded up; the
@@ -664,12 +798,23 @@ mod tests {
             Err(ProviderError::Unreachable(Unreached::TimedOut))
         );
         drop(silent);
-        // Accepted, then closed without an answer.
+        // Accepted, then closed without an answer: with the request unread or arriving after
+        // the close, the kernel answers with a reset, which reads as any interruption.
         let (hanging_up, url) = listener();
         let closer = std::thread::spawn(move || drop(hanging_up.accept()));
+        let hung_up = send_once(&client, &url).await;
+        assert!(
+            matches!(
+                hung_up,
+                Err(ProviderError::Unreachable(
+                    Unreached::Interrupted | Unreached::Reset
+                ))
+            ),
+            "{hung_up:?}"
+        );
         assert_eq!(
-            send_once(&client, &url).await,
-            Err(ProviderError::Unreachable(Unreached::Interrupted))
+            hung_up.unwrap_err().to_string(),
+            "unreachable (connection interrupted)"
         );
         closer.join().unwrap();
         assert_eq!(
@@ -681,6 +826,87 @@ mod tests {
         assert_eq!(
             built,
             Err(ProviderError::Unreachable(Unreached::ConnectionRefused))
+        );
+    }
+
+    #[test]
+    fn refined_failures_read_and_repeat_as_before() {
+        let cut = Unreached::Truncated {
+            status: 201,
+            timed_out: false,
+        };
+        let slow = Unreached::Truncated {
+            status: 200,
+            timed_out: true,
+        };
+        assert_eq!(Unreached::Reset.reason(), Unreached::Interrupted.reason());
+        assert_eq!(cut.reason(), Unreached::Interrupted.reason());
+        assert_eq!(slow.reason(), Unreached::TimedOut.reason());
+        for sent in [Unreached::Reset, cut, slow] {
+            let error = ProviderError::Unreachable(sent);
+            assert!(error.maybe_applied(), "{sent:?}");
+            assert_eq!(floor(&error, 1), None, "{sent:?}");
+            assert!(
+                error.retry_floor(1, Repeat::Idempotent).is_some(),
+                "{sent:?}"
+            );
+        }
+        let blocked = ProviderError::Unreachable(Unreached::Blocked(UrlRefusal::PrivateAddress));
+        assert!(!blocked.maybe_applied());
+        assert_eq!(blocked.retry_floor(1, Repeat::Idempotent), None);
+        assert_eq!(
+            blocked.to_string(),
+            "unreachable (the host resolves to a private address)"
+        );
+    }
+
+    fn refusing_policy() -> UrlPolicy {
+        UrlPolicy {
+            private: ssrf::PrivateAddresses::Refused,
+            dns_timeout: Duration::from_secs(2),
+        }
+    }
+
+    #[tokio::test]
+    async fn the_guarded_client_never_connects_to_a_refused_address() {
+        let recorder = Arc::new(Recorder::default());
+        let client = Client::guarded(
+            &refusing_policy(),
+            Duration::from_secs(1),
+            1024,
+            recorder.clone(),
+            Arc::new(|| 42),
+        )
+        .unwrap();
+        let (listener, url) = listener();
+        listener.set_nonblocking(true).unwrap();
+        let https = url.replace("http:", "https:");
+        let send = |url: String| {
+            client.send(Provider::Webhook, client.request(Method::POST, url), |_| {
+                Ok(())
+            })
+        };
+        let blocked = |refusal| Err(ProviderError::Unreachable(Unreached::Blocked(refusal)));
+        assert_eq!(send(url).await, blocked(UrlRefusal::NotHttps));
+        assert_eq!(send(https).await, blocked(UrlRefusal::PrivateAddress));
+        let metadata = "https://169.254.169.254/latest/meta-data/".to_string();
+        assert_eq!(send(metadata).await, blocked(UrlRefusal::PrivateAddress));
+        assert!(listener.accept().is_err(), "nothing may connect");
+        assert_eq!(
+            *recorder.0.lock().unwrap(),
+            vec![(Provider::Webhook, Outcome::Unreachable); 3]
+        );
+    }
+
+    #[tokio::test]
+    async fn a_name_the_resolver_refuses_is_a_blocked_destination() {
+        let raw = ssrf::client_builder(&refusing_policy(), Duration::from_secs(1))
+            .build()
+            .unwrap();
+        let error = raw.get("https://localhost:9/").send().await.unwrap_err();
+        assert_eq!(
+            transport_error(error),
+            Unreached::Blocked(UrlRefusal::PrivateAddress)
         );
     }
 

@@ -339,6 +339,7 @@ mod tests {
             status: StatusCode::from_u16(status).unwrap(),
             headers: HeaderMap::new(),
             body,
+            text: String::new(),
         }
     }
 
