@@ -289,10 +289,7 @@ impl Db {
     /// Applies the migrations on a connection of their own, without the service's statement
     /// timeout (a migration over a large table may take longer).
     pub async fn migrate(&self) -> anyhow::Result<()> {
-        let migrator = match self.backend {
-            Backend::Sqlite => sqlx::migrate!("src/db/migrations/sqlite"),
-            Backend::Postgres => sqlx::migrate!("src/db/migrations/postgres"),
-        };
+        let migrator = migrator(self.backend);
         let mut conn = self.pool.connect_options().connect().await?;
         configure(&mut conn, self.backend, DbTimeouts::command()).await?;
         let migrated = migrator
@@ -391,6 +388,26 @@ impl Backend {
     }
 }
 
+/// The migrations of `backend`: its own directory — the released migrations, byte for byte,
+/// since deployed databases record their checksums — merged in version order with `common/`,
+/// where a new migration whose SQL is the same on both backends is written once.
+fn migrator(backend: Backend) -> sqlx::migrate::Migrator {
+    let mut migrator = match backend {
+        Backend::Sqlite => sqlx::migrate!("src/db/migrations/sqlite"),
+        Backend::Postgres => sqlx::migrate!("src/db/migrations/postgres"),
+    };
+    let common = sqlx::migrate!("src/db/migrations/common");
+    let mut all: Vec<sqlx::migrate::Migration> = migrator
+        .migrations
+        .iter()
+        .chain(common.migrations.iter())
+        .cloned()
+        .collect();
+    all.sort_by_key(|m| m.version);
+    migrator.migrations = std::borrow::Cow::Owned(all);
+    migrator
+}
+
 /// Settings every connection gets when it opens.
 async fn configure(
     conn: &mut AnyConnection,
@@ -464,6 +481,38 @@ impl Db {
             idle: u32::try_from(self.pool.num_idle()).unwrap_or(u32::MAX),
             max: self.pool.options().get_max_connections(),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_backend_has_every_version_once_in_order() {
+        for backend in [Backend::Sqlite, Backend::Postgres] {
+            let versions: Vec<i64> = migrator(backend)
+                .migrations
+                .iter()
+                .map(|m| m.version)
+                .collect();
+            assert!(
+                versions.windows(2).all(|w| w[0] < w[1]),
+                "{backend:?}: {versions:?}"
+            );
+            assert!(versions.contains(&9), "common migrations are included");
+        }
+        let sqlite: Vec<i64> = migrator(Backend::Sqlite)
+            .migrations
+            .iter()
+            .map(|m| m.version)
+            .collect();
+        let postgres: Vec<i64> = migrator(Backend::Postgres)
+            .migrations
+            .iter()
+            .map(|m| m.version)
+            .collect();
+        assert_eq!(sqlite, postgres, "both backends have the same versions");
     }
 }
 
