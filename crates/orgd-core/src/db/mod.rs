@@ -484,6 +484,11 @@ impl Db {
     }
 }
 
+/// Converts a stored 0/1 flag.
+pub fn flag(v: i64) -> bool {
+    v != 0
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -514,9 +519,4 @@ mod tests {
             .collect();
         assert_eq!(sqlite, postgres, "both backends have the same versions");
     }
-}
-
-/// Converts a stored 0/1 flag.
-pub fn flag(v: i64) -> bool {
-    v != 0
 }
