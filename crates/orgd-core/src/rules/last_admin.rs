@@ -14,6 +14,9 @@ async fn active_admins(tx: &mut Tx, organization_id: &str) -> CoreResult<i64> {
     .await?)
 }
 
+/// True when taking `target`'s active admin role away (a demotion, a removal, a move to
+/// another organization) would leave their organization without an active admin. Callers
+/// hold the organization's lock, so the count cannot change before their write.
 pub async fn would_orphan(tx: &mut Tx, target: &UserRecord) -> CoreResult<bool> {
     let active_admin = target.role == Role::Admin && target.status == "active";
     Ok(active_admin && active_admins(tx, &target.organization_id).await? <= 1)
