@@ -4,6 +4,7 @@
 
 pub mod body;
 pub mod client_ip;
+pub mod idempotency;
 pub mod page;
 pub mod server;
 

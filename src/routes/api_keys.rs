@@ -6,6 +6,7 @@
 use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
+use axum::response::Response;
 use serde::Serialize;
 use serde_json::json;
 use utoipa::ToSchema;
@@ -14,6 +15,7 @@ use utoipa_axum::routes;
 
 use crate::auth::CurrentUser;
 use crate::error::{ApiError, OrInternal};
+use crate::http::idempotency::{Claimed, IdempotencyKey, answer, respond};
 use crate::http::{ClientIp, Done, JsonBody, PathParams};
 use crate::state::AppState;
 use crate::timestamp::Timestamp;
@@ -92,19 +94,32 @@ pub struct KeyList {
     tag = "auth",
     summary = "Create an API key acting as the caller (shown once)",
     security(("bearerAuth" = [])),
+    params(IdempotencyKey),
     request_body(content = CreateKeyRequest, description = "Optional"),
     responses(
-        (status = 201, description = "Created", body = CreatedKey),
-        (status = 400, description = "`Invalid name`, `Invalid JSON`", body = crate::openapi::ErrorBody),
+        (status = 201, description = "Created; a replay carries `Idempotent-Replayed: true` and the same key", body = CreatedKey),
+        (status = 400, description = "`Invalid name`, `Invalid JSON`, `Invalid Idempotency-Key`", body = crate::openapi::ErrorBody),
+        (status = 409, description = "`Request in progress` with this Idempotency-Key", body = crate::openapi::ErrorBody),
+        (status = 422, description = "`Idempotency key reused` with another body", body = crate::openapi::ErrorBody),
+
     ),
 )]
 async fn create(
     State(app): State<AppState>,
     ip: ClientIp,
     user: CurrentUser,
+    key: IdempotencyKey,
     body: JsonBody,
-) -> Result<(StatusCode, Json<CreatedKey>), ApiError> {
-    let name = key_name(body.or_empty()?.opt_str("name")?)?;
+) -> Result<Response, ApiError> {
+    let body = body.or_empty()?;
+    let name = key_name(body.opt_str("name")?)?;
+    let claim = match key
+        .claim(&app, user.org_id(), "POST /api/auth/api-keys", &body)
+        .await?
+    {
+        Claimed::Replayed(response) => return Ok(response),
+        Claimed::Fresh(claim) => claim,
+    };
     let now = app.now();
     let secret = ApiKey::generate();
     let key = NewApiKey {
@@ -118,24 +133,34 @@ async fn create(
     let audit = user
         .audit_event(ip, "apikey.created", "apiKey", &key.id)
         .with_details(json!({"name": key.name, "prefix": key.prefix}));
-    orgd_core::api_keys::create(&app.db, &key, &audit, now)
-        .await
-        .or_internal("Failed to create API key")?;
-    Ok((
-        StatusCode::CREATED,
-        Json(CreatedKey {
-            success: true,
-            message: "API key created. Store this key securely - it will not be shown again.",
-            api_key: secret.as_str().to_string(),
-            data: KeyView {
-                id: key.id,
-                name: key.name,
-                prefix: key.prefix,
-                created_at: Timestamp(now),
-                last_used: None,
+    let answer_for = |key: &NewApiKey| {
+        answer(
+            StatusCode::CREATED,
+            &CreatedKey {
+                success: true,
+                message: "API key created. Store this key securely - it will not be shown again.",
+                api_key: secret.as_str().to_string(),
+                data: KeyView {
+                    id: key.id.clone(),
+                    name: key.name.clone(),
+                    prefix: key.prefix.clone(),
+                    created_at: Timestamp(now),
+                    last_used: None,
+                },
             },
-        }),
-    ))
+        )
+    };
+    let created = orgd_core::api_keys::create(
+        &app.db,
+        &key,
+        &audit,
+        now,
+        claim.replay(&answer_for).as_ref(),
+    )
+    .await
+    .or_internal("Failed to create API key");
+    let result = created.and_then(|()| respond(&answer_for(&key)));
+    claim.settle(result).await
 }
 
 #[utoipa::path(

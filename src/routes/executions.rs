@@ -4,6 +4,7 @@
 use axum::Json;
 use axum::extract::{Query, State};
 use axum::http::StatusCode;
+use axum::response::Response;
 use serde::Serialize;
 use serde_json::Map;
 use utoipa::{IntoParams, ToSchema};
@@ -13,14 +14,15 @@ use utoipa_axum::routes;
 use super::execution_views::{ProjectView, execution_not_found, execution_view, task_in_path};
 use crate::auth::{CurrentUser, Role};
 use crate::error::{ApiError, OrInternal};
+use crate::http::idempotency::{Claimed, IdempotencyKey, answer, respond};
 use crate::http::page::PageParams;
 use crate::http::{Done, JsonBody, Object, Page, PageQuery, PathParams};
 use crate::openapi::ErrorBody;
 use crate::routes::usage::limit_refusal;
 use crate::state::AppState;
 use orgd_core::executions::{
-    ExecutionChange, ExecutionFilter, NewExecution, NewExecutionOutcome, NewProjectOutcome,
-    Project, Status, TaskId, UpdateOutcome, project_name,
+    Execution, ExecutionChange, ExecutionFilter, NewExecution, NewExecutionOutcome,
+    NewProjectOutcome, Project, Status, TaskId, UpdateOutcome, project_name,
 };
 use orgd_core::text::utf8_tail;
 
@@ -106,19 +108,23 @@ pub struct ProjectListData {
     tag = "executions",
     summary = "Create a project (admin, developer)",
     security(("bearerAuth" = [])),
+    params(IdempotencyKey),
     request_body = ProjectRequest,
     responses(
-        (status = 201, description = "Created", body = ProjectResponse),
-        (status = 400, description = "`Invalid name`, `Missing body`, `Invalid JSON`", body = ErrorBody),
+        (status = 201, description = "Created; a replay carries `Idempotent-Replayed: true`", body = ProjectResponse),
+        (status = 400, description = "`Invalid name`, `Missing body`, `Invalid JSON`, `Invalid Idempotency-Key`", body = ErrorBody),
         (status = 403, description = "`Forbidden` (viewers); `Project limit reached` with `limit` and `current`", body = ErrorBody),
-        (status = 409, description = "`Project already exists`", body = ErrorBody),
+        (status = 409, description = "`Project already exists`; `Request in progress` with this Idempotency-Key", body = ErrorBody),
+        (status = 422, description = "`Idempotency key reused` with another body", body = ErrorBody),
+
     ),
 )]
 async fn create_project(
     State(app): State<AppState>,
     user: CurrentUser,
+    key: IdempotencyKey,
     body: JsonBody,
-) -> Result<(StatusCode, Json<ProjectResponse>), ApiError> {
+) -> Result<Response, ApiError> {
     user.require(Role::WRITERS)?;
     let body = body.required()?;
     let name = body
@@ -127,6 +133,13 @@ async fn create_project(
             project_name(raw)
                 .ok_or_else(|| ApiError::invalid("name", "name must be 1 to 100 characters"))
         })?;
+    let claim = match key
+        .claim(&app, user.org_id(), "POST /api/projects", &body)
+        .await?
+    {
+        Claimed::Replayed(response) => return Ok(response),
+        Claimed::Fresh(claim) => claim,
+    };
     let now = app.now();
     let project = Project {
         id: orgd_core::ids::new_id(now),
@@ -134,31 +147,41 @@ async fn create_project(
         name,
         created_at: now,
     };
-    match orgd_core::executions::create_project(&app.db, user.org_id(), &project)
-        .await
-        .or_internal("Failed to create project")?
-    {
-        NewProjectOutcome::Created(project) => Ok((
+    let answer_for = |project: &Project| {
+        answer(
             StatusCode::CREATED,
-            Json(ProjectResponse {
+            &ProjectResponse {
                 success: true,
                 data: ProjectData {
-                    project: ProjectView::from(&project),
+                    project: ProjectView::from(project),
                 },
-            }),
-        )),
-        NewProjectOutcome::Duplicate => Err(ApiError::conflict(
+            },
+        )
+    };
+    let outcome = orgd_core::executions::create_project(
+        &app.db,
+        user.org_id(),
+        &project,
+        claim.replay(&answer_for).as_ref(),
+    )
+    .await
+    .or_internal("Failed to create project");
+    let result = match outcome {
+        Err(e) => Err(e),
+        Ok(NewProjectOutcome::Created(project)) => respond(&answer_for(&project)),
+        Ok(NewProjectOutcome::Duplicate) => Err(ApiError::conflict(
             "Project already exists",
             "A project with this name already exists in your organization",
         )),
-        NewProjectOutcome::LimitReached { limit, current } => Err(ApiError::Refused {
+        Ok(NewProjectOutcome::LimitReached { limit, current }) => Err(ApiError::Refused {
             status: StatusCode::FORBIDDEN,
             error: "Project limit reached",
             message: format!("Your plan allows {limit} project(s) per organization. Upgrade your plan to create more.")
                 .into(),
             extra: Map::from_iter([("limit".into(), limit.into()), ("current".into(), current.into())]),
         }),
-    }
+    };
+    claim.settle(result).await
 }
 
 #[utoipa::path(
@@ -319,39 +342,56 @@ pub struct NewExecutionRequest {
     tag = "executions",
     summary = "Start recording a test execution (admin, developer, API key)",
     security(("bearerAuth" = []), ("apiKey" = [])),
+    params(IdempotencyKey),
     request_body(content = NewExecutionRequest, description = "Optional"),
     responses(
-        (status = 201, description = "Created", body = ExecutionResponse),
-        (status = 400, description = "`Invalid taskId`, `Invalid projectId`, `Invalid status`, `Invalid trigger`, `Invalid groupName`, `Invalid JSON`", body = ErrorBody),
+        (status = 201, description = "Created; a replay carries `Idempotent-Replayed: true`", body = ExecutionResponse),
+        (status = 400, description = "`Invalid taskId`, `Invalid projectId`, `Invalid status`, `Invalid trigger`, `Invalid groupName`, `Invalid JSON`, `Invalid Idempotency-Key`", body = ErrorBody),
         (status = 403, description = "`Forbidden` (viewers); `Test run limit exceeded` with `usage` (the month's runs)", body = ErrorBody),
         (status = 404, description = "`Project not found`", body = ErrorBody),
-        (status = 409, description = "`Execution already exists`; `Concurrent run limit reached`", body = ErrorBody),
+        (status = 409, description = "`Execution already exists`; `Concurrent run limit reached`; `Request in progress` with this Idempotency-Key", body = ErrorBody),
+        (status = 422, description = "`Idempotency key reused` with another body", body = ErrorBody),
+
     ),
 )]
 async fn create(
     State(app): State<AppState>,
     user: CurrentUser,
+    key: IdempotencyKey,
     body: JsonBody,
-) -> Result<(StatusCode, Json<ExecutionResponse>), ApiError> {
+) -> Result<Response, ApiError> {
     user.require(Role::WRITERS)?;
     let now = app.now();
-    let new = parse_new_execution(&body.or_empty()?, &user, now)?;
-    let outcome = orgd_core::executions::create_execution(&app.db, user.org_id(), &new, now)
-        .await
-        .or_internal("Failed to create execution")?;
-    match outcome {
-        NewExecutionOutcome::Created(execution) => {
-            Ok((StatusCode::CREATED, execution_body(&execution, false)))
-        }
-        NewExecutionOutcome::Duplicate => Err(ApiError::conflict(
+    let body = body.or_empty()?;
+    let new = parse_new_execution(&body, &user, now)?;
+    let claim = match key
+        .claim(&app, user.org_id(), "POST /api/executions", &body)
+        .await?
+    {
+        Claimed::Replayed(response) => return Ok(response),
+        Claimed::Fresh(claim) => claim,
+    };
+    let answer_for =
+        |execution: &Execution| answer(StatusCode::CREATED, &execution_body(execution, false).0);
+    let outcome = orgd_core::executions::create_execution(
+        &app.db,
+        user.org_id(),
+        &new,
+        now,
+        claim.replay(&answer_for).as_ref(),
+    )
+    .await
+    .or_internal("Failed to create execution");
+    let result = match outcome {
+        Ok(NewExecutionOutcome::Duplicate) => Err(ApiError::conflict(
             "Execution already exists",
             "An execution with this taskId already exists in your organization",
         )),
-        NewExecutionOutcome::ProjectNotFound => Err(ApiError::not_found(
+        Ok(NewExecutionOutcome::ProjectNotFound) => Err(ApiError::not_found(
             "Project not found",
             "No project with this projectId in your organization",
         )),
-        NewExecutionOutcome::TestRunLimit { used, limit } => Err(limit_refusal(
+        Ok(NewExecutionOutcome::TestRunLimit { used, limit }) => Err(limit_refusal(
             "Test run limit exceeded",
             format!(
                 "Your organization has reached the monthly test run limit ({used}/{limit}). Upgrade your plan to continue testing."
@@ -359,13 +399,16 @@ async fn create(
             used,
             limit,
         )),
-        NewExecutionOutcome::ConcurrencyLimit { active, limit } => Err(ApiError::conflict(
+        Ok(NewExecutionOutcome::ConcurrencyLimit { active, limit }) => Err(ApiError::conflict(
             "Concurrent run limit reached",
             format!(
                 "Your organization has {active} execution(s) pending or running; your plan allows {limit} at a time"
             ),
         )),
-    }
+        Err(e) => Err(e),
+        Ok(NewExecutionOutcome::Created(execution)) => respond(&answer_for(&execution)),
+    };
+    claim.settle(result).await
 }
 
 const MAX_ERROR_BYTES: usize = 64 * 1024;

@@ -6,6 +6,7 @@
 use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
+use axum::response::Response;
 use serde::Serialize;
 use serde_json::{Value, json};
 use utoipa::ToSchema;
@@ -15,6 +16,7 @@ use utoipa_axum::routes;
 use super::membership::{EXPIRED_MESSAGE, UNUSABLE_MESSAGE, parse_role, refused, seats_full};
 use crate::auth::{AuthAttempt, CurrentUser, Role};
 use crate::error::{ApiError, OrInternal};
+use crate::http::idempotency::{Claimed, IdempotencyKey, answer, respond};
 use crate::http::page::PageParams;
 use crate::http::{ClientIp, Done, JsonBody, PageQuery, PathParams};
 use crate::openapi::ErrorBody;
@@ -145,26 +147,37 @@ pub struct JoinedOrganization {
     tag = "members",
     summary = "Invite an email into the organization with a role (admin); the token is returned once",
     security(("bearerAuth" = [])),
+    params(IdempotencyKey),
     request_body = InvitationRequest,
     responses(
-        (status = 201, description = "Invited and audited", body = InvitationCreated),
-        (status = 400, description = "`Missing required fields`, `Invalid email`, `Invalid role`, `Invalid JSON`", body = ErrorBody),
+        (status = 201, description = "Invited and audited; a replay carries `Idempotent-Replayed: true` and the same token", body = InvitationCreated),
+        (status = 400, description = "`Missing required fields`, `Invalid email`, `Invalid role`, `Invalid JSON`, `Invalid Idempotency-Key`", body = ErrorBody),
         (status = 403, description = "`Forbidden` (admins only); `User limit exceeded` (members plus pending invitations) with `usage`", body = ErrorBody),
-        (status = 409, description = "`User already in organization`, `Invitation already sent`", body = ErrorBody),
+        (status = 409, description = "`User already in organization`, `Invitation already sent`; `Request in progress` with this Idempotency-Key", body = ErrorBody),
+        (status = 422, description = "`Idempotency key reused` with another body", body = ErrorBody),
+
     ),
 )]
 async fn create(
     State(app): State<AppState>,
     ip: ClientIp,
     user: CurrentUser,
+    key: IdempotencyKey,
     body: JsonBody,
-) -> Result<(StatusCode, Json<InvitationCreated>), ApiError> {
+) -> Result<Response, ApiError> {
     user.require(Role::ADMIN)?;
     let body = body.required()?;
     let missing =
         || ApiError::bad_request("Missing required fields", "Email and role are required");
     let email = email(body.required_str("email", missing())?)?;
     let role = parse_role(body.required_str("role", missing())?)?;
+    let claim = match key
+        .claim(&app, user.org_id(), "POST /api/invitations", &body)
+        .await?
+    {
+        Claimed::Replayed(response) => return Ok(response),
+        Claimed::Fresh(claim) => claim,
+    };
     let now = app.now();
     let token = InviteToken::generate();
     let invitation = NewInvitation {
@@ -179,39 +192,45 @@ async fn create(
     let audit = user
         .audit_event(ip, "invitation.created", "invitation", &invitation.id)
         .with_details(json!({"email": invitation.email, "role": role.as_str()}));
-    let outcome = orgd_core::invitations::create(&app.db, &invitation, &audit, now)
-        .await
-        .or_internal("Failed to send invitation")?;
-    match outcome {
-        Invited::Created => {}
-        Invited::AlreadyMember => {
-            return Err(ApiError::conflict(
-                "User already in organization",
-                "This user is already a member of your organization",
-            ));
-        }
-        Invited::AlreadyInvited => {
-            return Err(ApiError::conflict(
-                "Invitation already sent",
-                "A pending invitation for this email already exists",
-            ));
-        }
-        Invited::SeatsFull(seats) => return Err(seats_full(seats)),
-    }
-    Ok((
-        StatusCode::CREATED,
-        Json(InvitationCreated {
-            success: true,
-            message: "Invitation created. Give the token to the invitee: it will not be shown again.",
-            invitation: NewInvitationView {
-                id: invitation.id,
-                email: invitation.email,
-                role: role.as_str(),
-                expires_at: Timestamp(invitation.expires_at),
-                token: token.into_string(),
+    let answer_for = |invitation: &NewInvitation| {
+        answer(
+            StatusCode::CREATED,
+            &InvitationCreated {
+                success: true,
+                message: "Invitation created. Give the token to the invitee: it will not be shown again.",
+                invitation: NewInvitationView {
+                    id: invitation.id.clone(),
+                    email: invitation.email.clone(),
+                    role: invitation.role.as_str(),
+                    expires_at: Timestamp(invitation.expires_at),
+                    token: token.as_str().to_string(),
+                },
             },
-        }),
-    ))
+        )
+    };
+    let outcome = orgd_core::invitations::create(
+        &app.db,
+        &invitation,
+        &audit,
+        now,
+        claim.replay(&answer_for).as_ref(),
+    )
+    .await
+    .or_internal("Failed to send invitation");
+    let result = match outcome {
+        Err(e) => Err(e),
+        Ok(Invited::Created) => respond(&answer_for(&invitation)),
+        Ok(Invited::AlreadyMember) => Err(ApiError::conflict(
+            "User already in organization",
+            "This user is already a member of your organization",
+        )),
+        Ok(Invited::AlreadyInvited) => Err(ApiError::conflict(
+            "Invitation already sent",
+            "A pending invitation for this email already exists",
+        )),
+        Ok(Invited::SeatsFull(seats)) => Err(seats_full(seats)),
+    };
+    claim.settle(result).await
 }
 
 #[utoipa::path(

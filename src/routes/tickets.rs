@@ -8,19 +8,19 @@
 use std::time::Duration;
 
 use axum::extract::State;
-use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
-use axum::response::{IntoResponse, Response};
+use axum::http::StatusCode;
+use axum::response::Response;
 use serde_json::{Value, json};
-use sha2::{Digest, Sha256};
 
 use super::integration_settings::{Described, Integration, open_secret};
 use crate::auth::CurrentUser;
 use crate::config::Secret;
 use crate::error::{ApiError, OrInternal, ProviderCall};
+use crate::http::idempotency::{Claimed, IdempotencyKey, KeyClaim, answer, respond};
 use crate::http::{ClientIp, JsonBody, Object};
 use crate::state::AppState;
 use orgd_core::audit::AuditEvent;
-use orgd_core::idempotency::{self, Claim, Completion, IdempotencyScope};
+use orgd_core::idempotency::Answer;
 use orgd_core::integrations::{self as stored, IntegrationRecord, TicketLink};
 use orgd_providers::linear::{self, NewIssue};
 use orgd_providers::monday;
@@ -135,17 +135,6 @@ pub enum TicketRefusals {
     ProviderLimited(crate::openapi::ErrorBody),
 }
 
-/// The `Idempotency-Key` header of both ticket routes.
-#[derive(utoipa::IntoParams)]
-#[into_params(parameter_in = Header)]
-#[allow(dead_code)]
-pub struct IdempotencyKey {
-    /// Repeats with the same key and body return the first answer and create nothing
-    /// (1–255 visible ASCII characters).
-    #[param(rename = "Idempotency-Key")]
-    idempotency_key: Option<String>,
-}
-
 #[utoipa::path(
     post,
     path = "/api/linear/issues",
@@ -163,10 +152,10 @@ pub async fn create_linear_issue(
     State(app): State<AppState>,
     ip: ClientIp,
     user: CurrentUser,
-    headers: HeaderMap,
+    key: IdempotencyKey,
     body: JsonBody,
 ) -> Result<Response, ApiError> {
-    file(app, ip, user, &headers, body, Tracker::Linear).await
+    file(app, ip, user, key, body, Tracker::Linear).await
 }
 
 #[utoipa::path(
@@ -186,10 +175,10 @@ pub async fn create_monday_item(
     State(app): State<AppState>,
     ip: ClientIp,
     user: CurrentUser,
-    headers: HeaderMap,
+    key: IdempotencyKey,
     body: JsonBody,
 ) -> Result<Response, ApiError> {
-    file(app, ip, user, &headers, body, Tracker::Monday).await
+    file(app, ip, user, key, body, Tracker::Monday).await
 }
 
 const MAX_TITLE_CHARS: usize = 255;
@@ -243,79 +232,34 @@ impl TicketRequest {
     }
 }
 
-/// The `Idempotency-Key` header, scoped to the organization and route, with a hash of the
-/// route and body so a reuse with another body is recognised.
-fn idempotency_scope(
-    headers: &HeaderMap,
-    organization_id: &str,
-    route: &'static str,
-    body: &Object,
-) -> Result<Option<IdempotencyScope>, ApiError> {
-    let Some(value) = headers.get("idempotency-key") else {
-        return Ok(None);
-    };
-    let key = value
-        .to_str()
-        .ok()
-        .filter(|k| (1..=255).contains(&k.len()) && k.bytes().all(|b| b.is_ascii_graphic()))
-        .ok_or_else(|| {
-            ApiError::invalid(
-                "Idempotency-Key",
-                "Idempotency-Key must be 1-255 visible ASCII characters",
-            )
-        })?;
-    // serde_json maps are sorted, so equal bodies serialize equally.
-    let canonical = Value::Object(body.0.clone()).to_string();
-    let hash = Sha256::new()
-        .chain_update(route)
-        .chain_update([0])
-        .chain_update(canonical)
-        .finalize();
-    Ok(Some(IdempotencyScope {
-        organization_id: organization_id.to_string(),
-        route,
-        key: key.to_string(),
-        request_hash: hex::encode(hash),
-    }))
-}
-
 async fn file(
     app: AppState,
     ip: ClientIp,
     user: CurrentUser,
-    headers: &HeaderMap,
+    key: IdempotencyKey,
     body: JsonBody,
     tracker: Tracker,
 ) -> Result<Response, ApiError> {
     let body = body.required()?;
     let request = TicketRequest::parse(&body)?;
-    let idempotency = idempotency_scope(headers, user.org_id(), tracker.route(), &body)?;
+    let claim = match key
+        .claim(&app, user.org_id(), tracker.route(), &body)
+        .await?
+    {
+        Claimed::Replayed(response) => return Ok(response),
+        Claimed::Fresh(claim) => claim,
+    };
     let audit = user.audit_event(ip, tracker.audit_action(), "execution", &request.task_id);
     let job = Job {
         app,
         tracker,
         request,
-        idempotency,
         audit,
         user_id: user.id().to_string(),
     };
-    let answer = tokio::spawn(job.run())
+    tokio::spawn(job.run(claim))
         .await
-        .or_internal("Failed to create ticket")??;
-    let mut response = (answer.status, axum::Json(answer.body)).into_response();
-    if answer.replayed {
-        response.headers_mut().insert(
-            HeaderName::from_static("idempotent-replayed"),
-            HeaderValue::from_static("true"),
-        );
-    }
-    Ok(response)
-}
-
-struct Answer {
-    status: StatusCode,
-    body: Value,
-    replayed: bool,
+        .or_internal("Failed to create ticket")?
 }
 
 /// A created ticket, before it is recorded.
@@ -330,57 +274,16 @@ struct Job {
     app: AppState,
     tracker: Tracker,
     request: TicketRequest,
-    idempotency: Option<IdempotencyScope>,
     audit: AuditEvent,
     user_id: String,
 }
 
 impl Job {
-    async fn run(self) -> Result<Answer, ApiError> {
-        if let Some(scope) = &self.idempotency {
-            let claim = idempotency::claim(&self.app.db, scope, self.app.now())
-                .await
-                .or_internal("Failed to create ticket")?;
-            match claim {
-                Claim::Acquired => {}
-                Claim::Replay { status, body } => {
-                    let status =
-                        StatusCode::from_u16(status).or_internal("Failed to create ticket")?;
-                    return Ok(Answer {
-                        status,
-                        body,
-                        replayed: true,
-                    });
-                }
-                Claim::Mismatch => {
-                    return Err(ApiError::Refused {
-                        status: StatusCode::UNPROCESSABLE_ENTITY,
-                        error: "Idempotency key reused",
-                        message:
-                            "This Idempotency-Key was already used with a different request body"
-                                .into(),
-                        extra: Default::default(),
-                    });
-                }
-                Claim::InProgress => {
-                    return Err(ApiError::conflict(
-                        "Request in progress",
-                        "A request with this Idempotency-Key is still being processed",
-                    ));
-                }
-            }
-        }
+    async fn run(self, claim: KeyClaim) -> Result<Response, ApiError> {
         match self.create().await {
-            Ok((execution_id, created)) => self.link(execution_id, created).await,
-            Err(e) => {
-                // Nothing was created: the same key may try again.
-                if let Some(scope) = &self.idempotency
-                    && let Err(release) = idempotency::release(&self.app.db, scope).await
-                {
-                    tracing::warn!(error = %release, "could not release an idempotency key");
-                }
-                Err(e)
-            }
+            Ok((execution_id, created)) => self.link(execution_id, created, claim).await,
+            // Nothing was created: the same key may try again.
+            Err(e) => claim.settle(Err(e)).await,
         }
     }
 
@@ -427,7 +330,12 @@ impl Job {
     }
 
     /// Links a created ticket to its execution and builds the answer.
-    async fn link(&self, execution_id: String, created: Created) -> Result<Answer, ApiError> {
+    async fn link(
+        &self,
+        execution_id: String,
+        created: Created,
+        claim: KeyClaim,
+    ) -> Result<Response, ApiError> {
         let mut body = json!({"success": true, "data": created.data});
         let mut details = created.data.clone();
         details["taskId"] = json!(self.request.task_id);
@@ -446,32 +354,34 @@ impl Job {
             created_by: self.user_id.clone(),
         };
         let audit = self.audit.clone().with_details(details);
-        self.record(&link, &audit, &body).await?;
-        Ok(Answer {
-            status: StatusCode::CREATED,
-            body,
-            replayed: false,
-        })
+        let answer = answer(StatusCode::CREATED, &body);
+        match self.record(&link, &audit, &answer, &claim).await {
+            Ok(()) => claim.settle(respond(&answer)).await,
+            Err(e) => {
+                // The ticket exists: a repeat must not file it again until the claim
+                // counts as abandoned.
+                claim.keep();
+                Err(e)
+            }
+        }
     }
 
     /// Records the link, the audit entry and the idempotent answer. The ticket exists by
-    /// now, so a failing database gets a few more chances before the request gives up; then
-    /// its idempotency key stays claimed, so a repeat cannot file the ticket again until the
-    /// claim counts as abandoned.
+    /// now, so a failing database gets a few more chances before the request gives up.
     async fn record(
         &self,
         link: &TicketLink,
         audit: &AuditEvent,
-        body: &Value,
+        answer: &Answer,
+        claim: &KeyClaim,
     ) -> Result<(), ApiError> {
+        let answer_for = |_: &TicketLink| answer.clone();
+        let replay = claim.replay(&answer_for);
         let mut attempt = 0;
         loop {
-            let result = self.idempotency.as_ref().map(|scope| Completion {
-                scope,
-                status: 201,
-                body,
-            });
-            match stored::record_ticket(&self.app.db, link, audit, result, self.app.now()).await {
+            match stored::record_ticket(&self.app.db, link, audit, replay.as_ref(), self.app.now())
+                .await
+            {
                 Ok(()) => return Ok(()),
                 Err(e) if attempt < 3 => {
                     tracing::warn!(error = %e, attempt, "recording a ticket link failed; retrying");

@@ -13,6 +13,7 @@ mod fakes;
 mod faults;
 mod hostile;
 mod hygiene;
+mod idempotency;
 mod integrations;
 mod invitations;
 mod isolation;

@@ -7,6 +7,7 @@ use sqlx::Row;
 use crate::audit::{self, AuditEvent};
 use crate::db::Db;
 use crate::error::CoreResult;
+use crate::idempotency::{self, Replay};
 use crate::users::{USER_COLUMNS, UserRecord};
 
 /// A well-formed API key secret.
@@ -66,7 +67,13 @@ pub struct ApiKeyRecord {
 /// `lastUsed` is refreshed at most this often, so keys in busy CI do not cost a write per request.
 pub const API_KEY_TOUCH_INTERVAL_MS: i64 = 60_000;
 
-pub async fn create(db: &Db, key: &NewApiKey, audit: &AuditEvent, now: i64) -> CoreResult<()> {
+pub async fn create(
+    db: &Db,
+    key: &NewApiKey,
+    audit: &AuditEvent,
+    now: i64,
+    replay: Option<&Replay<'_, NewApiKey>>,
+) -> CoreResult<()> {
     let mut tx = db.begin_write().await?;
     sqlx::query(
         "INSERT INTO api_keys (id, organization_id, user_id, name, key_hash, prefix, created_at, last_used_at, revoked_at)
@@ -82,6 +89,7 @@ pub async fn create(db: &Db, key: &NewApiKey, audit: &AuditEvent, now: i64) -> C
     .execute(&mut *tx)
     .await?;
     audit::insert(&mut tx, audit, now).await?;
+    idempotency::store(&mut tx, replay, key).await?;
     tx.commit().await?;
     Ok(())
 }

@@ -8,7 +8,7 @@ use sqlx::any::AnyRow;
 use crate::audit::{self, AuditEvent};
 use crate::db::{Db, flag};
 use crate::error::{CoreError, CoreResult};
-use crate::idempotency::{self, Completion};
+use crate::idempotency::{self, Replay};
 
 /// The integrations an organization can connect.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -228,7 +228,7 @@ pub async fn record_ticket(
     db: &Db,
     link: &TicketLink,
     audit: &AuditEvent,
-    result: Option<Completion<'_>>,
+    replay: Option<&Replay<'_, TicketLink>>,
     now: i64,
 ) -> CoreResult<()> {
     let mut tx = db.begin_write().await?;
@@ -248,9 +248,7 @@ pub async fn record_ticket(
     .execute(&mut *tx)
     .await?;
     audit::insert(&mut tx, audit, now).await?;
-    if let Some(result) = result {
-        idempotency::complete(&mut tx, &result).await?;
-    }
+    idempotency::store(&mut tx, replay, link).await?;
     tx.commit().await?;
     Ok(())
 }

@@ -8,6 +8,7 @@ use serde_json::json;
 use crate::audit::{self, Actor, AuditEvent};
 use crate::db::{Db, Tx};
 use crate::error::{CoreError, CoreResult};
+use crate::idempotency::{self, Replay};
 use crate::rules::expiry::{is_expired, pending_at};
 use crate::rules::last_admin;
 use crate::rules::seats::{self, SeatUsage};
@@ -31,8 +32,8 @@ impl InviteToken {
     }
 
     /// The plain token, for the one answer that shows it.
-    pub fn into_string(self) -> String {
-        self.0
+    pub fn as_str(&self) -> &str {
+        &self.0
     }
 }
 
@@ -176,6 +177,7 @@ pub async fn create(
     invitation: &NewInvitation,
     audit: &AuditEvent,
     now: i64,
+    replay: Option<&Replay<'_, NewInvitation>>,
 ) -> CoreResult<Invited> {
     let org = &invitation.organization_id;
     let mut tx = db.begin_write().await?;
@@ -225,6 +227,7 @@ pub async fn create(
     .execute(&mut *tx)
     .await?;
     audit::insert(&mut tx, audit, now).await?;
+    idempotency::store(&mut tx, replay, invitation).await?;
     tx.commit().await?;
     Ok(Invited::Created)
 }

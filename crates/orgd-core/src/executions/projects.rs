@@ -6,6 +6,7 @@ use sqlx::any::AnyRow;
 use super::Project;
 use crate::db::Db;
 use crate::error::{CoreError, CoreResult};
+use crate::idempotency::{self, Replay};
 use crate::organizations;
 use crate::rules::projects::{self as project_rules, ProjectLimit};
 
@@ -28,6 +29,7 @@ pub async fn create_project(
     db: &Db,
     org_id: &str,
     project: &Project,
+    replay: Option<&Replay<'_, Project>>,
 ) -> CoreResult<NewProjectOutcome> {
     let mut tx = db.begin_write().await?;
     let limits = organizations::lock_limits(&mut tx, org_id)
@@ -54,6 +56,7 @@ pub async fn create_project(
         }
         other => other?,
     };
+    idempotency::store(&mut tx, replay, project).await?;
     tx.commit().await?;
     Ok(NewProjectOutcome::Created(project.clone()))
 }

@@ -9,6 +9,7 @@ use super::{Execution, ExecutionChange, ExecutionFilter, ExecutionLink, NewExecu
 use crate::analysis;
 use crate::db::Db;
 use crate::error::{CoreError, CoreResult};
+use crate::idempotency::{self, Replay};
 use crate::organizations;
 use crate::rules::runs::{self as run_rules, RunRefusal};
 use crate::usage::Period;
@@ -144,6 +145,7 @@ pub async fn create_execution(
     org_id: &str,
     new: &NewExecution,
     now: i64,
+    replay: Option<&Replay<'_, Execution>>,
 ) -> CoreResult<NewExecutionOutcome> {
     let period = Period::containing(now);
     let mut tx = db.begin_write().await?;
@@ -206,8 +208,7 @@ pub async fn create_execution(
     .bind(&period.key)
     .execute(&mut *tx)
     .await?;
-    tx.commit().await?;
-    Ok(NewExecutionOutcome::Created(Box::new(Execution {
+    let created = Execution {
         id: new.id.clone(),
         task_id: new.task_id.as_str().to_string(),
         project_id: new.project_id.clone(),
@@ -222,7 +223,10 @@ pub async fn create_execution(
         finished_at: None,
         links: Vec::new(),
         analysis: None,
-    })))
+    };
+    idempotency::store(&mut tx, replay, &created).await?;
+    tx.commit().await?;
+    Ok(NewExecutionOutcome::Created(Box::new(created)))
 }
 
 pub async fn update_execution(
