@@ -14,7 +14,7 @@ use utoipa_axum::routes;
 
 use crate::auth::CurrentUser;
 use crate::error::{ApiError, OrInternal};
-use crate::http::{ClientIp, Done, JsonBody, PathParams};
+use crate::http::{ClientIp, Done, FromBody, JsonBody, Object, PathParams};
 use crate::state::AppState;
 use crate::timestamp::Timestamp;
 use orgd_core::api_keys::{ApiKey, ApiKeyRecord, NewApiKey};
@@ -64,10 +64,19 @@ fn key_view(key: &ApiKeyRecord) -> KeyView {
     }
 }
 
-#[derive(Serialize, ToSchema)]
+#[derive(ToSchema)]
 pub struct CreateKeyRequest {
     /// At most 100 characters; `Unnamed Key` when absent.
-    name: Option<String>,
+    #[schema(value_type = Option<String>)]
+    name: String,
+}
+
+impl FromBody for CreateKeyRequest {
+    fn from_body(body: &Object) -> Result<Self, ApiError> {
+        Ok(Self {
+            name: key_name(body.opt_str("name")?)?,
+        })
+    }
 }
 
 #[derive(Serialize, ToSchema)]
@@ -104,7 +113,7 @@ async fn create(
     user: CurrentUser,
     body: JsonBody,
 ) -> Result<(StatusCode, Json<CreatedKey>), ApiError> {
-    let name = key_name(body.or_empty()?.opt_str("name")?)?;
+    let CreateKeyRequest { name } = body.parse_or_empty()?;
     let now = app.now();
     let secret = ApiKey::generate();
     let key = NewApiKey {
