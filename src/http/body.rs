@@ -20,6 +20,12 @@ pub trait FromBody: Sized {
     fn from_body(body: &Object) -> Result<Self, ApiError>;
 }
 
+/// A `FromBody` whose checks need something besides the body (the model catalogue, the
+/// provider named in the path): still one parse, so the contract's order holds across both.
+pub trait FromBodyWith<C>: Sized {
+    fn from_body_with(body: &Object, context: C) -> Result<Self, ApiError>;
+}
+
 impl<S: Send + Sync> FromRequest<S> for JsonBody {
     type Rejection = std::convert::Infallible;
 
@@ -167,7 +173,6 @@ fn contains_nul(map: &Map<String, Value>) -> bool {
 }
 
 impl JsonBody {
-    /// The body, or 400 `Missing body` when there is none.
     /// The required body as `T` (400 `Missing body` when there is none).
     pub fn parse<T: FromBody>(self) -> Result<T, ApiError> {
         T::from_body(&self.required()?)
@@ -178,6 +183,12 @@ impl JsonBody {
         T::from_body(&self.or_empty()?)
     }
 
+    /// An optional body as `T`, read as `{}` when there is none, checked with `context`.
+    pub fn parse_or_empty_with<T: FromBodyWith<C>, C>(self, context: C) -> Result<T, ApiError> {
+        T::from_body_with(&self.or_empty()?, context)
+    }
+
+    /// The body, or 400 `Missing body` when there is none.
     pub fn required(self) -> Result<Object, ApiError> {
         self.0?.ok_or_else(|| {
             ApiError::bad_request("Missing body", "This endpoint requires a JSON body")

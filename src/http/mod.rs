@@ -24,7 +24,7 @@ use crate::error::{ApiError, DatabaseOutage};
 use crate::ratelimit::DecisionSlot;
 use crate::state::AppState;
 
-pub use body::{FromBody, JsonBody, Object};
+pub use body::{FromBody, FromBodyWith, JsonBody, Object};
 pub use client_ip::ClientIp;
 pub use page::{Page, PageQuery};
 

@@ -11,13 +11,14 @@ use serde_json::{Value, json};
 use utoipa::ToSchema;
 
 use crate::auth::{CurrentUser, Role};
+use crate::config::Secret;
 use crate::error::{ApiError, OrInternal};
-use crate::http::{ClientIp, JsonBody, Object};
+use crate::http::{ClientIp, FromBodyWith, JsonBody, Object};
 use crate::state::AppState;
 use crate::timestamp::Timestamp;
 use orgd_core::ai_config::{self, AiConfigChange, AiConfigRecord};
 use orgd_core::clock::format_ms;
-use orgd_core::models::{AiProvider, Unavailable};
+use orgd_core::models::{AiProvider, ModelCatalog, Unavailable};
 use orgd_core::secrets::SecretTable;
 
 pub fn router() -> utoipa_axum::router::OpenApiRouter<AppState> {
@@ -105,13 +106,6 @@ pub async fn show(
     Ok(Json(view(&app, &record)))
 }
 
-/// A PATCH body, checked in the seed's order. The key stays plaintext only until sealed.
-struct Patch {
-    default_model: Option<String>,
-    byok: Option<(AiProvider, crate::config::Secret<String>)>,
-    remove: Option<AiProvider>,
-}
-
 fn provider_field(value: Option<&Value>, field: &str) -> Result<AiProvider, ApiError> {
     value
         .and_then(Value::as_str)
@@ -124,66 +118,8 @@ fn provider_field(value: Option<&Value>, field: &str) -> Result<AiProvider, ApiE
         })
 }
 
-fn parse_patch(app: &AppState, body: &Object) -> Result<Patch, ApiError> {
-    if !body.has("defaultModel") && !body.has("byok") && !body.has("removeByok") {
-        return Err(ApiError::bad_request(
-            "Missing fields",
-            "At least one of defaultModel, byok, or removeByok is required",
-        ));
-    }
-    let default_model = match body.0.get("defaultModel") {
-        None => None,
-        Some(value) => Some(choose_model(app, value)?),
-    };
-    let byok = match body.0.get("byok") {
-        None => None,
-        Some(Value::Object(byok)) => {
-            let provider = provider_field(byok.get("provider"), "byok.provider")?;
-            let key = match byok.get("apiKey") {
-                Some(Value::String(k))
-                    if !k.trim().is_empty() && k.trim().chars().count() <= MAX_API_KEY_CHARS =>
-                {
-                    k.trim().to_string()
-                }
-                _ => {
-                    return Err(ApiError::invalid(
-                        "byok.apiKey",
-                        "byok.apiKey must be a non-empty string of at most 512 characters",
-                    ));
-                }
-            };
-            Some((provider, crate::config::Secret(key)))
-        }
-        Some(_) => {
-            return Err(ApiError::invalid(
-                "byok",
-                "byok must be an object with provider and apiKey",
-            ));
-        }
-    };
-    let remove = match body.0.get("removeByok") {
-        None => None,
-        Some(value) => Some(provider_field(Some(value), "removeByok")?),
-    };
-    if let (Some((set, _)), Some(removed)) = (&byok, remove)
-        && *set == removed
-    {
-        return Err(ApiError::invalid(
-            "removeByok",
-            "Cannot set and remove the key of the same provider in one request",
-        ));
-    }
-    Ok(Patch {
-        default_model,
-        byok,
-        remove,
-    })
-}
-
-/// A model from the catalogue that has not retired (by the service's clock).
-fn choose_model(app: &AppState, value: &Value) -> Result<String, ApiError> {
-    let now = app.now();
-    let catalog = &app.config.model_catalog;
+/// A model from the catalogue that has not retired at `now` (the service's clock).
+fn choose_model(catalog: &ModelCatalog, now: i64, value: &Value) -> Result<String, ApiError> {
     let id = value.as_str().unwrap_or_default();
     match catalog.choose(id, now) {
         Ok(model) => Ok(model.id.clone()),
@@ -209,24 +145,92 @@ fn choose_model(app: &AppState, value: &Value) -> Result<String, ApiError> {
 
 /// `PATCH /api/organization/ai-config`: at least one field. Keys are sealed in the vault and
 /// never shown again.
-#[derive(Serialize, ToSchema)]
+#[derive(ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct AiConfigPatch {
     /// One of `availableModels`' ids.
     default_model: Option<String>,
     byok: Option<ByokKey>,
     /// Drops the organization's key of this provider.
-    #[schema(pattern = "^(openai|anthropic|gemini)$")]
-    remove_byok: Option<String>,
+    #[schema(value_type = Option<String>, pattern = "^(openai|anthropic|gemini)$")]
+    remove_byok: Option<AiProvider>,
 }
 
-#[derive(Serialize, ToSchema)]
+// The key stays plaintext only until the handler seals it.
+#[derive(ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct ByokKey {
-    #[schema(pattern = "^(openai|anthropic|gemini)$")]
-    provider: String,
+    #[schema(value_type = String, pattern = "^(openai|anthropic|gemini)$")]
+    provider: AiProvider,
     /// 1–512 characters.
-    api_key: String,
+    #[schema(value_type = String)]
+    api_key: Secret<String>,
+}
+
+/// Checked in the seed's order; `defaultModel` against the catalogue at the given time.
+impl FromBodyWith<(&ModelCatalog, i64)> for AiConfigPatch {
+    fn from_body_with(
+        body: &Object,
+        (catalog, now): (&ModelCatalog, i64),
+    ) -> Result<Self, ApiError> {
+        if !body.has("defaultModel") && !body.has("byok") && !body.has("removeByok") {
+            return Err(ApiError::bad_request(
+                "Missing fields",
+                "At least one of defaultModel, byok, or removeByok is required",
+            ));
+        }
+        let default_model = match body.0.get("defaultModel") {
+            None => None,
+            Some(value) => Some(choose_model(catalog, now, value)?),
+        };
+        let byok = match body.0.get("byok") {
+            None => None,
+            Some(Value::Object(byok)) => {
+                let provider = provider_field(byok.get("provider"), "byok.provider")?;
+                let key = match byok.get("apiKey") {
+                    Some(Value::String(k))
+                        if !k.trim().is_empty()
+                            && k.trim().chars().count() <= MAX_API_KEY_CHARS =>
+                    {
+                        k.trim().to_string()
+                    }
+                    _ => {
+                        return Err(ApiError::invalid(
+                            "byok.apiKey",
+                            "byok.apiKey must be a non-empty string of at most 512 characters",
+                        ));
+                    }
+                };
+                Some(ByokKey {
+                    provider,
+                    api_key: Secret(key),
+                })
+            }
+            Some(_) => {
+                return Err(ApiError::invalid(
+                    "byok",
+                    "byok must be an object with provider and apiKey",
+                ));
+            }
+        };
+        let remove_byok = match body.0.get("removeByok") {
+            None => None,
+            Some(value) => Some(provider_field(Some(value), "removeByok")?),
+        };
+        if let (Some(set), Some(removed)) = (&byok, remove_byok)
+            && set.provider == removed
+        {
+            return Err(ApiError::invalid(
+                "removeByok",
+                "Cannot set and remove the key of the same provider in one request",
+            ));
+        }
+        Ok(Self {
+            default_model,
+            byok,
+            remove_byok,
+        })
+    }
 }
 
 #[utoipa::path(
@@ -249,11 +253,12 @@ pub async fn update(
     body: JsonBody,
 ) -> Result<Json<AiConfigResponse>, ApiError> {
     user.require(Role::ADMIN)?;
-    let patch = parse_patch(&app, &body.or_empty()?)?;
+    let patch: AiConfigPatch =
+        body.parse_or_empty_with((app.config.model_catalog.as_ref(), app.now()))?;
     let org = user.org_id();
-    let set_key = patch.byok.map(|(provider, key)| {
+    let set_key = patch.byok.map(|ByokKey { provider, api_key }| {
         let sealed = app.vault.seal(
-            &key.0,
+            &api_key.0,
             &SecretTable::AiProviderKeys.binding(org, provider.as_str()),
         );
         (provider, sealed)
@@ -262,12 +267,12 @@ pub async fn update(
         .audit_event(ip, "org.ai_config_updated", "organization", org)
         .with_details(json!({
             "byokProviderSet": set_key.as_ref().map(|(p, _)| p.as_str()),
-            "byokProviderRemoved": patch.remove.map(AiProvider::as_str),
+            "byokProviderRemoved": patch.remove_byok.map(AiProvider::as_str),
         }));
     let change = AiConfigChange {
         default_model: patch.default_model,
         set_key,
-        remove_key: patch.remove,
+        remove_key: patch.remove_byok,
     };
     let record = ai_config::update(&app.db, org, &change, &audit, app.now())
         .await

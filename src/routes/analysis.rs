@@ -11,11 +11,12 @@ use utoipa_axum::routes;
 use crate::analyst::{self, Failure, NOT_CONFIGURED, RunError};
 use crate::auth::{CurrentUser, Role};
 use crate::error::{ApiError, OrInternal, ProviderCall};
-use crate::http::{ClientIp, JsonBody, PathParams};
+use crate::http::{ClientIp, FromBodyWith, JsonBody, Object, PathParams};
 use crate::routes::execution_views::{
-    AnalysisView, analysis_view, execution_not_found, task_in_path,
+    AnalysisView, TaskIdParam, analysis_view, execution_not_found, task_in_path,
 };
 use crate::state::AppState;
+use orgd_core::models::{Model, ModelCatalog};
 
 pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new().routes(routes!(analyze))
@@ -41,10 +42,29 @@ impl From<RunError> for ApiError {
     }
 }
 
-#[derive(Serialize, ToSchema)]
+#[derive(ToSchema)]
 pub struct AnalyzeRequest {
     /// One of the catalogue's available models; the organization's default when absent.
-    model: Option<String>,
+    #[schema(value_type = Option<String>)]
+    model: Option<Model>,
+}
+
+/// `model` is checked against the catalogue at the given time.
+impl FromBodyWith<(&ModelCatalog, i64)> for AnalyzeRequest {
+    fn from_body_with(
+        body: &Object,
+        (catalog, now): (&ModelCatalog, i64),
+    ) -> Result<Self, ApiError> {
+        let model = body
+            .opt_str("model")?
+            .map(|id| {
+                catalog.choose(id, now).cloned().map_err(|_| {
+                    ApiError::invalid("model", "model must be an available model of the catalogue")
+                })
+            })
+            .transpose()?;
+        Ok(Self { model })
+    }
 }
 
 #[derive(Serialize, ToSchema)]
@@ -64,7 +84,7 @@ pub struct AnalysisData {
     tag = "analysis",
     summary = "Analyze a failed execution with the organization's AI model now (admin, developer, API key); replaces the previous analysis",
     security(("bearerAuth" = []), ("apiKey" = [])),
-    params(("taskId" = String, Path, pattern = "^[A-Za-z0-9._:-]{1,128}$", description = "The execution's taskId")),
+    params(TaskIdParam),
     request_body(content = AnalyzeRequest, description = "Optional"),
     responses(
         (status = 201, description = "`completed`, or `failed` with a `reason` when the provider's answer was unusable (safety block, not JSON)", body = AnalysisResponse),
@@ -84,20 +104,9 @@ async fn analyze(
     body: JsonBody,
 ) -> Result<(StatusCode, Json<AnalysisResponse>), ApiError> {
     user.require(Role::WRITERS)?;
-    let body = body.or_empty()?;
     let now = app.now();
-    let model = body
-        .opt_str("model")?
-        .map(|id| {
-            app.config
-                .model_catalog
-                .choose(id, now)
-                .cloned()
-                .map_err(|_| {
-                    ApiError::invalid("model", "model must be an available model of the catalogue")
-                })
-        })
-        .transpose()?;
+    let AnalyzeRequest { model } =
+        body.parse_or_empty_with((app.config.model_catalog.as_ref(), now))?;
     let task_id = task_in_path(&task_id)?;
     let org_id = user.org_id();
     let execution = orgd_core::executions::execution(&app.db, org_id, task_id.as_str())

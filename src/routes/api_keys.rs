@@ -16,7 +16,7 @@ use utoipa_axum::routes;
 use crate::auth::CurrentUser;
 use crate::error::{ApiError, OrInternal};
 use crate::http::idempotency::{Claimed, IdempotencyKey, answer, respond};
-use crate::http::{ClientIp, Done, JsonBody, PathParams};
+use crate::http::{ClientIp, Done, FromBody, JsonBody, Object, PathParams};
 use crate::state::AppState;
 use crate::timestamp::Timestamp;
 use orgd_core::api_keys::{ApiKey, ApiKeyRecord, NewApiKey};
@@ -66,10 +66,19 @@ fn key_view(key: &ApiKeyRecord) -> KeyView {
     }
 }
 
-#[derive(Serialize, ToSchema)]
+#[derive(ToSchema)]
 pub struct CreateKeyRequest {
     /// At most 100 characters; `Unnamed Key` when absent.
-    name: Option<String>,
+    #[schema(value_type = Option<String>)]
+    name: String,
+}
+
+impl FromBody for CreateKeyRequest {
+    fn from_body(body: &Object) -> Result<Self, ApiError> {
+        Ok(Self {
+            name: key_name(body.opt_str("name")?)?,
+        })
+    }
 }
 
 #[derive(Serialize, ToSchema)]
@@ -112,7 +121,7 @@ async fn create(
     body: JsonBody,
 ) -> Result<Response, ApiError> {
     let body = body.or_empty()?;
-    let name = key_name(body.opt_str("name")?)?;
+    let CreateKeyRequest { name } = CreateKeyRequest::from_body(&body)?;
     let claim = match key
         .claim(&app, user.org_id(), "POST /api/auth/api-keys", &body)
         .await?

@@ -10,7 +10,7 @@ use utoipa_axum::routes;
 
 use crate::auth::{AuthAttempt, CurrentUser};
 use crate::error::{ApiError, OrInternal};
-use crate::http::{Done, JsonBody, Object};
+use crate::http::{Done, FromBody, JsonBody, Object};
 use crate::metrics::Refusal;
 use crate::routes::membership::{email, signup_refused};
 use crate::routes::organization::{LimitsView, limits_view, org_name};
@@ -82,74 +82,78 @@ fn session_body(token: String, user: &UserRecord, organization_name: String) -> 
     }
 }
 
-/// What a new user joins: a new organization they found, or an invitation's.
-enum Joining {
-    NewOrganization(OrgName),
-    Invitation(InviteToken),
-}
-
-/// The signup body, checked in the original's order (§2.1). An `inviteToken` wins over an
-/// `organizationName` sent alongside it.
-fn parse_signup(body: &Object) -> Result<(Email, &str, String, Joining), ApiError> {
-    let missing = || {
-        ApiError::bad_request(
-            "Missing required fields",
-            "Email, password, and name are required",
-        )
-    };
-    let email = body.required_str("email", missing())?;
-    let password = body.required_str("password", missing())?;
-    let name = body.required_str("name", missing())?;
-    let invite = body.opt_str("inviteToken")?.filter(|t| !t.is_empty());
-    let organization_name = match invite {
-        Some(_) => None,
-        None => Some(body.required_str(
-            "organizationName",
-            ApiError::bad_request(
-                "Missing required fields",
-                "Organization name is required when not using an invitation",
-            ),
-        )?),
-    };
-    let email = self::email(email)?;
-    let problems = passwords::policy_violations(password);
-    if !problems.is_empty() {
-        return Err(ApiError::bad_request("Weak password", problems.join(", ")));
-    }
-    let name = person_name(name)?;
-    let joining = match invite {
-        Some(token) => Joining::Invitation(InviteToken::parse(token).ok_or_else(|| {
-            ApiError::bad_request(
-                "Invalid invitation token format",
-                "An invitation token is 64 hexadecimal characters",
-            )
-        })?),
-        None => Joining::NewOrganization(org_name(
-            "organizationName",
-            organization_name.unwrap_or_default(),
-        )?),
-    };
-    Ok((email, password, name, joining))
-}
-
 /// `POST /api/auth/signup`: `organizationName` founds an organization (its first admin);
 /// `inviteToken` joins the inviting one with the invited role instead.
-#[derive(Serialize, ToSchema)]
+#[derive(ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct SignupRequest {
-    #[schema(format = Email)]
-    email: String,
+    #[schema(value_type = String, format = Email)]
+    email: Email,
     /// At least 8 characters with upper and lower case letters, a digit and a symbol.
     #[schema(min_length = 8, max_length = 128)]
     password: String,
     #[schema(min_length = 1, max_length = 100)]
     name: String,
     /// Required without `inviteToken`.
-    #[schema(min_length = 2, max_length = 100)]
-    organization_name: Option<String>,
+    #[schema(value_type = Option<String>, min_length = 2, max_length = 100)]
+    organization_name: Option<OrgName>,
     /// An invitation's token.
-    #[schema(pattern = "^[0-9a-fA-F]{64}$")]
-    invite_token: Option<String>,
+    #[schema(value_type = Option<String>, pattern = "^[0-9a-fA-F]{64}$")]
+    invite_token: Option<InviteToken>,
+}
+
+fn organization_name_required() -> ApiError {
+    ApiError::bad_request(
+        "Missing required fields",
+        "Organization name is required when not using an invitation",
+    )
+}
+
+/// Checked in the original's order (§2.1). An `inviteToken` wins over an `organizationName`
+/// sent alongside it, which is then not read at all.
+impl FromBody for SignupRequest {
+    fn from_body(body: &Object) -> Result<Self, ApiError> {
+        let missing = || {
+            ApiError::bad_request(
+                "Missing required fields",
+                "Email, password, and name are required",
+            )
+        };
+        let email = body.required_str("email", missing())?;
+        let password = body.required_str("password", missing())?;
+        let name = body.required_str("name", missing())?;
+        let invite = body.opt_str("inviteToken")?.filter(|t| !t.is_empty());
+        let organization_name = match invite {
+            Some(_) => None,
+            None => Some(body.required_str("organizationName", organization_name_required())?),
+        };
+        let email = self::email(email)?;
+        let problems = passwords::policy_violations(password);
+        if !problems.is_empty() {
+            return Err(ApiError::bad_request("Weak password", problems.join(", ")));
+        }
+        let name = person_name(name)?;
+        let invite_token = invite
+            .map(|token| {
+                InviteToken::parse(token).ok_or_else(|| {
+                    ApiError::bad_request(
+                        "Invalid invitation token format",
+                        "An invitation token is 64 hexadecimal characters",
+                    )
+                })
+            })
+            .transpose()?;
+        let organization_name = organization_name
+            .map(|raw| org_name("organizationName", raw))
+            .transpose()?;
+        Ok(Self {
+            email,
+            password: password.to_string(),
+            name,
+            organization_name,
+            invite_token,
+        })
+    }
 }
 
 #[utoipa::path(
@@ -171,23 +175,24 @@ async fn signup(
     attempt: AuthAttempt,
     body: JsonBody,
 ) -> Result<(StatusCode, Json<Session>), ApiError> {
-    let body = body.required()?;
-    let (email, password, name, joining) = parse_signup(&body)?;
+    let signup: SignupRequest = body.parse()?;
     let password_hash = app
         .passwords
-        .hash(password.to_string())
+        .hash(signup.password)
         .await
         .or_internal("Signup failed")?;
     let now = app.now();
     let user = NewUser {
         id: orgd_core::ids::new_id(now),
-        email: email.as_str().to_string(),
-        name,
+        email: signup.email.as_str().to_string(),
+        name: signup.name,
         password_hash,
     };
-    let (record, org_name) = match joining {
-        Joining::NewOrganization(org_name) => found_organization(&app, org_name, user, now).await?,
-        Joining::Invitation(token) => {
+    let (record, org_name) = match (signup.invite_token, signup.organization_name) {
+        (None, Some(org_name)) => found_organization(&app, org_name, user, now).await?,
+        // `from_body` asks for the name whenever there is no token.
+        (None, None) => return Err(organization_name_required()),
+        (Some(token), _) => {
             let ip = Some(attempt.ip.0.to_string());
             match invitations::signup(&app.db, &token.hash(), &user, ip, now)
                 .await
@@ -245,11 +250,23 @@ async fn found_organization(
     Ok((record, org_name))
 }
 
-#[derive(Serialize, ToSchema)]
+#[derive(ToSchema)]
 pub struct LoginRequest {
+    // Trimmed and lower-cased, as accounts are stored; not checked further, so a malformed
+    // address is simply an unknown one.
     #[schema(format = Email)]
     email: String,
     password: String,
+}
+
+impl FromBody for LoginRequest {
+    fn from_body(body: &Object) -> Result<Self, ApiError> {
+        let missing =
+            || ApiError::bad_request("Missing credentials", "Email and password are required");
+        let email = body.required_str("email", missing())?.trim().to_lowercase();
+        let password = body.required_str("password", missing())?.to_string();
+        Ok(Self { email, password })
+    }
 }
 
 #[utoipa::path(
@@ -271,11 +288,7 @@ async fn login(
     attempt: AuthAttempt,
     body: JsonBody,
 ) -> Result<Json<Session>, ApiError> {
-    let body = body.required()?;
-    let missing =
-        || ApiError::bad_request("Missing credentials", "Email and password are required");
-    let email = body.required_str("email", missing())?.trim().to_lowercase();
-    let password = body.required_str("password", missing())?.to_string();
+    let LoginRequest { email, password } = body.parse()?;
     let ip = attempt.ip.0.to_string();
     let now = app.now();
 

@@ -2,13 +2,16 @@
 //! are the core's), and how a route names an execution it cannot find.
 
 use serde::Serialize;
-use utoipa::ToSchema;
+use utoipa::openapi::Required;
+use utoipa::openapi::path::{Parameter, ParameterBuilder, ParameterIn};
+use utoipa::openapi::schema::{ObjectBuilder, Type};
+use utoipa::{IntoParams, ToSchema};
 
 use crate::error::ApiError;
 use crate::timestamp::Timestamp;
 use orgd_core::analysis::AnalysisRecord;
-use orgd_core::executions::TaskId;
 use orgd_core::executions::{Execution, Project, ReportFile};
+use orgd_core::executions::{TASK_ID_PATTERN, TaskId};
 
 #[derive(Debug, Clone, Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
@@ -197,4 +200,43 @@ pub(crate) fn execution_not_found() -> ApiError {
 /// A taskId from the URL; one that could never have been created does not exist.
 pub(crate) fn task_in_path(raw: &str) -> Result<TaskId, ApiError> {
     TaskId::parse(raw).ok_or_else(execution_not_found)
+}
+
+/// The `{taskId}` path parameter of every execution route, as the document states it. Written
+/// by hand because utoipa's `pattern = ...` takes only a literal, and this way the pattern is
+/// `TASK_ID_PATTERN` itself.
+pub struct TaskIdParam;
+
+impl IntoParams for TaskIdParam {
+    fn into_params(_: impl Fn() -> Option<ParameterIn>) -> Vec<Parameter> {
+        let schema = ObjectBuilder::new()
+            .schema_type(Type::String)
+            .pattern(Some(TASK_ID_PATTERN));
+        vec![
+            ParameterBuilder::new()
+                .name("taskId")
+                .parameter_in(ParameterIn::Path)
+                .description(Some("The execution's taskId"))
+                .schema(Some(schema))
+                .required(Required::True)
+                .build(),
+        ]
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use orgd_core::executions::TASK_ID_PATTERN;
+
+    /// The two request bodies with a taskId repeat the pattern as a literal (see their fields).
+    #[test]
+    fn request_bodies_state_the_task_id_pattern() {
+        let schemas = &crate::openapi::document_json()["components"]["schemas"];
+        for body in ["NewExecutionRequest", "TicketRequestSchema"] {
+            assert_eq!(
+                schemas[body]["properties"]["taskId"]["pattern"], TASK_ID_PATTERN,
+                "{body}"
+            );
+        }
+    }
 }

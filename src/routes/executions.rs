@@ -11,12 +11,14 @@ use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use super::execution_views::{ProjectView, execution_not_found, execution_view, task_in_path};
+use super::execution_views::{
+    ProjectView, TaskIdParam, execution_not_found, execution_view, task_in_path,
+};
 use crate::auth::{CurrentUser, Role};
 use crate::error::{ApiError, OrInternal};
 use crate::http::idempotency::{Claimed, IdempotencyKey, answer, respond};
 use crate::http::page::PageParams;
-use crate::http::{Done, JsonBody, Object, Page, PageQuery, PathParams};
+use crate::http::{Done, FromBody, JsonBody, Object, Page, PageQuery, PathParams};
 use crate::openapi::ErrorBody;
 use crate::routes::usage::limit_refusal;
 use crate::state::AppState;
@@ -73,11 +75,23 @@ pub struct ExecutionPageData {
     offset: i64,
 }
 
-#[derive(Serialize, ToSchema)]
+#[derive(ToSchema)]
 pub struct ProjectRequest {
     /// Unique in the organization.
     #[schema(min_length = 1, max_length = 100)]
     name: String,
+}
+
+impl FromBody for ProjectRequest {
+    fn from_body(body: &Object) -> Result<Self, ApiError> {
+        let name = body
+            .required_str("name", ApiError::invalid("name", "name is required"))
+            .and_then(|raw| {
+                project_name(raw)
+                    .ok_or_else(|| ApiError::invalid("name", "name must be 1 to 100 characters"))
+            })?;
+        Ok(Self { name })
+    }
 }
 
 #[derive(Serialize, ToSchema)]
@@ -127,12 +141,7 @@ async fn create_project(
 ) -> Result<Response, ApiError> {
     user.require(Role::WRITERS)?;
     let body = body.required()?;
-    let name = body
-        .required_str("name", ApiError::invalid("name", "name is required"))
-        .and_then(|raw| {
-            project_name(raw)
-                .ok_or_else(|| ApiError::invalid("name", "name must be 1 to 100 characters"))
-        })?;
+    let ProjectRequest { name } = ProjectRequest::from_body(&body)?;
     let claim = match key
         .claim(&app, user.org_id(), "POST /api/projects", &body)
         .await?
@@ -260,80 +269,96 @@ fn short_text(body: &Object, field: &str, max: usize) -> Result<Option<String>, 
         .transpose()
 }
 
-fn parse_new_execution(
-    body: &Object,
-    user: &CurrentUser,
-    now: i64,
-) -> Result<NewExecution, ApiError> {
-    let id = orgd_core::ids::new_id(now);
-    let task_id = match body.opt_str("taskId")? {
-        None => TaskId::parse(&id),
-        Some(raw) => TaskId::parse(raw),
-    }
-    .ok_or_else(|| {
-        ApiError::invalid(
-            "taskId",
-            "taskId must be 1 to 128 of A-Z a-z 0-9 . _ : - (not . or ..)",
-        )
-    })?;
-    let project_id = body
-        .opt_str("projectId")?
-        .map(|raw| {
-            orgd_core::ids::is_valid(raw)
-                .then(|| raw.to_string())
-                .ok_or_else(|| ApiError::invalid("projectId", "projectId must be a project id"))
-        })
-        .transpose()?;
-    let status = match body.opt_str("status")? {
-        None => Status::Pending,
-        Some("PENDING") => Status::Pending,
-        Some("RUNNING") => Status::Running,
-        Some(_) => {
-            return Err(ApiError::invalid(
-                "status",
-                "status must be PENDING or RUNNING",
-            ));
-        }
-    };
-    let trigger = short_text(body, "trigger", 64)?;
-    if trigger.as_deref().is_some_and(|t| {
-        !t.bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b))
-    }) {
-        return Err(ApiError::invalid(
-            "trigger",
-            "trigger must be made of A-Z a-z 0-9 . _ -",
-        ));
-    }
-    Ok(NewExecution {
-        id,
-        task_id,
-        project_id,
-        status,
-        trigger,
-        group_name: short_text(body, "groupName", 128)?,
-        created_by: user.id().to_string(),
-    })
+fn invalid_task_id() -> ApiError {
+    ApiError::invalid(
+        "taskId",
+        "taskId must be 1 to 128 of A-Z a-z 0-9 . _ : - (not . or ..)",
+    )
 }
 
 /// `POST /api/executions`; every field is optional.
-#[derive(Serialize, ToSchema)]
+#[derive(ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct NewExecutionRequest {
     /// 1–128 of `A-Za-z0-9._:-`, unique in the organization (deleted executions included);
     /// generated when absent.
-    #[schema(pattern = "^[A-Za-z0-9._:-]{1,128}$")]
-    task_id: Option<String>,
+    // `TASK_ID_PATTERN`: utoipa takes only a literal here (a test holds the two together).
+    #[schema(value_type = Option<String>, pattern = "^[A-Za-z0-9._:-]{1,128}$")]
+    task_id: Option<TaskId>,
     /// A project of the organization.
     #[schema(pattern = "^[0-9a-f]{24}$")]
     project_id: Option<String>,
     /// `PENDING` (default) or `RUNNING`.
-    #[schema(pattern = "^(PENDING|RUNNING)$")]
-    status: Option<String>,
+    #[schema(value_type = Option<String>, pattern = "^(PENDING|RUNNING)$")]
+    status: Status,
     #[schema(pattern = "^[A-Za-z0-9._-]{1,64}$")]
     trigger: Option<String>,
     #[schema(min_length = 1, max_length = 128)]
     group_name: Option<String>,
+}
+
+impl FromBody for NewExecutionRequest {
+    fn from_body(body: &Object) -> Result<Self, ApiError> {
+        let task_id = body
+            .opt_str("taskId")?
+            .map(|raw| TaskId::parse(raw).ok_or_else(invalid_task_id))
+            .transpose()?;
+        let project_id = body
+            .opt_str("projectId")?
+            .map(|raw| {
+                orgd_core::ids::is_valid(raw)
+                    .then(|| raw.to_string())
+                    .ok_or_else(|| ApiError::invalid("projectId", "projectId must be a project id"))
+            })
+            .transpose()?;
+        let status = match body.opt_str("status")? {
+            None => Status::Pending,
+            Some("PENDING") => Status::Pending,
+            Some("RUNNING") => Status::Running,
+            Some(_) => {
+                return Err(ApiError::invalid(
+                    "status",
+                    "status must be PENDING or RUNNING",
+                ));
+            }
+        };
+        let trigger = short_text(body, "trigger", 64)?;
+        if trigger.as_deref().is_some_and(|t| {
+            !t.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b))
+        }) {
+            return Err(ApiError::invalid(
+                "trigger",
+                "trigger must be made of A-Z a-z 0-9 . _ -",
+            ));
+        }
+        Ok(Self {
+            task_id,
+            project_id,
+            status,
+            trigger,
+            group_name: short_text(body, "groupName", 128)?,
+        })
+    }
+}
+
+impl NewExecutionRequest {
+    /// The execution to create as `id`; without a taskId of its own, its id is its taskId.
+    fn into_new(self, id: String, created_by: &str) -> Result<NewExecution, ApiError> {
+        let task_id = match self.task_id {
+            Some(task_id) => task_id,
+            None => TaskId::parse(&id).ok_or_else(invalid_task_id)?,
+        };
+        Ok(NewExecution {
+            id,
+            task_id,
+            project_id: self.project_id,
+            status: self.status,
+            trigger: self.trigger,
+            group_name: self.group_name,
+            created_by: created_by.to_string(),
+        })
+    }
 }
 
 #[utoipa::path(
@@ -363,7 +388,8 @@ async fn create(
     user.require(Role::WRITERS)?;
     let now = app.now();
     let body = body.or_empty()?;
-    let new = parse_new_execution(&body, &user, now)?;
+    let new =
+        NewExecutionRequest::from_body(&body)?.into_new(orgd_core::ids::new_id(now), user.id())?;
     let claim = match key
         .claim(&app, user.org_id(), "POST /api/executions", &body)
         .await?
@@ -415,50 +441,55 @@ const MAX_ERROR_BYTES: usize = 64 * 1024;
 /// Only the end of a run's log is kept: that is where failures show.
 const MAX_OUTPUT_BYTES: usize = 256 * 1024;
 
-fn parse_change(body: &Object) -> Result<ExecutionChange, ApiError> {
-    let status = body
-        .opt_str("status")?
-        .map(|raw| {
-            Status::parse(raw)
-                .filter(|s| *s != Status::Pending)
-                .ok_or_else(|| {
-                    ApiError::invalid(
-                        "status",
-                        "status must be RUNNING, PASSED, FAILED, ERROR or UNSTABLE",
-                    )
-                })
-        })
-        .transpose()?;
-    let error = body.opt_str("error")?;
-    if error.is_some_and(|e| e.len() > MAX_ERROR_BYTES) {
-        return Err(ApiError::invalid("error", "error cannot exceed 64 KiB"));
-    }
-    let change = ExecutionChange {
-        status,
-        error: error.map(str::to_string),
-        output: body
-            .opt_str("output")?
-            .map(|o| utf8_tail(o, MAX_OUTPUT_BYTES).to_string()),
-    };
-    if change.status.is_none() && change.error.is_none() && change.output.is_none() {
-        return Err(ApiError::bad_request(
-            "Missing fields",
-            "At least one field (status, error or output) is required",
-        ));
-    }
-    Ok(change)
-}
-
 /// `PATCH /api/executions/{taskId}`: at least one field.
-#[derive(Serialize, ToSchema)]
+#[derive(ToSchema)]
 pub struct ExecutionPatch {
     /// A finished execution (PASSED, FAILED, ERROR, UNSTABLE) never changes again.
-    #[schema(pattern = "^(RUNNING|PASSED|FAILED|ERROR|UNSTABLE)$")]
-    status: Option<String>,
+    #[schema(
+        value_type = Option<String>,
+        pattern = "^(RUNNING|PASSED|FAILED|ERROR|UNSTABLE)$"
+    )]
+    status: Option<Status>,
     /// At most 64 KiB.
     error: Option<String>,
     /// The run's log; replaces the previous one; its last 256 KiB are kept.
     output: Option<String>,
+}
+
+impl FromBody for ExecutionPatch {
+    fn from_body(body: &Object) -> Result<Self, ApiError> {
+        let status = body
+            .opt_str("status")?
+            .map(|raw| {
+                Status::parse(raw)
+                    .filter(|s| *s != Status::Pending)
+                    .ok_or_else(|| {
+                        ApiError::invalid(
+                            "status",
+                            "status must be RUNNING, PASSED, FAILED, ERROR or UNSTABLE",
+                        )
+                    })
+            })
+            .transpose()?;
+        let error = body.opt_str("error")?;
+        if error.is_some_and(|e| e.len() > MAX_ERROR_BYTES) {
+            return Err(ApiError::invalid("error", "error cannot exceed 64 KiB"));
+        }
+        let patch = Self {
+            status,
+            error: error.map(str::to_string),
+            output: body
+                .opt_str("output")?
+                .map(|o| utf8_tail(o, MAX_OUTPUT_BYTES).to_string()),
+        };
+        if patch.status.is_none() && patch.error.is_none() && patch.output.is_none() {
+            return Err(ApiError::bad_request(
+                "Missing fields",
+                "At least one field (status, error or output) is required",
+            ));
+        }
+        Ok(patch)
+    }
 }
 
 #[utoipa::path(
@@ -467,7 +498,7 @@ pub struct ExecutionPatch {
     tag = "executions",
     summary = "Move an execution along (admin, developer, API key); a failure may queue an AI analysis",
     security(("bearerAuth" = []), ("apiKey" = [])),
-    params(("taskId" = String, Path, pattern = "^[A-Za-z0-9._:-]{1,128}$", description = "The execution's taskId")),
+    params(TaskIdParam),
     request_body = ExecutionPatch,
     responses(
         (status = 200, description = "Updated", body = ExecutionResponse),
@@ -485,7 +516,16 @@ async fn update(
 ) -> Result<Json<ExecutionResponse>, ApiError> {
     user.require(Role::WRITERS)?;
     let task_id = task_in_path(&task_id)?;
-    let change = parse_change(&body.required()?)?;
+    let ExecutionPatch {
+        status,
+        error,
+        output,
+    } = body.parse()?;
+    let change = ExecutionChange {
+        status,
+        error,
+        output,
+    };
     let outcome = orgd_core::executions::update_execution(
         &app.db,
         user.org_id(),
@@ -514,7 +554,7 @@ async fn update(
     tag = "executions",
     summary = "One execution with its output, tickets and analysis (all roles, API key)",
     security(("bearerAuth" = []), ("apiKey" = [])),
-    params(("taskId" = String, Path, pattern = "^[A-Za-z0-9._:-]{1,128}$", description = "The execution's taskId")),
+    params(TaskIdParam),
     responses(
         (status = 200, description = "The execution", body = ExecutionResponse),
         (status = 404, description = "`Execution not found`", body = ErrorBody),
@@ -609,7 +649,7 @@ async fn list(
     tag = "executions",
     summary = "Delete an execution and its report files (admin, developer, API key); it still counts toward the month's runs and its taskId stays taken",
     security(("bearerAuth" = []), ("apiKey" = [])),
-    params(("taskId" = String, Path, pattern = "^[A-Za-z0-9._:-]{1,128}$", description = "The execution's taskId")),
+    params(TaskIdParam),
     responses(
         (status = 200, description = "Deleted; its storage is freed", body = Done),
         (status = 403, description = "`Forbidden`: viewers", body = ErrorBody),

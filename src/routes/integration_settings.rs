@@ -1,5 +1,5 @@
 //! The provider catalogue (API.md, Integrations): each provider's display name, secret
-//! field and non-secret fields with their validation, and the merge of a `PUT` body into
+//! field and non-secret fields with their validation, the `PUT` body, and its merge into
 //! the stored settings.
 
 use serde::Serialize;
@@ -11,7 +11,7 @@ use orgd_core::secrets::SecretTable;
 
 use crate::config::Secret;
 use crate::error::{ApiError, OrInternal};
-use crate::http::Object;
+use crate::http::{FromBodyWith, Object};
 use orgd_core::integrations::IntegrationRecord;
 use orgd_providers::Provider as Outbound;
 
@@ -21,18 +21,24 @@ pub use orgd_core::integrations::Integration;
 pub struct Field {
     pub name: &'static str,
     required: bool,
+    /// Where the body keeps it.
+    slot: Slot,
     parse: fn(&'static str, &Value) -> Result<Value, ApiError>,
     /// Filled in on the first save when absent, and restored by `null`.
     default: Option<fn() -> Value>,
 }
 
+type Slot = fn(&mut IntegrationSettings) -> &mut Option<Setting>;
+
 const fn required(
     name: &'static str,
+    slot: Slot,
     parse: fn(&'static str, &Value) -> Result<Value, ApiError>,
 ) -> Field {
     Field {
         name,
         required: true,
+        slot,
         parse,
         default: None,
     }
@@ -40,42 +46,53 @@ const fn required(
 
 const fn optional(
     name: &'static str,
+    slot: Slot,
     parse: fn(&'static str, &Value) -> Result<Value, ApiError>,
     default: Option<fn() -> Value>,
 ) -> Field {
     Field {
         name,
         required: false,
+        slot,
         parse,
         default,
     }
 }
 
-const LINEAR_FIELDS: &[Field] = &[required("teamId", team_ref)];
+const LINEAR_FIELDS: &[Field] = &[required("teamId", |b| &mut b.team_id, team_ref)];
 const MONDAY_FIELDS: &[Field] = &[
-    required("boardId", monday_board),
-    optional("groupId", monday_group, None),
+    required("boardId", |b| &mut b.board_id, monday_board),
+    optional("groupId", |b| &mut b.group_id, monday_group, None),
 ];
 const JIRA_FIELDS: &[Field] = &[
-    required("domain", jira_domain),
-    required("email", email),
-    optional("projectKey", jira_project, None),
+    required("domain", |b| &mut b.domain, jira_domain),
+    required("email", |b| &mut b.email, email),
+    optional("projectKey", |b| &mut b.project_key, jira_project, None),
 ];
-const GITHUB_FIELDS: &[Field] = &[required("owner", github_owner), required("repo", repo_name)];
+const GITHUB_FIELDS: &[Field] = &[
+    required("owner", |b| &mut b.owner, github_owner),
+    required("repo", |b| &mut b.repo, repo_name),
+];
 const GITLAB_FIELDS: &[Field] = &[
-    optional("baseUrl", https_url, Some(|| json!("https://gitlab.com"))),
-    required("projectId", gitlab_project),
+    optional(
+        "baseUrl",
+        |b| &mut b.base_url,
+        https_url,
+        Some(|| json!("https://gitlab.com")),
+    ),
+    required("projectId", |b| &mut b.project_id, gitlab_project),
 ];
 const AZURE_FIELDS: &[Field] = &[
-    required("organization", azure_organization),
-    required("project", azure_project),
+    required("organization", |b| &mut b.organization, azure_organization),
+    required("project", |b| &mut b.project, azure_project),
 ];
 const BITBUCKET_FIELDS: &[Field] = &[
-    required("workspace", bitbucket_workspace),
-    required("repoSlug", repo_name),
+    required("workspace", |b| &mut b.workspace, bitbucket_workspace),
+    required("repoSlug", |b| &mut b.repo_slug, repo_name),
 ];
 const SLACK_FIELDS: &[Field] = &[optional(
     "events",
+    |b| &mut b.events,
     slack_events,
     Some(|| json!(["FAILED", "ERROR", "UNSTABLE"])),
 )];
@@ -132,22 +149,86 @@ impl Described for Integration {
     }
 }
 
-/// A `PUT` body merged into what was stored.
-pub struct Draft {
-    pub settings: Map<String, Value>,
-    /// A newly given credential (`None`: keep the stored one).
-    pub secret: Option<Secret<String>>,
-    pub enabled: Option<bool>,
-    /// Whether the body set any non-secret field.
-    pub fields_given: bool,
+/// A `PUT` body: merged into what is stored (at least one field). The credential field is
+/// `apiKey` (linear, monday), `apiToken` (jira), `webhookUrl` (slack, an https URL on
+/// hooks.slack.com) or `token` (github, gitlab, azuredevops, bitbucket); it is sealed and never
+/// shown again. Linear and Monday.com settings are checked with the provider before they are
+/// saved.
+#[derive(Default, ToSchema)]
+pub struct IntegrationSettings {
+    enabled: Option<bool>,
+    #[schema(rename = "apiKey", value_type = Option<String>)]
+    api_key: Option<Secret<String>>,
+    #[schema(rename = "apiToken", value_type = Option<String>)]
+    api_token: Option<Secret<String>>,
+    #[schema(rename = "webhookUrl", value_type = Option<String>)]
+    webhook_url: Option<Secret<String>>,
+    #[schema(value_type = Option<String>)]
+    token: Option<Secret<String>>,
+    /// Linear: the team's id or key.
+    #[schema(rename = "teamId", value_type = Option<String>)]
+    team_id: Option<Setting>,
+    #[schema(rename = "boardId", value_type = Option<String>)]
+    board_id: Option<Setting>,
+    #[schema(rename = "groupId", value_type = Option<String>)]
+    group_id: Option<Setting>,
+    #[schema(value_type = Option<String>)]
+    domain: Option<Setting>,
+    #[schema(value_type = Option<String>)]
+    email: Option<Setting>,
+    #[schema(rename = "projectKey", value_type = Option<String>)]
+    project_key: Option<Setting>,
+    #[schema(value_type = Option<String>)]
+    owner: Option<Setting>,
+    #[schema(value_type = Option<String>)]
+    repo: Option<Setting>,
+    #[schema(rename = "baseUrl", value_type = Option<String>)]
+    base_url: Option<Setting>,
+    /// GitLab: a numeric id or a `group/project` path.
+    #[schema(rename = "projectId", value_type = Option<String>)]
+    project_id: Option<Setting>,
+    #[schema(value_type = Option<String>)]
+    organization: Option<Setting>,
+    #[schema(value_type = Option<String>)]
+    project: Option<Setting>,
+    #[schema(value_type = Option<String>)]
+    workspace: Option<Setting>,
+    #[schema(rename = "repoSlug", value_type = Option<String>)]
+    repo_slug: Option<Setting>,
+    /// Slack: which execution statuses to post.
+    #[schema(value_type = Option<Vec<String>>)]
+    events: Option<Setting>,
 }
 
-impl Draft {
-    /// Parses `body` for `provider` on top of `stored` (partial updates keep the rest).
-    pub fn parse(
-        provider: Integration,
+/// One non-secret setting as the body gives it; only the provider's own fields are read.
+pub enum Setting {
+    /// The checked value to store.
+    Set(Value),
+    /// `null` for an optional field: back to its default, or unset.
+    Reset,
+}
+
+impl IntegrationSettings {
+    /// Where the body keeps `provider`'s credential (the field `Integration::secret_field`).
+    fn credential(&mut self, provider: Integration) -> &mut Option<Secret<String>> {
+        match provider {
+            Integration::Linear | Integration::Monday => &mut self.api_key,
+            Integration::Jira => &mut self.api_token,
+            Integration::Slack => &mut self.webhook_url,
+            Integration::Github
+            | Integration::Gitlab
+            | Integration::AzureDevops
+            | Integration::Bitbucket => &mut self.token,
+        }
+    }
+}
+
+/// Checked in the seed's order for `provider`; a first save (nothing `stored`) needs the
+/// credential and every required field.
+impl FromBodyWith<(Integration, Option<&IntegrationRecord>)> for IntegrationSettings {
+    fn from_body_with(
         body: &Object,
-        stored: Option<&IntegrationRecord>,
+        (provider, stored): (Integration, Option<&IntegrationRecord>),
     ) -> Result<Self, ApiError> {
         let secret_field = provider.secret_field();
         let fields = provider.fields();
@@ -163,6 +244,7 @@ impl Draft {
                 format!("At least one of {}, enabled is required", names.join(", ")),
             ));
         }
+        let mut settings = Self::default();
         let secret = body
             .0
             .get(secret_field)
@@ -174,42 +256,73 @@ impl Draft {
                 format!("{secret_field} is required on the first save"),
             ));
         }
-        let enabled = body.opt_bool("enabled")?;
+        *settings.credential(provider) = secret;
+        settings.enabled = body.opt_bool("enabled")?;
+        for field in fields {
+            let setting = match body.0.get(field.name) {
+                Some(Value::Null) if !field.required => Setting::Reset,
+                Some(value) => Setting::Set((field.parse)(field.name, value)?),
+                None if field.required && stored.is_none() => {
+                    return Err(ApiError::invalid(
+                        field.name,
+                        format!("{} is required", field.name),
+                    ));
+                }
+                None => continue,
+            };
+            *(field.slot)(&mut settings) = Some(setting);
+        }
+        Ok(settings)
+    }
+}
+
+/// A `PUT` body merged into what was stored.
+pub struct Draft {
+    pub settings: Map<String, Value>,
+    /// A newly given credential (`None`: keep the stored one).
+    pub secret: Option<Secret<String>>,
+    pub enabled: Option<bool>,
+    /// Whether the body set any non-secret field.
+    pub fields_given: bool,
+}
+
+impl Draft {
+    /// `body` (read for `provider`) on top of `stored`: partial updates keep the rest, and a
+    /// first save starts from the defaults.
+    pub fn new(
+        provider: Integration,
+        mut body: IntegrationSettings,
+        stored: Option<&IntegrationRecord>,
+    ) -> Self {
         let mut settings = stored.map(|s| s.settings.clone()).unwrap_or_default();
         let mut fields_given = false;
-        for field in fields {
-            match body.0.get(field.name) {
-                Some(Value::Null) if !field.required => {
+        for field in provider.fields() {
+            match (field.slot)(&mut body).take() {
+                Some(Setting::Set(value)) => {
+                    fields_given = true;
+                    settings.insert(field.name.into(), value);
+                }
+                Some(Setting::Reset) => {
                     fields_given = true;
                     settings.remove(field.name);
                     if let Some(default) = field.default {
                         settings.insert(field.name.into(), default());
                     }
                 }
-                Some(value) => {
-                    fields_given = true;
-                    settings.insert(field.name.into(), (field.parse)(field.name, value)?);
-                }
-                None if stored.is_some() => {}
-                None if field.required => {
-                    return Err(ApiError::invalid(
-                        field.name,
-                        format!("{} is required", field.name),
-                    ));
-                }
-                None => {
+                None if stored.is_none() => {
                     if let Some(default) = field.default {
                         settings.insert(field.name.into(), default());
                     }
                 }
+                None => {}
             }
         }
-        Ok(Self {
+        Self {
             settings,
-            secret,
-            enabled,
+            secret: body.credential(provider).take(),
+            enabled: body.enabled,
             fields_given,
-        })
+        }
     }
 }
 

@@ -12,10 +12,10 @@ use utoipa_axum::routes;
 
 pub use super::integration_settings::{Described, Integration, IntegrationView, open_secret};
 
-use super::integration_settings::{Draft, changed_fields, view};
+use super::integration_settings::{Draft, IntegrationSettings, changed_fields, view};
 use crate::auth::{CurrentUser, Role};
 use crate::error::{ApiError, OrInternal, ProviderCall};
-use crate::http::{ClientIp, Done, JsonBody, PathParams};
+use crate::http::{ClientIp, Done, FromBodyWith, JsonBody, PathParams};
 use crate::openapi::ErrorBody;
 use crate::state::AppState;
 use orgd_core::integrations::{self as stored, IntegrationRecord, IntegrationWrite};
@@ -29,50 +29,6 @@ pub fn router() -> OpenApiRouter<AppState> {
 pub struct IntegrationResponse {
     success: bool,
     data: IntegrationView,
-}
-
-/// A `PUT` body: merged into what is stored (at least one field). The credential field is
-/// `apiKey` (linear, monday), `apiToken` (jira), `webhookUrl` (slack, an https URL on
-/// hooks.slack.com) or `token` (github, gitlab, azuredevops, bitbucket); it is sealed and never
-/// shown again. Linear and Monday.com settings are checked with the provider before they are
-/// saved.
-#[derive(ToSchema)]
-#[schema(as = IntegrationSettings)]
-#[allow(dead_code)]
-pub struct IntegrationSettingsSchema {
-    enabled: Option<bool>,
-    #[schema(rename = "apiKey")]
-    api_key: Option<String>,
-    #[schema(rename = "apiToken")]
-    api_token: Option<String>,
-    #[schema(rename = "webhookUrl")]
-    webhook_url: Option<String>,
-    token: Option<String>,
-    /// Linear: the team's id or key.
-    #[schema(rename = "teamId")]
-    team_id: Option<String>,
-    #[schema(rename = "boardId")]
-    board_id: Option<String>,
-    #[schema(rename = "groupId")]
-    group_id: Option<String>,
-    domain: Option<String>,
-    email: Option<String>,
-    #[schema(rename = "projectKey")]
-    project_key: Option<String>,
-    owner: Option<String>,
-    repo: Option<String>,
-    #[schema(rename = "baseUrl")]
-    base_url: Option<String>,
-    /// GitLab: a numeric id or a `group/project` path.
-    #[schema(rename = "projectId", value_type = Option<String>)]
-    project_id: Option<Value>,
-    organization: Option<String>,
-    project: Option<String>,
-    workspace: Option<String>,
-    #[schema(rename = "repoSlug")]
-    repo_slug: Option<String>,
-    /// Slack: which execution statuses to post.
-    events: Option<Vec<String>>,
 }
 
 #[derive(Serialize, ToSchema)]
@@ -124,7 +80,7 @@ async fn show(
     summary = "Configure an integration (admin); `enabled: false` keeps the credential",
     security(("bearerAuth" = [])),
     params(("provider" = String, Path, pattern = "^(github|gitlab|azuredevops|bitbucket|jira|linear|monday|slack)$")),
-    request_body = IntegrationSettingsSchema,
+    request_body = IntegrationSettings,
     responses(
         (status = 200, description = "Saved and audited (field names only)", body = Saved),
         (status = 400, description = "`Missing fields`, `Invalid <field>`, `Invalid credentials` (the provider refused them), `Missing body`, `Invalid JSON`", body = ErrorBody),
@@ -144,12 +100,15 @@ async fn save(
 ) -> Result<Json<Saved>, ApiError> {
     let provider = parse_provider(&provider)?;
     user.require(Role::ADMIN)?;
+    // `Missing body` comes before the stored settings are read; the fields are checked
+    // against them.
     let body = body.required()?;
     let org = user.org_id();
     let stored = stored::get(&app.db, org, provider)
         .await
         .or_internal("Failed to save integration")?;
-    let mut draft = Draft::parse(provider, &body, stored.as_ref())?;
+    let request = IntegrationSettings::from_body_with(&body, (provider, stored.as_ref()))?;
+    let mut draft = Draft::new(provider, request, stored.as_ref());
     check_with_provider(&app, provider, org, &mut draft, stored.as_ref()).await?;
 
     // Saving a new credential turns the integration on unless the body says otherwise.

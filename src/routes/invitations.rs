@@ -13,12 +13,12 @@ use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use super::membership::{EXPIRED_MESSAGE, UNUSABLE_MESSAGE, parse_role, refused, seats_full};
+use super::membership::{EXPIRED_MESSAGE, UNUSABLE_MESSAGE, refused, role_field, seats_full};
 use crate::auth::{AuthAttempt, CurrentUser, Role};
 use crate::error::{ApiError, OrInternal};
 use crate::http::idempotency::{Claimed, IdempotencyKey, answer, respond};
 use crate::http::page::PageParams;
-use crate::http::{ClientIp, Done, JsonBody, PageQuery, PathParams};
+use crate::http::{ClientIp, Done, FromBody, JsonBody, Object, PageQuery, PathParams};
 use crate::openapi::ErrorBody;
 use crate::routes::membership::email;
 use crate::state::AppState;
@@ -26,6 +26,7 @@ use crate::timestamp::Timestamp;
 use orgd_core::invitations::{
     InviteToken, Invited, Joined, Joiner, NewInvitation, PendingInvitation,
 };
+use orgd_core::users::Email;
 
 pub const INVITATION_TTL_MS: i64 = 7 * 24 * 60 * 60 * 1000;
 
@@ -69,12 +70,22 @@ fn pending_view(pending: &PendingInvitation) -> Invitation {
     }
 }
 
-#[derive(Serialize, ToSchema)]
+#[derive(ToSchema)]
 pub struct InvitationRequest {
-    #[schema(format = Email)]
-    email: String,
-    #[schema(pattern = "^(admin|developer|viewer)$")]
-    role: String,
+    #[schema(value_type = String, format = Email)]
+    email: Email,
+    #[schema(value_type = String, pattern = "^(admin|developer|viewer)$")]
+    role: Role,
+}
+
+impl FromBody for InvitationRequest {
+    fn from_body(body: &Object) -> Result<Self, ApiError> {
+        let missing =
+            || ApiError::bad_request("Missing required fields", "Email and role are required");
+        let email = email(body.required_str("email", missing())?)?;
+        let role = role_field(body, missing())?;
+        Ok(Self { email, role })
+    }
 }
 
 #[derive(Serialize, ToSchema)]
@@ -119,11 +130,27 @@ pub struct InvitationPreview {
     expires_at: Timestamp,
 }
 
-#[derive(Serialize, ToSchema)]
+#[derive(ToSchema)]
 pub struct AcceptRequest {
     /// The invitation's token.
-    #[schema(pattern = "^[0-9a-fA-F]{64}$")]
-    token: String,
+    #[schema(value_type = String, pattern = "^[0-9a-fA-F]{64}$")]
+    token: InviteToken,
+}
+
+impl FromBody for AcceptRequest {
+    fn from_body(body: &Object) -> Result<Self, ApiError> {
+        let token = body.required_str(
+            "token",
+            ApiError::bad_request("Missing token", "Invitation token is required"),
+        )?;
+        let token = InviteToken::parse(token).ok_or_else(|| {
+            ApiError::bad_request(
+                "Invalid token format",
+                "An invitation token is 64 hexadecimal characters",
+            )
+        })?;
+        Ok(Self { token })
+    }
 }
 
 #[derive(Serialize, ToSchema)]
@@ -167,10 +194,7 @@ async fn create(
 ) -> Result<Response, ApiError> {
     user.require(Role::ADMIN)?;
     let body = body.required()?;
-    let missing =
-        || ApiError::bad_request("Missing required fields", "Email and role are required");
-    let email = email(body.required_str("email", missing())?)?;
-    let role = parse_role(body.required_str("role", missing())?)?;
+    let InvitationRequest { email, role } = InvitationRequest::from_body(&body)?;
     let claim = match key
         .claim(&app, user.org_id(), "POST /api/invitations", &body)
         .await?
@@ -393,17 +417,7 @@ async fn accept(
     user: CurrentUser,
     body: JsonBody,
 ) -> Result<Json<Accepted>, ApiError> {
-    let body = body.required()?;
-    let token = body.required_str(
-        "token",
-        ApiError::bad_request("Missing token", "Invitation token is required"),
-    )?;
-    let token = InviteToken::parse(token).ok_or_else(|| {
-        ApiError::bad_request(
-            "Invalid token format",
-            "An invitation token is 64 hexadecimal characters",
-        )
-    })?;
+    let AcceptRequest { token } = body.parse()?;
     let joiner = Joiner {
         user_id: user.id(),
         organization_id: user.org_id(),

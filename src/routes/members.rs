@@ -15,9 +15,9 @@ use orgd_core::users::UserRecord;
 use crate::auth::{CurrentUser, Role};
 use crate::error::{ApiError, OrInternal};
 use crate::http::page::PageParams;
-use crate::http::{ClientIp, JsonBody, PageQuery, PathParams};
+use crate::http::{ClientIp, FromBody, JsonBody, Object, PageQuery, PathParams};
 use crate::openapi::ErrorBody;
-use crate::routes::membership::{parse_role, refused};
+use crate::routes::membership::{refused, role_field};
 use crate::state::AppState;
 use crate::timestamp::Timestamp;
 
@@ -92,10 +92,19 @@ pub struct MemberResponse {
     user: Member,
 }
 
-#[derive(Serialize, ToSchema)]
+#[derive(ToSchema)]
 pub struct RoleChange {
-    #[schema(pattern = "^(admin|developer|viewer)$")]
-    role: String,
+    #[schema(value_type = String, pattern = "^(admin|developer|viewer)$")]
+    role: Role,
+}
+
+impl FromBody for RoleChange {
+    fn from_body(body: &Object) -> Result<Self, ApiError> {
+        let missing = ApiError::bad_request("Missing required field", "Role is required");
+        Ok(Self {
+            role: role_field(body, missing)?,
+        })
+    }
 }
 
 #[derive(Serialize, ToSchema)]
@@ -227,12 +236,7 @@ async fn change_role(
     body: JsonBody,
 ) -> Result<Json<RoleChanged>, ApiError> {
     user.require(Role::ADMIN)?;
-    let body = body.required()?;
-    let role = body.required_str(
-        "role",
-        ApiError::bad_request("Missing required field", "Role is required"),
-    )?;
-    let role = parse_role(role)?;
+    let RoleChange { role } = body.parse()?;
     let target = user_id(&id)?;
     if target == user.id() {
         return Err(refused(

@@ -7,6 +7,7 @@ use orgd_core::rules::seats::SeatUsage;
 use orgd_core::users::{Email, Role};
 
 use crate::error::ApiError;
+use crate::http::Object;
 use crate::routes::usage::limit_refusal;
 
 /// The body's email; 400 `Invalid email format` when it is not an address.
@@ -20,6 +21,11 @@ pub(crate) fn email(raw: &str) -> Result<Email, ApiError> {
 pub(crate) fn parse_role(raw: &str) -> Result<Role, ApiError> {
     Role::parse(raw)
         .ok_or_else(|| ApiError::invalid("role", "Role must be admin, developer, or viewer"))
+}
+
+/// The body's required `role` field: `missing` when absent or empty, then `parse_role`.
+pub(crate) fn role_field(body: &Object, missing: ApiError) -> Result<Role, ApiError> {
+    parse_role(body.required_str("role", missing)?)
 }
 
 /// A 403 that is not about roles (those are `ApiError::Forbidden`).

@@ -8,7 +8,6 @@ use axum::extract::{FromRequestParts, State};
 use axum::http::header::AUTHORIZATION;
 use axum::http::request::Parts;
 use serde::Serialize;
-use serde_json::Value;
 use sha2::{Digest, Sha256};
 use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
@@ -17,7 +16,7 @@ use utoipa_axum::routes;
 use crate::auth::extract::bearer_credentials;
 use crate::error::{ApiError, OrInternal};
 use crate::http::page::PageParams;
-use crate::http::{ClientIp, JsonBody, Page, PageQuery, PathParams};
+use crate::http::{ClientIp, FromBody, JsonBody, Object, Page, PageQuery, PathParams};
 use crate::openapi::ErrorBody;
 use crate::routes::organization::{LimitsView, limits_view};
 use crate::routes::usage::{AlertView, UsageView, alert_views, usage_view};
@@ -89,31 +88,95 @@ pub struct OperatorOrganizationChanged {
     organization: OperatorOrganization,
 }
 
-#[derive(Serialize, ToSchema)]
+#[derive(ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct PlanRequest {
-    #[schema(pattern = "^(free|team|enterprise)$")]
-    plan: String,
+    #[schema(value_type = String, pattern = "^(free|team|enterprise)$")]
+    plan: Plan,
     /// Drop every limit override too (default: keep them).
-    reset_overrides: Option<bool>,
+    #[schema(value_type = Option<bool>)]
+    reset_overrides: bool,
+}
+
+impl FromBody for PlanRequest {
+    fn from_body(body: &Object) -> Result<Self, ApiError> {
+        let plan = body
+            .required_str("plan", ApiError::invalid("plan", "plan is required"))
+            .and_then(|p| {
+                Plan::parse(p).ok_or_else(|| {
+                    ApiError::invalid("plan", "plan must be free, team or enterprise")
+                })
+            })?;
+        Ok(Self {
+            plan,
+            reset_overrides: body.opt_bool("resetOverrides")?.unwrap_or(false),
+        })
+    }
 }
 
 /// Each limit: a non-negative integer, `null` for unlimited, or `"default"` to drop the
 /// override. At least one.
-#[derive(ToSchema)]
+#[derive(Default, ToSchema)]
 #[schema(as = LimitsRequest)]
-#[allow(dead_code)]
-pub struct LimitsRequestSchema {
-    #[schema(rename = "maxTestRuns")]
-    max_test_runs: Option<Value>,
-    #[schema(rename = "maxUsers")]
-    max_users: Option<Value>,
-    #[schema(rename = "maxProjects")]
-    max_projects: Option<Value>,
-    #[schema(rename = "maxConcurrentRuns")]
-    max_concurrent_runs: Option<Value>,
-    #[schema(rename = "maxStorageBytes")]
-    max_storage_bytes: Option<Value>,
+pub struct LimitsRequest {
+    #[schema(rename = "maxTestRuns", value_type = Option<serde_json::Value>)]
+    max_test_runs: Option<LimitValue>,
+    #[schema(rename = "maxUsers", value_type = Option<serde_json::Value>)]
+    max_users: Option<LimitValue>,
+    #[schema(rename = "maxProjects", value_type = Option<serde_json::Value>)]
+    max_projects: Option<LimitValue>,
+    #[schema(rename = "maxConcurrentRuns", value_type = Option<serde_json::Value>)]
+    max_concurrent_runs: Option<LimitValue>,
+    #[schema(rename = "maxStorageBytes", value_type = Option<serde_json::Value>)]
+    max_storage_bytes: Option<LimitValue>,
+}
+
+impl LimitsRequest {
+    /// Each field under its name, in `LIMIT_NAMES` order: the order they are checked in and
+    /// handed to the core.
+    fn fields(&mut self) -> [(&'static str, &mut Option<LimitValue>); 5] {
+        [
+            ("maxTestRuns", &mut self.max_test_runs),
+            ("maxUsers", &mut self.max_users),
+            ("maxStorageBytes", &mut self.max_storage_bytes),
+            ("maxProjects", &mut self.max_projects),
+            ("maxConcurrentRuns", &mut self.max_concurrent_runs),
+        ]
+    }
+
+    /// The limits given, in `LIMIT_NAMES` order.
+    fn into_changes(mut self) -> Vec<(&'static str, LimitValue)> {
+        self.fields()
+            .into_iter()
+            .filter_map(|(name, value)| value.map(|value| (name, value)))
+            .collect()
+    }
+}
+
+impl FromBody for LimitsRequest {
+    fn from_body(body: &Object) -> Result<Self, ApiError> {
+        let mut request = Self::default();
+        for (name, field) in request.fields() {
+            let Some(raw) = body.0.get(name) else {
+                continue;
+            };
+            *field = Some(LimitValue::from_json(raw).ok_or_else(|| {
+                ApiError::invalid(
+                    name,
+                    format!(
+                        "{name} must be a non-negative integer, null (unlimited) or \"default\""
+                    ),
+                )
+            })?);
+        }
+        if request.fields().iter().all(|(_, value)| value.is_none()) {
+            return Err(ApiError::bad_request(
+                "Missing fields",
+                format!("At least one of {} is required", LIMIT_NAMES.join(", ")),
+            ));
+        }
+        Ok(request)
+    }
 }
 
 /// Equal secrets, compared in time independent of where they differ: digests of equal
@@ -251,15 +314,11 @@ async fn set_plan(
     PathParams(id): PathParams<String>,
     body: JsonBody,
 ) -> Result<Json<OperatorOrganizationChanged>, ApiError> {
-    let body = body.required()?;
-    let plan = body
-        .required_str("plan", ApiError::invalid("plan", "plan is required"))
-        .and_then(|p| {
-            Plan::parse(p)
-                .ok_or_else(|| ApiError::invalid("plan", "plan must be free, team or enterprise"))
-        })?;
-    let reset = body.opt_bool("resetOverrides")?.unwrap_or(false);
-    apply(&app, ip, &id, &PlanChange::plan(plan, reset)).await
+    let PlanRequest {
+        plan,
+        reset_overrides,
+    } = body.parse()?;
+    apply(&app, ip, &id, &PlanChange::plan(plan, reset_overrides)).await
 }
 
 #[utoipa::path(
@@ -269,7 +328,7 @@ async fn set_plan(
     summary = "Override an organization's limits; audited with `actor: operator`",
     security(("adminToken" = [])),
     params(("id" = String, Path, description = "The organization's id or slug")),
-    request_body = LimitsRequestSchema,
+    request_body = LimitsRequest,
     responses(
         (status = 200, description = "Changed", body = OperatorOrganizationChanged),
         (status = 400, description = "`Missing fields`, `Invalid <limit>`, `Missing body`, `Invalid JSON`", body = ErrorBody),
@@ -283,32 +342,13 @@ async fn set_limits(
     PathParams(id): PathParams<String>,
     body: JsonBody,
 ) -> Result<Json<OperatorOrganizationChanged>, ApiError> {
-    let body = body.required()?;
-    let mut limits = Vec::new();
-    for name in LIMIT_NAMES {
-        let Some(raw) = body.0.get(name) else {
-            continue;
-        };
-        let value = LimitValue::from_json(raw).ok_or_else(|| {
-            ApiError::invalid(
-                name,
-                format!("{name} must be a non-negative integer, null (unlimited) or \"default\""),
-            )
-        })?;
-        limits.push((name, value));
-    }
-    if limits.is_empty() {
-        return Err(ApiError::bad_request(
-            "Missing fields",
-            format!("At least one of {} is required", LIMIT_NAMES.join(", ")),
-        ));
-    }
-    apply(&app, ip, &id, &PlanChange::limits(limits)).await
+    let limits: LimitsRequest = body.parse()?;
+    apply(&app, ip, &id, &PlanChange::limits(limits.into_changes())).await
 }
 
 #[cfg(test)]
 mod tests {
-    use super::same_secret;
+    use super::{LIMIT_NAMES, LimitsRequest, same_secret};
 
     #[test]
     fn secrets_compare_by_value() {
@@ -321,5 +361,11 @@ mod tests {
             "a-long-operator-tokeN"
         ));
         assert!(!same_secret("", "a-long-operator-token"));
+    }
+
+    #[test]
+    fn limits_are_read_in_the_cores_order() {
+        let names = LimitsRequest::default().fields().map(|(name, _)| name);
+        assert_eq!(names, LIMIT_NAMES);
     }
 }

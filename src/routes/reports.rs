@@ -22,7 +22,7 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use super::execution_views::ReportFileView;
-use super::execution_views::{execution_not_found, task_in_path};
+use super::execution_views::{TaskIdParam, execution_not_found, task_in_path};
 use crate::auth::{CurrentUser, Role};
 use crate::error::{ApiError, OrInternal};
 use crate::http::PathParams;
@@ -188,7 +188,7 @@ async fn receive(
     summary = "Store a report file of an execution (admin, developer, API key); raw bytes with a Content-Length",
     security(("bearerAuth" = []), ("apiKey" = [])),
     params(
-        ("taskId" = String, Path, pattern = "^[A-Za-z0-9._:-]{1,128}$", description = "The execution's taskId"),
+        TaskIdParam,
         ("path" = String, Path, description = "A relative path (`/` separates directories; no `..`, no absolute paths)"),
     ),
     request_body(content = Vec<u8>, content_type = "application/octet-stream", description = "The file's bytes (any type)"),
@@ -341,7 +341,7 @@ async fn record_file(
     summary = "A report file's bytes (all roles, API key), typed by extension and sandboxed by CSP",
     security(("bearerAuth" = []), ("apiKey" = [])),
     params(
-        ("taskId" = String, Path, pattern = "^[A-Za-z0-9._:-]{1,128}$", description = "The execution's taskId"),
+        TaskIdParam,
         ("path" = String, Path, description = "The file's relative path"),
     ),
     responses(
@@ -395,7 +395,7 @@ async fn download(
     tag = "executions",
     summary = "An execution's report files (all roles, API key)",
     security(("bearerAuth" = []), ("apiKey" = [])),
-    params(("taskId" = String, Path, pattern = "^[A-Za-z0-9._:-]{1,128}$", description = "The execution's taskId")),
+    params(TaskIdParam),
     responses(
         (status = 200, description = "The files", body = ReportList),
         (status = 404, description = "`Execution not found`", body = ErrorBody),

@@ -10,6 +10,7 @@ use std::time::Duration;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::Response;
+use serde::Serialize;
 use serde_json::{Value, json};
 
 use super::integration_settings::{Described, Integration, open_secret};
@@ -17,7 +18,7 @@ use crate::auth::CurrentUser;
 use crate::config::Secret;
 use crate::error::{ApiError, OrInternal, ProviderCall};
 use crate::http::idempotency::{Claimed, IdempotencyKey, KeyClaim, answer, respond};
-use crate::http::{ClientIp, JsonBody, Object};
+use crate::http::{ClientIp, FromBody, JsonBody, Object};
 use crate::state::AppState;
 use orgd_core::audit::AuditEvent;
 use orgd_core::idempotency::Answer;
@@ -62,10 +63,12 @@ impl Tracker {
 }
 
 /// A ticket to file from an execution.
-#[derive(serde::Serialize, utoipa::ToSchema)]
+#[derive(utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
-pub struct TicketRequestSchema {
+#[schema(as = TicketRequestSchema)]
+pub struct TicketRequest {
     /// The execution the ticket is about.
+    // `TASK_ID_PATTERN`: utoipa takes only a literal here (a test holds the two together).
     #[schema(pattern = "^[A-Za-z0-9._:-]{1,128}$")]
     task_id: String,
     /// One line.
@@ -75,123 +78,11 @@ pub struct TicketRequestSchema {
     description: Option<String>,
 }
 
-#[derive(utoipa::ToSchema)]
-#[allow(dead_code)]
-pub struct LinearIssueCreated {
-    success: bool,
-    data: LinearIssueData,
-}
-
-#[derive(utoipa::ToSchema)]
-#[allow(dead_code)]
-pub struct LinearIssueData {
-    /// The issue's identifier (`ENG-123`).
-    #[schema(rename = "issueId")]
-    issue_id: String,
-    #[schema(rename = "issueUrl")]
-    issue_url: String,
-}
-
-#[derive(utoipa::ToSchema)]
-#[allow(dead_code)]
-pub struct MondayItemCreated {
-    success: bool,
-    data: MondayItemData,
-    /// Set when the item was created but its description update failed.
-    warning: Option<String>,
-}
-
-#[derive(utoipa::ToSchema)]
-#[allow(dead_code)]
-pub struct MondayItemData {
-    #[schema(rename = "itemId")]
-    item_id: String,
-    #[schema(rename = "itemUrl")]
-    item_url: String,
-}
-
-/// Why filing a ticket may be refused: the same for both trackers.
-#[derive(utoipa::IntoResponses)]
-#[allow(dead_code)]
-pub enum TicketRefusals {
-    /// `Invalid taskId`, `Invalid title`, `Invalid description`, `Invalid Idempotency-Key`,
-    /// `Integration not configured`, `Invalid credentials`, `Missing body`, `Invalid JSON`
-    #[response(status = 400)]
-    Invalid(crate::openapi::ErrorBody),
-    /// `Execution not found`
-    #[response(status = 404)]
-    NoExecution(crate::openapi::ErrorBody),
-    /// `Request in progress` with this Idempotency-Key
-    #[response(status = 409)]
-    InProgress(crate::openapi::ErrorBody),
-    /// `Idempotency key reused` with another body
-    #[response(status = 422)]
-    KeyReused(crate::openapi::ErrorBody),
-    /// `Provider unavailable`, `Provider error`
-    #[response(status = 502)]
-    ProviderFailed(crate::openapi::ErrorBody),
-    /// `Provider rate limited`, with `retryAfter`
-    #[response(status = 503)]
-    ProviderLimited(crate::openapi::ErrorBody),
-}
-
-#[utoipa::path(
-    post,
-    path = "/api/linear/issues",
-    tag = "integrations",
-    summary = "File a Linear issue from an execution and link it both ways (all roles)",
-    security(("bearerAuth" = [])),
-    params(IdempotencyKey),
-    request_body = TicketRequestSchema,
-    responses(
-        (status = 201, description = "Created and linked; a replay carries `Idempotent-Replayed: true`", body = LinearIssueCreated),
-        TicketRefusals,
-    ),
-)]
-pub async fn create_linear_issue(
-    State(app): State<AppState>,
-    ip: ClientIp,
-    user: CurrentUser,
-    key: IdempotencyKey,
-    body: JsonBody,
-) -> Result<Response, ApiError> {
-    file(app, ip, user, key, body, Tracker::Linear).await
-}
-
-#[utoipa::path(
-    post,
-    path = "/api/monday/items",
-    tag = "integrations",
-    summary = "File a Monday.com item from an execution and link it both ways (all roles)",
-    security(("bearerAuth" = [])),
-    params(IdempotencyKey),
-    request_body = TicketRequestSchema,
-    responses(
-        (status = 201, description = "Created and linked; a replay carries `Idempotent-Replayed: true`", body = MondayItemCreated),
-        TicketRefusals,
-    ),
-)]
-pub async fn create_monday_item(
-    State(app): State<AppState>,
-    ip: ClientIp,
-    user: CurrentUser,
-    key: IdempotencyKey,
-    body: JsonBody,
-) -> Result<Response, ApiError> {
-    file(app, ip, user, key, body, Tracker::Monday).await
-}
-
 const MAX_TITLE_CHARS: usize = 255;
 const MAX_DESCRIPTION_BYTES: usize = 64 * 1024;
 
-struct TicketRequest {
-    task_id: String,
-    title: String,
-    description: Option<String>,
-}
-
-impl TicketRequest {
-    fn parse(body: &Object) -> Result<Self, ApiError> {
+impl FromBody for TicketRequest {
+    fn from_body(body: &Object) -> Result<Self, ApiError> {
         let task_id = body
             .required_str("taskId", ApiError::invalid("taskId", "taskId is required"))?
             .to_string();
@@ -232,6 +123,114 @@ impl TicketRequest {
     }
 }
 
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct LinearIssueCreated {
+    success: bool,
+    data: LinearIssueData,
+}
+
+#[derive(Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct LinearIssueData {
+    /// The issue's identifier (`ENG-123`).
+    issue_id: String,
+    issue_url: String,
+}
+
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct MondayItemCreated {
+    success: bool,
+    data: MondayItemData,
+    /// Set when the item was created but its description update failed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    warning: Option<String>,
+}
+
+#[derive(Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct MondayItemData {
+    item_id: String,
+    item_url: String,
+}
+
+/// The answer to a filed ticket, as sent and as kept for a replay.
+#[derive(Serialize)]
+#[serde(untagged)]
+enum TicketCreated {
+    Linear(LinearIssueCreated),
+    Monday(MondayItemCreated),
+}
+
+/// Why filing a ticket may be refused: the same for both trackers.
+#[derive(utoipa::IntoResponses)]
+pub enum TicketRefusals {
+    /// `Invalid taskId`, `Invalid title`, `Invalid description`, `Invalid Idempotency-Key`,
+    /// `Integration not configured`, `Invalid credentials`, `Missing body`, `Invalid JSON`
+    #[response(status = 400)]
+    Invalid(crate::openapi::ErrorBody),
+    /// `Execution not found`
+    #[response(status = 404)]
+    NoExecution(crate::openapi::ErrorBody),
+    /// `Request in progress` with this Idempotency-Key
+    #[response(status = 409)]
+    InProgress(crate::openapi::ErrorBody),
+    /// `Idempotency key reused` with another body
+    #[response(status = 422)]
+    KeyReused(crate::openapi::ErrorBody),
+    /// `Provider unavailable`, `Provider error`
+    #[response(status = 502)]
+    ProviderFailed(crate::openapi::ErrorBody),
+    /// `Provider rate limited`, with `retryAfter`
+    #[response(status = 503)]
+    ProviderLimited(crate::openapi::ErrorBody),
+}
+
+#[utoipa::path(
+    post,
+    path = "/api/linear/issues",
+    tag = "integrations",
+    summary = "File a Linear issue from an execution and link it both ways (all roles)",
+    security(("bearerAuth" = [])),
+    params(IdempotencyKey),
+    request_body = TicketRequest,
+    responses(
+        (status = 201, description = "Created and linked; a replay carries `Idempotent-Replayed: true`", body = LinearIssueCreated),
+        TicketRefusals,
+    ),
+)]
+pub async fn create_linear_issue(
+    State(app): State<AppState>,
+    ip: ClientIp,
+    user: CurrentUser,
+    key: IdempotencyKey,
+    body: JsonBody,
+) -> Result<Response, ApiError> {
+    file(app, ip, user, key, body, Tracker::Linear).await
+}
+
+#[utoipa::path(
+    post,
+    path = "/api/monday/items",
+    tag = "integrations",
+    summary = "File a Monday.com item from an execution and link it both ways (all roles)",
+    security(("bearerAuth" = [])),
+    params(IdempotencyKey),
+    request_body = TicketRequest,
+    responses(
+        (status = 201, description = "Created and linked; a replay carries `Idempotent-Replayed: true`", body = MondayItemCreated),
+        TicketRefusals,
+    ),
+)]
+pub async fn create_monday_item(
+    State(app): State<AppState>,
+    ip: ClientIp,
+    user: CurrentUser,
+    key: IdempotencyKey,
+    body: JsonBody,
+) -> Result<Response, ApiError> {
+    file(app, ip, user, key, body, Tracker::Monday).await
+}
+
 async fn file(
     app: AppState,
     ip: ClientIp,
@@ -241,7 +240,7 @@ async fn file(
     tracker: Tracker,
 ) -> Result<Response, ApiError> {
     let body = body.required()?;
-    let request = TicketRequest::parse(&body)?;
+    let request = TicketRequest::from_body(&body)?;
     let claim = match key
         .claim(&app, user.org_id(), tracker.route(), &body)
         .await?
@@ -266,8 +265,7 @@ async fn file(
 struct Created {
     external_id: String,
     url: String,
-    data: Value,
-    warning: Option<&'static str>,
+    answer: TicketCreated,
 }
 
 struct Job {
@@ -336,12 +334,12 @@ impl Job {
         created: Created,
         claim: KeyClaim,
     ) -> Result<Response, ApiError> {
-        let mut body = json!({"success": true, "data": created.data});
-        let mut details = created.data.clone();
+        let body = serde_json::to_value(&created.answer).or_internal("Failed to record ticket")?;
+        // The audit entry: the answer's data, with the taskId and any warning.
+        let mut details = body["data"].clone();
         details["taskId"] = json!(self.request.task_id);
-        if let Some(warning) = created.warning {
-            body["warning"] = json!(warning);
-            details["warning"] = json!(warning);
+        if let Some(warning) = body.get("warning") {
+            details["warning"] = warning.clone();
         }
         let link = TicketLink {
             id: orgd_core::ids::new_id(self.app.now()),
@@ -445,10 +443,15 @@ impl Job {
             .await
             .map_err(|e| self.provider_error(e))?;
         Ok(Created {
-            data: json!({"issueId": created.identifier, "issueUrl": created.url}),
+            answer: TicketCreated::Linear(LinearIssueCreated {
+                success: true,
+                data: LinearIssueData {
+                    issue_id: created.identifier.clone(),
+                    issue_url: created.url.clone(),
+                },
+            }),
             external_id: created.identifier,
             url: created.url,
-            warning: None,
         })
     }
 
@@ -474,13 +477,19 @@ impl Job {
             && let Err(e) = self.app.monday.add_update(&secret.0, &item.id, &html).await
         {
             tracing::warn!(error = %e, item = %item.id, "Monday.com item created but adding its update failed");
-            warning = Some("Item created; adding the description failed");
+            warning = Some("Item created; adding the description failed".to_string());
         }
         Ok(Created {
-            data: json!({"itemId": item.id, "itemUrl": item.url}),
+            answer: TicketCreated::Monday(MondayItemCreated {
+                success: true,
+                data: MondayItemData {
+                    item_id: item.id.clone(),
+                    item_url: item.url.clone(),
+                },
+                warning,
+            }),
             external_id: item.id,
             url: item.url,
-            warning,
         })
     }
 }

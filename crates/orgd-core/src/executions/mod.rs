@@ -78,6 +78,10 @@ impl TryFrom<String> for Status {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TaskId(String);
 
+/// `TaskId::parse`'s rule as the API document states it (a pattern cannot also say "not `.` or
+/// `..`").
+pub const TASK_ID_PATTERN: &str = "^[A-Za-z0-9._:-]{1,128}$";
+
 impl TaskId {
     pub fn parse(raw: &str) -> Option<Self> {
         let valid = (1..=128).contains(&raw.len())
