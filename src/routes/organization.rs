@@ -203,7 +203,7 @@ impl FromBody for SettingsPatch {
         if !FIELDS.iter().any(|field| body.has(field)) {
             return Err(ApiError::bad_request(
                 "Missing fields",
-                "At least one field (name, aiAnalysisEnabled, slackWebhookUrl or slackNotificationEvents) is required",
+                "At least one field (name, aiAnalysisEnabled, slackWebhookUrl, or slackNotificationEvents) is required",
             ));
         }
         let name = body

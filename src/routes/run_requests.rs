@@ -50,7 +50,7 @@ const DEFAULT_FOLDER: &str = "all";
 pub struct RunRequestBody {
     /// 1–128 of `A-Za-z0-9._:-`, unique in the organization (deleted runs included), not
     /// `grouped`; generated when absent.
-    #[schema(value_type = Option<String>, pattern = "^[A-Za-z0-9._:-]{1,128}$")]
+    #[schema(value_type = Option<String>, nullable = false, pattern = "^[A-Za-z0-9._:-]{1,128}$")]
     task_id: Option<TaskId>,
     /// The container image to run (no whitespace, at most 512 characters).
     #[schema(min_length = 1, max_length = 512)]
@@ -59,18 +59,20 @@ pub struct RunRequestBody {
     #[schema(min_length = 1)]
     command: String,
     /// The tests' folder; `all` when absent.
-    #[schema(min_length = 1, max_length = 1024)]
+    #[schema(nullable = false, min_length = 1, max_length = 1024)]
     folder: Option<String>,
     /// Tests to run (at most 1,000 names of 1–1,024 characters).
+    #[schema(nullable = false)]
     tests: Option<Vec<String>>,
+    #[schema(nullable = false)]
     config: Option<RunConfigBody>,
     /// 1–128 characters; not `__ungrouped__`.
-    #[schema(min_length = 1, max_length = 128)]
+    #[schema(nullable = false, min_length = 1, max_length = 128)]
     group_name: Option<String>,
-    #[schema(pattern = "^[A-Za-z0-9._-]{1,64}$")]
+    #[schema(nullable = false, pattern = "^[A-Za-z0-9._-]{1,64}$")]
     trigger: Option<String>,
     /// A project of the organization.
-    #[schema(pattern = "^[0-9a-f]{24}$")]
+    #[schema(nullable = false, pattern = "^[0-9a-f]{24}$")]
     project_id: Option<String>,
 }
 
@@ -80,15 +82,15 @@ pub struct RunRequestBody {
 #[schema(as = ExecutionRequestConfig)]
 pub struct RunConfigBody {
     /// Shown as the run's `environment` and filtered on without regard to case.
-    #[schema(pattern = "^[A-Za-z0-9._-]{1,64}$")]
+    #[schema(nullable = false, pattern = "^[A-Za-z0-9._-]{1,64}$")]
     environment: Option<String>,
     /// An `http(s)://` URL of at most 2,048 characters.
-    #[schema(max_length = 2048)]
+    #[schema(nullable = false, max_length = 2048, pattern = "^https?://[^\\s]+$")]
     base_url: Option<String>,
     /// At most 100 variables named `[A-Za-z_][A-Za-z0-9_]*`, each value at most 4 KiB. The
     /// values are encrypted at rest and shown only by `GET
     /// /api/executions/{taskId}/run-request`.
-    #[schema(value_type = Option<BTreeMap<String, String>>)]
+    #[schema(value_type = Option<BTreeMap<String, String>>, nullable = false)]
     env_vars: Option<EnvVars>,
 }
 
