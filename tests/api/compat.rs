@@ -8,6 +8,7 @@ use serde_json::{Value, json};
 use crate::executions::{set_overrides, set_test_runs};
 use crate::helpers::{Backend, Session, TestApp, assert_error, call};
 use crate::integrations::audit_details;
+use crate::llm_fakes::{FakeLlm, Kind};
 use orgd::config::Secret;
 use orgd_core::clock::{Clock, format_ms, parse_rfc3339};
 use orgd_core::crypto::Vault;
@@ -17,6 +18,7 @@ crate::backend_tests!(
     execution_request_validates_its_body,
     execution_request_shares_the_limits_roles_and_bucket_of_executions,
     run_request_values_are_sealed_and_rotate_with_the_keys,
+    run_request_values_never_reach_an_ai_provider,
     executions_carry_the_originals_times_and_names,
     list_filters_and_their_errors,
     grouped_view_pages_groups_with_ungrouped,
@@ -573,6 +575,41 @@ async fn run_request_values_are_sealed_and_rotate_with_the_keys(backend: Backend
     .unwrap();
     let (status, body) = get(&b_only, &admin, "/api/executions/s-2/run-request").await;
     assert_error(status, &body, 500, "Failed to read run request");
+}
+
+async fn run_request_values_never_reach_an_ai_provider(backend: Backend) {
+    const PLATFORM_KEY: &str = "AIza-compat-platform-0123456789";
+    let gemini = FakeLlm::start(Kind::Gemini, &[PLATFORM_KEY]).await;
+    let url = gemini.url.clone();
+    let app = TestApp::spawn_with(backend, move |c| {
+        c.ai.gemini_api_url = url;
+        c.ai.gemini_api_key = Some(Secret(PLATFORM_KEY.into()));
+    })
+    .await;
+    let admin = app.signup("Redacted").await;
+    request_run(
+        &app,
+        &admin,
+        json!({"taskId": "leaky", "image": "alpine", "command": "env",
+               "config": {"envVars": {"DB_PASSWORD": "pw-compat-redact-me-42"}}}),
+    )
+    .await;
+    let (status, body) = patch(
+        &app,
+        &admin,
+        "/api/executions/leaky",
+        json!({"status": "FAILED", "error": "login failed for pw-compat-redact-me-42",
+               "output": "DB_PASSWORD=pw-compat-redact-me-42\nexit 1"}),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    let (status, body) = post(&app, &admin, "/api/executions/leaky/analysis", json!({})).await;
+    assert_eq!(status, 201, "{body}");
+    let log = gemini.seen()[0].log();
+    assert!(
+        !log.contains("pw-compat-redact-me-42") && log.contains("DB_PASSWORD=[REDACTED]"),
+        "{log}"
+    );
 }
 
 async fn executions_carry_the_originals_times_and_names(backend: Backend) {
