@@ -7,7 +7,9 @@
 # the ratios big/empty (KPIs) and big/small (grouped: same page, different history).
 # Usage: bench/compat.sh
 # Knobs: BENCH_EXECUTIONS, BENCH_GROUPS, BENCH_REQUESTS (per round), BENCH_ROUNDS,
-# BENCH_DATABASE_URL / TEST_DATABASE_URL (adds a PostgreSQL run).
+# BENCH_DATABASE_URL / TEST_DATABASE_URL (adds a PostgreSQL run), BENCH_PROFILE (`release`,
+# default, or `debug` to reuse the test build: dependencies are optimised in dev builds too,
+# and the comparison is a ratio within one build).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -19,9 +21,15 @@ PG_URL="${BENCH_DATABASE_URL:-${TEST_DATABASE_URL:-}}"
 export JWT_SECRET="bench-$(head -c 24 /dev/urandom | od -An -tx1 | tr -d ' \n')"
 export ENCRYPTION_KEY="$(head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n')"
 
-echo "building (release)…" >&2
-cargo build --release --quiet --bin orgd --example bench-seed
-BIN=target/release
+PROFILE="${BENCH_PROFILE:-release}"
+echo "building ($PROFILE)…" >&2
+if [ "$PROFILE" = release ]; then
+  cargo build --release --quiet --bin orgd --example bench-seed
+  BIN=target/release
+else
+  cargo build --quiet --bin orgd --example bench-seed
+  BIN=target/debug
+fi
 WORK="$(mktemp -d)"
 PID=""
 cleanup() { [ -n "$PID" ] && kill "$PID" 2>/dev/null || true; rm -rf "$WORK"; }
