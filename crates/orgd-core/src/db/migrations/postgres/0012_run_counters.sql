@@ -28,6 +28,7 @@ CREATE TABLE run_groups (
 );
 CREATE INDEX run_groups_recent_idx ON run_groups (organization_id, last_run_at);
 
+-- The existing runs, counted as rules::run_stats::RunFacts counts one.
 INSERT INTO run_stats (organization_id, period, total_runs, finished_runs, passed_runs, duration_sum_ms, duration_count)
 SELECT organization_id, to_char(to_timestamp(created_at / 1000) AT TIME ZONE 'UTC', 'YYYY-MM'),
        COUNT(*),
