@@ -72,6 +72,13 @@ def seed(base):
     expect(request(base, "POST", "/api/auth/api-keys", {"name": "ci"}, admin), 201)
     project = expect(request(base, "POST", "/api/projects", {"name": "web"}, admin), 201)
     project_id = project["data"]["project"]["id"]
+    # A requested run (with sealed environment values) in a group, finished, so the grouped
+    # view, the KPIs and the run-request read have something to show.
+    expect(request(base, "POST", "/api/execution-request", {
+        "taskId": "requested-1", "image": "ghcr.io/acme/e2e:1", "command": "npm test",
+        "groupName": "nightly", "config": {"environment": "staging", "envVars": {"TOKEN": "t"}}},
+        admin), 200)
+    expect(request(base, "PATCH", "/api/executions/requested-1", {"status": "PASSED"}, admin), 200)
     for n, status in enumerate(["PASSED", "FAILED", "RUNNING"]):
         task = f"run-{n}"
         expect(request(base, "POST", "/api/executions",

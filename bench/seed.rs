@@ -1,9 +1,11 @@
 //! Seeds a benchmark organization directly through the store (not HTTP) and prints a token for
 //! its admin. With `--executions N --report-files M` it also bulk-inserts that many executions
-//! and report-file records and sets the usage counters to match, as the big data set of the
-//! usage benchmark. Not part of the product.
+//! (finished PASSED runs of this month, spread over `--groups G` groups, default 1000) and
+//! report-file records, and sets the counters the service keeps with them (usage, KPIs,
+//! groups) to match, as the big data sets of the usage and compat benchmarks. Not part of the
+//! product.
 //!
-//! Usage: `seed <database-url> <jwt-secret> <org-name> [--executions N] [--report-files M]`
+//! Usage: `seed <database-url> <jwt-secret> <org-name> [--executions N] [--report-files M] [--groups G]`
 //! Prints `<org-id> <token>`.
 
 use anyhow::Context;
@@ -58,8 +60,12 @@ async fn main() -> anyhow::Result<()> {
     .context("create organization")?;
     let executions = flag(&args, "--executions");
     let files = flag(&args, "--report-files");
+    let groups = match flag(&args, "--groups") {
+        0 => 1000,
+        n => n,
+    };
     if executions > 0 || files > 0 {
-        bulk_insert(&store, &org_id, executions, files, now).await?;
+        bulk_insert(&store, &org_id, executions, files, groups, now).await?;
     }
     let (token, _) = JwtKeys::new(secret.as_bytes(), 7 * 86400).issue(&user_id, now)?;
     println!("{org_id} {token}");
@@ -72,6 +78,7 @@ async fn bulk_insert(
     org: &str,
     executions: i64,
     files: i64,
+    groups: i64,
     now: i64,
 ) -> anyhow::Result<()> {
     let series = match store.backend() {
@@ -84,15 +91,21 @@ async fn bulk_insert(
         Backend::Postgres => "lpad(to_hex(n), 12, '0')",
         Backend::Sqlite => "printf('%012x', n)",
     };
+    // Run n was created n ms before now (all within the last ~17 minutes for a million),
+    // started then, and passed 1 to 1.5 s later; it belongs to group n mod `groups`.
     let sql = format!(
-        "INSERT INTO executions (id, organization_id, task_id, status, report_bytes, created_at)
-         SELECT $3 || {pad}, $1, 'bench-' || n, 'PASSED', 0, $4 FROM ({series}) AS series"
+        "INSERT INTO executions (id, organization_id, task_id, status, group_name, source, report_bytes,
+                                 created_at, started_at, finished_at)
+         SELECT $3 || {pad}, $1, 'bench-' || n, 'PASSED', 'group-' || (n % $5), 'external-ci', 0,
+                $4 - n, $4 - n, $4 - n + 1000 + (n % 500)
+         FROM ({series}) AS series"
     );
     sqlx::query(sqlx::AssertSqlSafe(sql))
         .bind(org)
         .bind(executions)
         .bind(&org[..12])
         .bind(now)
+        .bind(groups)
         .execute(store.pool())
         .await
         .context("insert executions")?;
@@ -117,6 +130,27 @@ async fn bulk_insert(
     .execute(store.pool())
     .await
     .context("insert usage counter")?;
+    // The run counters (rules::run_stats) as the service would have kept them.
+    sqlx::query(
+        "INSERT INTO run_stats (organization_id, period, total_runs, finished_runs, passed_runs, duration_sum_ms, duration_count)
+         SELECT organization_id, $2, COUNT(*), COUNT(*), COUNT(*),
+                CAST(SUM(finished_at - started_at) AS BIGINT), COUNT(*)
+         FROM executions WHERE organization_id = $1 GROUP BY organization_id",
+    )
+    .bind(org)
+    .bind(orgd_core::usage::Period::containing(now).key)
+    .execute(store.pool())
+    .await
+    .context("insert run counters")?;
+    sqlx::query(
+        "INSERT INTO run_groups (organization_id, group_key, total_runs, passed_runs, last_run_at)
+         SELECT organization_id, group_name, COUNT(*), COUNT(*), MAX(started_at)
+         FROM executions WHERE organization_id = $1 GROUP BY organization_id, group_name",
+    )
+    .bind(org)
+    .execute(store.pool())
+    .await
+    .context("insert group counters")?;
     sqlx::query("UPDATE organizations SET storage_used_bytes = $2 WHERE id = $1")
         .bind(org)
         .bind(files * 1024)

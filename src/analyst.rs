@@ -147,8 +147,13 @@ async fn resolve(
 }
 
 /// Every secret the organization stored, opened, plus the platform keys: none may leave
-/// inside a log.
-async fn secrets_to_redact(app: &AppState, org_id: &str) -> Result<Vec<String>, RunError> {
+/// inside a log. So may the environment values the run was requested with: a test that
+/// prints its environment must not hand its passwords to the provider.
+async fn secrets_to_redact(
+    app: &AppState,
+    org_id: &str,
+    execution: &Execution,
+) -> Result<Vec<String>, RunError> {
     let sealed = orgd_core::analysis::organization_secrets(&app.db, org_id)
         .await
         .during(FAILED)?;
@@ -159,6 +164,23 @@ async fn secrets_to_redact(app: &AppState, org_id: &str) -> Result<Vec<String>, 
             .open(&s.sealed, &s.table.binding(org_id, &s.provider))
             .during("Failed to read stored secrets")?;
         secrets.push(opened.0);
+    }
+    let run_env = execution
+        .run_request
+        .as_ref()
+        .and_then(|r| r.env_values.as_deref());
+    if let Some(sealed) = run_env {
+        let opened = app
+            .vault
+            .open(
+                sealed,
+                &SecretTable::RunRequests.binding(org_id, &execution.id),
+            )
+            .during("Failed to read stored secrets")?;
+        let vars = orgd_core::executions::EnvVars::from_json(&opened.0)
+            .map_err(anyhow::Error::msg)
+            .during("Failed to read stored secrets")?;
+        secrets.extend(vars.iter().map(|(_, value)| value.to_string()));
     }
     secrets.extend(
         AiProvider::ALL
@@ -225,7 +247,7 @@ pub async fn run(
             Some(Failure::NotConfigured)
         }
         Some((key, _)) => {
-            let secrets = secrets_to_redact(app, org_id).await?;
+            let secrets = secrets_to_redact(app, org_id, execution).await?;
             let call = Call {
                 base_url: base_url(app, provider),
                 model: &resolved.model.id,

@@ -147,8 +147,79 @@ pub struct ServeArgs {
     /// How often the analysis worker looks for queued analyses.
     #[arg(long, env = "ORGD_AI_POLL_INTERVAL", default_value = "2s", value_parser = parse_duration)]
     pub ai_poll_interval: Duration,
+    /// Monthly plan prices shown by `GET /api/billing/plans`: `plan=price` pairs, comma
+    /// separated, whole currency units (`free=0,team=49,enterprise=299`); an unlisted plan
+    /// keeps its default.
+    #[arg(
+        long,
+        env = "ORGD_PLAN_PRICES",
+        default_value = "free=0,team=49,enterprise=299"
+    )]
+    pub plan_prices: String,
     #[command(flatten)]
     pub limits: ServiceLimits,
+}
+
+/// Monthly plan prices in whole currency units (`ORGD_PLAN_PRICES`). orgd takes no payments;
+/// these are what the original's billing page shows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PlanPrices {
+    free: u64,
+    team: u64,
+    enterprise: u64,
+}
+
+impl Default for PlanPrices {
+    fn default() -> Self {
+        Self {
+            free: 0,
+            team: 49,
+            enterprise: 299,
+        }
+    }
+}
+
+impl PlanPrices {
+    /// `free=0,team=49,enterprise=299`: each plan at most once, a non-negative integer each;
+    /// plans not listed keep their default.
+    pub fn parse(raw: &str) -> anyhow::Result<Self> {
+        let mut prices = Self::default();
+        let mut seen = Vec::new();
+        for pair in raw.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+            let Some((name, price)) = pair.split_once('=') else {
+                bail!("ORGD_PLAN_PRICES: {pair:?} is not plan=price");
+            };
+            let name = name.trim();
+            let plan = orgd_core::plans::Plan::parse(name).with_context(|| {
+                format!("ORGD_PLAN_PRICES: unknown plan {name:?} (free, team or enterprise)")
+            })?;
+            if seen.contains(&plan) {
+                bail!("ORGD_PLAN_PRICES names {name} twice");
+            }
+            seen.push(plan);
+            let price: u64 = price.trim().parse().with_context(|| {
+                format!("ORGD_PLAN_PRICES: the price of {name} must be a whole non-negative number")
+            })?;
+            *prices.slot(plan) = price;
+        }
+        Ok(prices)
+    }
+
+    fn slot(&mut self, plan: orgd_core::plans::Plan) -> &mut u64 {
+        match plan {
+            orgd_core::plans::Plan::Free => &mut self.free,
+            orgd_core::plans::Plan::Team => &mut self.team,
+            orgd_core::plans::Plan::Enterprise => &mut self.enterprise,
+        }
+    }
+
+    pub fn of(&self, plan: orgd_core::plans::Plan) -> u64 {
+        match plan {
+            orgd_core::plans::Plan::Free => self.free,
+            orgd_core::plans::Plan::Team => self.team,
+            orgd_core::plans::Plan::Enterprise => self.enterprise,
+        }
+    }
 }
 
 /// How long the service waits on anything, and how many connections it holds open.
@@ -306,6 +377,7 @@ pub struct Config {
     pub provider_timeout: Duration,
     pub model_catalog: Arc<ModelCatalog>,
     pub ai: AiConfig,
+    pub plan_prices: PlanPrices,
     pub limits: ServiceLimits,
 }
 
@@ -440,6 +512,7 @@ impl Config {
             provider_timeout: args.provider_timeout,
             model_catalog: Arc::new(model_catalog),
             ai: AiConfig::from_args(args)?,
+            plan_prices: PlanPrices::parse(&args.plan_prices)?,
             limits: args.limits,
         })
     }
@@ -473,6 +546,7 @@ impl Config {
             model_catalog: Arc::new(ModelCatalog::builtin()?),
             encryption_keys_old: Vec::new(),
             ai: AiConfig::development(),
+            plan_prices: PlanPrices::default(),
             limits: ServiceLimits::default(),
         })
     }
@@ -607,6 +681,26 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn plan_prices() {
+        use orgd_core::plans::Plan;
+        let default = PlanPrices::parse("free=0,team=49,enterprise=299").unwrap();
+        assert_eq!(default, PlanPrices::default());
+        let some = PlanPrices::parse(" team = 99 ").unwrap();
+        assert_eq!(
+            (
+                some.of(Plan::Free),
+                some.of(Plan::Team),
+                some.of(Plan::Enterprise)
+            ),
+            (0, 99, 299)
+        );
+        assert_eq!(PlanPrices::parse("").unwrap(), PlanPrices::default());
+        for bad in ["team", "gold=5", "team=-1", "team=4.5", "team=1,team=2"] {
+            assert!(PlanPrices::parse(bad).is_err(), "{bad}");
+        }
+    }
 
     #[test]
     fn durations() {

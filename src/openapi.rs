@@ -31,7 +31,7 @@ are 24 lowercase hex characters. Success bodies carry `\"success\": true`; every
 `ErrorBody` envelope. Every read and write is scoped to the caller's organization: another \
 organization's resource answers 404 as if it did not exist. Unknown JSON fields are ignored; a \
 JSON object with a duplicated key is refused. Rate limits (per organization: 100/min for the \
-API, 1,000/min for `/api/executions*`; per client IP: 10/min for signup, login and invitation \
+API, 1,000/min for `/api/executions*` and `POST /api/execution-request`; per client IP: 10/min for signup, login and invitation \
 validation) answer 429 with `Retry-After`; counted responses carry `X-RateLimit-Limit`, \
 `X-RateLimit-Remaining` and `X-RateLimit-Reset`.",
     ),
@@ -41,10 +41,12 @@ validation) answer 429 with `Retry-After`; counted responses carry `X-RateLimit-
         (name = "auth", description = "Signup, login, sessions and API keys"),
         (name = "organization", description = "The organization, its plan, limits and usage"),
         (name = "members", description = "Members and invitations"),
-        (name = "executions", description = "Projects, test executions and report files"),
+        (name = "executions", description = "Projects, test executions, run requests and report files"),
+        (name = "analytics", description = "Run KPIs"),
         (name = "analysis", description = "AI failure analysis"),
         (name = "integrations", description = "Issue trackers and tickets"),
         (name = "audit", description = "The audit log"),
+        (name = "billing", description = "Plans and the organization's subscription; payments are not handled by orgd"),
         (name = "operator", description = "Billing/operator API, only when ORGD_ADMIN_TOKEN is set"),
     )
 )]
@@ -85,7 +87,7 @@ fn add_security_schemes(doc: &mut OpenApi) {
         API_KEY,
         SecurityScheme::ApiKey(ApiKey::Header(ApiKeyValue::with_description(
             "x-api-key",
-            "An `orgd_…` API key; accepted on /api/executions* only.",
+            "An `orgd_…` API key; accepted on /api/executions* and POST /api/execution-request only.",
         ))),
     );
     components.add_security_scheme(

@@ -77,9 +77,20 @@ pub enum Scope {
     Auth,
 }
 
+/// The ingest API (API.md, Conventions and Rate limiting): `/api/executions*` (runs and
+/// their report files) and `POST /api/execution-request`. Counted in the ingest bucket, and
+/// the only paths where an `x-api-key` is accepted. Exact segments, not a raw prefix (the
+/// original's `startsWith` bypass, §10.10).
+pub fn is_ingest_path(path: &str) -> bool {
+    path == "/api/execution-request"
+        || path
+            .strip_prefix("/api/executions")
+            .is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
+}
+
 impl Scope {
     pub fn for_path(path: &str) -> Self {
-        if path.starts_with("/api/executions") {
+        if is_ingest_path(path) {
             Self::Ingest
         } else {
             Self::Api

@@ -12,6 +12,7 @@ use crate::ratelimit::{MemoryLimiter, RateLimiter, RedisLimiter, Scope};
 use orgd_core::clock::{SharedClock, SystemClock};
 use orgd_core::crypto::Vault;
 use orgd_core::db::Db;
+use orgd_core::integrations::Summaries;
 use orgd_core::organizations::Organizations;
 use orgd_core::passwords::PasswordHasherPool;
 use orgd_core::reports::{LocalReportStorage, ReportStorage};
@@ -31,6 +32,8 @@ pub struct App {
     pub orgs: Organizations,
     /// Who calls, read on every request (cached while nothing commits).
     pub identities: Identities,
+    /// What the organization view shows of its integrations (cached while nothing commits).
+    pub integrations: Summaries,
     pub limiter: Arc<dyn RateLimiter>,
     pub clock: SharedClock,
     pub jwt: JwtKeys,
@@ -64,6 +67,7 @@ impl AppState {
         db.migrate().await?;
         let orgs = Organizations::new(&db);
         let identities = Identities::new(&db);
+        let integrations = Summaries::new(&db);
         let limiter: Arc<dyn RateLimiter> = match &config.redis_url {
             Some(url) => Arc::new(
                 RedisLimiter::connect(&url.0, &config.redis_key_prefix, clock.clone()).await?,
@@ -96,6 +100,7 @@ impl AppState {
             db,
             orgs,
             identities,
+            integrations,
             limiter,
             jwt,
             passwords: PasswordHasherPool::default(),

@@ -87,18 +87,16 @@ impl CurrentUser {
     }
 }
 
-/// API keys are accepted on the executions API and nowhere else (API.md, Conventions).
-/// An exact segment match, not a raw prefix (the original's `startsWith` bypass, §10.10).
+/// API keys are accepted on the ingest API and nowhere else (API.md, Conventions).
 fn accepts_api_keys(path: &str) -> bool {
-    path.strip_prefix("/api/executions")
-        .is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
+    crate::ratelimit::is_ingest_path(path)
 }
 
 fn bearer_token(parts: &Parts) -> Result<&str, ApiError> {
     let Some(value) = parts.headers.get(AUTHORIZATION) else {
         return Err(ApiError::Unauthenticated(
             if parts.headers.contains_key("x-api-key") {
-                "API keys are accepted only on /api/executions endpoints. Send Authorization: Bearer <token>."
+                "API keys are accepted only on /api/executions endpoints and POST /api/execution-request. Send Authorization: Bearer <token>."
             } else {
                 "No token provided in Authorization header. Please login."
             },
@@ -253,6 +251,8 @@ mod tests {
     fn api_keys_only_on_the_executions_api() {
         assert!(accepts_api_keys("/api/executions"));
         assert!(accepts_api_keys("/api/executions/abc/reports"));
+        assert!(accepts_api_keys("/api/execution-request"));
+        assert!(!accepts_api_keys("/api/execution-request/x"));
         assert!(!accepts_api_keys("/api/executionsX"));
         assert!(!accepts_api_keys("/api/organization"));
         assert!(!accepts_api_keys("/api/auth/api-keys"));

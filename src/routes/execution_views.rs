@@ -8,9 +8,10 @@ use utoipa::openapi::schema::{ObjectBuilder, Type};
 use utoipa::{IntoParams, ToSchema};
 
 use crate::error::ApiError;
+use crate::routes::usage::limit_refusal;
 use crate::timestamp::Timestamp;
 use orgd_core::analysis::AnalysisRecord;
-use orgd_core::executions::{Execution, Project, ReportFile};
+use orgd_core::executions::{Execution, NewExecutionOutcome, Project, ReportFile, RunRequest};
 use orgd_core::executions::{TASK_ID_PATTERN, TaskId};
 
 #[derive(Debug, Clone, Serialize, ToSchema)]
@@ -66,9 +67,21 @@ pub struct ExecutionView {
     status: &'static str,
     trigger: Option<String>,
     group_name: Option<String>,
+    /// `external-ci` (reported through `POST /api/executions`) or `agnox-hosted` (requested
+    /// through `POST /api/execution-request`).
+    #[schema(pattern = "^(external-ci|agnox-hosted)$")]
+    source: &'static str,
+    /// The run request's `config.environment`.
+    environment: Option<String>,
     created_at: Timestamp,
     started_at: Option<Timestamp>,
     finished_at: Option<Timestamp>,
+    /// `startedAt`, else `createdAt` (the original's name).
+    start_time: Timestamp,
+    /// `finishedAt` (the original's name).
+    end_time: Option<Timestamp>,
+    /// Milliseconds from `startTime` to `endTime`; null until the run ends.
+    duration: Option<i64>,
     /// The failure's message (at most 64 KiB).
     error: Option<String>,
     report_bytes: i64,
@@ -79,6 +92,66 @@ pub struct ExecutionView {
     #[serde(skip_serializing_if = "Option::is_none")]
     #[schema(value_type = Option<String>)]
     output: Option<Option<String>>,
+    /// What a runner needs to start the run (runs requested through `POST
+    /// /api/execution-request`, else null), with every `envVars` value shown as `***`; only
+    /// in the single-execution view. The values: `GET /api/executions/{taskId}/run-request`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<RunRequestView>)]
+    run_request: Option<Option<RunRequestView>>,
+}
+
+/// A run request as the API shows it.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+#[schema(as = RunRequest)]
+pub struct RunRequestView {
+    image: String,
+    command: String,
+    folder: String,
+    tests: Vec<String>,
+    config: RunConfigView,
+    project_id: Option<String>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+#[schema(as = RunConfig)]
+pub struct RunConfigView {
+    environment: Option<String>,
+    base_url: Option<String>,
+    /// Variable names with their values (`***` wherever the values are not asked for).
+    env_vars: std::collections::BTreeMap<String, String>,
+}
+
+/// The value every `envVars` entry shows outside `GET /api/executions/{taskId}/run-request`.
+pub const MASKED: &str = "***";
+
+impl RunRequestView {
+    /// `request` with `env_vars` as its variables (masked or opened by the caller).
+    pub fn new(request: &RunRequest, env_vars: std::collections::BTreeMap<String, String>) -> Self {
+        Self {
+            image: request.image.clone(),
+            command: request.command.clone(),
+            folder: request.folder.clone(),
+            tests: request.tests.clone(),
+            config: RunConfigView {
+                environment: request.environment.clone(),
+                base_url: request.base_url.clone(),
+                env_vars,
+            },
+            project_id: request.project_id.clone(),
+        }
+    }
+
+    /// `request` with every value shown as `MASKED`.
+    pub fn masked(request: &RunRequest) -> Self {
+        let masked = request
+            .env_names
+            .iter()
+            .map(|name| (name.clone(), MASKED.to_string()))
+            .collect();
+        Self::new(request, masked)
+    }
 }
 
 /// A Linear issue filed from the execution.
@@ -103,7 +176,8 @@ pub struct MondayItemLink {
     created_by: Option<String>,
 }
 
-/// The API's execution object; `output` only when `with_output`.
+/// The API's execution object; `output` and `runRequest` only when `with_output` (the
+/// single-execution view).
 pub fn execution_view(execution: &Execution, with_output: bool) -> ExecutionView {
     let links = |provider: &'static str| {
         execution
@@ -118,9 +192,14 @@ pub fn execution_view(execution: &Execution, with_output: bool) -> ExecutionView
         status: execution.status.as_str(),
         trigger: execution.trigger.clone(),
         group_name: execution.group_name.clone(),
+        source: execution.source.as_str(),
+        environment: execution.environment.clone(),
         created_at: Timestamp(execution.created_at),
         started_at: execution.started_at.map(Timestamp),
         finished_at: execution.finished_at.map(Timestamp),
+        start_time: Timestamp(execution.start_time()),
+        end_time: execution.finished_at.map(Timestamp),
+        duration: execution.duration_ms(),
         error: execution.error.clone(),
         report_bytes: execution.report_bytes,
         linear_issues: links("linear")
@@ -143,6 +222,8 @@ pub fn execution_view(execution: &Execution, with_output: bool) -> ExecutionView
             .collect(),
         analysis: execution.analysis.as_ref().map(analysis_view),
         output: with_output.then(|| execution.output.clone()),
+        run_request: with_output
+            .then(|| execution.run_request.as_ref().map(RunRequestView::masked)),
     }
 }
 
@@ -190,6 +271,104 @@ pub fn analysis_view(record: &AnalysisRecord) -> AnalysisView {
     }
 }
 
+/// Why creating a run (`POST /api/executions`, `POST /api/execution-request`) was refused.
+pub(crate) fn create_refusal(outcome: NewExecutionOutcome) -> ApiError {
+    match outcome {
+        NewExecutionOutcome::Created(_) => ApiError::internal(
+            "Failed to create execution",
+            anyhow::anyhow!("a created execution was taken for a refusal"),
+        ),
+        NewExecutionOutcome::Duplicate => ApiError::conflict(
+            "Execution already exists",
+            "An execution with this taskId already exists in your organization",
+        ),
+        NewExecutionOutcome::ProjectNotFound => ApiError::not_found(
+            "Project not found",
+            "No project with this projectId in your organization",
+        ),
+        NewExecutionOutcome::TestRunLimit { used, limit } => limit_refusal(
+            "Test run limit exceeded",
+            format!(
+                "Your organization has reached the monthly test run limit ({used}/{limit}). Upgrade your plan to continue testing."
+            ),
+            used,
+            limit,
+        ),
+        NewExecutionOutcome::ConcurrencyLimit { active, limit } => ApiError::conflict(
+            "Concurrent run limit reached",
+            format!(
+                "Your organization has {active} execution(s) pending or running; your plan allows {limit} at a time"
+            ),
+        ),
+    }
+}
+
+/// The body fields both ways of creating a run share, with their checks.
+pub(crate) mod run_fields {
+    use crate::error::ApiError;
+    use crate::http::Object;
+    use orgd_core::executions::TaskId;
+
+    const TASK_ID_RULE: &str =
+        "taskId must be 1 to 128 of A-Z a-z 0-9 . _ : - (not ., .. or grouped)";
+
+    pub fn task_id(body: &Object) -> Result<Option<TaskId>, ApiError> {
+        body.opt_str("taskId")?
+            .map(|raw| TaskId::parse(raw).ok_or_else(|| ApiError::invalid("taskId", TASK_ID_RULE)))
+            .transpose()
+    }
+
+    /// The given taskId, else the execution's generated id.
+    pub fn task_id_or(given: Option<TaskId>, id: &str) -> Result<TaskId, ApiError> {
+        match given {
+            Some(task_id) => Ok(task_id),
+            None => TaskId::parse(id).ok_or_else(|| {
+                ApiError::internal(
+                    "Failed to create execution",
+                    anyhow::anyhow!("generated id {id:?} is not a taskId"),
+                )
+            }),
+        }
+    }
+
+    pub fn project_id(body: &Object) -> Result<Option<String>, ApiError> {
+        body.opt_str("projectId")?
+            .map(|raw| {
+                orgd_core::ids::is_valid(raw)
+                    .then(|| raw.to_string())
+                    .ok_or_else(|| ApiError::invalid("projectId", "projectId must be a project id"))
+            })
+            .transpose()
+    }
+
+    /// Free text of 1–64 `A-Za-z0-9._-` (CI systems name themselves in many ways).
+    pub fn trigger(body: &Object) -> Result<Option<String>, ApiError> {
+        body.opt_str("trigger")?
+            .map(|t| {
+                let valid = (1..=64).contains(&t.len())
+                    && t.bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b));
+                valid.then(|| t.to_string()).ok_or_else(|| {
+                    ApiError::invalid("trigger", "trigger must be 1 to 64 of A-Z a-z 0-9 . _ -")
+                })
+            })
+            .transpose()
+    }
+
+    pub fn group_name(body: &Object) -> Result<Option<String>, ApiError> {
+        body.opt_str("groupName")?
+            .map(|raw| {
+                orgd_core::executions::group_name(raw).ok_or_else(|| {
+                    ApiError::invalid(
+                        "groupName",
+                        "groupName must be 1 to 128 characters, not __ungrouped__",
+                    )
+                })
+            })
+            .transpose()
+    }
+}
+
 pub(crate) fn execution_not_found() -> ApiError {
     ApiError::not_found(
         "Execution not found",
@@ -228,11 +407,15 @@ impl IntoParams for TaskIdParam {
 mod tests {
     use orgd_core::executions::TASK_ID_PATTERN;
 
-    /// The two request bodies with a taskId repeat the pattern as a literal (see their fields).
+    /// The request bodies with a taskId repeat the pattern as a literal (see their fields).
     #[test]
     fn request_bodies_state_the_task_id_pattern() {
         let schemas = &crate::openapi::document_json()["components"]["schemas"];
-        for body in ["NewExecutionRequest", "TicketRequestSchema"] {
+        for body in [
+            "NewExecutionRequest",
+            "ExecutionRequest",
+            "TicketRequestSchema",
+        ] {
             assert_eq!(
                 schemas[body]["properties"]["taskId"]["pattern"], TASK_ID_PATTERN,
                 "{body}"

@@ -12,7 +12,8 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use super::execution_views::{
-    ProjectView, TaskIdParam, execution_not_found, execution_view, task_in_path,
+    ExecutionView, ProjectView, TaskIdParam, create_refusal, execution_not_found, execution_view,
+    run_fields, task_in_path,
 };
 use crate::auth::{CurrentUser, Role};
 use crate::error::{ApiError, OrInternal};
@@ -20,11 +21,12 @@ use crate::http::idempotency::{Claimed, IdempotencyKey, answer, respond};
 use crate::http::page::PageParams;
 use crate::http::{Done, FromBody, JsonBody, Object, Page, PageQuery, PathParams};
 use crate::openapi::ErrorBody;
-use crate::routes::usage::limit_refusal;
 use crate::state::AppState;
+use crate::timestamp::Timestamp;
+use orgd_core::clock::{DAY_MS, parse_day, parse_rfc3339};
 use orgd_core::executions::{
-    Execution, ExecutionChange, ExecutionFilter, NewExecution, NewExecutionOutcome,
-    NewProjectOutcome, Project, Status, TaskId, UpdateOutcome, project_name,
+    Execution, ExecutionChange, ExecutionFilter, GroupFilter, NewExecution, NewExecutionOutcome,
+    NewProjectOutcome, Project, Source, Status, UpdateOutcome, project_name,
 };
 use orgd_core::text::utf8_tail;
 
@@ -33,6 +35,7 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(list_projects, create_project))
         .routes(routes!(delete_project))
         .routes(routes!(list, create))
+        .routes(routes!(grouped))
         .routes(routes!(show, update, remove))
 }
 
@@ -130,7 +133,6 @@ pub struct ProjectListData {
         (status = 403, description = "`Forbidden` (viewers); `Project limit reached` with `limit` and `current`", body = ErrorBody),
         (status = 409, description = "`Project already exists`; `Request in progress` with this Idempotency-Key", body = ErrorBody),
         (status = 422, description = "`Idempotency key reused` with another body", body = ErrorBody),
-
     ),
 )]
 async fn create_project(
@@ -253,67 +255,34 @@ async fn delete_project(
     Ok(Done::new("Project deleted successfully"))
 }
 
-/// An optional string field of at most `max` characters, not empty.
-fn short_text(body: &Object, field: &str, max: usize) -> Result<Option<String>, ApiError> {
-    body.opt_str(field)?
-        .map(|s| {
-            if s.is_empty() || s.chars().count() > max {
-                Err(ApiError::invalid(
-                    field,
-                    format!("{field} must be 1 to {max} characters"),
-                ))
-            } else {
-                Ok(s.to_string())
-            }
-        })
-        .transpose()
-}
-
-fn invalid_task_id() -> ApiError {
-    ApiError::invalid(
-        "taskId",
-        "taskId must be 1 to 128 of A-Z a-z 0-9 . _ : - (not . or ..)",
-    )
-}
-
 /// `POST /api/executions`; every field is optional.
 #[derive(ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct NewExecutionRequest {
-    /// 1–128 of `A-Za-z0-9._:-`, unique in the organization (deleted executions included);
-    /// generated when absent.
-    // `TASK_ID_PATTERN`: utoipa takes only a literal here (a test holds the two together).
+    /// 1–128 of `A-Za-z0-9._:-`, unique in the organization (deleted executions included),
+    /// not `grouped`; generated when absent.
     #[schema(value_type = Option<String>, pattern = "^[A-Za-z0-9._:-]{1,128}$")]
-    task_id: Option<TaskId>,
+    task_id: Option<orgd_core::executions::TaskId>,
     /// A project of the organization.
     #[schema(pattern = "^[0-9a-f]{24}$")]
     project_id: Option<String>,
     /// `PENDING` (default) or `RUNNING`.
     #[schema(value_type = Option<String>, pattern = "^(PENDING|RUNNING)$")]
-    status: Status,
+    status: Option<Status>,
     #[schema(pattern = "^[A-Za-z0-9._-]{1,64}$")]
     trigger: Option<String>,
+    /// 1–128 characters; not `__ungrouped__` (the grouped view's name for runs without a group).
     #[schema(min_length = 1, max_length = 128)]
     group_name: Option<String>,
 }
 
+/// Checked in the order of the fields.
 impl FromBody for NewExecutionRequest {
     fn from_body(body: &Object) -> Result<Self, ApiError> {
-        let task_id = body
-            .opt_str("taskId")?
-            .map(|raw| TaskId::parse(raw).ok_or_else(invalid_task_id))
-            .transpose()?;
-        let project_id = body
-            .opt_str("projectId")?
-            .map(|raw| {
-                orgd_core::ids::is_valid(raw)
-                    .then(|| raw.to_string())
-                    .ok_or_else(|| ApiError::invalid("projectId", "projectId must be a project id"))
-            })
-            .transpose()?;
+        let task_id = run_fields::task_id(body)?;
+        let project_id = run_fields::project_id(body)?;
         let status = match body.opt_str("status")? {
-            None => Status::Pending,
-            Some("PENDING") => Status::Pending,
+            None | Some("PENDING") => Status::Pending,
             Some("RUNNING") => Status::Running,
             Some(_) => {
                 return Err(ApiError::invalid(
@@ -322,41 +291,12 @@ impl FromBody for NewExecutionRequest {
                 ));
             }
         };
-        let trigger = short_text(body, "trigger", 64)?;
-        if trigger.as_deref().is_some_and(|t| {
-            !t.bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b))
-        }) {
-            return Err(ApiError::invalid(
-                "trigger",
-                "trigger must be made of A-Z a-z 0-9 . _ -",
-            ));
-        }
         Ok(Self {
             task_id,
             project_id,
-            status,
-            trigger,
-            group_name: short_text(body, "groupName", 128)?,
-        })
-    }
-}
-
-impl NewExecutionRequest {
-    /// The execution to create as `id`; without a taskId of its own, its id is its taskId.
-    fn into_new(self, id: String, created_by: &str) -> Result<NewExecution, ApiError> {
-        let task_id = match self.task_id {
-            Some(task_id) => task_id,
-            None => TaskId::parse(&id).ok_or_else(invalid_task_id)?,
-        };
-        Ok(NewExecution {
-            id,
-            task_id,
-            project_id: self.project_id,
-            status: self.status,
-            trigger: self.trigger,
-            group_name: self.group_name,
-            created_by: created_by.to_string(),
+            status: Some(status),
+            trigger: run_fields::trigger(body)?,
+            group_name: run_fields::group_name(body)?,
         })
     }
 }
@@ -376,7 +316,6 @@ impl NewExecutionRequest {
         (status = 404, description = "`Project not found`", body = ErrorBody),
         (status = 409, description = "`Execution already exists`; `Concurrent run limit reached`; `Request in progress` with this Idempotency-Key", body = ErrorBody),
         (status = 422, description = "`Idempotency key reused` with another body", body = ErrorBody),
-
     ),
 )]
 async fn create(
@@ -386,16 +325,26 @@ async fn create(
     body: JsonBody,
 ) -> Result<Response, ApiError> {
     user.require(Role::WRITERS)?;
-    let now = app.now();
     let body = body.or_empty()?;
-    let new =
-        NewExecutionRequest::from_body(&body)?.into_new(orgd_core::ids::new_id(now), user.id())?;
+    let request = NewExecutionRequest::from_body(&body)?;
     let claim = match key
         .claim(&app, user.org_id(), "POST /api/executions", &body)
         .await?
     {
         Claimed::Replayed(response) => return Ok(response),
         Claimed::Fresh(claim) => claim,
+    };
+    let now = app.now();
+    let id = orgd_core::ids::new_id(now);
+    let new = NewExecution {
+        task_id: run_fields::task_id_or(request.task_id, &id)?,
+        id,
+        project_id: request.project_id,
+        status: request.status.unwrap_or(Status::Pending),
+        trigger: request.trigger,
+        group_name: request.group_name,
+        created_by: user.id().to_string(),
+        run_request: None,
     };
     let answer_for =
         |execution: &Execution| answer(StatusCode::CREATED, &execution_body(execution, false).0);
@@ -409,30 +358,9 @@ async fn create(
     .await
     .or_internal("Failed to create execution");
     let result = match outcome {
-        Ok(NewExecutionOutcome::Duplicate) => Err(ApiError::conflict(
-            "Execution already exists",
-            "An execution with this taskId already exists in your organization",
-        )),
-        Ok(NewExecutionOutcome::ProjectNotFound) => Err(ApiError::not_found(
-            "Project not found",
-            "No project with this projectId in your organization",
-        )),
-        Ok(NewExecutionOutcome::TestRunLimit { used, limit }) => Err(limit_refusal(
-            "Test run limit exceeded",
-            format!(
-                "Your organization has reached the monthly test run limit ({used}/{limit}). Upgrade your plan to continue testing."
-            ),
-            used,
-            limit,
-        )),
-        Ok(NewExecutionOutcome::ConcurrencyLimit { active, limit }) => Err(ApiError::conflict(
-            "Concurrent run limit reached",
-            format!(
-                "Your organization has {active} execution(s) pending or running; your plan allows {limit} at a time"
-            ),
-        )),
-        Err(e) => Err(e),
         Ok(NewExecutionOutcome::Created(execution)) => respond(&answer_for(&execution)),
+        Ok(refused) => Err(create_refusal(refused)),
+        Err(e) => Err(e),
     };
     claim.settle(result).await
 }
@@ -573,14 +501,49 @@ async fn show(
     Ok(execution_body(&execution, true))
 }
 
+/// The filters of `GET /api/executions` and `GET /api/executions/grouped`.
 #[derive(Debug, serde::Deserialize, IntoParams)]
-#[into_params(parameter_in = Query)]
-struct StatusQuery {
-    /// Comma-separated statuses to keep (`FAILED,ERROR`).
+#[serde(rename_all = "camelCase")]
+#[into_params(parameter_in = Query, rename_all = "camelCase")]
+struct RunQuery {
+    /// Comma-separated statuses to keep (`FAILED,ERROR`), any case.
     status: Option<String>,
+    /// The run request's `config.environment`, compared without regard to case.
+    #[param(pattern = "^[A-Za-z0-9._-]{1,64}$")]
+    environment: Option<String>,
+    /// Runs of this group; `__ungrouped__`: runs without a group.
+    #[param(min_length = 1, max_length = 128)]
+    group_name: Option<String>,
+    /// Runs whose `startTime` is at or after this date (`YYYY-MM-DD`, UTC midnight) or
+    /// RFC 3339 date-time.
+    start_after: Option<String>,
+    /// Runs whose `startTime` is at or before this date-time, or within or before this date
+    /// (`YYYY-MM-DD`: the whole UTC day is included).
+    start_before: Option<String>,
+    /// `external-ci` or `agnox-hosted`.
+    #[param(pattern = "^(external-ci|agnox-hosted)$")]
+    source: Option<String>,
 }
 
-fn parse_filter(q: StatusQuery, page: Page) -> Result<ExecutionFilter, ApiError> {
+/// A `startAfter` / `startBefore` value: a date's first (or, `end_of_day`, last) millisecond
+/// in UTC, or an RFC 3339 date-time.
+fn start_bound(field: &str, raw: &str, end_of_day: bool) -> Result<i64, ApiError> {
+    let day = parse_day(raw).map(|start| {
+        if end_of_day {
+            start + DAY_MS - 1
+        } else {
+            start
+        }
+    });
+    day.or_else(|| parse_rfc3339(raw)).ok_or_else(|| {
+        ApiError::invalid(
+            field,
+            format!("{field} must be a date (YYYY-MM-DD) or an RFC 3339 date-time"),
+        )
+    })
+}
+
+fn parse_filter(q: RunQuery, page: Page) -> Result<ExecutionFilter, ApiError> {
     let mut statuses = Vec::new();
     for raw in q
         .status
@@ -596,11 +559,58 @@ fn parse_filter(q: StatusQuery, page: Page) -> Result<ExecutionFilter, ApiError>
             statuses.push(status);
         }
     }
+    let environment = q
+        .environment
+        .map(|raw| {
+            orgd_core::executions::environment(&raw).ok_or_else(|| {
+                ApiError::invalid(
+                    "environment",
+                    "environment must be 1 to 64 of A-Z a-z 0-9 . _ -",
+                )
+            })
+        })
+        .transpose()?;
+    let group = q
+        .group_name
+        .map(|raw| {
+            GroupFilter::parse(&raw).ok_or_else(|| {
+                ApiError::invalid("groupName", "groupName must be 1 to 128 characters")
+            })
+        })
+        .transpose()?;
+    let source = q
+        .source
+        .map(|raw| {
+            Source::parse(&raw).ok_or_else(|| {
+                ApiError::invalid("source", "source must be external-ci or agnox-hosted")
+            })
+        })
+        .transpose()?;
     Ok(ExecutionFilter {
         statuses,
+        environment,
+        group,
+        source,
+        start_after: q
+            .start_after
+            .map(|raw| start_bound("startAfter", &raw, false))
+            .transpose()?,
+        start_before: q
+            .start_before
+            .map(|raw| start_bound("startBefore", &raw, true))
+            .transpose()?,
         limit: page.limit,
         offset: page.offset,
     })
+}
+
+/// The query of a list: 400 `Invalid query` when it cannot be read at all.
+type QueryOf<T> = Result<Query<T>, axum::extract::rejection::QueryRejection>;
+
+fn read_query<T>(query: QueryOf<T>) -> Result<T, ApiError> {
+    query
+        .map(|Query(q)| q)
+        .map_err(|_| ApiError::bad_request("Invalid query", "The query string could not be parsed"))
 }
 
 #[utoipa::path(
@@ -609,23 +619,20 @@ fn parse_filter(q: StatusQuery, page: Page) -> Result<ExecutionFilter, ApiError>
     tag = "executions",
     summary = "The organization's executions, newest first (all roles, API key); `limit` 1–100, default 25",
     security(("bearerAuth" = []), ("apiKey" = [])),
-    params(PageParams, StatusQuery),
+    params(PageParams, RunQuery),
     responses(
         (status = 200, description = "A page of executions", body = ExecutionPage),
-        (status = 400, description = "`Invalid limit`, `Invalid offset`, `Invalid status`, `Invalid query`", body = ErrorBody),
+        (status = 400, description = "`Invalid limit`, `Invalid offset`, `Invalid status`, `Invalid environment`, `Invalid groupName`, `Invalid startAfter`, `Invalid startBefore`, `Invalid source`, `Invalid query`", body = ErrorBody),
     ),
 )]
 async fn list(
     State(app): State<AppState>,
     user: CurrentUser,
     page: PageQuery,
-    query: Result<Query<StatusQuery>, axum::extract::rejection::QueryRejection>,
+    query: QueryOf<RunQuery>,
 ) -> Result<Json<ExecutionPage>, ApiError> {
     let page = page.page_within(25, 100)?;
-    let Query(query) = query.map_err(|_| {
-        ApiError::bad_request("Invalid query", "The query string could not be parsed")
-    })?;
-    let filter = parse_filter(query, page)?;
+    let filter = parse_filter(read_query(query)?, page)?;
     let (executions, total) = orgd_core::executions::executions(&app.db, user.org_id(), &filter)
         .await
         .or_internal("Failed to fetch executions")?;
@@ -637,6 +644,91 @@ async fn list(
                 .map(|e| execution_view(e, false))
                 .collect(),
             total,
+            limit: filter.limit,
+            offset: filter.offset,
+        },
+    }))
+}
+
+/// Runs shown per group in the grouped view.
+const RUNS_PER_GROUP: i64 = 50;
+
+#[derive(Serialize, ToSchema)]
+pub struct GroupedPage {
+    success: bool,
+    data: GroupedPageData,
+}
+
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct GroupedPageData {
+    /// By `lastRunAt`, newest first.
+    groups: Vec<RunGroupView>,
+    /// Groups with at least one run matching the filters.
+    total_groups: i64,
+    limit: i64,
+    offset: i64,
+}
+
+/// A group of runs: every run with the same `groupName`; runs without one are the group
+/// `__ungrouped__`.
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+#[schema(as = RunGroup)]
+pub struct RunGroupView {
+    group_name: String,
+    /// Its runs matching the filters.
+    total_count: i64,
+    /// Of those, the PASSED ones.
+    pass_count: i64,
+    /// The newest `startTime` among them.
+    last_run_at: Timestamp,
+    /// Its newest 50 runs (by `startTime`) matching the filters, without `output`.
+    executions: Vec<ExecutionView>,
+}
+
+#[utoipa::path(
+    get,
+    path = "/api/executions/grouped",
+    tag = "executions",
+    summary = "The organization's runs by group, groups with the newest run first (all roles, API key); `limit` groups 1–50, default 10",
+    security(("bearerAuth" = []), ("apiKey" = [])),
+    params(PageParams, RunQuery),
+    responses(
+        (status = 200, description = "A page of groups, each with its newest 50 runs", body = GroupedPage),
+        (status = 400, description = "`Invalid limit`, `Invalid offset`, `Invalid status`, `Invalid environment`, `Invalid groupName`, `Invalid startAfter`, `Invalid startBefore`, `Invalid source`, `Invalid query`", body = ErrorBody),
+    ),
+)]
+async fn grouped(
+    State(app): State<AppState>,
+    user: CurrentUser,
+    page: PageQuery,
+    query: QueryOf<RunQuery>,
+) -> Result<Json<GroupedPage>, ApiError> {
+    let page = page.page_within(10, 50)?;
+    let filter = parse_filter(read_query(query)?, page)?;
+    let grouped = orgd_core::executions::grouped(&app.db, user.org_id(), &filter, RUNS_PER_GROUP)
+        .await
+        .or_internal("Failed to fetch executions")?;
+    Ok(Json(GroupedPage {
+        success: true,
+        data: GroupedPageData {
+            groups: grouped
+                .groups
+                .iter()
+                .map(|group| RunGroupView {
+                    group_name: group.group.label().to_string(),
+                    total_count: group.total_runs,
+                    pass_count: group.passed_runs,
+                    last_run_at: Timestamp(group.last_run_at),
+                    executions: group
+                        .executions
+                        .iter()
+                        .map(|e| execution_view(e, false))
+                        .collect(),
+                })
+                .collect(),
+            total_groups: grouped.total_groups,
             limit: filter.limit,
             offset: filter.offset,
         },

@@ -9,10 +9,12 @@ use utoipa::ToSchema;
 use crate::state::AppState;
 use orgd_core::secrets::SecretTable;
 
+use crate::auth::CurrentUser;
 use crate::config::Secret;
 use crate::error::{ApiError, OrInternal};
-use crate::http::{FromBodyWith, Object};
-use orgd_core::integrations::IntegrationRecord;
+use crate::http::{ClientIp, FromBodyWith, Object};
+use orgd_core::audit::AuditEvent;
+use orgd_core::integrations::{IntegrationRecord, IntegrationWrite};
 use orgd_providers::Provider as Outbound;
 
 pub use orgd_core::integrations::Integration;
@@ -94,7 +96,7 @@ const SLACK_FIELDS: &[Field] = &[optional(
     "events",
     |b| &mut b.events,
     slack_events,
-    Some(|| json!(["FAILED", "ERROR", "UNSTABLE"])),
+    Some(|| json!(DEFAULT_SLACK_EVENTS)),
 )];
 
 /// What the service knows of each integration besides the core's: the outbound client's
@@ -326,6 +328,96 @@ impl Draft {
     }
 }
 
+/// What a save writes besides the settings: the sealed credential, whether the integration
+/// is on, its audit entry and the version it is based on — the same for `PUT
+/// /api/integrations/:provider` and for Slack saved through `PATCH /api/organization`.
+pub struct PreparedSave {
+    sealed: String,
+    enabled: bool,
+    pub audit: AuditEvent,
+    expected_version: Option<i64>,
+}
+
+impl PreparedSave {
+    pub fn new(
+        app: &AppState,
+        user: &CurrentUser,
+        ip: ClientIp,
+        provider: Integration,
+        draft: &Draft,
+        stored: Option<&IntegrationRecord>,
+    ) -> Result<Self, ApiError> {
+        let org = user.org_id();
+        // Saving a new credential turns the integration on unless the body says otherwise.
+        let enabled = draft.enabled.unwrap_or(match stored {
+            Some(record) if draft.secret.is_none() => record.enabled,
+            _ => true,
+        });
+        let sealed = match (&draft.secret, stored) {
+            (Some(secret), _) => app.vault.seal(
+                &secret.0,
+                &SecretTable::Integrations.binding(org, provider.as_str()),
+            ),
+            (None, Some(record)) => record.secret.clone(),
+            (None, None) => {
+                return Err(ApiError::internal(
+                    "Failed to save integration",
+                    anyhow::anyhow!("no credential"),
+                ));
+            }
+        };
+        let before = stored.map(|r| r.settings.clone()).unwrap_or_default();
+        let mut fields = changed_fields(provider, &before, &draft.settings);
+        if draft.secret.is_some() {
+            fields.push(provider.secret_field());
+        }
+        if stored.is_some_and(|r| r.enabled != enabled) {
+            fields.push("enabled");
+        }
+        let audit = user
+            .audit_event(ip, "integration.updated", "integration", provider.as_str())
+            .with_details(
+                json!({"provider": provider.as_str(), "fields": fields, "enabled": enabled}),
+            );
+        Ok(Self {
+            sealed,
+            enabled,
+            audit,
+            expected_version: stored.map(|r| r.version),
+        })
+    }
+
+    pub fn write<'a>(
+        &'a self,
+        organization_id: &'a str,
+        provider: Integration,
+        settings: &'a Map<String, Value>,
+    ) -> IntegrationWrite<'a> {
+        IntegrationWrite {
+            organization_id,
+            integration: provider,
+            settings,
+            secret: &self.sealed,
+            enabled: self.enabled,
+            expected_version: self.expected_version,
+        }
+    }
+}
+
+/// The audit entry of removing an integration.
+pub fn unlink_audit(user: &CurrentUser, ip: ClientIp, provider: Integration) -> AuditEvent {
+    user.audit_event(ip, "integration.unlinked", "integration", provider.as_str())
+        .with_details(json!({"provider": provider.as_str()}))
+}
+
+/// 409: the save was based on settings another request changed meanwhile.
+pub fn integration_changed() -> ApiError {
+    ApiError::conflict(
+        "Integration changed",
+        "The integration was changed by another request meanwhile; reload it and try again",
+    )
+}
+
 /// What `GET` answers for a provider: `enabled` plus its shown fields (null when unset).
 pub fn view(provider: Integration, record: Option<&IntegrationRecord>) -> IntegrationView {
     let Some(record) = record else {
@@ -392,13 +484,24 @@ fn parse_secret(provider: Integration, value: &Value) -> Result<Secret<String>, 
         |c| !c.is_control(),
         "at most 2048 printable characters",
     )?;
-    if provider == Integration::Slack && !is_slack_webhook(s) {
-        return Err(ApiError::invalid(
-            field,
-            "webhookUrl must be a Slack incoming webhook URL (https://hooks.slack.com/services/...)",
-        ));
+    if provider == Integration::Slack {
+        return slack_webhook(field, value);
     }
     Ok(Secret(s.to_string()))
+}
+
+/// A Slack incoming webhook URL in the body field `field`.
+pub fn slack_webhook(field: &str, value: &Value) -> Result<Secret<String>, ApiError> {
+    let url = string(field, value)?;
+    if url.chars().count() > MAX_SECRET_CHARS || !is_slack_webhook(url) {
+        return Err(ApiError::invalid(
+            field,
+            format!(
+                "{field} must be a Slack incoming webhook URL (https://hooks.slack.com/services/...)"
+            ),
+        ));
+    }
+    Ok(Secret(url.to_string()))
 }
 
 /// `https://hooks.slack.com/services/T…/B…/…` (the seed's shape).
@@ -626,13 +729,16 @@ fn bitbucket_workspace(field: &'static str, value: &Value) -> Result<Value, ApiE
     )?))
 }
 
+/// The Slack events of an integration never given any.
+pub const DEFAULT_SLACK_EVENTS: [&str; 3] = ["FAILED", "ERROR", "UNSTABLE"];
+
 /// A subset of the execution statuses that notify; duplicates dropped, order kept.
-fn slack_events(field: &'static str, value: &Value) -> Result<Value, ApiError> {
+pub fn slack_events(field: &str, value: &Value) -> Result<Value, ApiError> {
     const EVENTS: [&str; 4] = ["PASSED", "FAILED", "ERROR", "UNSTABLE"];
     let invalid = || {
         ApiError::invalid(
             field,
-            "events must be an array of PASSED, FAILED, ERROR, UNSTABLE",
+            format!("{field} must be an array of PASSED, FAILED, ERROR, UNSTABLE"),
         )
     };
     let list = value.as_array().ok_or_else(invalid)?;

@@ -12,14 +12,15 @@ use utoipa_axum::routes;
 
 pub use super::integration_settings::{Described, Integration, IntegrationView, open_secret};
 
-use super::integration_settings::{Draft, IntegrationSettings, changed_fields, view};
+use super::integration_settings::{
+    Draft, IntegrationSettings, PreparedSave, integration_changed, unlink_audit, view,
+};
 use crate::auth::{CurrentUser, Role};
 use crate::error::{ApiError, OrInternal, ProviderCall};
 use crate::http::{ClientIp, Done, FromBodyWith, JsonBody, PathParams};
 use crate::openapi::ErrorBody;
 use crate::state::AppState;
-use orgd_core::integrations::{self as stored, IntegrationRecord, IntegrationWrite};
-use orgd_core::secrets::SecretTable;
+use orgd_core::integrations::{self as stored, IntegrationRecord};
 
 pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new().routes(routes!(show, save, unlink))
@@ -110,55 +111,17 @@ async fn save(
     let request = IntegrationSettings::from_body_with(&body, (provider, stored.as_ref()))?;
     let mut draft = Draft::new(provider, request, stored.as_ref());
     check_with_provider(&app, provider, org, &mut draft, stored.as_ref()).await?;
-
-    // Saving a new credential turns the integration on unless the body says otherwise.
-    let enabled = draft.enabled.unwrap_or(match &stored {
-        Some(record) if draft.secret.is_none() => record.enabled,
-        _ => true,
-    });
-    let sealed = match (&draft.secret, &stored) {
-        (Some(secret), _) => app.vault.seal(
-            &secret.0,
-            &SecretTable::Integrations.binding(org, provider.as_str()),
-        ),
-        (None, Some(record)) => record.secret.clone(),
-        (None, None) => {
-            return Err(ApiError::internal(
-                "Failed to save integration",
-                anyhow::anyhow!("no credential"),
-            ));
-        }
-    };
-    let before = stored
-        .as_ref()
-        .map(|r| r.settings.clone())
-        .unwrap_or_default();
-    let mut fields = changed_fields(provider, &before, &draft.settings);
-    if draft.secret.is_some() {
-        fields.push(provider.secret_field());
-    }
-    if stored.as_ref().is_some_and(|r| r.enabled != enabled) {
-        fields.push("enabled");
-    }
-    let audit = user
-        .audit_event(ip, "integration.updated", "integration", provider.as_str())
-        .with_details(json!({"provider": provider.as_str(), "fields": fields, "enabled": enabled}));
-    let write = IntegrationWrite {
-        organization_id: org,
-        integration: provider,
-        settings: &draft.settings,
-        secret: &sealed,
-        enabled,
-        expected_version: stored.as_ref().map(|r| r.version),
-    };
-    let saved = stored::save(&app.db, &write, &audit, app.now())
-        .await
-        .or_internal("Failed to save integration")?;
+    let prepared = PreparedSave::new(&app, &user, ip, provider, &draft, stored.as_ref())?;
+    let saved = stored::save(
+        &app.db,
+        &prepared.write(org, provider, &draft.settings),
+        &prepared.audit,
+        app.now(),
+    )
+    .await
+    .or_internal("Failed to save integration")?;
     if !saved {
-        return Err(ApiError::conflict(
-            "Integration changed",
-            "The integration was changed by another request meanwhile; reload it and try again",
-        ));
+        return Err(integration_changed());
     }
     Ok(Json(Saved {
         success: true,
@@ -242,9 +205,7 @@ async fn unlink(
 ) -> Result<Json<Done>, ApiError> {
     let provider = parse_provider(&provider)?;
     user.require(Role::ADMIN)?;
-    let audit = user
-        .audit_event(ip, "integration.unlinked", "integration", provider.as_str())
-        .with_details(json!({"provider": provider.as_str()}));
+    let audit = unlink_audit(&user, ip, provider);
     stored::delete(&app.db, user.org_id(), provider, &audit, app.now())
         .await
         .or_internal("Failed to unlink integration")?;

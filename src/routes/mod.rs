@@ -9,9 +9,11 @@ use crate::state::AppState;
 
 pub mod ai_config;
 pub mod analysis;
+pub mod analytics;
 pub mod api_keys;
 pub mod audit;
 pub mod auth;
+pub mod billing;
 pub mod execution_views;
 pub mod executions;
 pub mod integration_settings;
@@ -22,6 +24,7 @@ pub mod membership;
 pub mod operator;
 pub mod organization;
 pub mod reports;
+pub mod run_requests;
 pub mod service;
 pub mod tickets;
 pub mod usage;
@@ -45,4 +48,7 @@ pub fn router() -> OpenApiRouter<AppState> {
         .merge(executions::router())
         .merge(reports::router())
         .merge(analysis::router())
+        .merge(run_requests::router())
+        .merge(analytics::router())
+        .merge(billing::router())
 }

@@ -337,6 +337,9 @@ async fn executions_have_the_documented_shape(backend: Backend) {
         [
             "analysis",
             "createdAt",
+            "duration",
+            "endTime",
+            "environment",
             "error",
             "finishedAt",
             "groupName",
@@ -345,6 +348,8 @@ async fn executions_have_the_documented_shape(backend: Backend) {
             "mondayItems",
             "projectId",
             "reportBytes",
+            "source",
+            "startTime",
             "startedAt",
             "status",
             "taskId",

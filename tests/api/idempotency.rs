@@ -1,6 +1,6 @@
-//! `Idempotency-Key` on every route that creates something (projects, executions,
-//! invitations, API keys; tickets in `integrations.rs`): one mechanism, so a client that got
-//! a 503 after a commit it never saw can retry without creating twice.
+//! `Idempotency-Key` on every route that creates something (projects, executions, run
+//! requests, invitations, API keys; tickets in `integrations.rs`): one mechanism, so a client
+//! that got a 503 after a commit it never saw can retry without creating twice.
 
 use reqwest::Method;
 use serde_json::{Value, json};
@@ -16,7 +16,7 @@ backend_tests!(
 );
 
 /// The creating routes, each with a body, another valid body, and the table its rows land in.
-fn creating_routes() -> [(&'static str, Value, Value, &'static str); 4] {
+fn creating_routes() -> [(&'static str, Value, Value, &'static str); 5] {
     [
         (
             "/api/projects",
@@ -28,6 +28,12 @@ fn creating_routes() -> [(&'static str, Value, Value, &'static str); 4] {
             "/api/executions",
             json!({"taskId": "run-idem"}),
             json!({"taskId": "run-other"}),
+            "executions",
+        ),
+        (
+            "/api/execution-request",
+            json!({"taskId": "rr-idem", "image": "node:20", "command": "npm test"}),
+            json!({"taskId": "rr-other", "image": "node:20", "command": "npm test"}),
             "executions",
         ),
         (
@@ -79,18 +85,34 @@ async fn rows(app: &TestApp, table: &str, org_id: &str) -> i64 {
 async fn every_creating_post_replays_its_first_answer(backend: Backend) {
     let app = TestApp::spawn(backend).await;
     let admin = app.signup("Idem Routes Org").await;
+    // Two runs stay pending: more than the free plan's one at a time.
+    sqlx::query("UPDATE organizations SET plan = 'team' WHERE id = $1")
+        .bind(&admin.org_id)
+        .execute(&app.db)
+        .await
+        .expect("plan");
     for (route, body, other_body, table) in creating_routes() {
+        let before = rows(&app, table, &admin.org_id).await;
         let (status, first, replayed) = post(&app, &admin, route, "key-1", &body).await;
-        assert_eq!(status, 201, "{route}: {first}");
+        let created = if route == "/api/execution-request" {
+            200
+        } else {
+            201
+        };
+        assert_eq!(status, created, "{route}: {first}");
         assert!(!replayed, "{route}");
         let audited = app.audit_actions(&admin.org_id).await.len();
 
         let (status, again, replayed) = post(&app, &admin, route, "key-1", &body).await;
-        assert_eq!((status, &again), (201, &first), "{route}: the first answer");
+        assert_eq!(
+            (status, &again),
+            (created, &first),
+            "{route}: the first answer"
+        );
         assert!(replayed, "{route}: Idempotent-Replayed");
         assert_eq!(
             rows(&app, table, &admin.org_id).await,
-            1,
+            before + 1,
             "{route}: created once"
         );
         assert_eq!(

@@ -25,6 +25,10 @@ const OPERATOR_TOKEN: &str = "operator-token-for-the-isolation-test";
 const FAILED_RUN: &str = "alpha-failed-run";
 const PENDING_RUN: &str = "alpha-pending-run";
 const REPORT: &str = "alpha-report.html";
+const REQUESTED_RUN: &str = "alpha-requested-run";
+const ALPHA_ENV_VALUE: &str = "alpha-env-secret-value";
+const ALPHA_SLACK_URL: &str =
+    "https://hooks.slack.com/services/T0ALPHA01/B0ALPHA01/alphaSlackSecret0123456789";
 
 const ALL: &[&str] = &["admin", "developer", "viewer"];
 const WRITERS: &[&str] = &["admin", "developer"];
@@ -173,6 +177,34 @@ async fn alpha(w: &World) -> Alpha {
         json!({"taskId": FAILED_RUN, "title": "Alpha ticket"}),
     )
     .await;
+    // A requested run with sealed environment values, finished; Slack saved through the
+    // organization's settings.
+    send(
+        app,
+        &developer.token,
+        Method::POST,
+        "/api/execution-request",
+        json!({"taskId": REQUESTED_RUN, "image": "alpha/e2e:1", "command": "npm test",
+               "groupName": "alpha-requested", "config": {"environment": "alpha-env",
+               "envVars": {"ALPHA_TOKEN": ALPHA_ENV_VALUE}}}),
+    )
+    .await;
+    send(
+        app,
+        &developer.token,
+        Method::PATCH,
+        &format!("/api/executions/{REQUESTED_RUN}"),
+        json!({"status": "PASSED"}),
+    )
+    .await;
+    send(
+        app,
+        &admin.token,
+        Method::PATCH,
+        "/api/organization",
+        json!({"slackWebhookUrl": ALPHA_SLACK_URL, "slackNotificationEvents": ["PASSED"]}),
+    )
+    .await;
     // The pending run is created with A's API key, so the key has been used.
     let (status, pending) = call(
         app.request(Method::POST, "/api/executions")
@@ -205,6 +237,13 @@ async fn alpha(w: &World) -> Alpha {
         REPORT.into(),
         issue["data"]["issueUrl"].as_str().unwrap().into(),
         OPENAI_BYOK.into(),
+        REQUESTED_RUN.into(),
+        "alpha-requested".into(),
+        "alpha-env".into(),
+        "ALPHA_TOKEN".into(),
+        "alpha/e2e:1".into(),
+        ALPHA_ENV_VALUE.into(),
+        ALPHA_SLACK_URL.into(),
     ];
     for member in [&admin, &developer, &viewer] {
         markers.push(member.user_id.clone());
@@ -255,7 +294,9 @@ impl Caller {
         match self.credential {
             Credential::Session(_) => true,
             Credential::ApiKey(_) => {
-                path == "/api/executions" || path.starts_with("/api/executions/")
+                path == "/api/executions"
+                    || path.starts_with("/api/executions/")
+                    || path == "/api/execution-request"
             }
         }
     }
@@ -380,7 +421,7 @@ fn probes(a: &Alpha) -> Vec<Probe> {
             ),
         ]);
     }
-    for task in [FAILED_RUN, PENDING_RUN] {
+    for task in [FAILED_RUN, PENDING_RUN, REQUESTED_RUN] {
         let run = format!("/api/executions/{task}");
         let file = format!("{run}/reports/{REPORT}");
         let ticket = json!({"taskId": task, "title": "filed by B"});
@@ -417,6 +458,12 @@ fn probes(a: &Alpha) -> Vec<Probe> {
                 M::POST,
                 format!("{run}/analysis"),
                 Json(json!({})),
+                not_found(WRITERS, missing),
+            ),
+            probe(
+                M::GET,
+                format!("{run}/run-request"),
+                Empty,
                 not_found(WRITERS, missing),
             ),
             probe(
@@ -466,6 +513,12 @@ fn probes(a: &Alpha) -> Vec<Probe> {
             M::POST,
             "/api/executions".into(),
             Json(json!({"taskId": "beta-probe", "projectId": a.project_id, "status": "RUNNING"})),
+            not_found(WRITERS, "Project not found"),
+        ),
+        probe(
+            M::POST,
+            "/api/execution-request".into(),
+            Json(json!({"taskId": "beta-probe", "image": "b", "command": "c", "projectId": a.project_id})),
             not_found(WRITERS, "Project not found"),
         ),
         // The operator API answers only the operator token, never an organization's.
@@ -522,6 +575,15 @@ fn lists(a: &Alpha, a_cursor: &str) -> Vec<String> {
         "/api/projects",
         "/api/executions?limit=100",
         "/api/executions?status=FAILED,PENDING",
+        "/api/executions?groupName=alpha-group",
+        "/api/executions?environment=alpha-env",
+        "/api/executions?source=agnox-hosted",
+        "/api/executions/grouped?limit=50",
+        "/api/executions/grouped?groupName=alpha-requested",
+        "/api/executions/grouped?groupName=__ungrouped__&source=external-ci",
+        "/api/analytics/kpis",
+        "/api/billing/subscription",
+        "/api/billing/plans",
         "/api/auth/api-keys",
         "/api/auth/me",
         "/api/organization",
@@ -557,8 +619,12 @@ async fn api_view(app: &TestApp, a: &Alpha) -> Vec<(String, u16, String)> {
         "/api/invitations".into(),
         "/api/projects".into(),
         "/api/executions".into(),
+        "/api/executions/grouped".into(),
+        "/api/analytics/kpis".into(),
+        "/api/billing/subscription".into(),
         format!("/api/executions/{FAILED_RUN}"),
         format!("/api/executions/{PENDING_RUN}"),
+        format!("/api/executions/{REQUESTED_RUN}"),
         format!("/api/executions/{FAILED_RUN}/reports"),
         format!("/api/executions/{FAILED_RUN}/reports/{REPORT}"),
         format!("/api/executions/{PENDING_RUN}/reports"),
@@ -618,6 +684,9 @@ const TABLES: &[&str] = &[
     "ai_provider_keys",
     "idempotency_keys",
     "analyses",
+    "run_requests",
+    "run_stats",
+    "run_groups",
 ];
 
 /// Every row of A's, every column, plus the row count of every table, plus A's report files.
@@ -684,10 +753,12 @@ async fn another_organization_sees_and_changes_nothing(backend: Backend) {
         .iter()
         .filter(|m| !all_text.contains(m.as_str()))
         .collect();
+    // Secrets A stored are never shown again (run-request values only to a runner, audited).
     assert!(
-        unseen
-            .iter()
-            .all(|m| **m == a.key_secret || *m == OPENAI_BYOK),
+        unseen.iter().all(|m| **m == a.key_secret
+            || *m == OPENAI_BYOK
+            || *m == ALPHA_ENV_VALUE
+            || *m == ALPHA_SLACK_URL),
         "markers A itself cannot see: {unseen:?}"
     );
 

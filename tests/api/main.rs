@@ -8,6 +8,7 @@ mod analysis;
 mod api_keys;
 mod auth;
 mod cli;
+mod compat;
 mod executions;
 mod fakes;
 mod faults;

@@ -47,9 +47,12 @@ async fn get_matches_the_seed_example_field_for_field(backend: Backend) {
             "aiAnalysisEnabled",
             "createdAt",
             "id",
+            "integrations",
             "limits",
             "name",
             "plan",
+            "slackNotificationEvents",
+            "slackWebhookUrl",
             "slug",
             "updatedAt",
             "userCount",
@@ -185,12 +188,12 @@ async fn patch_error_table_in_order(backend: Backend) {
         (
             json!({}),
             "Missing fields",
-            "At least one field (name or aiAnalysisEnabled) is required",
+            "At least one field (name, aiAnalysisEnabled, slackWebhookUrl, or slackNotificationEvents) is required",
         ),
         (
             json!({"other": 1}),
             "Missing fields",
-            "At least one field (name or aiAnalysisEnabled) is required",
+            "At least one field (name, aiAnalysisEnabled, slackWebhookUrl, or slackNotificationEvents) is required",
         ),
         (
             json!({"name": ""}),

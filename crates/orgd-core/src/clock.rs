@@ -61,9 +61,53 @@ pub fn parse_rfc3339(s: &str) -> Option<i64> {
         .map(|d| d.timestamp_millis())
 }
 
+/// The UTC midnight starting a `YYYY-MM-DD` date (exactly that form), in epoch milliseconds.
+pub fn parse_day(s: &str) -> Option<i64> {
+    let well_formed = s.len() == 10
+        && s.bytes().enumerate().all(|(i, b)| {
+            if i == 4 || i == 7 {
+                b == b'-'
+            } else {
+                b.is_ascii_digit()
+            }
+        });
+    if !well_formed {
+        return None;
+    }
+    chrono::NaiveDate::parse_from_str(s, "%Y-%m-%d")
+        .ok()?
+        .and_hms_opt(0, 0, 0)
+        .map(|d| d.and_utc().timestamp_millis())
+}
+
+/// Milliseconds in a day.
+pub const DAY_MS: i64 = 86_400_000;
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn days_are_utc_midnights() {
+        assert_eq!(
+            parse_day("2026-01-15"),
+            parse_rfc3339("2026-01-15T00:00:00Z")
+        );
+        assert_eq!(
+            parse_day("2028-02-29").map(format_ms).as_deref(),
+            Some("2028-02-29T00:00:00.000Z")
+        );
+        for bad in [
+            "2026-1-15",
+            "2026-02-30",
+            "20260115",
+            "2026-01-15T00:00:00Z",
+            "+2026-01-1",
+            "",
+        ] {
+            assert_eq!(parse_day(bad), None, "{bad}");
+        }
+    }
 
     #[test]
     fn formats_with_millis_and_z() {

@@ -6,7 +6,8 @@ use sqlx::Row;
 use sqlx::any::AnyRow;
 
 use crate::audit::{self, AuditEvent};
-use crate::db::{Db, flag};
+use crate::db::cache::ReadCache;
+use crate::db::{Db, Tx, flag};
 use crate::error::{CoreError, CoreResult};
 use crate::idempotency::{self, Replay};
 
@@ -145,6 +146,54 @@ pub async fn save(
     now: i64,
 ) -> CoreResult<bool> {
     let mut tx = db.begin_write().await?;
+    if !save_in(&mut tx, write, audit, now).await? {
+        return Ok(false);
+    }
+    tx.commit().await?;
+    Ok(true)
+}
+
+/// A change of one integration made together with other changes (`PATCH
+/// /api/organization` saving Slack): the same writes and audit entries as `save` and
+/// `delete`, inside the caller's transaction.
+#[derive(Debug)]
+pub enum IntegrationChange<'a> {
+    Save {
+        write: IntegrationWrite<'a>,
+        audit: AuditEvent,
+    },
+    Unlink {
+        organization_id: &'a str,
+        integration: Integration,
+        audit: AuditEvent,
+    },
+}
+
+impl IntegrationChange<'_> {
+    /// Applies the change in `tx`. False when a save found the stored version changed (the
+    /// caller must not commit).
+    pub async fn apply(&self, tx: &mut Tx, now: i64) -> CoreResult<bool> {
+        match self {
+            Self::Save { write, audit } => save_in(tx, write, audit, now).await,
+            Self::Unlink {
+                organization_id,
+                integration,
+                audit,
+            } => {
+                delete_in(tx, organization_id, *integration, audit, now).await?;
+                Ok(true)
+            }
+        }
+    }
+}
+
+/// `save`'s writes inside the caller's transaction.
+async fn save_in(
+    tx: &mut Tx,
+    write: &IntegrationWrite<'_>,
+    audit: &AuditEvent,
+    now: i64,
+) -> CoreResult<bool> {
     let settings = Value::Object(write.settings.clone()).to_string();
     let written = match write.expected_version {
         None => sqlx::query(
@@ -158,7 +207,7 @@ pub async fn save(
         .bind(write.secret)
         .bind(i64::from(write.enabled))
         .bind(now)
-        .execute(&mut *tx)
+        .execute(&mut **tx)
         .await?
         .rows_affected(),
         Some(version) => sqlx::query(
@@ -172,15 +221,14 @@ pub async fn save(
         .bind(write.organization_id)
         .bind(write.integration.as_str())
         .bind(version)
-        .execute(&mut *tx)
+        .execute(&mut **tx)
         .await?
         .rows_affected(),
     };
     if written == 0 {
         return Ok(false);
     }
-    audit::insert(&mut tx, audit, now).await?;
-    tx.commit().await?;
+    audit::insert(tx, audit, now).await?;
     Ok(true)
 }
 
@@ -193,18 +241,88 @@ pub async fn delete(
     now: i64,
 ) -> CoreResult<bool> {
     let mut tx = db.begin_write().await?;
+    let removed = delete_in(&mut tx, organization_id, integration, audit, now).await?;
+    tx.commit().await?;
+    Ok(removed)
+}
+
+/// `delete`'s writes inside the caller's transaction.
+async fn delete_in(
+    tx: &mut Tx,
+    organization_id: &str,
+    integration: Integration,
+    audit: &AuditEvent,
+    now: i64,
+) -> CoreResult<bool> {
     let removed =
         sqlx::query("DELETE FROM integrations WHERE organization_id = $1 AND provider = $2")
             .bind(organization_id)
             .bind(integration.as_str())
-            .execute(&mut *tx)
+            .execute(&mut **tx)
             .await?
             .rows_affected();
     if removed > 0 {
-        audit::insert(&mut tx, audit, now).await?;
+        audit::insert(tx, audit, now).await?;
     }
-    tx.commit().await?;
     Ok(removed > 0)
+}
+
+/// What the organization view shows of each integration: whether it is stored, whether it
+/// is enabled, and its non-secret settings — never its credential.
+#[derive(Debug, Clone)]
+pub struct IntegrationSummary {
+    pub integration: Integration,
+    pub enabled: bool,
+    pub settings: Map<String, Value>,
+}
+
+/// Every stored integration of an organization, without credentials. Read by `GET
+/// /api/organization` on every call, so cached like the organization itself (see
+/// `ReadCache`: dropped whenever anything commits).
+pub struct Summaries {
+    cache: ReadCache<String, Vec<IntegrationSummary>>,
+}
+
+impl Summaries {
+    pub fn new(db: &Db) -> Self {
+        Self {
+            cache: db.read_cache(),
+        }
+    }
+
+    pub async fn get(&self, db: &Db, organization_id: &str) -> CoreResult<Vec<IntegrationSummary>> {
+        let loaded_under = match self.cache.get(&organization_id.to_string()) {
+            Ok(hit) => return Ok(hit),
+            Err(header) => header,
+        };
+        let rows = sqlx::query(
+            "SELECT provider, enabled, settings FROM integrations WHERE organization_id = $1",
+        )
+        .bind(organization_id)
+        .fetch_all(db.pool())
+        .await?;
+        let mut found = Vec::with_capacity(rows.len());
+        for row in &rows {
+            let provider: String = row.try_get("provider")?;
+            let Some(integration) = Integration::parse(&provider) else {
+                return Err(CoreError::Corrupt(format!(
+                    "integration provider {provider:?}"
+                )));
+            };
+            let settings: String = row.try_get("settings")?;
+            let Ok(Value::Object(settings)) = serde_json::from_str(&settings) else {
+                return Err(CoreError::Corrupt("integration settings".into()));
+            };
+            found.push(IntegrationSummary {
+                integration,
+                enabled: flag(row.try_get("enabled")?),
+                settings,
+            });
+        }
+        self.cache
+            .put(organization_id.to_string(), found.clone(), loaded_under);
+        Ok(found)
+    }
 }
 
 /// The internal id of a live (not deleted) execution of the organization.

@@ -1,7 +1,8 @@
 //! The operator's surface (API.md, "Operator surface"): plan and limit changes shared by
 //! the CLI (`orgd org ...`) and the admin HTTP API, and `usage reconcile`, which re-derives
-//! the usage counters from their source of truth — test runs from the executions table,
-//! storage from the report files (the only place that walks them) — and says what it fixed.
+//! the usage counters from their source of truth — test runs and the run counters of the
+//! KPIs and grouped view from the executions table, storage from the report files (the only
+//! place that walks them) — and says what it fixed.
 //!
 //! Uploads in flight while a reconcile runs hold reserved bytes that it cannot see; run it
 //! when the organization is quiet, or run it again.
@@ -18,6 +19,7 @@ use crate::error::{CoreError, CoreResult};
 use crate::organizations::{self, OrganizationRecord};
 use crate::plans::{LIMIT_NAMES, Overrides, Plan};
 use crate::reports::{ReportStorage, StoredFile};
+use crate::rules::run_stats::{self, GroupStats, RunStats};
 use crate::usage::Period;
 
 /// A new value for one limit.
@@ -173,6 +175,23 @@ pub struct CounterFix {
     pub after: i64,
 }
 
+/// A month's run counters (KPIs) that did not match the executions table.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RunStatsFix {
+    pub period: String,
+    pub before: RunStats,
+    pub after: RunStats,
+}
+
+/// A group's counters that did not match the executions table (`None`: no row).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GroupFix {
+    /// `""` for runs without a group.
+    pub group: String,
+    pub before: Option<GroupStats>,
+    pub after: Option<GroupStats>,
+}
+
 /// What reconciling one organization's storage changed.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct StorageFix {
@@ -306,6 +325,53 @@ async fn reconcile_test_runs(db: &Db, org_id: &str) -> CoreResult<Vec<CounterFix
     Ok(fixes)
 }
 
+/// Sets the run counters (`rules::run_stats`) to what the executions table says.
+async fn reconcile_run_stats(
+    db: &Db,
+    org_id: &str,
+) -> CoreResult<(Vec<RunStatsFix>, Vec<GroupFix>)> {
+    let mut tx = db.begin_write().await?;
+    // Runs are created and deleted under this lock; a status change racing this read is
+    // counted by its own transaction after the reconcile commits, like any other change.
+    tx.lock_organization(org_id).await?;
+    let (months, groups) = run_stats::derive(&mut tx, org_id).await?;
+    let (stored_months, stored_groups) = run_stats::stored(&mut tx, org_id).await?;
+    let zero = RunStats::default();
+    let mut month_fixes = Vec::new();
+    let periods: std::collections::BTreeSet<&String> =
+        months.keys().chain(stored_months.keys()).collect();
+    for period in periods {
+        let before = stored_months.get(period).copied().unwrap_or(zero);
+        let after = months.get(period).copied().unwrap_or(zero);
+        if before == after {
+            continue;
+        }
+        run_stats::set_month(&mut tx, org_id, period, months.get(period)).await?;
+        month_fixes.push(RunStatsFix {
+            period: period.clone(),
+            before,
+            after,
+        });
+    }
+    let mut group_fixes = Vec::new();
+    let keys: std::collections::BTreeSet<&String> =
+        groups.keys().chain(stored_groups.keys()).collect();
+    for key in keys {
+        let (before, after) = (stored_groups.get(key), groups.get(key));
+        if before == after {
+            continue;
+        }
+        run_stats::set_group(&mut tx, org_id, key, after).await?;
+        group_fixes.push(GroupFix {
+            group: key.clone(),
+            before: before.copied(),
+            after: after.copied(),
+        });
+    }
+    tx.commit().await?;
+    Ok((month_fixes, group_fixes))
+}
+
 /// Makes the organization's report rows, per-execution bytes and storage counter match
 /// `files` (what is on disk).
 async fn reconcile_storage(
@@ -399,6 +465,8 @@ pub struct Reconciliation {
     pub org_id: String,
     pub slug: String,
     pub test_runs: Vec<CounterFix>,
+    pub run_stats: Vec<RunStatsFix>,
+    pub groups: Vec<GroupFix>,
     pub storage: StorageFix,
     /// Entries on disk that are not report files (symlinks, uploads in progress, odd names).
     pub skipped: Vec<String>,
@@ -407,6 +475,8 @@ pub struct Reconciliation {
 impl Reconciliation {
     pub fn drifted(&self) -> bool {
         !self.test_runs.is_empty()
+            || !self.run_stats.is_empty()
+            || !self.groups.is_empty()
             || self.storage.before != self.storage.after
             || self.files_changed()
     }
@@ -427,6 +497,43 @@ impl fmt::Display for Reconciliation {
                 f,
                 "{who}: test runs {}: {} -> {}",
                 fix.period, fix.before, fix.after
+            )?;
+        }
+        let stats = |s: &RunStats| {
+            format!(
+                "{} run(s), {} finished, {} passed, {} ms over {}",
+                s.total_runs, s.finished_runs, s.passed_runs, s.duration_sum_ms, s.duration_count
+            )
+        };
+        for fix in &self.run_stats {
+            writeln!(
+                f,
+                "{who}: run counters {}: {} -> {}",
+                fix.period,
+                stats(&fix.before),
+                stats(&fix.after)
+            )?;
+        }
+        let group = |g: &Option<GroupStats>| match g {
+            Some(g) => format!(
+                "{} run(s), {} passed, last {}",
+                g.total_runs,
+                g.passed_runs,
+                crate::clock::format_ms(g.last_run_at)
+            ),
+            None => "none".into(),
+        };
+        for fix in &self.groups {
+            let name = if fix.group.is_empty() {
+                crate::executions::UNGROUPED
+            } else {
+                &fix.group
+            };
+            writeln!(
+                f,
+                "{who}: group {name}: {} -> {}",
+                group(&fix.before),
+                group(&fix.after)
             )?;
         }
         let s = &self.storage;
@@ -468,12 +575,15 @@ pub async fn reconcile(
     let mut results = Vec::with_capacity(organizations.len());
     for (org_id, slug) in organizations {
         let test_runs = reconcile_test_runs(db, &org_id).await?;
+        let (run_stats, groups) = reconcile_run_stats(db, &org_id).await?;
         let listing = reports.list(&org_id).await?;
         let storage = reconcile_storage(db, &org_id, &listing.files, now).await?;
         results.push(Reconciliation {
             org_id,
             slug,
             test_runs,
+            run_stats,
+            groups,
             storage,
             skipped: listing.skipped,
         });

@@ -8,6 +8,7 @@ use crate::audit::{self, AuditEvent};
 use crate::db::cache::ReadCache;
 use crate::db::{Db, Tx, flag};
 use crate::error::{CoreError, CoreResult};
+use crate::integrations::IntegrationChange;
 use crate::plans::{Limits, Overrides, Plan};
 use crate::rules::expiry::pending_at;
 
@@ -192,35 +193,52 @@ pub async fn by_id_or_slug(db: &Db, reference: &str) -> CoreResult<Option<Organi
     row.as_ref().map(OrganizationRecord::from_row).transpose()
 }
 
-/// Applies the change and writes its audit entry in one transaction.
-/// `None` when the organization does not exist (nothing is written).
+/// What `update_settings` did.
+#[derive(Debug)]
+pub enum SettingsOutcome {
+    Updated(Box<OrganizationRecord>),
+    NotFound,
+    /// The integration changed since it was read (nothing was written).
+    IntegrationChanged,
+}
+
+/// Applies a settings change with its audit entry (`settings`) and an integration change
+/// made through the organization's settings (`PATCH /api/organization` saving Slack), all in
+/// one transaction: everything is written or nothing is.
 pub async fn update_settings(
     db: &Db,
     id: &str,
-    change: &SettingsChange,
-    audit: &AuditEvent,
+    settings: Option<(&SettingsChange, &AuditEvent)>,
+    integration: Option<&IntegrationChange<'_>>,
     now: i64,
-) -> CoreResult<Option<OrganizationRecord>> {
+) -> CoreResult<SettingsOutcome> {
     let mut tx = db.begin_write().await?;
-    let updated = sqlx::query(
-        "UPDATE organizations SET name = COALESCE($1, name),
-                ai_analysis_enabled = COALESCE($2, ai_analysis_enabled), updated_at = $3
-         WHERE id = $4",
-    )
-    .bind(change.name.as_deref())
-    .bind(change.ai_analysis_enabled.map(i64::from))
-    .bind(now)
-    .bind(id)
-    .execute(&mut *tx)
-    .await?;
-    if updated.rows_affected() == 0 {
-        return Ok(None);
+    if !tx.lock_organization(id).await? {
+        return Ok(SettingsOutcome::NotFound);
     }
-    audit::insert(&mut tx, audit, now).await?;
+    if let Some((change, audit)) = settings {
+        sqlx::query(
+            "UPDATE organizations SET name = COALESCE($1, name),
+                    ai_analysis_enabled = COALESCE($2, ai_analysis_enabled), updated_at = $3
+             WHERE id = $4",
+        )
+        .bind(change.name.as_deref())
+        .bind(change.ai_analysis_enabled.map(i64::from))
+        .bind(now)
+        .bind(id)
+        .execute(&mut *tx)
+        .await?;
+        audit::insert(&mut tx, audit, now).await?;
+    }
+    if let Some(integration) = integration
+        && !integration.apply(&mut tx, now).await?
+    {
+        return Ok(SettingsOutcome::IntegrationChanged);
+    }
     let row = sqlx::query(ORG_SELECT).bind(id).fetch_one(&mut *tx).await?;
     let record = OrganizationRecord::from_row(&row)?;
     tx.commit().await?;
-    Ok(Some(record))
+    Ok(SettingsOutcome::Updated(Box::new(record)))
 }
 
 /// The organization with its counters for `period` (`YYYY-MM`); invitations count as

@@ -21,6 +21,26 @@ impl Plan {
         }
     }
 
+    pub const ALL: [Plan; 3] = [Self::Free, Self::Team, Self::Enterprise];
+
+    /// The name shown to customers.
+    pub fn display_name(self) -> &'static str {
+        match self {
+            Self::Free => "Free",
+            Self::Team => "Team",
+            Self::Enterprise => "Enterprise",
+        }
+    }
+
+    /// The support that comes with the plan (`GET /api/billing/plans`).
+    pub fn support(self) -> &'static str {
+        match self {
+            Self::Free => "community",
+            Self::Team => "email",
+            Self::Enterprise => "priority",
+        }
+    }
+
     pub fn parse(s: &str) -> Option<Self> {
         match s {
             "free" => Some(Self::Free),

@@ -7,16 +7,19 @@ use crate::crypto::{Binding, Vault, VaultError};
 use crate::db::Db;
 use crate::error::CoreResult;
 
-/// The tables holding sealed values. Each has `organization_id`, `provider`, `secret`, and
-/// seals for the purpose `<purpose prefix>:<provider>`.
+/// The tables holding sealed values. Each value belongs to an organization and is named
+/// within it (`provider` — the provider, or for run requests the execution's id), and is
+/// sealed for the purpose `<purpose prefix>:<name>`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SecretTable {
     Integrations,
     AiProviderKeys,
+    /// A run request's environment variable values (`run_requests.env_values`).
+    RunRequests,
 }
 
 impl SecretTable {
-    pub const ALL: [SecretTable; 2] = [Self::Integrations, Self::AiProviderKeys];
+    pub const ALL: [SecretTable; 3] = [Self::Integrations, Self::AiProviderKeys, Self::RunRequests];
 
     fn select_sql(self) -> &'static str {
         match self {
@@ -25,6 +28,10 @@ impl SecretTable {
             }
             Self::AiProviderKeys => {
                 "SELECT organization_id, provider, secret FROM ai_provider_keys ORDER BY organization_id, provider"
+            }
+            Self::RunRequests => {
+                "SELECT organization_id, execution_id AS provider, env_values AS secret FROM run_requests
+                 WHERE env_values IS NOT NULL ORDER BY organization_id, execution_id"
             }
         }
     }
@@ -37,6 +44,9 @@ impl SecretTable {
             Self::AiProviderKeys => {
                 "UPDATE ai_provider_keys SET secret = $1 WHERE organization_id = $2 AND provider = $3 AND secret = $4"
             }
+            Self::RunRequests => {
+                "UPDATE run_requests SET env_values = $1 WHERE organization_id = $2 AND execution_id = $3 AND env_values = $4"
+            }
         }
     }
 
@@ -45,6 +55,7 @@ impl SecretTable {
         let prefix = match self {
             Self::Integrations => "integration",
             Self::AiProviderKeys => "byok",
+            Self::RunRequests => "run-request",
         };
         Binding::new(organization_id, format!("{prefix}:{provider}"))
     }
@@ -55,6 +66,7 @@ impl SecretTable {
 pub struct StoredSecret {
     pub table: SecretTable,
     pub organization_id: String,
+    /// The provider, or the execution's id for `RunRequests`.
     pub provider: String,
     pub sealed: String,
 }

@@ -4,6 +4,7 @@
 
 mod files;
 mod projects;
+mod run_requests;
 mod runs;
 
 pub use files::{
@@ -11,9 +12,12 @@ pub use files::{
     reserve_report_bytes,
 };
 pub use projects::{NewProjectOutcome, create_project, delete_project, projects};
+pub use run_requests::{
+    EnvVars, MAX_ENV_VALUE_BYTES, MAX_ENV_VARS, NewRunRequest, RunRequest, read_run_request,
+};
 pub use runs::{
-    NewExecutionOutcome, UpdateOutcome, create_execution, delete_execution, execution,
-    execution_exists, executions, update_execution,
+    Grouped, NewExecutionOutcome, RunGroup, UpdateOutcome, create_execution, delete_execution,
+    execution, execution_exists, executions, grouped, run_stats, update_execution,
 };
 
 use crate::analysis::AnalysisRecord;
@@ -73,8 +77,59 @@ impl TryFrom<String> for Status {
     }
 }
 
+/// Where a run came from (the original's `source`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Source {
+    /// Reported by a CI system through `POST /api/executions`.
+    ExternalCi,
+    /// Requested through `POST /api/execution-request`, for a runner to start.
+    AgnoxHosted,
+}
+
+impl Source {
+    pub const ALL: [Source; 2] = [Self::ExternalCi, Self::AgnoxHosted];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::ExternalCi => "external-ci",
+            Self::AgnoxHosted => "agnox-hosted",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|source| source.as_str() == s)
+    }
+}
+
+impl TryFrom<String> for Source {
+    type Error = String;
+    fn try_from(s: String) -> Result<Self, String> {
+        Self::parse(&s).ok_or_else(|| format!("unknown execution source {s:?}"))
+    }
+}
+
+/// The label of the group of runs without a `groupName` in the grouped view; it cannot be
+/// given as a group name, so it always means "no group".
+pub const UNGROUPED: &str = "__ungrouped__";
+
+/// A run's group name: 1–128 characters, not `UNGROUPED`.
+pub fn group_name(raw: &str) -> Option<String> {
+    ((1..=128).contains(&raw.chars().count()) && raw != UNGROUPED).then(|| raw.to_string())
+}
+
+/// A run's environment (the run request's `config.environment`): 1–64 of `A-Za-z0-9._-`.
+/// Compared without regard to ASCII case, which SQLite's `LOWER` and PostgreSQL's agree on.
+pub fn environment(raw: &str) -> Option<String> {
+    let valid = (1..=64).contains(&raw.len())
+        && raw
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b));
+    valid.then(|| raw.to_string())
+}
+
 /// A client-chosen run identifier: 1–128 of `A-Za-z0-9._:-`, unique within an organization.
-/// It names a directory of report files, so `.` and `..` are refused.
+/// It names a directory of report files, so `.` and `..` are refused; `grouped` is the path
+/// of the grouped view (`GET /api/executions/grouped`), so no run may be called that.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TaskId(String);
 
@@ -83,10 +138,12 @@ pub struct TaskId(String);
 pub const TASK_ID_PATTERN: &str = "^[A-Za-z0-9._:-]{1,128}$";
 
 impl TaskId {
+    /// Names no run may have.
+    pub const RESERVED: [&'static str; 3] = [".", "..", "grouped"];
+
     pub fn parse(raw: &str) -> Option<Self> {
         let valid = (1..=128).contains(&raw.len())
-            && raw != "."
-            && raw != ".."
+            && !Self::RESERVED.contains(&raw)
             && raw
                 .bytes()
                 .all(|b| b.is_ascii_alphanumeric() || b"._:-".contains(&b));
@@ -212,6 +269,9 @@ pub struct Execution {
     pub status: Status,
     pub trigger: Option<String>,
     pub group_name: Option<String>,
+    pub source: Source,
+    /// The run request's `config.environment`.
+    pub environment: Option<String>,
     pub error: Option<String>,
     /// Read only for the single-execution view.
     pub output: Option<String>,
@@ -222,7 +282,39 @@ pub struct Execution {
     pub links: Vec<ExecutionLink>,
     /// The execution's analysis, when there is one.
     pub analysis: Option<AnalysisRecord>,
+    /// Read only for the single-execution view (its envVars values stay sealed).
+    pub run_request: Option<RunRequest>,
 }
+
+impl Execution {
+    /// When the run started: `startedAt`, else `createdAt` (the original's `startTime`).
+    pub fn start_time(&self) -> i64 {
+        start_time(self.created_at, self.started_at)
+    }
+
+    /// Milliseconds from its start time to its end, once it has ended.
+    pub fn duration_ms(&self) -> Option<i64> {
+        duration_ms(self.created_at, self.started_at, self.finished_at)
+    }
+}
+
+/// A run's start time: `started_at`, else `created_at`. The same expression is
+/// `START_TIME_SQL` in queries and in the indexes of migration 0011.
+pub fn start_time(created_at: i64, started_at: Option<i64>) -> i64 {
+    started_at.unwrap_or(created_at)
+}
+
+/// A run's duration: from its start time to `finished_at`, once finished.
+pub fn duration_ms(
+    created_at: i64,
+    started_at: Option<i64>,
+    finished_at: Option<i64>,
+) -> Option<i64> {
+    finished_at.map(|end| end - start_time(created_at, started_at))
+}
+
+/// `start_time` in SQL, written exactly as the indexes of migration 0011 are.
+pub const START_TIME_SQL: &str = "COALESCE(started_at, created_at)";
 
 /// An execution to create, already validated.
 #[derive(Debug, Clone)]
@@ -234,6 +326,18 @@ pub struct NewExecution {
     pub trigger: Option<String>,
     pub group_name: Option<String>,
     pub created_by: String,
+    /// For a run requested through `POST /api/execution-request` (source `agnox-hosted`).
+    pub run_request: Option<NewRunRequest>,
+}
+
+impl NewExecution {
+    pub fn source(&self) -> Source {
+        if self.run_request.is_some() {
+            Source::AgnoxHosted
+        } else {
+            Source::ExternalCi
+        }
+    }
 }
 
 /// A PATCH of an execution; `None` leaves the field alone.
@@ -244,12 +348,74 @@ pub struct ExecutionChange {
     pub output: Option<String>,
 }
 
-/// Which page of executions to list.
-#[derive(Debug, Clone)]
+/// Which executions to list (a page of them in `limit`/`offset`).
+#[derive(Debug, Clone, Default)]
 pub struct ExecutionFilter {
     pub statuses: Vec<Status>,
+    /// Compared without regard to ASCII case.
+    pub environment: Option<String>,
+    pub group: Option<GroupFilter>,
+    pub source: Option<Source>,
+    /// Start time at or after this millisecond.
+    pub start_after: Option<i64>,
+    /// Start time at or before this millisecond.
+    pub start_before: Option<i64>,
     pub limit: i64,
     pub offset: i64,
+}
+
+impl ExecutionFilter {
+    /// Whether only the group narrows the runs: then the grouped view is read from the
+    /// group counters instead of the runs themselves.
+    pub fn by_group_only(&self) -> bool {
+        self.statuses.is_empty()
+            && self.environment.is_none()
+            && self.source.is_none()
+            && self.start_after.is_none()
+            && self.start_before.is_none()
+    }
+}
+
+/// Runs of one group, or runs without a group.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum GroupFilter {
+    Named(String),
+    Ungrouped,
+}
+
+impl GroupFilter {
+    /// `UNGROUPED` selects the runs without a group.
+    pub fn parse(raw: &str) -> Option<Self> {
+        if raw == UNGROUPED {
+            Some(Self::Ungrouped)
+        } else {
+            group_name(raw).map(Self::Named)
+        }
+    }
+
+    /// The key of the group in `run_groups` (`''` for no group).
+    pub fn key(&self) -> &str {
+        match self {
+            Self::Named(name) => name,
+            Self::Ungrouped => "",
+        }
+    }
+
+    pub fn from_key(key: String) -> Self {
+        if key.is_empty() {
+            Self::Ungrouped
+        } else {
+            Self::Named(key)
+        }
+    }
+
+    /// The name the API shows: the group name, or `UNGROUPED`.
+    pub fn label(&self) -> &str {
+        match self {
+            Self::Named(name) => name,
+            Self::Ungrouped => UNGROUPED,
+        }
+    }
 }
 
 /// A report file as the store knows it.
@@ -269,7 +435,17 @@ mod tests {
         for ok in ["a", "run-42", "ci:build.7_x", &"x".repeat(128), "..."] {
             assert!(TaskId::parse(ok).is_some(), "{ok}");
         }
-        for bad in ["", ".", "..", "a/b", "a b", "é", &"x".repeat(129), "a\0"] {
+        for bad in [
+            "",
+            ".",
+            "..",
+            "grouped",
+            "a/b",
+            "a b",
+            "é",
+            &"x".repeat(129),
+            "a\0",
+        ] {
             assert!(TaskId::parse(bad).is_none(), "{bad:?}");
         }
     }
@@ -313,6 +489,33 @@ mod tests {
         assert_eq!(ct("shot.png"), "image/png");
         assert_eq!(ct("trace"), "application/octet-stream");
         assert_eq!(ct("dir.html/file"), "application/octet-stream");
+    }
+
+    #[test]
+    fn groups_environments_and_sources() {
+        assert_eq!(group_name("nightly"), Some("nightly".into()));
+        assert_eq!(group_name(UNGROUPED), None);
+        assert_eq!(group_name(""), None);
+        assert!(group_name(&"é".repeat(128)).is_some());
+        assert_eq!(GroupFilter::parse(UNGROUPED), Some(GroupFilter::Ungrouped));
+        assert_eq!(GroupFilter::from_key(String::new()).label(), UNGROUPED);
+        assert_eq!(
+            GroupFilter::parse("a").map(|g| g.key().to_string()),
+            Some("a".into())
+        );
+        assert!(environment("Staging-2").is_some());
+        assert!(environment("prod uction").is_none() && environment("").is_none());
+        assert_eq!(Source::parse("agnox-hosted"), Some(Source::AgnoxHosted));
+        assert_eq!(Source::parse("hosted"), None);
+    }
+
+    #[test]
+    fn start_times_and_durations() {
+        assert_eq!(start_time(10, None), 10);
+        assert_eq!(start_time(10, Some(15)), 15);
+        assert_eq!(duration_ms(10, Some(15), None), None);
+        assert_eq!(duration_ms(10, Some(15), Some(40)), Some(25));
+        assert_eq!(duration_ms(10, None, Some(40)), Some(30));
     }
 
     #[test]

@@ -1,16 +1,24 @@
 //! Creating, moving, reading, listing and deleting runs. Creation checks its limits in the
 //! transaction that holds the organization's lock (`rules::runs`); a status change is one
-//! conditional statement, so of two racing finishes exactly one wins.
+//! conditional statement, so of two racing finishes exactly one wins. Every change moves the
+//! run counters in its own transaction (`rules::run_stats`); the KPIs and the grouped view
+//! read them.
 
-use sqlx::any::AnyRow;
+use sqlx::any::{AnyArguments, AnyRow};
+use sqlx::query::Query;
 use sqlx::{Any, AssertSqlSafe, Executor, Row};
 
-use super::{Execution, ExecutionChange, ExecutionFilter, ExecutionLink, NewExecution, Status};
+use super::run_requests::{self, RUN_REQUEST_COLUMNS, RunRequest};
+use super::{
+    Execution, ExecutionChange, ExecutionFilter, ExecutionLink, GroupFilter, NewExecution,
+    START_TIME_SQL, Source, Status,
+};
 use crate::analysis;
 use crate::db::Db;
 use crate::error::{CoreError, CoreResult};
 use crate::idempotency::{self, Replay};
 use crate::organizations;
+use crate::rules::run_stats::{self, RunFacts, RunStats, group_condition};
 use crate::rules::runs::{self as run_rules, RunRefusal};
 use crate::usage::Period;
 
@@ -29,12 +37,31 @@ pub enum UpdateOutcome {
     Finished(Status),
 }
 
-const EXECUTION_COLUMNS: &str =
-    "id, task_id, project_id, status, trigger_source, group_name, error, report_bytes,
-    created_at, started_at, finished_at";
+/// The columns `execution_from_row` reads, each prefixed with `prefix` (a table alias and a
+/// dot, or nothing).
+fn execution_columns(prefix: &str) -> String {
+    [
+        "id",
+        "task_id",
+        "project_id",
+        "status",
+        "trigger_source",
+        "group_name",
+        "source",
+        "environment",
+        "error",
+        "report_bytes",
+        "created_at",
+        "started_at",
+        "finished_at",
+    ]
+    .map(|column| format!("{prefix}{column}"))
+    .join(", ")
+}
 
 fn execution_from_row(row: &AnyRow, with_output: bool) -> CoreResult<Execution> {
     let status: String = row.try_get("status")?;
+    let source: String = row.try_get("source")?;
     Ok(Execution {
         id: row.try_get("id")?,
         task_id: row.try_get("task_id")?,
@@ -42,6 +69,8 @@ fn execution_from_row(row: &AnyRow, with_output: bool) -> CoreResult<Execution> 
         status: Status::try_from(status).map_err(CoreError::Corrupt)?,
         trigger: row.try_get("trigger_source")?,
         group_name: row.try_get("group_name")?,
+        source: Source::try_from(source).map_err(CoreError::Corrupt)?,
+        environment: row.try_get("environment")?,
         error: row.try_get("error")?,
         output: if with_output {
             row.try_get("output")?
@@ -54,7 +83,99 @@ fn execution_from_row(row: &AnyRow, with_output: bool) -> CoreResult<Execution> 
         finished_at: row.try_get("finished_at")?,
         links: Vec::new(),
         analysis: None,
+        run_request: None,
     })
+}
+
+/// What a run counts for in `rules::run_stats`, from a row with its status, group and times.
+fn facts_from_row(row: &AnyRow) -> CoreResult<RunFacts> {
+    let status: String = row.try_get("status")?;
+    Ok(RunFacts {
+        status: Status::try_from(status).map_err(CoreError::Corrupt)?,
+        group_name: row.try_get("group_name")?,
+        created_at: row.try_get("created_at")?,
+        started_at: row.try_get("started_at")?,
+        finished_at: row.try_get("finished_at")?,
+    })
+}
+
+/// A value bound to a placeholder of a query built at run time.
+#[derive(Debug, Clone)]
+enum Bind {
+    Text(String),
+    Int(i64),
+}
+
+fn bind_all<'q>(
+    mut query: Query<'q, Any, AnyArguments>,
+    binds: &[Bind],
+) -> Query<'q, Any, AnyArguments> {
+    for bind in binds {
+        query = match bind {
+            Bind::Text(text) => query.bind(text.clone()),
+            Bind::Int(n) => query.bind(*n),
+        };
+    }
+    query
+}
+
+/// The `WHERE` clause of `filter` over `executions` (unqualified columns, so the start-time
+/// expression is the indexes' own) for the organization, and its values; placeholders are
+/// numbered from `$first`.
+fn filter_condition(org_id: &str, filter: &ExecutionFilter, first: usize) -> (String, Vec<Bind>) {
+    let mut binds = vec![Bind::Text(org_id.to_string())];
+    let mut sql = format!("organization_id = ${first} AND deleted_at IS NULL");
+    let mut push = |sql: &mut String, clause: &str, bind: Bind| {
+        binds.push(bind);
+        let n = first + binds.len() - 1;
+        sql.push_str(&clause.replace('?', &format!("${n}")));
+    };
+    for (i, status) in filter.statuses.iter().enumerate() {
+        let clause = match (i, filter.statuses.len()) {
+            (0, 1) => " AND status IN (?)",
+            (0, _) => " AND status IN (?",
+            (i, len) if i + 1 == len => ", ?)",
+            _ => ", ?",
+        };
+        push(&mut sql, clause, Bind::Text(status.as_str().to_string()));
+    }
+    if let Some(environment) = &filter.environment {
+        // Environments are ASCII (`executions::environment`): both backends' LOWER agree.
+        push(
+            &mut sql,
+            " AND LOWER(environment) = ?",
+            Bind::Text(environment.to_ascii_lowercase()),
+        );
+    }
+    match &filter.group {
+        Some(GroupFilter::Named(name)) => {
+            push(&mut sql, " AND group_name = ?", Bind::Text(name.clone()))
+        }
+        Some(GroupFilter::Ungrouped) => sql.push_str(" AND group_name IS NULL"),
+        None => {}
+    }
+    if let Some(source) = filter.source {
+        push(
+            &mut sql,
+            " AND source = ?",
+            Bind::Text(source.as_str().to_string()),
+        );
+    }
+    if let Some(after) = filter.start_after {
+        push(
+            &mut sql,
+            &format!(" AND {START_TIME_SQL} >= ?"),
+            Bind::Int(after),
+        );
+    }
+    if let Some(before) = filter.start_before {
+        push(
+            &mut sql,
+            &format!(" AND {START_TIME_SQL} <= ?"),
+            Bind::Int(before),
+        );
+    }
+    (sql, binds)
 }
 
 /// `$from, $from+1, ...` for `count` values.
@@ -183,10 +304,12 @@ pub async fn create_execution(
         }
     }
     let started_at = (new.status == Status::Running).then_some(now);
+    let environment = new.run_request.as_ref().and_then(|r| r.environment.clone());
     sqlx::query(
         "INSERT INTO executions (id, organization_id, task_id, project_id, status, trigger_source, group_name,
-                                 error, output, report_bytes, created_by, created_at, started_at, finished_at, deleted_at)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, NULL, NULL, 0, $8, $9, $10, NULL, NULL)",
+                                 source, environment, error, output, report_bytes, created_by, created_at,
+                                 started_at, finished_at, deleted_at)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, NULL, NULL, 0, $10, $11, $12, NULL, NULL)",
     )
     .bind(&new.id)
     .bind(org_id)
@@ -195,11 +318,24 @@ pub async fn create_execution(
     .bind(new.status.as_str())
     .bind(new.trigger.as_deref())
     .bind(new.group_name.as_deref())
+    .bind(new.source().as_str())
+    .bind(environment.as_deref())
     .bind(&new.created_by)
     .bind(now)
     .bind(started_at)
     .execute(&mut *tx)
     .await?;
+    if let Some(request) = &new.run_request {
+        run_requests::insert(&mut tx, org_id, &new.id, request, now).await?;
+    }
+    let facts = RunFacts {
+        status: new.status,
+        group_name: new.group_name.clone(),
+        created_at: now,
+        started_at,
+        finished_at: None,
+    };
+    run_stats::record(&mut tx, org_id, None, Some(&facts)).await?;
     sqlx::query(
         "INSERT INTO usage_counters (organization_id, period, test_runs, ai_analyses) VALUES ($1, $2, 1, 0)
          ON CONFLICT (organization_id, period) DO UPDATE SET test_runs = usage_counters.test_runs + 1",
@@ -215,6 +351,8 @@ pub async fn create_execution(
         status: new.status,
         trigger: new.trigger.clone(),
         group_name: new.group_name.clone(),
+        source: new.source(),
+        environment,
         error: None,
         output: None,
         report_bytes: 0,
@@ -223,6 +361,7 @@ pub async fn create_execution(
         finished_at: None,
         links: Vec::new(),
         analysis: None,
+        run_request: None,
     };
     idempotency::store(&mut tx, replay, &created).await?;
     tx.commit().await?;
@@ -249,7 +388,8 @@ pub async fn update_execution(
             error = COALESCE($6, error),
             output = COALESCE($7, output)
          WHERE organization_id = $1 AND task_id = $2 AND deleted_at IS NULL
-           AND ($3 IS NULL OR status IN ('PENDING', 'RUNNING'))",
+           AND ($3 IS NULL OR status IN ('PENDING', 'RUNNING'))
+         RETURNING status, group_name, created_at, started_at, finished_at",
     )
     .bind(org_id)
     .bind(task_id)
@@ -258,28 +398,40 @@ pub async fn update_execution(
     .bind(i64::from(finished))
     .bind(change.error.as_deref())
     .bind(change.output.as_deref())
-    .execute(&mut *tx)
+    .fetch_optional(&mut *tx)
     .await?;
+    if let (Some(row), Some(_)) = (&updated, change.status) {
+        // The statement moved only a PENDING or RUNNING run, which counted as one unfinished
+        // run from its creation time; what it was exactly does not change its counts.
+        let after = facts_from_row(row)?;
+        let before = RunFacts {
+            status: Status::Pending,
+            started_at: None,
+            finished_at: None,
+            ..after.clone()
+        };
+        run_stats::record(&mut tx, org_id, Some(&before), Some(&after)).await?;
+    }
     // The move into a failed state and the queued analysis commit together.
-    if updated.rows_affected() > 0 && change.status.is_some_and(Status::is_failure) {
+    if updated.is_some() && change.status.is_some_and(Status::is_failure) {
         analysis::queue(&mut tx, org_id, task_id, now).await?;
     }
     tx.commit().await?;
     let current = execution(db, org_id, task_id).await?;
     Ok(match current {
         None => UpdateOutcome::NotFound,
-        Some(execution) if updated.rows_affected() == 0 => {
-            UpdateOutcome::Finished(execution.status)
-        }
+        Some(execution) if updated.is_none() => UpdateOutcome::Finished(execution.status),
         Some(execution) => UpdateOutcome::Updated(Box::new(execution)),
     })
 }
 
-/// A live (not deleted) execution with its output and links.
+/// A live (not deleted) execution with its output, links and run request.
 pub async fn execution(db: &Db, org_id: &str, task_id: &str) -> CoreResult<Option<Execution>> {
     let sql = format!(
-        "SELECT {EXECUTION_COLUMNS}, output FROM executions
-         WHERE organization_id = $1 AND task_id = $2 AND deleted_at IS NULL"
+        "SELECT {columns}, e.output, {RUN_REQUEST_COLUMNS}
+         FROM executions e LEFT JOIN run_requests r ON r.execution_id = e.id
+         WHERE e.organization_id = $1 AND e.task_id = $2 AND e.deleted_at IS NULL",
+        columns = execution_columns("e.")
     );
     let row = sqlx::query(AssertSqlSafe(sql))
         .bind(org_id)
@@ -287,7 +439,12 @@ pub async fn execution(db: &Db, org_id: &str, task_id: &str) -> CoreResult<Optio
         .fetch_optional(db.pool())
         .await?;
     let Some(row) = row else { return Ok(None) };
-    let mut page = [execution_from_row(&row, true)?];
+    let mut execution = execution_from_row(&row, true)?;
+    let requested: Option<String> = row.try_get("rr_execution_id")?;
+    if requested.is_some() {
+        execution.run_request = Some(RunRequest::from_row(&row)?);
+    }
+    let mut page = [execution];
     attach_links(db, org_id, &mut page).await?;
     attach_analyses(db, org_id, &mut page).await?;
     let [execution] = page;
@@ -300,32 +457,24 @@ pub async fn executions(
     org_id: &str,
     filter: &ExecutionFilter,
 ) -> CoreResult<(Vec<Execution>, i64)> {
-    let mut condition = String::from("organization_id = $1 AND deleted_at IS NULL");
-    if !filter.statuses.is_empty() {
-        condition.push_str(&format!(
-            " AND status IN ({})",
-            placeholders(2, filter.statuses.len())
-        ));
-    }
-    let next = 2 + filter.statuses.len();
+    let (condition, binds) = filter_condition(org_id, filter, 1);
+    let next = 1 + binds.len();
     let page_sql = format!(
-        "SELECT {EXECUTION_COLUMNS} FROM executions WHERE {condition}
+        "SELECT {columns} FROM executions WHERE {condition}
          ORDER BY created_at DESC, id DESC LIMIT ${next} OFFSET ${}",
-        next + 1
+        next + 1,
+        columns = execution_columns(""),
     );
-    let count_sql = format!("SELECT COUNT(*) FROM executions WHERE {condition}");
-    let mut page_query = sqlx::query(AssertSqlSafe(page_sql)).bind(org_id);
-    let mut count_query = sqlx::query_scalar::<_, i64>(AssertSqlSafe(count_sql)).bind(org_id);
-    for status in &filter.statuses {
-        page_query = page_query.bind(status.as_str());
-        count_query = count_query.bind(status.as_str());
-    }
-    let rows = page_query
+    let count_sql = format!("SELECT COUNT(*) AS n FROM executions WHERE {condition}");
+    let rows = bind_all(sqlx::query(AssertSqlSafe(page_sql)), &binds)
         .bind(filter.limit)
         .bind(filter.offset)
         .fetch_all(db.pool())
         .await?;
-    let total = count_query.fetch_one(db.pool()).await?;
+    let total: i64 = bind_all(sqlx::query(AssertSqlSafe(count_sql)), &binds)
+        .fetch_one(db.pool())
+        .await?
+        .try_get("n")?;
     let mut page = rows
         .iter()
         .map(|row| execution_from_row(row, false))
@@ -342,16 +491,25 @@ pub async fn delete_execution(db: &Db, org_id: &str, task_id: &str, now: i64) ->
     tx.lock_organization(org_id).await?;
     let deleted = sqlx::query(
         "UPDATE executions SET deleted_at = $3, report_bytes = 0
-         WHERE organization_id = $1 AND task_id = $2 AND deleted_at IS NULL",
+         WHERE organization_id = $1 AND task_id = $2 AND deleted_at IS NULL
+         RETURNING id, status, group_name, created_at, started_at, finished_at",
     )
     .bind(org_id)
     .bind(task_id)
     .bind(now)
-    .execute(&mut *tx)
+    .fetch_optional(&mut *tx)
     .await?;
-    if deleted.rows_affected() == 0 {
+    let Some(deleted) = deleted else {
         return Ok(false);
-    }
+    };
+    // A deleted run leaves the KPIs and its group (its test-run usage stays: it was run).
+    run_stats::record(&mut tx, org_id, Some(&facts_from_row(&deleted)?), None).await?;
+    // Its environment values are of no further use to anyone: they go with it.
+    let execution_id: String = deleted.try_get("id")?;
+    sqlx::query("DELETE FROM run_requests WHERE execution_id = $1")
+        .bind(&execution_id)
+        .execute(&mut *tx)
+        .await?;
     let freed: i64 = sqlx::query_scalar(
         "SELECT CAST(COALESCE(SUM(size), 0) AS BIGINT) FROM report_files WHERE organization_id = $1 AND task_id = $2",
     )
@@ -371,4 +529,173 @@ pub async fn delete_execution(db: &Db, org_id: &str, task_id: &str, now: i64) ->
 
 pub async fn execution_exists(db: &Db, org_id: &str, task_id: &str) -> CoreResult<bool> {
     is_live_execution(db.pool(), org_id, task_id).await
+}
+
+/// One month's run counters of the organization (zero when it has none).
+pub async fn run_stats(db: &Db, org_id: &str, period: &Period) -> CoreResult<RunStats> {
+    let row = sqlx::query(
+        "SELECT total_runs, finished_runs, passed_runs, duration_sum_ms, duration_count
+         FROM run_stats WHERE organization_id = $1 AND period = $2",
+    )
+    .bind(org_id)
+    .bind(&period.key)
+    .fetch_optional(db.pool())
+    .await?;
+    row.as_ref()
+        .map(run_stats::stats_from_row)
+        .transpose()
+        .map(Option::unwrap_or_default)
+}
+
+/// A group of runs in the grouped view, with its newest runs (newest first).
+#[derive(Debug, Clone)]
+pub struct RunGroup {
+    pub group: GroupFilter,
+    pub total_runs: i64,
+    pub passed_runs: i64,
+    pub last_run_at: i64,
+    pub executions: Vec<Execution>,
+}
+
+/// A page of groups (by newest run first) and how many groups there are.
+#[derive(Debug, Clone)]
+pub struct Grouped {
+    pub groups: Vec<RunGroup>,
+    pub total_groups: i64,
+}
+
+/// The groups of the organization's live runs matching `filter`, `filter.limit` of them from
+/// `filter.offset`, ordered by their newest start time, each with its `per_group` newest
+/// runs. Without filters other than the group the groups come from the counters
+/// (`run_groups`), so the cost does not grow with the history; filtered, they are counted
+/// from the runs that match. Each group's runs come from the group index.
+pub async fn grouped(
+    db: &Db,
+    org_id: &str,
+    filter: &ExecutionFilter,
+    per_group: i64,
+) -> CoreResult<Grouped> {
+    let (rows, total_groups) = if filter.by_group_only() {
+        let mut condition = String::from("organization_id = $1");
+        let mut binds = vec![Bind::Text(org_id.to_string())];
+        if let Some(group) = &filter.group {
+            condition.push_str(" AND group_key = $2");
+            binds.push(Bind::Text(group.key().to_string()));
+        }
+        let next = binds.len() + 1;
+        let page = format!(
+            "SELECT group_key, total_runs, passed_runs, last_run_at FROM run_groups
+             WHERE {condition} ORDER BY last_run_at DESC, group_key LIMIT ${next} OFFSET ${}",
+            next + 1
+        );
+        let count = format!("SELECT COUNT(*) AS n FROM run_groups WHERE {condition}");
+        let rows = bind_all(sqlx::query(AssertSqlSafe(page)), &binds)
+            .bind(filter.limit)
+            .bind(filter.offset)
+            .fetch_all(db.pool())
+            .await?;
+        let total: i64 = bind_all(sqlx::query(AssertSqlSafe(count)), &binds)
+            .fetch_one(db.pool())
+            .await?
+            .try_get("n")?;
+        (rows, total)
+    } else {
+        let (condition, binds) = filter_condition(org_id, filter, 1);
+        let next = binds.len() + 1;
+        let page = format!(
+            "SELECT COALESCE(group_name, '') AS group_key, COUNT(*) AS total_runs,
+                    CAST(SUM(CASE WHEN status = 'PASSED' THEN 1 ELSE 0 END) AS BIGINT) AS passed_runs,
+                    MAX({START_TIME_SQL}) AS last_run_at
+             FROM executions WHERE {condition} GROUP BY COALESCE(group_name, '')
+             ORDER BY last_run_at DESC, group_key LIMIT ${next} OFFSET ${}",
+            next + 1
+        );
+        let count = format!(
+            "SELECT COUNT(*) AS n FROM
+               (SELECT 1 AS one FROM executions WHERE {condition} GROUP BY COALESCE(group_name, '')) AS g"
+        );
+        let rows = bind_all(sqlx::query(AssertSqlSafe(page)), &binds)
+            .bind(filter.limit)
+            .bind(filter.offset)
+            .fetch_all(db.pool())
+            .await?;
+        let total: i64 = bind_all(sqlx::query(AssertSqlSafe(count)), &binds)
+            .fetch_one(db.pool())
+            .await?
+            .try_get("n")?;
+        (rows, total)
+    };
+    let mut groups = rows
+        .iter()
+        .map(|row| {
+            Ok(RunGroup {
+                group: GroupFilter::from_key(row.try_get("group_key")?),
+                total_runs: row.try_get("total_runs")?,
+                passed_runs: row.try_get("passed_runs")?,
+                last_run_at: row.try_get("last_run_at")?,
+                executions: Vec::new(),
+            })
+        })
+        .collect::<CoreResult<Vec<_>>>()?;
+    let mut runs = newest_of_groups(db, org_id, filter, &groups, per_group).await?;
+    attach_links(db, org_id, &mut runs).await?;
+    attach_analyses(db, org_id, &mut runs).await?;
+    for run in runs {
+        let key = run.group_name.as_deref().unwrap_or("");
+        if let Some(group) = groups.iter_mut().find(|g| g.group.key() == key) {
+            group.executions.push(run);
+        }
+    }
+    for group in &mut groups {
+        group
+            .executions
+            .sort_by(|a, b| (b.start_time(), &b.id).cmp(&(a.start_time(), &a.id)));
+    }
+    Ok(Grouped {
+        groups,
+        total_groups,
+    })
+}
+
+/// The `per_group` newest runs (by start time) matching `filter` of each group, in one
+/// statement: one index range per group.
+async fn newest_of_groups(
+    db: &Db,
+    org_id: &str,
+    filter: &ExecutionFilter,
+    groups: &[RunGroup],
+    per_group: i64,
+) -> CoreResult<Vec<Execution>> {
+    if groups.is_empty() {
+        return Ok(Vec::new());
+    }
+    let columns = execution_columns("");
+    let mut parts = Vec::with_capacity(groups.len());
+    let mut binds = Vec::new();
+    for (i, group) in groups.iter().enumerate() {
+        let (condition, mut own) = filter_condition(org_id, filter, binds.len() + 1);
+        let group_param = format!("${}", binds.len() + own.len() + 1);
+        let key = group.group.key();
+        if !key.is_empty() {
+            own.push(Bind::Text(key.to_string()));
+        }
+        let limit_param = format!("${}", binds.len() + own.len() + 1);
+        own.push(Bind::Int(per_group));
+        parts.push(format!(
+            "SELECT * FROM (SELECT {columns} FROM executions
+                WHERE {condition} AND {group}
+                ORDER BY {START_TIME_SQL} DESC, id DESC LIMIT {limit_param}) AS g{i}",
+            group = group_condition(key, &group_param),
+        ));
+        binds.extend(own);
+    }
+    let rows = bind_all(
+        sqlx::query(AssertSqlSafe(parts.join(" UNION ALL "))),
+        &binds,
+    )
+    .fetch_all(db.pool())
+    .await?;
+    rows.iter()
+        .map(|row| execution_from_row(row, false))
+        .collect()
 }

@@ -10,11 +10,13 @@
 //! | monthly `maxTestRuns`, `maxConcurrentRuns` | `runs` |
 //! | storage reserved before bytes land | `storage` |
 //! | `maxProjects` | `projects` |
+//! | run counters (KPIs, groups) move with every run created, finished or deleted | `run_stats` |
 //! | an idempotency key is claimed once | `crate::idempotency` |
 
 pub mod expiry;
 pub mod last_admin;
 pub mod projects;
+pub mod run_stats;
 pub mod runs;
 pub mod seats;
 pub mod storage;
