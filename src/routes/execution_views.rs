@@ -7,12 +7,19 @@ use utoipa::openapi::path::{Parameter, ParameterBuilder, ParameterIn};
 use utoipa::openapi::schema::{ObjectBuilder, Type};
 use utoipa::{IntoParams, ToSchema};
 
-use crate::error::ApiError;
+use axum::response::Response;
+
+use crate::error::{ApiError, OrInternal};
+use crate::http::idempotency::{KeyClaim, respond};
 use crate::routes::usage::limit_refusal;
+use crate::state::AppState;
 use crate::timestamp::Timestamp;
 use orgd_core::analysis::AnalysisRecord;
-use orgd_core::executions::{Execution, NewExecutionOutcome, Project, ReportFile, RunRequest};
+use orgd_core::executions::{
+    Execution, NewExecution, NewExecutionOutcome, Project, ReportFile, RunRequest,
+};
 use orgd_core::executions::{TASK_ID_PATTERN, TaskId};
+use orgd_core::idempotency::Answer;
 
 #[derive(Debug, Clone, Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
@@ -271,8 +278,35 @@ pub fn analysis_view(record: &AnalysisRecord) -> AnalysisView {
     }
 }
 
-/// Why creating a run (`POST /api/executions`, `POST /api/execution-request`) was refused.
-pub(crate) fn create_refusal(outcome: NewExecutionOutcome) -> ApiError {
+/// Creates a run (`POST /api/executions`, `POST /api/execution-request`) and answers with
+/// `answer_for` it, storing that answer for an idempotent repeat; a refusal frees the key.
+pub(crate) async fn create_run(
+    app: &AppState,
+    organization_id: &str,
+    new: &NewExecution,
+    now: i64,
+    claim: KeyClaim,
+    answer_for: &(dyn Fn(&Execution) -> Answer + Send + Sync),
+) -> Result<Response, ApiError> {
+    let outcome = orgd_core::executions::create_execution(
+        &app.db,
+        organization_id,
+        new,
+        now,
+        claim.replay(answer_for).as_ref(),
+    )
+    .await
+    .or_internal("Failed to create execution");
+    let result = match outcome {
+        Ok(NewExecutionOutcome::Created(execution)) => respond(&answer_for(&execution)),
+        Ok(refused) => Err(run_refusal(refused)),
+        Err(e) => Err(e),
+    };
+    claim.settle(result).await
+}
+
+/// Why a run was not created.
+fn run_refusal(outcome: NewExecutionOutcome) -> ApiError {
     match outcome {
         NewExecutionOutcome::Created(_) => ApiError::internal(
             "Failed to create execution",

@@ -12,7 +12,7 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use super::execution_views::{
-    ExecutionView, ProjectView, TaskIdParam, create_refusal, execution_not_found, execution_view,
+    ExecutionView, ProjectView, TaskIdParam, create_run, execution_not_found, execution_view,
     run_fields, task_in_path,
 };
 use crate::auth::{CurrentUser, Role};
@@ -25,8 +25,8 @@ use crate::state::AppState;
 use crate::timestamp::Timestamp;
 use orgd_core::clock::{DAY_MS, parse_day, parse_rfc3339};
 use orgd_core::executions::{
-    Execution, ExecutionChange, ExecutionFilter, GroupFilter, NewExecution, NewExecutionOutcome,
-    NewProjectOutcome, Project, Source, Status, UpdateOutcome, project_name,
+    Execution, ExecutionChange, ExecutionFilter, GroupFilter, NewExecution, NewProjectOutcome,
+    Project, Source, Status, UpdateOutcome, project_name,
 };
 use orgd_core::text::utf8_tail;
 
@@ -348,21 +348,7 @@ async fn create(
     };
     let answer_for =
         |execution: &Execution| answer(StatusCode::CREATED, &execution_body(execution, false).0);
-    let outcome = orgd_core::executions::create_execution(
-        &app.db,
-        user.org_id(),
-        &new,
-        now,
-        claim.replay(&answer_for).as_ref(),
-    )
-    .await
-    .or_internal("Failed to create execution");
-    let result = match outcome {
-        Ok(NewExecutionOutcome::Created(execution)) => respond(&answer_for(&execution)),
-        Ok(refused) => Err(create_refusal(refused)),
-        Err(e) => Err(e),
-    };
-    claim.settle(result).await
+    create_run(&app, user.org_id(), &new, now, claim, &answer_for).await
 }
 
 const MAX_ERROR_BYTES: usize = 64 * 1024;

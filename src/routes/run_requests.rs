@@ -18,17 +18,15 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use super::execution_views::{
-    RunRequestView, TaskIdParam, create_refusal, execution_not_found, run_fields, task_in_path,
+    RunRequestView, TaskIdParam, create_run, execution_not_found, run_fields, task_in_path,
 };
 use crate::auth::{Credential, CurrentUser, Role};
 use crate::error::{ApiError, OrInternal};
-use crate::http::idempotency::{Claimed, IdempotencyKey, answer, respond};
+use crate::http::idempotency::{Claimed, IdempotencyKey, answer};
 use crate::http::{ClientIp, FromBody, JsonBody, Object, PathParams};
 use crate::openapi::ErrorBody;
 use crate::state::AppState;
-use orgd_core::executions::{
-    EnvVars, Execution, NewExecution, NewExecutionOutcome, NewRunRequest, Status, TaskId,
-};
+use orgd_core::executions::{EnvVars, Execution, NewExecution, NewRunRequest, Status, TaskId};
 use orgd_core::secrets::SecretTable;
 
 pub fn router() -> OpenApiRouter<AppState> {
@@ -338,21 +336,7 @@ async fn create(
             },
         )
     };
-    let outcome = orgd_core::executions::create_execution(
-        &app.db,
-        org,
-        &new,
-        now,
-        claim.replay(&answer_for).as_ref(),
-    )
-    .await
-    .or_internal("Failed to create execution");
-    let result = match outcome {
-        Ok(NewExecutionOutcome::Created(execution)) => respond(&answer_for(&execution)),
-        Ok(refused) => Err(create_refusal(refused)),
-        Err(e) => Err(e),
-    };
-    claim.settle(result).await
+    create_run(&app, org, &new, now, claim, &answer_for).await
 }
 
 #[derive(Serialize, ToSchema)]
