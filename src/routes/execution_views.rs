@@ -94,6 +94,8 @@ pub struct ExecutionView {
     report_bytes: i64,
     linear_issues: Vec<LinearIssueLink>,
     monday_items: Vec<MondayItemLink>,
+    /// Every ticket filed from this run, on any tracker, oldest first.
+    tickets: Vec<TicketLinkView>,
     analysis: Option<AnalysisView>,
     /// The run's log (its last 256 KiB); only in the single-execution view.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -183,6 +185,21 @@ pub struct MondayItemLink {
     created_by: Option<String>,
 }
 
+/// A ticket filed from a run, whichever tracker holds it.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+#[schema(as = TicketLink)]
+pub struct TicketLinkView {
+    #[schema(pattern = "^(linear|monday|jira|github|gitlab|azuredevops|bitbucket)$")]
+    provider: String,
+    /// What people call it: `ENG-24`, `#42`, `12345`.
+    id: String,
+    url: String,
+    title: String,
+    created_at: Timestamp,
+    created_by: Option<String>,
+}
+
 /// The API's execution object; `output` and `runRequest` only when `with_output` (the
 /// single-execution view).
 pub fn execution_view(execution: &Execution, with_output: bool) -> ExecutionView {
@@ -222,6 +239,18 @@ pub fn execution_view(execution: &Execution, with_output: bool) -> ExecutionView
             .map(|l| MondayItemLink {
                 item_id: l.external_id.clone(),
                 item_url: l.url.clone(),
+                title: l.title.clone(),
+                created_at: Timestamp(l.created_at),
+                created_by: l.created_by.clone(),
+            })
+            .collect(),
+        tickets: execution
+            .links
+            .iter()
+            .map(|l| TicketLinkView {
+                provider: l.provider.clone(),
+                id: l.external_id.clone(),
+                url: l.url.clone(),
                 title: l.title.clone(),
                 created_at: Timestamp(l.created_at),
                 created_by: l.created_by.clone(),

@@ -353,6 +353,7 @@ async fn executions_have_the_documented_shape(backend: Backend) {
             "startedAt",
             "status",
             "taskId",
+            "tickets",
             "trigger"
         ]
     );
@@ -375,6 +376,7 @@ async fn executions_have_the_documented_shape(backend: Backend) {
     assert_eq!(execution["reportBytes"], json!(0));
     assert_eq!(execution["linearIssues"], json!([]));
     assert_eq!(execution["mondayItems"], json!([]));
+    assert_eq!(execution["tickets"], json!([]));
     assert_eq!(execution["analysis"], Value::Null);
 
     // The single view adds `output`; a missing body makes a PENDING run with a generated taskId.
@@ -704,6 +706,13 @@ async fn ticket_links_are_shown_on_list_and_single_views(backend: Backend) {
             "Flaky checkout",
             now + 2,
         ),
+        (
+            "jira",
+            "OPS-7",
+            "https://acme.atlassian.net/browse/OPS-7",
+            "Login fails",
+            now + 3,
+        ),
     ] {
         sqlx::query(
             "INSERT INTO execution_links (id, organization_id, execution_id, provider, external_id, url, title, created_by, created_at)
@@ -732,9 +741,45 @@ async fn ticket_links_are_shown_on_list_and_single_views(backend: Backend) {
         {"itemId": "987654", "itemUrl": "https://acme.monday.com/boards/1/pulses/987654", "title": "Login fails",
          "createdAt": orgd_core::clock::format_ms(now + 1), "createdBy": admin.user_id},
     ]);
+    // `tickets` lists every tracker's, oldest first; the seed's two lists keep their own.
+    let ticket = |provider: &str, id: &str, url: &str, title: &str, at: i64| {
+        json!({"provider": provider, "id": id, "url": url, "title": title,
+               "createdAt": orgd_core::clock::format_ms(at), "createdBy": admin.user_id})
+    };
+    let expected_tickets = json!([
+        ticket(
+            "linear",
+            "ENG-12",
+            "https://linear.app/acme/issue/ENG-12",
+            "Login fails",
+            now
+        ),
+        ticket(
+            "monday",
+            "987654",
+            "https://acme.monday.com/boards/1/pulses/987654",
+            "Login fails",
+            now + 1
+        ),
+        ticket(
+            "linear",
+            "ENG-13",
+            "https://linear.app/acme/issue/ENG-13",
+            "Flaky checkout",
+            now + 2
+        ),
+        ticket(
+            "jira",
+            "OPS-7",
+            "https://acme.atlassian.net/browse/OPS-7",
+            "Login fails",
+            now + 3
+        ),
+    ]);
     let (_, single) = call(app.get("/api/executions/linked", &admin.token)).await;
     assert_eq!(single["data"]["execution"]["linearIssues"], expected_linear);
     assert_eq!(single["data"]["execution"]["mondayItems"], expected_monday);
+    assert_eq!(single["data"]["execution"]["tickets"], expected_tickets);
     let (_, list) = call(app.get("/api/executions", &admin.token)).await;
     let executions = list["data"]["executions"].as_array().unwrap();
     let linked = executions
@@ -747,9 +792,14 @@ async fn ticket_links_are_shown_on_list_and_single_views(backend: Backend) {
         .unwrap();
     assert_eq!(linked["linearIssues"], expected_linear);
     assert_eq!(linked["mondayItems"], expected_monday);
+    assert_eq!(linked["tickets"], expected_tickets);
     assert_eq!(
-        (plain["linearIssues"].clone(), plain["mondayItems"].clone()),
-        (json!([]), json!([]))
+        (
+            plain["linearIssues"].clone(),
+            plain["mondayItems"].clone(),
+            plain["tickets"].clone()
+        ),
+        (json!([]), json!([]), json!([]))
     );
 }
 
