@@ -17,11 +17,12 @@ use super::execution_views::{
 use crate::auth::{CurrentUser, Role};
 use crate::error::{ApiError, OrInternal};
 use crate::http::idempotency::{Claimed, IdempotencyKey, answer, respond};
-use crate::http::page::PageParams;
+use crate::http::page::{CursorParams, PageParams};
 use crate::http::{Done, FromBody, JsonBody, Object, Page, PageQuery, PathParams};
 use crate::openapi::ErrorBody;
 use crate::routes::usage::limit_refusal;
 use crate::state::AppState;
+use orgd_core::cursor::Cursor;
 use orgd_core::executions::{
     Execution, ExecutionChange, ExecutionFilter, NewExecution, NewExecutionOutcome,
     NewProjectOutcome, Project, Status, TaskId, UpdateOutcome, project_name,
@@ -66,13 +67,16 @@ pub struct ExecutionPage {
 }
 
 #[derive(Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
 pub struct ExecutionPageData {
     /// Newest first; without `output`.
     executions: Vec<super::execution_views::ExecutionView>,
-    /// Live (not deleted) executions matching the filter.
+    /// Live (not deleted) executions matching the filter, from counters kept with the runs.
     total: i64,
     limit: i64,
     offset: i64,
+    /// Pass as `cursor` for the next page; `null` on the last page.
+    next_cursor: Option<String>,
 }
 
 #[derive(ToSchema)]
@@ -580,7 +584,11 @@ struct StatusQuery {
     status: Option<String>,
 }
 
-fn parse_filter(q: StatusQuery, page: Page) -> Result<ExecutionFilter, ApiError> {
+fn parse_filter(
+    q: StatusQuery,
+    page: Page,
+    after: Option<Cursor>,
+) -> Result<ExecutionFilter, ApiError> {
     let mut statuses = Vec::new();
     for raw in q
         .status
@@ -600,6 +608,7 @@ fn parse_filter(q: StatusQuery, page: Page) -> Result<ExecutionFilter, ApiError>
         statuses,
         limit: page.limit,
         offset: page.offset,
+        after,
     })
 }
 
@@ -609,10 +618,10 @@ fn parse_filter(q: StatusQuery, page: Page) -> Result<ExecutionFilter, ApiError>
     tag = "executions",
     summary = "The organization's executions, newest first (all roles, API key); `limit` 1–100, default 25",
     security(("bearerAuth" = []), ("apiKey" = [])),
-    params(PageParams, StatusQuery),
+    params(PageParams, CursorParams, StatusQuery),
     responses(
         (status = 200, description = "A page of executions", body = ExecutionPage),
-        (status = 400, description = "`Invalid limit`, `Invalid offset`, `Invalid status`, `Invalid query`", body = ErrorBody),
+        (status = 400, description = "`Invalid limit`, `Invalid offset`, `Invalid cursor`, `Invalid status`, `Invalid query`", body = ErrorBody),
     ),
 )]
 async fn list(
@@ -621,24 +630,26 @@ async fn list(
     page: PageQuery,
     query: Result<Query<StatusQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Json<ExecutionPage>, ApiError> {
-    let page = page.page_within(25, 100)?;
+    let (page, after) = page.keyset_within(25, 100)?;
     let Query(query) = query.map_err(|_| {
         ApiError::bad_request("Invalid query", "The query string could not be parsed")
     })?;
-    let filter = parse_filter(query, page)?;
-    let (executions, total) = orgd_core::executions::executions(&app.db, user.org_id(), &filter)
+    let filter = parse_filter(query, page, after)?;
+    let found = orgd_core::executions::executions(&app.db, user.org_id(), &filter)
         .await
         .or_internal("Failed to fetch executions")?;
     Ok(Json(ExecutionPage {
         success: true,
         data: ExecutionPageData {
-            executions: executions
+            executions: found
+                .executions
                 .iter()
                 .map(|e| execution_view(e, false))
                 .collect(),
-            total,
+            total: found.total,
             limit: filter.limit,
             offset: filter.offset,
+            next_cursor: found.next.map(|c| c.encode()),
         },
     }))
 }

@@ -1,7 +1,7 @@
 //! The operator's surface (API.md, "Operator surface"): plan and limit changes shared by
 //! the CLI (`orgd org ...`) and the admin HTTP API, and `usage reconcile`, which re-derives
-//! the usage counters from their source of truth — test runs from the executions table,
-//! storage from the report files (the only place that walks them) — and says what it fixed.
+//! the usage counters from their source of truth — test runs and the live runs per status
+//! from the executions table, storage from the report files (the only place that walks them) — and says what it fixed.
 //!
 //! Uploads in flight while a reconcile runs hold reserved bytes that it cannot see; run it
 //! when the organization is quiet, or run it again.
@@ -18,6 +18,7 @@ use crate::error::{CoreError, CoreResult};
 use crate::organizations::{self, OrganizationRecord};
 use crate::plans::{LIMIT_NAMES, Overrides, Plan};
 use crate::reports::{ReportStorage, StoredFile};
+use crate::rules::run_counts::{self, CountFix};
 use crate::usage::Period;
 
 /// A new value for one limit.
@@ -306,6 +307,15 @@ async fn reconcile_test_runs(db: &Db, org_id: &str) -> CoreResult<Vec<CounterFix
     Ok(fixes)
 }
 
+/// Sets the organization's live-run counters (a list's `total`) to its executions.
+async fn reconcile_run_counts(db: &Db, org_id: &str) -> CoreResult<Vec<CountFix>> {
+    let mut tx = db.begin_write().await?;
+    tx.lock_organization(org_id).await?;
+    let fixes = run_counts::recount(&mut tx, org_id).await?;
+    tx.commit().await?;
+    Ok(fixes)
+}
+
 /// Makes the organization's report rows, per-execution bytes and storage counter match
 /// `files` (what is on disk).
 async fn reconcile_storage(
@@ -399,6 +409,8 @@ pub struct Reconciliation {
     pub org_id: String,
     pub slug: String,
     pub test_runs: Vec<CounterFix>,
+    /// Live runs per status (the executions list's `total`).
+    pub run_counts: Vec<CountFix>,
     pub storage: StorageFix,
     /// Entries on disk that are not report files (symlinks, uploads in progress, odd names).
     pub skipped: Vec<String>,
@@ -407,6 +419,7 @@ pub struct Reconciliation {
 impl Reconciliation {
     pub fn drifted(&self) -> bool {
         !self.test_runs.is_empty()
+            || !self.run_counts.is_empty()
             || self.storage.before != self.storage.after
             || self.files_changed()
     }
@@ -427,6 +440,13 @@ impl fmt::Display for Reconciliation {
                 f,
                 "{who}: test runs {}: {} -> {}",
                 fix.period, fix.before, fix.after
+            )?;
+        }
+        for fix in &self.run_counts {
+            writeln!(
+                f,
+                "{who}: live {} runs: {} -> {}",
+                fix.status, fix.before, fix.after
             )?;
         }
         let s = &self.storage;
@@ -468,12 +488,14 @@ pub async fn reconcile(
     let mut results = Vec::with_capacity(organizations.len());
     for (org_id, slug) in organizations {
         let test_runs = reconcile_test_runs(db, &org_id).await?;
+        let run_counts = reconcile_run_counts(db, &org_id).await?;
         let listing = reports.list(&org_id).await?;
         let storage = reconcile_storage(db, &org_id, &listing.files, now).await?;
         results.push(Reconciliation {
             org_id,
             slug,
             test_runs,
+            run_counts,
             storage,
             skipped: listing.skipped,
         });

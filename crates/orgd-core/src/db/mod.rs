@@ -76,11 +76,11 @@ impl Tx {
     /// SQLite the `BEGIN IMMEDIATE` of `begin_write` already holds the database's write
     /// lock. Returns false when the organization does not exist.
     pub async fn lock_organization(&mut self, organization_id: &str) -> CoreResult<bool> {
-        let sql = match self.backend {
-            Backend::Sqlite => "SELECT id FROM organizations WHERE id = $1",
-            Backend::Postgres => "SELECT id FROM organizations WHERE id = $1 FOR UPDATE",
-        };
-        let found: Option<String> = sqlx::query_scalar(sql)
+        let sql = format!(
+            "SELECT id FROM organizations WHERE id = $1{}",
+            self.row_lock()
+        );
+        let found: Option<String> = sqlx::query_scalar(sqlx::AssertSqlSafe(sql))
             .bind(organization_id)
             .fetch_optional(&mut **self)
             .await?;
@@ -89,6 +89,16 @@ impl Tx {
 
     pub fn backend(&self) -> Backend {
         self.backend
+    }
+
+    /// What a `SELECT` ends with to lock the rows it reads until this transaction ends:
+    /// ` FOR UPDATE` on PostgreSQL; nothing on SQLite, whose write transactions
+    /// (`BEGIN IMMEDIATE`) already exclude every other writer.
+    pub fn row_lock(&self) -> &'static str {
+        match self.backend {
+            Backend::Sqlite => "",
+            Backend::Postgres => " FOR UPDATE",
+        }
     }
 
     /// Ends the transaction without keeping anything (dropping it does the same, later).

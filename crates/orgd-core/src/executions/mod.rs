@@ -250,6 +250,18 @@ pub struct ExecutionFilter {
     pub statuses: Vec<Status>,
     pub limit: i64,
     pub offset: i64,
+    /// Only executions older than this (the previous page's last).
+    pub after: Option<crate::cursor::Cursor>,
+}
+
+/// A page of executions.
+#[derive(Debug)]
+pub struct ExecutionPage {
+    pub executions: Vec<Execution>,
+    /// Live executions matching the status filter (all pages).
+    pub total: i64,
+    /// Where the next page starts; `None` on the last page.
+    pub next: Option<crate::cursor::Cursor>,
 }
 
 /// A report file as the store knows it.

@@ -5,12 +5,16 @@
 use sqlx::any::AnyRow;
 use sqlx::{Any, AssertSqlSafe, Executor, Row};
 
-use super::{Execution, ExecutionChange, ExecutionFilter, ExecutionLink, NewExecution, Status};
+use super::{
+    Execution, ExecutionChange, ExecutionFilter, ExecutionLink, ExecutionPage, NewExecution, Status,
+};
 use crate::analysis;
-use crate::db::Db;
+use crate::cursor::{Cursor, split_page};
+use crate::db::{Db, Tx};
 use crate::error::{CoreError, CoreResult};
 use crate::idempotency::{self, Replay};
 use crate::organizations;
+use crate::rules::run_counts;
 use crate::rules::runs::{self as run_rules, RunRefusal};
 use crate::usage::Period;
 
@@ -200,6 +204,7 @@ pub async fn create_execution(
     .bind(started_at)
     .execute(&mut *tx)
     .await?;
+    run_counts::moved(&mut tx, org_id, None, Some(new.status)).await?;
     sqlx::query(
         "INSERT INTO usage_counters (organization_id, period, test_runs, ai_analyses) VALUES ($1, $2, 1, 0)
          ON CONFLICT (organization_id, period) DO UPDATE SET test_runs = usage_counters.test_runs + 1",
@@ -239,6 +244,11 @@ pub async fn update_execution(
     let status = change.status.map(Status::as_str);
     let finished = change.status.is_some_and(Status::is_finished);
     let mut tx = db.begin_write().await?;
+    // The status it moves from, locked until the commit so the counters move with it.
+    let before = match change.status {
+        Some(_) => current_status(&mut tx, org_id, task_id).await?,
+        None => None,
+    };
     // One conditional statement: a status change applies only to an unfinished
     // execution, so two racing finishes cannot both win.
     let updated = sqlx::query(
@@ -260,6 +270,9 @@ pub async fn update_execution(
     .bind(change.output.as_deref())
     .execute(&mut *tx)
     .await?;
+    if updated.rows_affected() > 0 && before.is_some() {
+        run_counts::moved(&mut tx, org_id, before, change.status).await?;
+    }
     // The move into a failed state and the queued analysis commit together.
     if updated.rows_affected() > 0 && change.status.is_some_and(Status::is_failure) {
         analysis::queue(&mut tx, org_id, task_id, now).await?;
@@ -294,45 +307,92 @@ pub async fn execution(db: &Db, org_id: &str, task_id: &str) -> CoreResult<Optio
     Ok(Some(execution))
 }
 
-/// A page of live executions, newest first, with their links, and how many match.
+/// A page of live executions, newest first, with their links, how many match (from the
+/// run counters) and the cursor of the next page.
+///
+/// Filtered by status, the page is the newest of each status's own newest rows (one index
+/// range per status, `executions_status_page_idx`), so its cost does not grow with the runs
+/// of other statuses either.
 pub async fn executions(
     db: &Db,
     org_id: &str,
     filter: &ExecutionFilter,
-) -> CoreResult<(Vec<Execution>, i64)> {
+) -> CoreResult<ExecutionPage> {
+    // $1 organization, $2 page size + 1, $3 offset, then the statuses, then the cursor.
+    let cursor_at = 4 + filter.statuses.len();
     let mut condition = String::from("organization_id = $1 AND deleted_at IS NULL");
-    if !filter.statuses.is_empty() {
-        condition.push_str(&format!(
-            " AND status IN ({})",
-            placeholders(2, filter.statuses.len())
+    if filter.after.is_some() {
+        condition.push_str(" AND ");
+        condition.push_str(&Cursor::older_than(
+            &format!("${cursor_at}"),
+            &format!("${}", cursor_at + 1),
         ));
     }
-    let next = 2 + filter.statuses.len();
-    let page_sql = format!(
-        "SELECT {EXECUTION_COLUMNS} FROM executions WHERE {condition}
-         ORDER BY created_at DESC, id DESC LIMIT ${next} OFFSET ${}",
-        next + 1
-    );
-    let count_sql = format!("SELECT COUNT(*) FROM executions WHERE {condition}");
-    let mut page_query = sqlx::query(AssertSqlSafe(page_sql)).bind(org_id);
-    let mut count_query = sqlx::query_scalar::<_, i64>(AssertSqlSafe(count_sql)).bind(org_id);
+    let order = "ORDER BY created_at DESC, id DESC";
+    let sql = if filter.statuses.is_empty() {
+        format!(
+            "SELECT {EXECUTION_COLUMNS} FROM executions WHERE {condition} {order} LIMIT $2 OFFSET $3"
+        )
+    } else {
+        // Each range reads at most offset + page rows; the outer query picks the page.
+        let ranges: Vec<String> = (0..filter.statuses.len())
+            .map(|i| {
+                format!(
+                    "SELECT * FROM (SELECT {EXECUTION_COLUMNS} FROM executions
+                     WHERE {condition} AND status = ${} {order} LIMIT $2 + $3) AS s{i}",
+                    4 + i
+                )
+            })
+            .collect();
+        format!(
+            "SELECT * FROM ({}) AS page {order} LIMIT $2 OFFSET $3",
+            ranges.join(" UNION ALL ")
+        )
+    };
+    let mut query = sqlx::query(AssertSqlSafe(sql))
+        .bind(org_id)
+        .bind(filter.limit + 1)
+        .bind(filter.offset);
     for status in &filter.statuses {
-        page_query = page_query.bind(status.as_str());
-        count_query = count_query.bind(status.as_str());
+        query = query.bind(status.as_str());
     }
-    let rows = page_query
-        .bind(filter.limit)
-        .bind(filter.offset)
-        .fetch_all(db.pool())
-        .await?;
-    let total = count_query.fetch_one(db.pool()).await?;
-    let mut page = rows
+    if let Some(cursor) = &filter.after {
+        query = query.bind(cursor.created_at).bind(&cursor.id);
+    }
+    let rows = query.fetch_all(db.pool()).await?;
+    let total = run_counts::live(db.pool(), org_id, &filter.statuses).await?;
+    let rows = rows
         .iter()
         .map(|row| execution_from_row(row, false))
         .collect::<CoreResult<Vec<_>>>()?;
+    let (mut page, next) = split_page(rows, filter.limit, |e| Cursor {
+        created_at: e.created_at,
+        id: e.id.clone(),
+    });
     attach_links(db, org_id, &mut page).await?;
     attach_analyses(db, org_id, &mut page).await?;
-    Ok((page, total))
+    Ok(ExecutionPage {
+        executions: page,
+        total,
+        next,
+    })
+}
+
+/// The status of a live execution, locked for the rest of `tx`.
+async fn current_status(tx: &mut Tx, org_id: &str, task_id: &str) -> CoreResult<Option<Status>> {
+    let sql = format!(
+        "SELECT status FROM executions
+         WHERE organization_id = $1 AND task_id = $2 AND deleted_at IS NULL{}",
+        tx.row_lock()
+    );
+    let status: Option<String> = sqlx::query_scalar(AssertSqlSafe(sql))
+        .bind(org_id)
+        .bind(task_id)
+        .fetch_optional(&mut **tx)
+        .await?;
+    status
+        .map(|s| Status::try_from(s).map_err(CoreError::Corrupt))
+        .transpose()
 }
 
 /// Soft-deletes a live execution and forgets its report files, freeing their storage.
@@ -340,18 +400,21 @@ pub async fn delete_execution(db: &Db, org_id: &str, task_id: &str, now: i64) ->
     let mut tx = db.begin_write().await?;
     // Serialized with uploads to this organization, so no file lands after the delete.
     tx.lock_organization(org_id).await?;
-    let deleted = sqlx::query(
+    let deleted: Option<String> = sqlx::query_scalar(
         "UPDATE executions SET deleted_at = $3, report_bytes = 0
-         WHERE organization_id = $1 AND task_id = $2 AND deleted_at IS NULL",
+         WHERE organization_id = $1 AND task_id = $2 AND deleted_at IS NULL
+         RETURNING status",
     )
     .bind(org_id)
     .bind(task_id)
     .bind(now)
-    .execute(&mut *tx)
+    .fetch_optional(&mut *tx)
     .await?;
-    if deleted.rows_affected() == 0 {
+    let Some(status) = deleted else {
         return Ok(false);
-    }
+    };
+    let status = Status::try_from(status).map_err(CoreError::Corrupt)?;
+    run_counts::moved(&mut tx, org_id, Some(status), None).await?;
     let freed: i64 = sqlx::query_scalar(
         "SELECT CAST(COALESCE(SUM(size), 0) AS BIGINT) FROM report_files WHERE organization_id = $1 AND task_id = $2",
     )

@@ -8,6 +8,7 @@
 //! | an invitation counts through its expiry millisecond | `expiry` |
 //! | an organization keeps an active admin | `last_admin` |
 //! | monthly `maxTestRuns`, `maxConcurrentRuns` | `runs` |
+//! | live runs counted per status, exact at every commit | `run_counts` |
 //! | storage reserved before bytes land | `storage` |
 //! | `maxProjects` | `projects` |
 //! | an idempotency key is claimed once | `crate::idempotency` |
@@ -15,6 +16,7 @@
 pub mod expiry;
 pub mod last_admin;
 pub mod projects;
+pub mod run_counts;
 pub mod runs;
 pub mod seats;
 pub mod storage;
