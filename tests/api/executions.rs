@@ -39,6 +39,7 @@ pub async fn set_overrides(app: &TestApp, org_id: &str, overrides: Value) {
         .execute(&app.db)
         .await
         .expect("set overrides");
+    app.organization_changed(org_id).await;
 }
 
 /// The `YYYY-MM` of the app's clock.

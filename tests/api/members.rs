@@ -165,6 +165,7 @@ async fn members_list_paginates(backend: Backend) {
         .execute(&app.db)
         .await
         .unwrap();
+    app.organization_changed(&admin.org_id).await;
     for _ in 0..4 {
         app.clock.advance(1_000);
         app.add_member(&admin.org_id, "viewer").await;

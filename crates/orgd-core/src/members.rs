@@ -6,6 +6,7 @@ use serde_json::json;
 
 use crate::audit::{self, AuditEvent};
 use crate::cursor::{Cursor, split_page};
+use crate::db::notify::Change;
 use crate::db::{Db, Tx};
 use crate::error::CoreResult;
 use crate::rules::last_admin;
@@ -143,6 +144,7 @@ pub async fn change_role(
     if role != Role::Admin && last_admin::would_orphan(&mut tx, &target).await? {
         return Ok(MemberChange::LastAdmin);
     }
+    tx.notify(Change::User(target_id.to_string())).await?;
     sqlx::query("UPDATE users SET role = $1, updated_at = $2 WHERE id = $3")
         .bind(role.as_str())
         .bind(now)
@@ -179,6 +181,7 @@ pub async fn remove(
     }
     // api_keys rows go with the user (ON DELETE CASCADE); sessions die because
     // `identity` no longer finds the user.
+    tx.notify(Change::User(target_id.to_string())).await?;
     sqlx::query("DELETE FROM users WHERE id = $1")
         .bind(target_id)
         .execute(&mut *tx)

@@ -13,6 +13,7 @@ use serde_json::{Map, Value, json};
 use sqlx::Row;
 
 use crate::audit::{self, Actor, AuditEvent};
+use crate::db::notify::Change;
 use crate::db::{Db, Tx};
 use crate::error::{CoreError, CoreResult};
 use crate::organizations::{self, OrganizationRecord};
@@ -218,6 +219,7 @@ async fn change_plan(
         return Ok(None);
     }
     let before = organization_in(&mut tx, org_id).await?;
+    tx.notify(Change::Organization(org_id.to_string())).await?;
     let (plan, overrides) = change.apply(before.plan, &before.overrides);
     sqlx::query(
         "UPDATE organizations SET plan = $2, limit_overrides = $3, updated_at = $4 WHERE id = $1",
