@@ -24,6 +24,10 @@ use orgd_providers::monday::{MondayApi, MondayClient};
 #[derive(Clone)]
 pub struct AppState(pub Arc<App>);
 
+/// How long a starting instance waits for its cache listener (PostgreSQL) to hear its first
+/// heartbeat; past it the instance serves with the caches bypassed until it does.
+const CACHE_START_WAIT: std::time::Duration = std::time::Duration::from_millis(500);
+
 pub struct App {
     pub config: Config,
     /// The database every domain function of the core takes.
@@ -50,6 +54,16 @@ pub struct App {
     pub llm: LlmClient,
     /// This instance's counters for `/metrics`.
     pub metrics: Arc<Metrics>,
+    /// The cache listener (PostgreSQL), stopped with the instance.
+    listener: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl Drop for App {
+    fn drop(&mut self) {
+        if let Some(listener) = &self.listener {
+            listener.abort();
+        }
+    }
 }
 
 impl Deref for AppState {
@@ -65,6 +79,12 @@ impl AppState {
         let clock = clock.unwrap_or_else(|| Arc::new(SystemClock));
         let db = Db::connect(&config.database_url.0, config.limits.db_timeouts()).await?;
         db.migrate().await?;
+        // Listening before anything is cached, so no change can slip between a read and
+        // the subscription (the caches are bypassed until the first heartbeat is heard).
+        let listener = db.listen_for_changes();
+        if !db.caches_ready(CACHE_START_WAIT).await {
+            tracing::warn!("the cache listener is not hearing yet; caches bypassed until it does");
+        }
         let orgs = Organizations::new(&db);
         let identities = Identities::new(&db);
         let integrations = Summaries::new(&db);
@@ -96,6 +116,7 @@ impl AppState {
             monday: Arc::new(monday),
             llm: LlmClient::new(providers),
             metrics,
+            listener,
             started_at_ms: clock.now_ms(),
             db,
             orgs,

@@ -3,6 +3,8 @@
 //! ones) and counts the request in its organization's rate-limit bucket. `AuthAttempt`
 //! counts a public auth request in its IP's bucket.
 
+use std::sync::Arc;
+
 use axum::extract::FromRequestParts;
 use axum::http::HeaderValue;
 use axum::http::header::AUTHORIZATION;
@@ -28,7 +30,8 @@ pub enum Credential {
 }
 
 pub struct CurrentUser {
-    pub user: UserRecord,
+    /// As stored now (shared with the identity cache).
+    pub user: Arc<UserRecord>,
     pub credential: Credential,
 }
 
@@ -124,20 +127,20 @@ async fn from_session(parts: &Parts, app: &AppState) -> Result<CurrentUser, ApiE
             TokenError::Invalid => "Token is invalid. Please login again.",
         })
     })?;
-    let (user, revoked) = app
+    let identity = app
         .identities
         .get(&app.db, &claims.sub, &claims.jti)
         .await?
         .ok_or(ApiError::Unauthenticated(
             "The account this token belongs to no longer exists.",
         ))?;
-    if revoked {
+    if identity.revoked {
         return Err(ApiError::Unauthenticated(
             "Token has been revoked. Please login again.",
         ));
     }
     Ok(CurrentUser {
-        user,
+        user: identity.user.clone(),
         credential: Credential::Session(claims),
     })
 }
@@ -153,7 +156,7 @@ async fn from_api_key(raw: &[u8], app: &AppState) -> Result<CurrentUser, ApiErro
         .await?
         .ok_or(INVALID)?;
     Ok(CurrentUser {
-        user,
+        user: Arc::new(user),
         credential: Credential::ApiKey { key_id },
     })
 }

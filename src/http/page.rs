@@ -1,4 +1,4 @@
-//! `limit` / `offset` of list endpoints. Like `JsonBody`, the extractor never rejects: the
+//! `limit` / `offset` (and `cursor`, where a list takes one) of list endpoints. Like `JsonBody`, the extractor never rejects: the
 //! handler reads the page after authorization, so a bad query from an unauthorized caller is
 //! still a 403.
 
@@ -7,6 +7,7 @@ use axum::http::request::Parts;
 use serde::Deserialize;
 
 use crate::error::ApiError;
+use orgd_core::cursor::Cursor;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Page {
@@ -23,6 +24,7 @@ impl Page {
 struct RawPage {
     limit: Option<String>,
     offset: Option<String>,
+    cursor: Option<String>,
 }
 
 pub struct PageQuery(Result<RawPage, ApiError>);
@@ -39,6 +41,15 @@ pub struct PageParams {
     pub offset: Option<i64>,
 }
 
+/// `cursor` as the OpenAPI document shows it, on the lists that take one.
+#[derive(utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct CursorParams {
+    /// `nextCursor` of the previous page: the page after it, at the cost of a first page
+    /// (instead of `offset`, which cannot be combined with it).
+    pub cursor: Option<String>,
+}
+
 impl PageQuery {
     /// The requested page, or 400 `Invalid limit` / `Invalid offset` / `Invalid query`.
     pub fn page(self) -> Result<Page, ApiError> {
@@ -48,6 +59,30 @@ impl PageQuery {
     /// The same with an endpoint's own default and largest `limit`.
     pub fn page_within(self, default_limit: i64, max_limit: i64) -> Result<Page, ApiError> {
         parse(self.0?, default_limit, max_limit)
+    }
+
+    /// The page and the `cursor` it starts after, on a list that takes one: 400
+    /// `Invalid cursor` for one this API did not hand out, `Invalid offset` for an offset
+    /// beside a cursor (a page starts at one or the other).
+    pub fn keyset_within(
+        self,
+        default_limit: i64,
+        max_limit: i64,
+    ) -> Result<(Page, Option<Cursor>), ApiError> {
+        let mut raw = self.0?;
+        let cursor = raw.cursor.take();
+        let page = parse(raw, default_limit, max_limit)?;
+        let Some(cursor) = cursor else {
+            return Ok((page, None));
+        };
+        let cursor = parse_cursor(&cursor)?;
+        if page.offset != 0 {
+            return Err(ApiError::invalid(
+                "offset",
+                "offset cannot be combined with cursor",
+            ));
+        }
+        Ok((page, Some(cursor)))
     }
 }
 
@@ -62,6 +97,13 @@ impl<S: Send + Sync> FromRequestParts<S> for PageQuery {
             });
         Ok(Self(raw))
     }
+}
+
+/// A `cursor` query parameter: one this API handed out as `nextCursor`, else 400
+/// `Invalid cursor`.
+pub fn parse_cursor(raw: &str) -> Result<Cursor, ApiError> {
+    Cursor::decode(raw)
+        .ok_or_else(|| ApiError::invalid("cursor", "cursor is not one this API returned"))
 }
 
 fn parse(raw: RawPage, default_limit: i64, max_limit: i64) -> Result<Page, ApiError> {

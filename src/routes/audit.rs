@@ -3,7 +3,7 @@
 
 use axum::Json;
 use axum::extract::{Query, State};
-use orgd_core::audit::{self, AuditEntry, AuditFilter, Cursor};
+use orgd_core::audit::{self, AuditEntry, AuditFilter};
 use orgd_core::clock::parse_rfc3339;
 use serde::Serialize;
 use serde_json::Value;
@@ -13,6 +13,7 @@ use utoipa_axum::routes;
 
 use crate::auth::{CurrentUser, Role};
 use crate::error::{ApiError, OrInternal};
+use crate::http::page::parse_cursor;
 use crate::state::AppState;
 use crate::timestamp::Timestamp;
 
@@ -110,13 +111,7 @@ fn parse_filter(q: ListQuery) -> Result<AuditFilter, ApiError> {
             "userId must be 24 lowercase hex characters",
         ));
     }
-    let before = q
-        .cursor
-        .map(|c| {
-            Cursor::decode(&c)
-                .ok_or_else(|| ApiError::invalid("cursor", "cursor is not one this API returned"))
-        })
-        .transpose()?;
+    let before = q.cursor.as_deref().map(parse_cursor).transpose()?;
     Ok(AuditFilter {
         from: time("from", q.from)?,
         to: time("to", q.to)?,

@@ -359,9 +359,15 @@ async fn login(
 )]
 async fn logout(State(app): State<AppState>, user: CurrentUser) -> Result<Json<Done>, ApiError> {
     let claims = user.session()?;
-    users::revoke_token(&app.db, &claims.jti, claims.exp * 1000, app.now())
-        .await
-        .or_internal("Logout failed")?;
+    users::revoke_token(
+        &app.db,
+        user.id(),
+        &claims.jti,
+        claims.exp * 1000,
+        app.now(),
+    )
+    .await
+    .or_internal("Logout failed")?;
     Ok(Done::new("Logged out successfully"))
 }
 
@@ -433,9 +439,9 @@ async fn me(State(app): State<AppState>, user: CurrentUser) -> Result<Json<MeRes
                 limits: limits_view(&org),
                 user_limit: org.limits().max_users,
                 plan: org.plan.as_str(),
-                id: org.id,
-                name: org.name,
-                slug: org.slug,
+                id: org.id.clone(),
+                name: org.name.clone(),
+                slug: org.slug.clone(),
                 user_count: org.user_count,
                 ai_analysis_enabled: org.ai_analysis_enabled,
             },

@@ -18,12 +18,13 @@ use super::execution_views::{
 use crate::auth::{CurrentUser, Role};
 use crate::error::{ApiError, OrInternal};
 use crate::http::idempotency::{Claimed, IdempotencyKey, answer, respond};
-use crate::http::page::PageParams;
+use crate::http::page::{CursorParams, PageParams};
 use crate::http::{Done, FromBody, JsonBody, Object, Page, PageQuery, PathParams};
 use crate::openapi::ErrorBody;
 use crate::state::AppState;
 use crate::timestamp::Timestamp;
 use orgd_core::clock::{DAY_MS, parse_day, parse_rfc3339};
+use orgd_core::cursor::Cursor;
 use orgd_core::executions::{
     Execution, ExecutionChange, ExecutionFilter, GroupFilter, NewExecution, NewProjectOutcome,
     Project, Source, Status, UpdateOutcome, project_name,
@@ -69,13 +70,16 @@ pub struct ExecutionPage {
 }
 
 #[derive(Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
 pub struct ExecutionPageData {
     /// Newest first; without `output`.
     executions: Vec<super::execution_views::ExecutionView>,
-    /// Live (not deleted) executions matching the filter.
+    /// Live (not deleted) executions matching the filter, from counters kept with the runs.
     total: i64,
     limit: i64,
     offset: i64,
+    /// Pass as `cursor` for the next page; `null` on the last page.
+    next_cursor: Option<String>,
 }
 
 #[derive(ToSchema)]
@@ -529,7 +533,11 @@ fn start_bound(field: &str, raw: &str, end_of_day: bool) -> Result<i64, ApiError
     })
 }
 
-fn parse_filter(q: RunQuery, page: Page) -> Result<ExecutionFilter, ApiError> {
+fn parse_filter(
+    q: RunQuery,
+    page: Page,
+    after: Option<Cursor>,
+) -> Result<ExecutionFilter, ApiError> {
     let mut statuses = Vec::new();
     for raw in q
         .status
@@ -587,6 +595,7 @@ fn parse_filter(q: RunQuery, page: Page) -> Result<ExecutionFilter, ApiError> {
             .transpose()?,
         limit: page.limit,
         offset: page.offset,
+        after,
     })
 }
 
@@ -605,10 +614,10 @@ fn read_query<T>(query: QueryOf<T>) -> Result<T, ApiError> {
     tag = "executions",
     summary = "The organization's executions, newest first (all roles, API key); `limit` 1–100, default 25",
     security(("bearerAuth" = []), ("apiKey" = [])),
-    params(PageParams, RunQuery),
+    params(PageParams, CursorParams, RunQuery),
     responses(
         (status = 200, description = "A page of executions", body = ExecutionPage),
-        (status = 400, description = "`Invalid limit`, `Invalid offset`, `Invalid status`, `Invalid environment`, `Invalid groupName`, `Invalid startAfter`, `Invalid startBefore`, `Invalid source`, `Invalid query`", body = ErrorBody),
+        (status = 400, description = "`Invalid limit`, `Invalid offset`, `Invalid cursor`, `Invalid status`, `Invalid environment`, `Invalid groupName`, `Invalid startAfter`, `Invalid startBefore`, `Invalid source`, `Invalid query`", body = ErrorBody),
     ),
 )]
 async fn list(
@@ -617,21 +626,23 @@ async fn list(
     page: PageQuery,
     query: QueryOf<RunQuery>,
 ) -> Result<Json<ExecutionPage>, ApiError> {
-    let page = page.page_within(25, 100)?;
-    let filter = parse_filter(read_query(query)?, page)?;
-    let (executions, total) = orgd_core::executions::executions(&app.db, user.org_id(), &filter)
+    let (page, after) = page.keyset_within(25, 100)?;
+    let filter = parse_filter(read_query(query)?, page, after)?;
+    let found = orgd_core::executions::executions(&app.db, user.org_id(), &filter)
         .await
         .or_internal("Failed to fetch executions")?;
     Ok(Json(ExecutionPage {
         success: true,
         data: ExecutionPageData {
-            executions: executions
+            executions: found
+                .executions
                 .iter()
                 .map(|e| execution_view(e, false))
                 .collect(),
-            total,
+            total: found.total,
             limit: filter.limit,
             offset: filter.offset,
+            next_cursor: found.next.map(|c| c.encode()),
         },
     }))
 }
@@ -692,7 +703,7 @@ async fn grouped(
     query: QueryOf<RunQuery>,
 ) -> Result<Json<GroupedPage>, ApiError> {
     let page = page.page_within(10, 50)?;
-    let filter = parse_filter(read_query(query)?, page)?;
+    let filter = parse_filter(read_query(query)?, page, None)?;
     let grouped = orgd_core::executions::grouped(&app.db, user.org_id(), &filter, RUNS_PER_GROUP)
         .await
         .or_internal("Failed to fetch executions")?;

@@ -14,8 +14,8 @@ use orgd_core::users::UserRecord;
 
 use crate::auth::{CurrentUser, Role};
 use crate::error::{ApiError, OrInternal};
-use crate::http::page::PageParams;
-use crate::http::{ClientIp, FromBody, JsonBody, Object, PageQuery, PathParams};
+use crate::http::page::{CursorParams, PageParams};
+use crate::http::{ClientIp, FromBody, JsonBody, Object, Page, PageQuery, PathParams};
 use crate::openapi::ErrorBody;
 use crate::routes::membership::{refused, role_field};
 use crate::state::AppState;
@@ -78,12 +78,17 @@ fn member_view(u: &UserRecord) -> Member {
 }
 
 #[derive(Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
 pub struct MemberList {
     success: bool,
+    /// Newest first.
     users: Vec<Member>,
+    /// Every member of the organization.
     total: i64,
     limit: i64,
     offset: i64,
+    /// Pass as `cursor` for the next page; `null` on the last page.
+    next_cursor: Option<String>,
 }
 
 #[derive(Serialize, ToSchema)]
@@ -157,10 +162,10 @@ fn member_changed(
     tag = "members",
     summary = "The organization's members (all roles); `limit` 1–500, default 100",
     security(("bearerAuth" = [])),
-    params(PageParams),
+    params(PageParams, CursorParams),
     responses(
         (status = 200, description = "A page of members", body = MemberList),
-        (status = 400, description = "`Invalid limit`, `Invalid offset`, `Invalid query`", body = ErrorBody),
+        (status = 400, description = "`Invalid limit`, `Invalid offset`, `Invalid cursor`, `Invalid query`", body = ErrorBody),
     ),
 )]
 async fn list(
@@ -168,16 +173,23 @@ async fn list(
     user: CurrentUser,
     page: PageQuery,
 ) -> Result<Json<MemberList>, ApiError> {
-    let page = page.page()?;
-    let (users, total) = orgd_core::members::list(&app.db, user.org_id(), page.limit, page.offset)
-        .await
-        .or_internal("Failed to fetch users")?;
+    let (page, after) = page.keyset_within(Page::DEFAULT_LIMIT, Page::MAX_LIMIT)?;
+    let found = orgd_core::members::list(
+        &app.db,
+        user.org_id(),
+        page.limit,
+        page.offset,
+        after.as_ref(),
+    )
+    .await
+    .or_internal("Failed to fetch users")?;
     Ok(Json(MemberList {
         success: true,
-        users: users.iter().map(member_view).collect(),
-        total,
+        users: found.members.iter().map(member_view).collect(),
+        total: found.total,
         limit: page.limit,
         offset: page.offset,
+        next_cursor: found.next.map(|c| c.encode()),
     }))
 }
 

@@ -11,11 +11,13 @@ use serde::Serialize;
 use utoipa::ToSchema;
 
 use crate::state::AppState;
+use orgd_core::db::notify::CacheHealth;
 
 #[derive(Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Health {
-    /// `degraded` while Redis or (with a 503) the database is down.
+    /// `degraded` while Redis or (with a 503) the database is down, or the caches are
+    /// bypassed.
     #[schema(pattern = "^(ok|degraded)$")]
     status: &'static str,
     checks: HealthChecks,
@@ -29,6 +31,10 @@ pub struct HealthChecks {
     database: &'static str,
     #[schema(pattern = "^(ok|down|disabled)$")]
     redis: &'static str,
+    /// The cross-instance cache listener (PostgreSQL): `bypassed` while it is not hearing
+    /// (every read then goes to the database); `disabled` on SQLite.
+    #[schema(pattern = "^(ok|bypassed|disabled)$")]
+    cache: &'static str,
 }
 
 #[utoipa::path(
@@ -55,7 +61,8 @@ pub async fn health(State(app): State<AppState>) -> (StatusCode, Json<Health>) {
         Some(true) => "ok",
         Some(false) => "down",
     };
-    let status = if database_ok && redis != "down" {
+    let cache = app.db.cache_health();
+    let status = if database_ok && redis != "down" && cache != CacheHealth::Bypassed {
         "ok"
     } else {
         "degraded"
@@ -70,6 +77,7 @@ pub async fn health(State(app): State<AppState>) -> (StatusCode, Json<Health>) {
         checks: HealthChecks {
             database: if database_ok { "ok" } else { "down" },
             redis,
+            cache: cache.as_str(),
         },
         version: env!("CARGO_PKG_VERSION"),
         uptime_seconds: (app.now() - app.started_at_ms).max(0) / 1000,

@@ -828,6 +828,7 @@ async fn a_retired_default_is_replaced_and_audited(backend: Backend) {
         .execute(&app.db)
         .await
         .unwrap();
+    app.organization_changed(&admin.org_id).await;
     execution(app, &admin, "r-1", "FAILED", "x").await;
     let (code, body) = analyze(app, &admin, "r-1", json!({})).await;
     assert_eq!(code, 201, "{body}");

@@ -287,6 +287,7 @@ async fn role_and_membership_come_from_the_store(backend: Backend) {
         .execute(&app.db)
         .await
         .unwrap();
+    app.user_changed(&second.user_id).await;
     let (status, body) = call(patch(&second.token)).await;
     assert_error(status, &body, 403, "Forbidden");
     let (_, me) = call(app.get("/api/auth/me", &second.token)).await;
@@ -298,6 +299,7 @@ async fn role_and_membership_come_from_the_store(backend: Backend) {
         .execute(&app.db)
         .await
         .unwrap();
+    app.user_changed(&second.user_id).await;
     let (status, body) = call(app.get("/api/organization", &second.token)).await;
     assert_error(status, &body, 401, "Authentication required");
 
@@ -307,6 +309,7 @@ async fn role_and_membership_come_from_the_store(backend: Backend) {
         .execute(&app.db)
         .await
         .unwrap();
+    app.user_changed(&second.user_id).await;
     let (status, body) = call(app.get("/api/organization", &second.token)).await;
     assert_error(status, &body, 401, "Authentication required");
     assert_eq!(

@@ -1221,6 +1221,7 @@ async fn billing_shows_plans_and_the_subscription(backend: Backend) {
         .execute(&app.db)
         .await
         .unwrap();
+    app.organization_changed(&admin.org_id).await;
     let (_, body) = get(&app, &admin, "/api/billing/subscription").await;
     assert_eq!(
         (

@@ -18,6 +18,7 @@ crate::backend_tests!(
     create_validates_its_body,
     status_moves_forward_only,
     list_paginates_filters_and_counts,
+    cursors_walk_every_page_also_filtered,
     ticket_links_are_shown_on_list_and_single_views,
     viewers_read_but_do_not_write,
     another_organizations_task_ids_answer_404,
@@ -38,6 +39,7 @@ pub async fn set_overrides(app: &TestApp, org_id: &str, overrides: Value) {
         .execute(&app.db)
         .await
         .expect("set overrides");
+    app.organization_changed(org_id).await;
 }
 
 /// The `YYYY-MM` of the app's clock.
@@ -671,6 +673,126 @@ async fn list_paginates_filters_and_counts(backend: Backend) {
         ("limit=abc", "Invalid limit"),
         ("offset=-1", "Invalid offset"),
         ("status=DONE", "Invalid status"),
+    ] {
+        let (status, body) = call(app.get(&format!("/api/executions?{query}"), &admin.token)).await;
+        assert_error(status, &body, 400, error);
+    }
+}
+
+/// Every taskId of `path` (which takes `cursor`), following `nextCursor` to the last page,
+/// with the `total` each page reported.
+async fn walk(app: &TestApp, session: &Session, path: &str) -> (Vec<String>, Vec<Value>) {
+    let (mut tasks, mut totals) = (Vec::new(), Vec::new());
+    let mut url = path.to_string();
+    loop {
+        let (status, body) = call(app.get(&url, &session.token)).await;
+        assert_eq!(status, 200, "{body}");
+        let data = &body["data"];
+        totals.push(data["total"].clone());
+        tasks.extend(
+            data["executions"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|e| e["taskId"].as_str().unwrap().to_string()),
+        );
+        match data["nextCursor"].as_str() {
+            Some(cursor) => url = format!("{path}&cursor={cursor}"),
+            None => return (tasks, totals),
+        }
+    }
+}
+
+async fn cursors_walk_every_page_also_filtered(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let admin = app.signup("Cursors").await;
+    set_overrides(&app, &admin.org_id, json!({"maxConcurrentRuns": null})).await;
+    // Pairs created in the same millisecond: the id orders them.
+    for i in 0..23 {
+        new_execution(&app, &admin, &format!("c{i:02}")).await;
+        if i % 2 == 1 {
+            app.clock.advance(5);
+        }
+    }
+    for i in (0..23).step_by(3) {
+        finish(&app, &admin, &format!("c{i:02}")).await;
+    }
+    call(
+        app.request(Method::DELETE, "/api/executions/c21")
+            .bearer_auth(&admin.token),
+    )
+    .await;
+    // Within a millisecond ids decide the order, so the expected order is the one page that
+    // holds everything; the pages must add up to it exactly.
+    let one_page = |query: &'static str| {
+        let app = &app;
+        let admin = &admin;
+        async move {
+            let (_, body) =
+                call(app.get(&format!("/api/executions?limit=100{query}"), &admin.token)).await;
+            body["data"]["executions"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|e| e["taskId"].as_str().unwrap().to_string())
+                .collect::<Vec<_>>()
+        }
+    };
+    let sorted = |mut v: Vec<String>| {
+        v.sort();
+        v
+    };
+    let expected = |keep: &dyn Fn(usize) -> bool| -> Vec<String> {
+        (0..23)
+            .filter(|i| *i != 21 && keep(*i))
+            .map(|i| format!("c{i:02}"))
+            .collect()
+    };
+
+    let all = one_page("").await;
+    assert_eq!(sorted(all.clone()), expected(&|_| true));
+    let (tasks, totals) = walk(&app, &admin, "/api/executions?limit=5").await;
+    assert_eq!(tasks, all);
+    assert_eq!(totals.len(), 5);
+    assert!(totals.iter().all(|t| *t == json!(22)), "{totals:?}");
+
+    let passed = one_page("&status=PASSED").await;
+    assert_eq!(sorted(passed.clone()), expected(&|i| i % 3 == 0));
+    let (tasks, totals) = walk(&app, &admin, "/api/executions?limit=3&status=PASSED").await;
+    assert_eq!(tasks, passed);
+    assert!(totals.iter().all(|t| *t == json!(7)), "{totals:?}");
+
+    // Several statuses: one ordered list across them, the same as unfiltered here.
+    let (tasks, totals) = walk(
+        &app,
+        &admin,
+        "/api/executions?limit=4&status=passed,PENDING",
+    )
+    .await;
+    assert_eq!(tasks, all);
+    assert!(totals.iter().all(|t| *t == json!(22)), "{totals:?}");
+    let created = |t: &String| t[1..].parse::<usize>().unwrap();
+    assert!(
+        tasks
+            .windows(2)
+            .all(|w| created(&w[0]) / 2 >= created(&w[1]) / 2),
+        "newest first: {tasks:?}"
+    );
+
+    // The last page says so.
+    let (_, body) = call(app.get("/api/executions?limit=22", &admin.token)).await;
+    assert_eq!(body["data"]["nextCursor"], json!(null));
+    let (_, body) = call(app.get("/api/executions?limit=21", &admin.token)).await;
+    assert!(body["data"]["nextCursor"].is_string(), "{body}");
+
+    for (query, error) in [
+        ("cursor=garbage", "Invalid cursor"),
+        ("cursor=12_507F191E810C19729DE860EA", "Invalid cursor"),
+        ("cursor=", "Invalid cursor"),
+        (
+            "cursor=1_507f191e810c19729de860ea&offset=3",
+            "Invalid offset",
+        ),
     ] {
         let (status, body) = call(app.get(&format!("/api/executions?{query}"), &admin.token)).await;
         assert_error(status, &body, 400, error);

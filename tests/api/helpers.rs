@@ -7,6 +7,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use orgd::{AppState, Config};
 use orgd_core::clock::{Clock, ManualClock};
+use orgd_core::db::notify::Change;
 use reqwest::{Method, RequestBuilder, Response};
 use serde_json::{Value, json};
 use sqlx::AnyPool;
@@ -244,6 +245,23 @@ impl TestApp {
         if let Some(server) = self.server.take() {
             let _ = server.await;
         }
+    }
+
+    /// After a test changed the store by hand: the caches drop what the change named, as
+    /// they do for every change the service itself makes (DESIGN.md: exact caches).
+    pub async fn announce(&self, change: Change) {
+        self.state.db.announce(change).await.expect("announce");
+    }
+
+    /// `announce` of a user change.
+    pub async fn user_changed(&self, user_id: &str) {
+        self.announce(Change::User(user_id.to_string())).await;
+    }
+
+    /// `announce` of an organization change.
+    pub async fn organization_changed(&self, org_id: &str) {
+        self.announce(Change::Organization(org_id.to_string()))
+            .await;
     }
 
     pub fn request(&self, method: Method, path: &str) -> RequestBuilder {

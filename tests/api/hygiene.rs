@@ -205,13 +205,19 @@ async fn cors_only_for_configured_origins(backend: Backend) {
 }
 
 async fn health_reports_the_database(backend: Backend) {
+    // The cross-instance cache listener exists on PostgreSQL only (and an instance starts
+    // once it hears).
+    let cache = match backend {
+        Backend::Postgres(_) => "ok",
+        Backend::Sqlite => "disabled",
+    };
     let app = TestApp::spawn(backend).await;
     let (status, body) = call(app.request(Method::GET, "/health")).await;
     assert_eq!(status, 200);
     assert_eq!(body["status"], json!("ok"));
     assert_eq!(
         body["checks"],
-        json!({"database": "ok", "redis": "disabled"})
+        json!({"database": "ok", "redis": "disabled", "cache": cache})
     );
     assert_eq!(body["version"], json!(env!("CARGO_PKG_VERSION")));
     assert!(body["uptimeSeconds"].is_u64());

@@ -91,6 +91,7 @@ async fn every_creating_post_replays_its_first_answer(backend: Backend) {
         .execute(&app.db)
         .await
         .expect("plan");
+    app.organization_changed(&admin.org_id).await;
     for (route, body, other_body, table) in creating_routes() {
         let before = rows(&app, table, &admin.org_id).await;
         let (status, first, replayed) = post(&app, &admin, route, "key-1", &body).await;

@@ -74,6 +74,7 @@ async fn set_max_users(app: &TestApp, org_id: &str, overrides: &str) {
         .execute(&app.db)
         .await
         .unwrap();
+    app.organization_changed(org_id).await;
 }
 
 async fn me(app: &TestApp, token: &str) -> Value {
@@ -328,6 +329,7 @@ async fn parallel_invitations_respect_the_seat_limit(backend: Backend) {
         .execute(&app.db)
         .await
         .unwrap();
+    app.user_changed(&existing.user_id).await;
 
     // The operator lowers the limit below what is already taken: nobody more may join.
     set_max_users(&app, &admin.org_id, r#"{"maxUsers":2}"#).await;

@@ -7,6 +7,7 @@ mod ai_config;
 mod analysis;
 mod api_keys;
 mod auth;
+mod cache;
 mod cli;
 mod compat;
 mod executions;

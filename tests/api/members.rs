@@ -165,6 +165,7 @@ async fn members_list_paginates(backend: Backend) {
         .execute(&app.db)
         .await
         .unwrap();
+    app.organization_changed(&admin.org_id).await;
     for _ in 0..4 {
         app.clock.advance(1_000);
         app.add_member(&admin.org_id, "viewer").await;
@@ -187,6 +188,28 @@ async fn members_list_paginates(backend: Backend) {
     }
     assert_eq!(seen.len(), 5);
     assert_eq!(seen.last(), Some(&admin.user_id), "oldest last");
+    // The same members by cursor, one page after another.
+    let mut by_cursor = Vec::new();
+    let mut url = "/api/users?limit=2".to_string();
+    loop {
+        let (status, body) = call(app.get(&url, &admin.token)).await;
+        assert_eq!(status, 200, "{body}");
+        assert_eq!(body["total"], json!(5));
+        by_cursor.extend(
+            body["users"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|u| u["id"].as_str().unwrap().to_string()),
+        );
+        match body["nextCursor"].as_str() {
+            Some(cursor) => url = format!("/api/users?limit=2&cursor={cursor}"),
+            None => break,
+        }
+    }
+    assert_eq!(by_cursor, seen);
+    let (status, body) = call(app.get("/api/users?cursor=nope", &admin.token)).await;
+    assert_error(status, &body, 400, "Invalid cursor");
     let (_, body) = call(app.get("/api/users?offset=50", &admin.token)).await;
     assert_eq!(body["users"], json!([]));
     assert_eq!(body["total"], json!(5));

@@ -427,7 +427,21 @@ async fn reconcile_reports_and_fixes_drift(backend: Backend) {
     std::fs::write(dir.join("run/keep.txt"), vec![1; 60]).unwrap();
     std::os::unix::fs::symlink("/etc/hostname", dir.join("run/link")).unwrap();
     set_test_runs(&app, &admin.org_id, 7).await;
+    sqlx::query(
+        "INSERT INTO execution_counts (organization_id, status, live) VALUES ($1, 'FAILED', 3)
+         ON CONFLICT (organization_id, status) DO UPDATE SET live = 3",
+    )
+    .bind(&admin.org_id)
+    .execute(&app.db)
+    .await
+    .unwrap();
     let period = current_period(&app);
+    let (_, before) = call(app.get("/api/executions", &admin.token)).await;
+    assert_eq!(
+        before["data"]["total"],
+        json!(4),
+        "the list reads the counters"
+    );
 
     let (ok, out, err) = orgd(&app, &["usage", "reconcile", &admin.org_id]);
     assert!(ok, "{err}");
@@ -436,6 +450,7 @@ async fn reconcile_reports_and_fixes_drift(backend: Backend) {
         out,
         format!(
             "{who}: test runs {period}: 7 -> 1\n\
+             {who}: live FAILED runs: 3 -> 0\n\
              {who}: storage 140 -> 85 bytes (1 file(s) added, 1 removed, 1 resized)\n\
              {who}: skipped 1 entry(ies) that are not report files: run/link\n\
              1 organization(s) checked, 1 fixed\n"
@@ -456,6 +471,8 @@ async fn reconcile_reports_and_fixes_drift(backend: Backend) {
     assert_eq!(paths, [("extra/new.txt", 25), ("keep.txt", 60)]);
     let (_, execution) = call(app.get("/api/executions/run", &admin.token)).await;
     assert_eq!(execution["data"]["execution"]["reportBytes"], json!(85));
+    let (_, after) = call(app.get("/api/executions", &admin.token)).await;
+    assert_eq!(after["data"]["total"], json!(1));
 
     // Fixed for good; every organization when none is named.
     let (ok, out, err) = orgd(&app, &["usage", "reconcile"]);

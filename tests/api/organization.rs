@@ -94,6 +94,7 @@ async fn get_shows_overrides_and_unlimited_as_null(backend: Backend) {
         .execute(&app.db)
         .await
         .unwrap();
+    app.organization_changed(&admin.org_id).await;
     let (_, body) = call(app.get("/api/organization", &admin.token)).await;
     let limits = &body["organization"]["limits"];
     assert_eq!(limits["maxTestRuns"], json!(50));
@@ -108,6 +109,7 @@ async fn get_shows_overrides_and_unlimited_as_null(backend: Backend) {
     .execute(&app.db)
     .await
     .unwrap();
+    app.organization_changed(&admin.org_id).await;
     let (_, body) = call(app.get("/api/organization", &admin.token)).await;
     let org = &body["organization"];
     assert_eq!(org["plan"], json!("enterprise"));

@@ -195,6 +195,10 @@ async fn two_instances_share_the_limit_through_redis(backend: Backend) {
 }
 
 async fn redis_outage_degrades_to_memory_limits(backend: Backend) {
+    let cache = match backend {
+        Backend::Postgres(_) => "ok",
+        Backend::Sqlite => "disabled",
+    };
     // Nothing listens on port 1: the service must keep serving and keep limiting.
     let app = TestApp::spawn_with(backend, |c| {
         c.redis_url = Some(orgd::config::Secret("redis://127.0.0.1:1".into()));
@@ -215,5 +219,8 @@ async fn redis_outage_degrades_to_memory_limits(backend: Backend) {
     let (status, health) = call(app.request(Method::GET, "/health")).await;
     assert_eq!(status, 200, "a Redis outage does not take the instance out");
     assert_eq!(health["status"], json!("degraded"));
-    assert_eq!(health["checks"], json!({"database": "ok", "redis": "down"}));
+    assert_eq!(
+        health["checks"],
+        json!({"database": "ok", "redis": "down", "cache": cache})
+    );
 }

@@ -5,6 +5,7 @@ use serde_json::json;
 
 use crate::audit::{self, AuditEvent};
 use crate::db::Db;
+use crate::db::notify::Change;
 use crate::error::CoreResult;
 use crate::models::AiProvider;
 
@@ -73,6 +74,8 @@ pub async fn update(
     let Some(before) = read(&mut tx, organization_id).await? else {
         return Ok(None);
     };
+    tx.notify(Change::Organization(organization_id.to_string()))
+        .await?;
     sqlx::query(
         "UPDATE organizations SET ai_default_model = COALESCE($1, ai_default_model), updated_at = $2 WHERE id = $3",
     )

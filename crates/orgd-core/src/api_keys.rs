@@ -6,6 +6,7 @@ use sqlx::Row;
 
 use crate::audit::{self, AuditEvent};
 use crate::db::Db;
+use crate::db::notify::Change;
 use crate::error::CoreResult;
 use crate::idempotency::{self, Replay};
 use crate::users::{USER_COLUMNS, UserRecord};
@@ -132,6 +133,7 @@ pub async fn revoke(
     let Some((name, prefix)) = revoked else {
         return Ok(false);
     };
+    tx.notify(Change::User(user_id.to_string())).await?;
     let audit = audit.with_details(serde_json::json!({"name": name, "prefix": prefix}));
     audit::insert(&mut tx, &audit, now).await?;
     tx.commit().await?;

@@ -4,6 +4,8 @@
 use serde_json::{Value, json};
 use sqlx::{AssertSqlSafe, Row};
 
+pub use crate::cursor::Cursor;
+use crate::cursor::split_page;
 use crate::db::{Db, Tx};
 use crate::error::CoreResult;
 
@@ -118,28 +120,6 @@ pub struct AuditEntry {
     pub created_at: i64,
 }
 
-/// Where a page starts: strictly older than this entry. Opaque to clients (`<ms>_<id>`).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Cursor {
-    pub created_at: i64,
-    pub id: String,
-}
-
-impl Cursor {
-    pub fn encode(&self) -> String {
-        format!("{}_{}", self.created_at, self.id)
-    }
-
-    pub fn decode(s: &str) -> Option<Self> {
-        let (ms, id) = s.split_once('_')?;
-        let created_at = ms.parse().ok()?;
-        crate::ids::is_valid(id).then(|| Self {
-            created_at,
-            id: id.to_string(),
-        })
-    }
-}
-
 #[derive(Debug, Default)]
 pub struct AuditFilter {
     pub action: Option<String>,
@@ -158,16 +138,11 @@ pub struct AuditPage {
 
 /// Entries of one organization matching `filter`, newest first, at most `filter.limit`.
 pub async fn page(db: &Db, organization_id: &str, filter: &AuditFilter) -> CoreResult<AuditPage> {
-    let mut entries = entries(db, organization_id, filter, filter.limit + 1).await?;
-    let next = if entries.len() as i64 > filter.limit {
-        entries.truncate(filter.limit as usize);
-        entries.last().map(|e| Cursor {
-            created_at: e.created_at,
-            id: e.id.clone(),
-        })
-    } else {
-        None
-    };
+    let entries = entries(db, organization_id, filter, filter.limit + 1).await?;
+    let (entries, next) = split_page(entries, filter.limit, |e| Cursor {
+        created_at: e.created_at,
+        id: e.id.clone(),
+    });
     Ok(AuditPage { entries, next })
 }
 
@@ -182,9 +157,15 @@ async fn entries(
          FROM audit_logs WHERE organization_id = $1",
     );
     let mut n = 1;
+    // Each `?` of a clause becomes the next numbered placeholder.
     let mut next = |sql: &mut String, clause: &str| {
-        n += 1;
-        sql.push_str(&clause.replace('?', &format!("${n}")));
+        for (i, part) in clause.split('?').enumerate() {
+            if i > 0 {
+                n += 1;
+                sql.push_str(&format!("${n}"));
+            }
+            sql.push_str(part);
+        }
     };
     if filter.action.is_some() {
         next(&mut sql, " AND action = ?");
@@ -199,9 +180,7 @@ async fn entries(
         next(&mut sql, " AND created_at <= ?");
     }
     if filter.before.is_some() {
-        next(&mut sql, " AND (created_at < ?");
-        next(&mut sql, " OR (created_at = ? AND id < ");
-        next(&mut sql, "?))");
+        next(&mut sql, &format!(" AND {}", Cursor::older_than("?", "?")));
     }
     next(&mut sql, " ORDER BY created_at DESC, id DESC LIMIT ?");
 
@@ -219,10 +198,7 @@ async fn entries(
         query = query.bind(to);
     }
     if let Some(cursor) = &filter.before {
-        query = query
-            .bind(cursor.created_at)
-            .bind(cursor.created_at)
-            .bind(&cursor.id);
+        query = query.bind(cursor.created_at).bind(&cursor.id);
     }
     let rows = query.bind(limit).fetch_all(db.pool()).await?;
     rows.iter()
@@ -241,20 +217,4 @@ async fn entries(
         })
         .collect::<Result<_, sqlx::Error>>()
         .map_err(Into::into)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn cursors_round_trip_and_reject_garbage() {
-        let c = Cursor {
-            created_at: 1_700_000_000_123,
-            id: "507f191e810c19729de860ea".into(),
-        };
-        assert_eq!(Cursor::decode(&c.encode()), Some(c));
-        assert_eq!(Cursor::decode("garbage"), None);
-        assert_eq!(Cursor::decode("12_507F191E810C19729DE860EA"), None);
-    }
 }

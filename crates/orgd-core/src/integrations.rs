@@ -6,7 +6,10 @@ use sqlx::Row;
 use sqlx::any::AnyRow;
 
 use crate::audit::{self, AuditEvent};
+use std::sync::Arc;
+
 use crate::db::cache::ReadCache;
+use crate::db::notify::Change;
 use crate::db::{Db, Tx, flag};
 use crate::error::{CoreError, CoreResult};
 use crate::idempotency::{self, Replay};
@@ -194,6 +197,9 @@ async fn save_in(
     audit: &AuditEvent,
     now: i64,
 ) -> CoreResult<bool> {
+    // The organization view shows the integrations: every instance forgets its copy.
+    tx.notify(Change::Organization(write.organization_id.to_string()))
+        .await?;
     let settings = Value::Object(write.settings.clone()).to_string();
     let written = match write.expected_version {
         None => sqlx::query(
@@ -254,6 +260,8 @@ async fn delete_in(
     audit: &AuditEvent,
     now: i64,
 ) -> CoreResult<bool> {
+    tx.notify(Change::Organization(organization_id.to_string()))
+        .await?;
     let removed =
         sqlx::query("DELETE FROM integrations WHERE organization_id = $1 AND provider = $2")
             .bind(organization_id)
@@ -277,20 +285,25 @@ pub struct IntegrationSummary {
 }
 
 /// Every stored integration of an organization, without credentials. Read by `GET
-/// /api/organization` on every call, so cached like the organization itself (see
-/// `ReadCache`: dropped whenever anything commits).
+/// /api/organization` on every call, so cached like the organization itself (`Db::read_cache`;
+/// every change of an integration announces `Change::Organization`).
 pub struct Summaries {
-    cache: ReadCache<String, Vec<IntegrationSummary>>,
+    cache: Arc<ReadCache<String, Vec<IntegrationSummary>>>,
 }
 
 impl Summaries {
     pub fn new(db: &Db) -> Self {
         Self {
-            cache: db.read_cache(),
+            cache: db
+                .read_cache(|key, change| matches!(change, Change::Organization(id) if id == key)),
         }
     }
 
-    pub async fn get(&self, db: &Db, organization_id: &str) -> CoreResult<Vec<IntegrationSummary>> {
+    pub async fn get(
+        &self,
+        db: &Db,
+        organization_id: &str,
+    ) -> CoreResult<Arc<Vec<IntegrationSummary>>> {
         let loaded_under = match self.cache.get(&organization_id.to_string()) {
             Ok(hit) => return Ok(hit),
             Err(header) => header,
@@ -319,6 +332,7 @@ impl Summaries {
                 settings,
             });
         }
+        let found = Arc::new(found);
         self.cache
             .put(organization_id.to_string(), found.clone(), loaded_under);
         Ok(found)

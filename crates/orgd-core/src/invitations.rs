@@ -6,6 +6,7 @@
 use serde_json::json;
 
 use crate::audit::{self, Actor, AuditEvent};
+use crate::db::notify::Change;
 use crate::db::{Db, Tx};
 use crate::error::{CoreError, CoreResult};
 use crate::idempotency::{self, Replay};
@@ -355,6 +356,7 @@ pub async fn accept(
     if !mark_accepted(&mut tx, &invitation.id, now).await? {
         return Ok(Joined::NotFound);
     }
+    tx.notify(Change::User(user.id.clone())).await?;
     sqlx::query("UPDATE users SET organization_id = $1, role = $2, updated_at = $3 WHERE id = $4")
         .bind(&invitation.organization_id)
         .bind(invitation.role.as_str())

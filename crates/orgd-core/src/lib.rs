@@ -7,6 +7,7 @@ pub mod api_keys;
 pub mod audit;
 pub mod clock;
 pub mod crypto;
+pub mod cursor;
 pub mod db;
 pub mod error;
 pub mod executions;

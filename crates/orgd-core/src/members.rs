@@ -5,6 +5,8 @@
 use serde_json::json;
 
 use crate::audit::{self, AuditEvent};
+use crate::cursor::{Cursor, split_page};
+use crate::db::notify::Change;
 use crate::db::{Db, Tx};
 use crate::error::CoreResult;
 use crate::rules::last_admin;
@@ -60,28 +62,54 @@ async fn lock_actor_and_target(
     )
 }
 
-/// One page of an organization's members, newest first, and how many there are.
+/// A page of members.
+#[derive(Debug)]
+pub struct MemberPage {
+    pub members: Vec<UserRecord>,
+    /// Every member of the organization.
+    pub total: i64,
+    /// Where the next page starts; `None` on the last page.
+    pub next: Option<Cursor>,
+}
+
+/// One page of an organization's members, newest first (`users_page_idx`), after `after`
+/// when given, and how many there are.
 pub async fn list(
     db: &Db,
     organization_id: &str,
     limit: i64,
     offset: i64,
-) -> CoreResult<(Vec<UserRecord>, i64)> {
+    after: Option<&Cursor>,
+) -> CoreResult<MemberPage> {
+    let older = match after {
+        Some(_) => format!(" AND {}", Cursor::older_than("$4", "$5")),
+        None => String::new(),
+    };
     let sql = format!(
-        "SELECT {USER_COLUMNS} FROM users u WHERE u.organization_id = $1
+        "SELECT {USER_COLUMNS} FROM users u WHERE u.organization_id = $1{older}
          ORDER BY u.created_at DESC, u.id DESC LIMIT $2 OFFSET $3"
     );
-    let users = sqlx::query_as(sqlx::AssertSqlSafe(sql))
+    let mut query = sqlx::query_as(sqlx::AssertSqlSafe(sql))
         .bind(organization_id)
-        .bind(limit)
-        .bind(offset)
-        .fetch_all(db.pool())
-        .await?;
+        .bind(limit + 1)
+        .bind(offset);
+    if let Some(cursor) = after {
+        query = query.bind(cursor.created_at).bind(&cursor.id);
+    }
+    let users: Vec<UserRecord> = query.fetch_all(db.pool()).await?;
     let total = sqlx::query_scalar("SELECT COUNT(*) FROM users WHERE organization_id = $1")
         .bind(organization_id)
         .fetch_one(db.pool())
         .await?;
-    Ok((users, total))
+    let (members, next) = split_page(users, limit, |u| Cursor {
+        created_at: u.created_at,
+        id: u.id.clone(),
+    });
+    Ok(MemberPage {
+        members,
+        total,
+        next,
+    })
 }
 
 pub async fn get(db: &Db, organization_id: &str, user_id: &str) -> CoreResult<Option<UserRecord>> {
@@ -116,6 +144,7 @@ pub async fn change_role(
     if role != Role::Admin && last_admin::would_orphan(&mut tx, &target).await? {
         return Ok(MemberChange::LastAdmin);
     }
+    tx.notify(Change::User(target_id.to_string())).await?;
     sqlx::query("UPDATE users SET role = $1, updated_at = $2 WHERE id = $3")
         .bind(role.as_str())
         .bind(now)
@@ -152,6 +181,7 @@ pub async fn remove(
     }
     // api_keys rows go with the user (ON DELETE CASCADE); sessions die because
     // `identity` no longer finds the user.
+    tx.notify(Change::User(target_id.to_string())).await?;
     sqlx::query("DELETE FROM users WHERE id = $1")
         .bind(target_id)
         .execute(&mut *tx)

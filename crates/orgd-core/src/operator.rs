@@ -1,8 +1,8 @@
 //! The operator's surface (API.md, "Operator surface"): plan and limit changes shared by
 //! the CLI (`orgd org ...`) and the admin HTTP API, and `usage reconcile`, which re-derives
-//! the usage counters from their source of truth — test runs and the run counters of the
-//! KPIs and grouped view from the executions table, storage from the report files (the only
-//! place that walks them) — and says what it fixed.
+//! the usage counters from their source of truth — test runs, the live runs per status and the
+//! run counters of the KPIs and grouped view from the executions table, storage from the
+//! report files (the only place that walks them) — and says what it fixed.
 //!
 //! Uploads in flight while a reconcile runs hold reserved bytes that it cannot see; run it
 //! when the organization is quiet, or run it again.
@@ -14,11 +14,13 @@ use serde_json::{Map, Value, json};
 use sqlx::Row;
 
 use crate::audit::{self, Actor, AuditEvent};
+use crate::db::notify::Change;
 use crate::db::{Db, Tx};
 use crate::error::{CoreError, CoreResult};
 use crate::organizations::{self, OrganizationRecord};
 use crate::plans::{LIMIT_NAMES, Overrides, Plan};
 use crate::reports::{ReportStorage, StoredFile};
+use crate::rules::run_counts::{self, CountFix};
 use crate::rules::run_stats::{self, GroupStats, RunStats};
 use crate::usage::Period;
 
@@ -236,6 +238,7 @@ async fn change_plan(
         return Ok(None);
     }
     let before = organization_in(&mut tx, org_id).await?;
+    tx.notify(Change::Organization(org_id.to_string())).await?;
     let (plan, overrides) = change.apply(before.plan, &before.overrides);
     sqlx::query(
         "UPDATE organizations SET plan = $2, limit_overrides = $3, updated_at = $4 WHERE id = $1",
@@ -372,6 +375,15 @@ async fn reconcile_run_stats(
     Ok((month_fixes, group_fixes))
 }
 
+/// Sets the organization's live-run counters (a list's `total`) to its executions.
+async fn reconcile_run_counts(db: &Db, org_id: &str) -> CoreResult<Vec<CountFix>> {
+    let mut tx = db.begin_write().await?;
+    tx.lock_organization(org_id).await?;
+    let fixes = run_counts::recount(&mut tx, org_id).await?;
+    tx.commit().await?;
+    Ok(fixes)
+}
+
 /// Makes the organization's report rows, per-execution bytes and storage counter match
 /// `files` (what is on disk).
 async fn reconcile_storage(
@@ -467,6 +479,8 @@ pub struct Reconciliation {
     pub test_runs: Vec<CounterFix>,
     pub run_stats: Vec<RunStatsFix>,
     pub groups: Vec<GroupFix>,
+    /// Live runs per status (the executions list's `total`).
+    pub run_counts: Vec<CountFix>,
     pub storage: StorageFix,
     /// Entries on disk that are not report files (symlinks, uploads in progress, odd names).
     pub skipped: Vec<String>,
@@ -477,6 +491,7 @@ impl Reconciliation {
         !self.test_runs.is_empty()
             || !self.run_stats.is_empty()
             || !self.groups.is_empty()
+            || !self.run_counts.is_empty()
             || self.storage.before != self.storage.after
             || self.files_changed()
     }
@@ -536,6 +551,13 @@ impl fmt::Display for Reconciliation {
                 group(&fix.after)
             )?;
         }
+        for fix in &self.run_counts {
+            writeln!(
+                f,
+                "{who}: live {} runs: {} -> {}",
+                fix.status, fix.before, fix.after
+            )?;
+        }
         let s = &self.storage;
         if s.before != s.after || self.files_changed() {
             writeln!(
@@ -576,6 +598,7 @@ pub async fn reconcile(
     for (org_id, slug) in organizations {
         let test_runs = reconcile_test_runs(db, &org_id).await?;
         let (run_stats, groups) = reconcile_run_stats(db, &org_id).await?;
+        let run_counts = reconcile_run_counts(db, &org_id).await?;
         let listing = reports.list(&org_id).await?;
         let storage = reconcile_storage(db, &org_id, &listing.files, now).await?;
         results.push(Reconciliation {
@@ -584,6 +607,7 @@ pub async fn reconcile(
             test_runs,
             run_stats,
             groups,
+            run_counts,
             storage,
             skipped: listing.skipped,
         });

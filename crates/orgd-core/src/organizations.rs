@@ -5,8 +5,11 @@ use sqlx::Row;
 use sqlx::any::AnyRow;
 
 use crate::audit::{self, AuditEvent};
+use std::sync::Arc;
+
 use crate::db::cache::ReadCache;
-use crate::db::{Db, Tx, flag};
+use crate::db::notify::Change;
+use crate::db::{Backend, Db, Tx, flag};
 use crate::error::{CoreError, CoreResult};
 use crate::integrations::IntegrationChange;
 use crate::plans::{Limits, Overrides, Plan};
@@ -109,12 +112,21 @@ pub struct SettingsChange {
     pub ai_analysis_enabled: Option<bool>,
 }
 
+/// `userCount` of `organizations o`: its active members.
+macro_rules! user_count {
+    () => {
+        "(SELECT COUNT(*) FROM users u WHERE u.organization_id = o.id AND u.status = 'active') AS user_count"
+    };
+}
+
 /// The columns `OrganizationRecord::from_row` reads, from `organizations o`.
 macro_rules! org_columns {
     () => {
-        "o.id, o.name, o.slug, o.plan, o.limit_overrides, o.ai_analysis_enabled,
-        o.storage_used_bytes, o.created_at, o.updated_at,
-        (SELECT COUNT(*) FROM users u WHERE u.organization_id = o.id AND u.status = 'active') AS user_count"
+        concat!(
+            "o.id, o.name, o.slug, o.plan, o.limit_overrides, o.ai_analysis_enabled,
+            o.storage_used_bytes, o.created_at, o.updated_at, ",
+            user_count!()
+        )
     };
 }
 
@@ -141,33 +153,66 @@ fn usage_select(rest: &str) -> String {
     )
 }
 
-/// Organizations read on the hot path, cached as long as nothing commits (see `ReadCache`).
+/// Organizations read on the hot path, cached until a commit makes them stale (see
+/// `db::cache`; every change of settings, plan or limits announces `Change::Organization`).
 pub struct Organizations {
-    cache: ReadCache<String, OrganizationRecord>,
+    cache: Arc<ReadCache<String, OrganizationRecord>>,
+    /// Whether a cached record's live counters (`userCount`, storage used) must be read
+    /// again: on PostgreSQL entries outlive the commits that move the counters (only changes
+    /// of the organization itself evict them), and live counters are never served cached.
+    counters_live: bool,
 }
 
 impl Organizations {
     pub fn new(db: &Db) -> Self {
         Self {
-            cache: db.read_cache(),
+            cache: db
+                .read_cache(|key, change| matches!(change, Change::Organization(id) if id == key)),
+            counters_live: db.backend() == Backend::Postgres,
         }
     }
 
-    pub async fn get(&self, db: &Db, id: &str) -> CoreResult<Option<OrganizationRecord>> {
+    pub async fn get(&self, db: &Db, id: &str) -> CoreResult<Option<Arc<OrganizationRecord>>> {
         let loaded_under = match self.cache.get(&id.to_string()) {
+            Ok(hit) if self.counters_live => return live_counters(db, &hit).await,
             Ok(hit) => return Ok(Some(hit)),
-            Err(header) => header,
+            Err(token) => token,
         };
         let row = sqlx::query(ORG_SELECT)
             .bind(id)
             .fetch_optional(db.pool())
             .await?;
-        let found = row.as_ref().map(OrganizationRecord::from_row).transpose()?;
-        if let Some(org) = &found {
-            self.cache.put(id.to_string(), org.clone(), loaded_under);
-        }
-        Ok(found)
+        let Some(org) = row.as_ref().map(OrganizationRecord::from_row).transpose()? else {
+            return Ok(None);
+        };
+        let org = Arc::new(org);
+        self.cache.put(id.to_string(), org.clone(), loaded_under);
+        Ok(Some(org))
     }
+}
+
+/// `cached` with its live counters as stored now (`None` if the organization is gone).
+async fn live_counters(
+    db: &Db,
+    cached: &OrganizationRecord,
+) -> CoreResult<Option<Arc<OrganizationRecord>>> {
+    let row = sqlx::query(concat!(
+        "SELECT o.storage_used_bytes, ",
+        user_count!(),
+        " FROM organizations o WHERE o.id = $1"
+    ))
+    .bind(&cached.id)
+    .fetch_optional(db.pool())
+    .await?;
+    row.map(|row| {
+        Ok(Arc::new(OrganizationRecord {
+            storage_used_bytes: row.try_get("storage_used_bytes")?,
+            user_count: row.try_get("user_count")?,
+            ..cached.clone()
+        }))
+    })
+    .transpose()
+    .map_err(|e: sqlx::Error| e.into())
 }
 
 /// The organization as `tx` sees it; it must exist.
@@ -216,6 +261,7 @@ pub async fn update_settings(
     if !tx.lock_organization(id).await? {
         return Ok(SettingsOutcome::NotFound);
     }
+    tx.notify(Change::Organization(id.to_string())).await?;
     if let Some((change, audit)) = settings {
         sqlx::query(
             "UPDATE organizations SET name = COALESCE($1, name),

@@ -3,7 +3,10 @@
 
 use sqlx::Row;
 
+use std::sync::Arc;
+
 use crate::db::cache::ReadCache;
+use crate::db::notify::Change;
 use crate::db::{Backend, Db, Tx};
 use crate::error::{CoreError, CoreResult};
 use crate::plans::Plan;
@@ -193,39 +196,64 @@ pub async fn login_candidate(db: &Db, email: &str) -> CoreResult<Option<LoginCan
     .map_err(|e: sqlx::Error| e.into())
 }
 
-/// Who is behind a (user id, token id): read on every request, cached while nothing commits.
+/// Who is behind a token: the user as stored now, and whether the token was revoked.
+#[derive(Debug)]
+pub struct Identity {
+    pub user: Arc<UserRecord>,
+    pub revoked: bool,
+}
+
+/// Who is behind a (user id, token id): read on every request, cached until a commit makes
+/// it stale (see `db::cache`). Every change of a user, their sessions or their API keys
+/// announces `Change::User`.
 pub struct Identities {
-    cache: ReadCache<(String, String), (UserRecord, bool)>,
+    cache: Arc<ReadCache<(String, String), Identity>>,
 }
 
 impl Identities {
     pub fn new(db: &Db) -> Self {
         Self {
-            cache: db.read_cache(),
+            cache: db.read_cache(
+                |(user_id, _), change| matches!(change, Change::User(id) if id == user_id),
+            ),
         }
     }
 
-    /// The user behind a token, and whether the token's `jti` was revoked, in one round trip.
+    /// The user behind a token, and whether the token's `jti` was revoked, in one round trip
+    /// (none when cached).
     pub async fn get(
         &self,
         db: &Db,
         user_id: &str,
         jti: &str,
-    ) -> CoreResult<Option<(UserRecord, bool)>> {
+    ) -> CoreResult<Option<Arc<Identity>>> {
         let key = (user_id.to_string(), jti.to_string());
         let loaded_under = match self.cache.get(&key) {
             Ok(hit) => return Ok(Some(hit)),
-            Err(header) => header,
+            Err(token) => token,
         };
-        let found = load_identity(db, user_id, jti).await?;
-        if let Some(identity) = &found {
-            self.cache.put(key, identity.clone(), loaded_under);
-        }
-        Ok(found)
+        let Some((user, revoked)) = load_identity(db, user_id, jti).await? else {
+            return Ok(None);
+        };
+        let identity = Arc::new(Identity {
+            user: Arc::new(user),
+            revoked,
+        });
+        self.cache.put(key, identity.clone(), loaded_under);
+        Ok(Some(identity))
     }
 }
-pub async fn revoke_token(db: &Db, jti: &str, expires_at: i64, now: i64) -> CoreResult<()> {
+
+/// Revokes the session token `jti` of `user_id` (logout).
+pub async fn revoke_token(
+    db: &Db,
+    user_id: &str,
+    jti: &str,
+    expires_at: i64,
+    now: i64,
+) -> CoreResult<()> {
     let mut tx = db.begin_write().await?;
+    tx.notify(Change::User(user_id.to_string())).await?;
     // Entries past their token's expiry can never matter again.
     sqlx::query("DELETE FROM revoked_tokens WHERE expires_at < $1")
         .bind(now)
@@ -304,6 +332,8 @@ pub async fn record_login_success(
     now: i64,
 ) -> CoreResult<()> {
     let mut tx = db.begin_write().await?;
+    // `lastLoginAt` is part of the cached identity.
+    tx.notify(Change::User(user_id.to_string())).await?;
     sqlx::query("UPDATE users SET last_login_at = $1 WHERE id = $2")
         .bind(now)
         .bind(user_id)

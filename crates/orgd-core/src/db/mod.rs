@@ -14,6 +14,7 @@ use sqlx::pool::PoolConnection;
 use sqlx::{Any, AnyConnection, AnyPool, ConnectOptions, Connection, Executor};
 
 pub mod cache;
+pub mod notify;
 
 use std::sync::Arc;
 
@@ -36,6 +37,10 @@ pub struct Tx {
     writer_turn: Option<tokio::sync::OwnedMutexGuard<()>>,
     /// Where a write transaction reports whether the database took it (`/health`).
     writes: Option<Arc<WriteHealth>>,
+    /// Changes announced inside this transaction, evicted from this instance's caches when
+    /// it commits (the listener hears them too, but the next request may come first).
+    announced: Vec<notify::Change>,
+    invalidation: Option<Arc<notify::Invalidation>>,
 }
 
 /// How long an abandoned transaction's `ROLLBACK` may take before its connection is closed.
@@ -53,6 +58,8 @@ impl Tx {
             backend: db.backend,
             writer_turn,
             writes,
+            announced: Vec::new(),
+            invalidation: db.invalidation.clone(),
         };
         // Built before BEGIN runs, so a BEGIN cut short is rolled back on drop too.
         tx.execute(begin).await?;
@@ -68,7 +75,29 @@ impl Tx {
             // Clean: the connection goes back to the pool and the writer turn is released.
             self.conn = None;
             self.writer_turn = None;
+            if let Some(invalidation) = &self.invalidation {
+                for change in &self.announced {
+                    invalidation.evict(change);
+                }
+            }
         })
+    }
+
+    /// Announces that this transaction changes what caches hold: on PostgreSQL a
+    /// `pg_notify` on the schema's channel, delivered to every instance when (and only if)
+    /// the transaction commits, and evicted here at the commit. On SQLite every commit is
+    /// seen through the WAL index, so nothing is sent.
+    pub async fn notify(&mut self, change: notify::Change) -> CoreResult<()> {
+        let Some(invalidation) = self.invalidation.clone() else {
+            return Ok(());
+        };
+        sqlx::query("SELECT pg_notify($1, $2)")
+            .bind(invalidation.channel())
+            .bind(notify::Invalidation::payload(&change))
+            .execute(&mut **self)
+            .await?;
+        self.announced.push(change);
+        Ok(())
     }
 
     /// Serializes writers of one organization for the rest of this transaction: on
@@ -76,11 +105,11 @@ impl Tx {
     /// SQLite the `BEGIN IMMEDIATE` of `begin_write` already holds the database's write
     /// lock. Returns false when the organization does not exist.
     pub async fn lock_organization(&mut self, organization_id: &str) -> CoreResult<bool> {
-        let sql = match self.backend {
-            Backend::Sqlite => "SELECT id FROM organizations WHERE id = $1",
-            Backend::Postgres => "SELECT id FROM organizations WHERE id = $1 FOR UPDATE",
-        };
-        let found: Option<String> = sqlx::query_scalar(sql)
+        let sql = format!(
+            "SELECT id FROM organizations WHERE id = $1{}",
+            self.row_lock()
+        );
+        let found: Option<String> = sqlx::query_scalar(sqlx::AssertSqlSafe(sql))
             .bind(organization_id)
             .fetch_optional(&mut **self)
             .await?;
@@ -89,6 +118,16 @@ impl Tx {
 
     pub fn backend(&self) -> Backend {
         self.backend
+    }
+
+    /// What a `SELECT` ends with to lock the rows it reads until this transaction ends:
+    /// ` FOR UPDATE` on PostgreSQL; nothing on SQLite, whose write transactions
+    /// (`BEGIN IMMEDIATE`) already exclude every other writer.
+    pub fn row_lock(&self) -> &'static str {
+        match self.backend {
+            Backend::Sqlite => "",
+            Backend::Postgres => " FOR UPDATE",
+        }
     }
 
     /// Ends the transaction without keeping anything (dropping it does the same, later).
@@ -249,6 +288,10 @@ pub struct Db {
     writes: Arc<WriteHealth>,
     /// The SQLite file whose WAL index announces every commit (see `cache`).
     change_signal: Option<std::path::PathBuf>,
+    /// PostgreSQL: where changes are announced and heard (see `notify`).
+    invalidation: Option<Arc<notify::Invalidation>>,
+    /// The URL the cache listener connects with (PostgreSQL).
+    url: Arc<str>,
     writer: Arc<tokio::sync::Mutex<()>>,
 }
 
@@ -271,10 +314,17 @@ impl Db {
             .connect_with(options)
             .await
             .context("cannot connect to the database")?;
-        // Only a SQLite file announces every commit cheaply (see cache.rs).
-        let change_signal = match backend {
-            Backend::Sqlite => cache::sqlite_path(url),
-            Backend::Postgres => None,
+        // A SQLite file announces every commit in its WAL index; PostgreSQL commits are
+        // announced on a channel named with the schema (see cache.rs, notify.rs).
+        let (change_signal, invalidation) = match backend {
+            Backend::Sqlite => (cache::sqlite_path(url), None),
+            Backend::Postgres => {
+                let schema: String = sqlx::query_scalar("SELECT CAST(current_schema() AS TEXT)")
+                    .fetch_one(&pool)
+                    .await
+                    .context("cannot read the database schema")?;
+                (None, Some(Arc::new(notify::Invalidation::new(&schema))))
+            }
         };
         Ok(Self {
             pool,
@@ -282,6 +332,8 @@ impl Db {
             timeouts,
             writes: Arc::default(),
             change_signal,
+            invalidation,
+            url: Arc::from(url),
             writer: Arc::new(tokio::sync::Mutex::new(())),
         })
     }
@@ -308,10 +360,73 @@ impl Db {
         self.backend
     }
 
-    /// A read cache that drops its entries whenever anything commits to this database
-    /// (disabled where commits are not announced: PostgreSQL).
-    pub fn read_cache<K: Eq + std::hash::Hash, V: Clone>(&self) -> cache::ReadCache<K, V> {
-        cache::ReadCache::new(self.change_signal.clone())
+    /// A read cache that never serves a value a commit made stale: on SQLite it drops its
+    /// entries whenever anything commits; on PostgreSQL the listener evicts the keys a
+    /// change `names` (and the cache is bypassed while the listener is not hearing).
+    pub fn read_cache<K, V>(
+        &self,
+        names: fn(&K, &notify::Change) -> bool,
+    ) -> Arc<cache::ReadCache<K, V>>
+    where
+        K: Eq + std::hash::Hash + Send + Sync + 'static,
+        V: Send + Sync + 'static,
+    {
+        let signal = match (&self.change_signal, &self.invalidation) {
+            (Some(path), _) => cache::Signal::wal(path.clone()),
+            (None, Some(invalidation)) => cache::Signal::Notified(invalidation.clone()),
+            (None, None) => cache::Signal::None,
+        };
+        cache::ReadCache::new(signal, names)
+    }
+
+    /// Starts this instance's cache listener (PostgreSQL; `None` on SQLite, whose caches need
+    /// none). Until it hears its first heartbeat the caches are bypassed.
+    pub fn listen_for_changes(&self) -> Option<tokio::task::JoinHandle<()>> {
+        let invalidation = self.invalidation.clone()?;
+        Some(tokio::spawn(notify::listen(
+            self.url.to_string(),
+            self.pool.clone(),
+            invalidation,
+        )))
+    }
+
+    /// Announces a change made outside the service's transactions (by hand, by a tool): the
+    /// caches of every instance drop what it names, as if the change had announced itself.
+    pub async fn announce(&self, change: notify::Change) -> CoreResult<()> {
+        let mut tx = self.begin_write().await?;
+        tx.notify(change).await?;
+        tx.commit().await
+    }
+
+    /// Waits (at most `limit`) until the cache listener hears its heartbeats, so an instance
+    /// starts with its caches in use and `/health` saying so. True when it does.
+    pub async fn caches_ready(&self, limit: Duration) -> bool {
+        let Some(invalidation) = &self.invalidation else {
+            return true;
+        };
+        let deadline = tokio::time::Instant::now() + limit;
+        while !invalidation.healthy() {
+            if tokio::time::Instant::now() >= deadline {
+                return false;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        true
+    }
+
+    /// The caches' state for `/health`.
+    pub fn cache_health(&self) -> notify::CacheHealth {
+        match &self.invalidation {
+            Some(invalidation) => invalidation.health(),
+            None => notify::CacheHealth::Disabled,
+        }
+    }
+
+    /// The channel changes are announced on (PostgreSQL).
+    pub fn cache_channel(&self) -> Option<&str> {
+        self.invalidation
+            .as_deref()
+            .map(notify::Invalidation::channel)
     }
 
     /// See `Tx::lock_organization`.

@@ -362,9 +362,31 @@ pub struct ExecutionFilter {
     pub start_before: Option<i64>,
     pub limit: i64,
     pub offset: i64,
+    /// Only executions older than this (the previous page's last).
+    pub after: Option<crate::cursor::Cursor>,
+}
+
+/// A page of executions.
+#[derive(Debug)]
+pub struct ExecutionPage {
+    pub executions: Vec<Execution>,
+    /// Live executions matching the status filter (all pages).
+    pub total: i64,
+    /// Where the next page starts; `None` on the last page.
+    pub next: Option<crate::cursor::Cursor>,
 }
 
 impl ExecutionFilter {
+    /// Whether nothing but statuses narrows the runs: then a list's `total` is read from
+    /// the live-run counters instead of counting rows.
+    pub fn by_status_only(&self) -> bool {
+        self.group.is_none()
+            && self.environment.is_none()
+            && self.source.is_none()
+            && self.start_after.is_none()
+            && self.start_before.is_none()
+    }
+
     /// Whether only the group narrows the runs: then the grouped view is read from the
     /// group counters instead of the runs themselves.
     pub fn by_group_only(&self) -> bool {

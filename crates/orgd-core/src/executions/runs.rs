@@ -10,14 +10,16 @@ use sqlx::{Any, AssertSqlSafe, Executor, Row};
 
 use super::run_requests::{self, RUN_REQUEST_COLUMNS, RunRequest};
 use super::{
-    Execution, ExecutionChange, ExecutionFilter, ExecutionLink, GroupFilter, NewExecution,
-    START_TIME_SQL, Source, Status,
+    Execution, ExecutionChange, ExecutionFilter, ExecutionLink, ExecutionPage, GroupFilter,
+    NewExecution, START_TIME_SQL, Source, Status,
 };
 use crate::analysis;
-use crate::db::Db;
+use crate::cursor::{Cursor, split_page};
+use crate::db::{Db, Tx};
 use crate::error::{CoreError, CoreResult};
 use crate::idempotency::{self, Replay};
 use crate::organizations;
+use crate::rules::run_counts;
 use crate::rules::run_stats::{self, RunFacts, RunStats, group_condition};
 use crate::rules::runs::{self as run_rules, RunRefusal};
 use crate::usage::Period;
@@ -336,6 +338,7 @@ pub async fn create_execution(
         finished_at: None,
     };
     run_stats::record(&mut tx, org_id, None, Some(&facts)).await?;
+    run_counts::moved(&mut tx, org_id, None, Some(new.status)).await?;
     sqlx::query(
         "INSERT INTO usage_counters (organization_id, period, test_runs, ai_analyses) VALUES ($1, $2, 1, 0)
          ON CONFLICT (organization_id, period) DO UPDATE SET test_runs = usage_counters.test_runs + 1",
@@ -378,6 +381,11 @@ pub async fn update_execution(
     let status = change.status.map(Status::as_str);
     let finished = change.status.is_some_and(Status::is_finished);
     let mut tx = db.begin_write().await?;
+    // The status it moves from, locked until the commit so the counters move with it.
+    let before = match change.status {
+        Some(_) => current_status(&mut tx, org_id, task_id).await?,
+        None => None,
+    };
     // One conditional statement: a status change applies only to an unfinished
     // execution, so two racing finishes cannot both win.
     let updated = sqlx::query(
@@ -404,13 +412,14 @@ pub async fn update_execution(
         // The statement moved only a PENDING or RUNNING run, which counted as one unfinished
         // run from its creation time; what it was exactly does not change its counts.
         let after = facts_from_row(row)?;
-        let before = RunFacts {
+        let before_facts = RunFacts {
             status: Status::Pending,
             started_at: None,
             finished_at: None,
             ..after.clone()
         };
-        run_stats::record(&mut tx, org_id, Some(&before), Some(&after)).await?;
+        run_stats::record(&mut tx, org_id, Some(&before_facts), Some(&after)).await?;
+        run_counts::moved(&mut tx, org_id, before, change.status).await?;
     }
     // The move into a failed state and the queued analysis commit together.
     if updated.is_some() && change.status.is_some_and(Status::is_failure) {
@@ -451,37 +460,108 @@ pub async fn execution(db: &Db, org_id: &str, task_id: &str) -> CoreResult<Optio
     Ok(Some(execution))
 }
 
-/// A page of live executions, newest first, with their links, and how many match.
+/// A page of live executions, newest first, with their links, how many match (from the
+/// run counters) and the cursor of the next page.
+///
+/// Filtered by status, the page is the newest of each status's own newest rows (one index
+/// range per status, `executions_status_page_idx`), so its cost does not grow with the runs
+/// of other statuses either.
 pub async fn executions(
     db: &Db,
     org_id: &str,
     filter: &ExecutionFilter,
-) -> CoreResult<(Vec<Execution>, i64)> {
-    let (condition, binds) = filter_condition(org_id, filter, 1);
-    let next = 1 + binds.len();
-    let page_sql = format!(
-        "SELECT {columns} FROM executions WHERE {condition}
-         ORDER BY created_at DESC, id DESC LIMIT ${next} OFFSET ${}",
-        next + 1,
-        columns = execution_columns(""),
-    );
-    let count_sql = format!("SELECT COUNT(*) AS n FROM executions WHERE {condition}");
-    let rows = bind_all(sqlx::query(AssertSqlSafe(page_sql)), &binds)
-        .bind(filter.limit)
-        .bind(filter.offset)
-        .fetch_all(db.pool())
-        .await?;
-    let total: i64 = bind_all(sqlx::query(AssertSqlSafe(count_sql)), &binds)
-        .fetch_one(db.pool())
-        .await?
-        .try_get("n")?;
-    let mut page = rows
+) -> CoreResult<ExecutionPage> {
+    // The filter without its statuses ($1…), then the cursor, the page size + 1 and the
+    // offset, then one bind per status.
+    let unfiltered = ExecutionFilter {
+        statuses: Vec::new(),
+        ..filter.clone()
+    };
+    let (mut condition, mut binds) = filter_condition(org_id, &unfiltered, 1);
+    if let Some(cursor) = &filter.after {
+        let at = binds.len() + 1;
+        condition.push_str(" AND ");
+        condition.push_str(&Cursor::older_than(
+            &format!("${at}"),
+            &format!("${}", at + 1),
+        ));
+        binds.push(Bind::Int(cursor.created_at));
+        binds.push(Bind::Text(cursor.id.clone()));
+    }
+    let (size, offset) = (binds.len() + 1, binds.len() + 2);
+    let columns = execution_columns("");
+    let order = "ORDER BY created_at DESC, id DESC";
+    let sql = if filter.statuses.is_empty() {
+        format!(
+            "SELECT {columns} FROM executions WHERE {condition} {order} LIMIT ${size} OFFSET ${offset}"
+        )
+    } else {
+        // Each range reads at most offset + page rows; the outer query picks the page.
+        let ranges: Vec<String> = (0..filter.statuses.len())
+            .map(|i| {
+                format!(
+                    "SELECT * FROM (SELECT {columns} FROM executions
+                     WHERE {condition} AND status = ${} {order} LIMIT ${size} + ${offset}) AS s{i}",
+                    offset + 1 + i
+                )
+            })
+            .collect();
+        format!(
+            "SELECT * FROM ({}) AS page {order} LIMIT ${size} OFFSET ${offset}",
+            ranges.join(" UNION ALL ")
+        )
+    };
+    let mut query = bind_all(sqlx::query(AssertSqlSafe(sql)), &binds)
+        .bind(filter.limit + 1)
+        .bind(filter.offset);
+    for status in &filter.statuses {
+        query = query.bind(status.as_str());
+    }
+    let rows = query.fetch_all(db.pool()).await?;
+    let total = if filter.by_status_only() {
+        run_counts::live(db.pool(), org_id, &filter.statuses).await?
+    } else {
+        // The original's filters (environment, group, source, time) are counted from the
+        // matching runs: no counter exists for every combination.
+        let (condition, binds) = filter_condition(org_id, filter, 1);
+        let sql = format!("SELECT COUNT(*) AS n FROM executions WHERE {condition}");
+        bind_all(sqlx::query(AssertSqlSafe(sql)), &binds)
+            .fetch_one(db.pool())
+            .await?
+            .try_get("n")?
+    };
+    let rows = rows
         .iter()
         .map(|row| execution_from_row(row, false))
         .collect::<CoreResult<Vec<_>>>()?;
+    let (mut page, next) = split_page(rows, filter.limit, |e| Cursor {
+        created_at: e.created_at,
+        id: e.id.clone(),
+    });
     attach_links(db, org_id, &mut page).await?;
     attach_analyses(db, org_id, &mut page).await?;
-    Ok((page, total))
+    Ok(ExecutionPage {
+        executions: page,
+        total,
+        next,
+    })
+}
+
+/// The status of a live execution, locked for the rest of `tx`.
+async fn current_status(tx: &mut Tx, org_id: &str, task_id: &str) -> CoreResult<Option<Status>> {
+    let sql = format!(
+        "SELECT status FROM executions
+         WHERE organization_id = $1 AND task_id = $2 AND deleted_at IS NULL{}",
+        tx.row_lock()
+    );
+    let status: Option<String> = sqlx::query_scalar(AssertSqlSafe(sql))
+        .bind(org_id)
+        .bind(task_id)
+        .fetch_optional(&mut **tx)
+        .await?;
+    status
+        .map(|s| Status::try_from(s).map_err(CoreError::Corrupt))
+        .transpose()
 }
 
 /// Soft-deletes a live execution and forgets its report files, freeing their storage.
@@ -502,8 +582,11 @@ pub async fn delete_execution(db: &Db, org_id: &str, task_id: &str, now: i64) ->
     let Some(deleted) = deleted else {
         return Ok(false);
     };
-    // A deleted run leaves the KPIs and its group (its test-run usage stays: it was run).
-    run_stats::record(&mut tx, org_id, Some(&facts_from_row(&deleted)?), None).await?;
+    // A deleted run leaves the KPIs, its group and the live counts (its test-run usage
+    // stays: it was run).
+    let facts = facts_from_row(&deleted)?;
+    run_stats::record(&mut tx, org_id, Some(&facts), None).await?;
+    run_counts::moved(&mut tx, org_id, Some(facts.status), None).await?;
     // Its environment values are of no further use to anyone: they go with it.
     let execution_id: String = deleted.try_get("id")?;
     sqlx::query("DELETE FROM run_requests WHERE execution_id = $1")

@@ -8,6 +8,7 @@
 //! | an invitation counts through its expiry millisecond | `expiry` |
 //! | an organization keeps an active admin | `last_admin` |
 //! | monthly `maxTestRuns`, `maxConcurrentRuns` | `runs` |
+//! | live runs counted per status, exact at every commit | `run_counts` |
 //! | storage reserved before bytes land | `storage` |
 //! | `maxProjects` | `projects` |
 //! | run counters (KPIs, groups) move with every run created, finished or deleted | `run_stats` |
@@ -16,6 +17,7 @@
 pub mod expiry;
 pub mod last_admin;
 pub mod projects;
+pub mod run_counts;
 pub mod run_stats;
 pub mod runs;
 pub mod seats;

@@ -1,10 +1,15 @@
 //! Run limits: no more runs created in a calendar month than `maxTestRuns` (deleted runs still
 //! count), and no more PENDING or RUNNING at once than `maxConcurrentRuns`.
 
+use super::run_counts;
 use crate::db::Tx;
 use crate::error::CoreResult;
+use crate::executions::Status;
 use crate::plans::Limits;
 use crate::usage::Period;
+
+/// The runs that hold a concurrency slot.
+const ACTIVE: [Status; 2] = [Status::Pending, Status::Running];
 
 /// Why a new run is refused.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -34,13 +39,7 @@ pub async fn admit(
         }
     }
     if let Some(limit) = limits.max_concurrent_runs {
-        let active: i64 = sqlx::query_scalar(
-            "SELECT COUNT(*) FROM executions
-             WHERE organization_id = $1 AND status IN ('PENDING', 'RUNNING') AND deleted_at IS NULL",
-        )
-        .bind(organization_id)
-        .fetch_one(&mut **tx)
-        .await?;
+        let active = run_counts::live(&mut **tx, organization_id, &ACTIVE).await?;
         if active >= limit {
             return Ok(Err(RunRefusal::Concurrent { active, limit }));
         }
@@ -68,6 +67,12 @@ mod tests {
         .execute(&mut **tx)
         .await
         .expect("run");
+        if !deleted {
+            let status = Status::parse(status);
+            run_counts::moved(tx, org, None, status)
+                .await
+                .expect("counted");
+        }
     }
 
     async fn count_month(tx: &mut Tx, org: &str, period: &Period, runs: i64) {
@@ -114,6 +119,7 @@ mod tests {
                 .execute(&mut *tx)
                 .await
                 .expect("finish");
+            run_counts::recount(&mut tx, &org).await.expect("recount");
             run(&mut tx, &org, "PENDING", true).await;
             assert_eq!(
                 admit(&mut tx, &org, &limits, &period.next())
