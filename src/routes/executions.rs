@@ -23,7 +23,7 @@ use crate::openapi::ErrorBody;
 use crate::routes::usage::limit_refusal;
 use crate::state::AppState;
 use orgd_core::executions::{
-    Execution, ExecutionChange, ExecutionFilter, NewExecution, NewExecutionOutcome,
+    Execution, ExecutionChange, ExecutionFilter, FinishNotice, NewExecution, NewExecutionOutcome,
     NewProjectOutcome, Project, Status, TaskId, UpdateOutcome, project_name,
 };
 use orgd_core::text::utf8_tail;
@@ -438,6 +438,16 @@ async fn create(
 }
 
 const MAX_ERROR_BYTES: usize = 64 * 1024;
+
+/// How a finished run is announced: the single-execution view without `output`.
+pub(crate) fn finish_notice(app: &AppState) -> FinishNotice {
+    FinishNotice {
+        view: |execution| {
+            serde_json::to_value(execution_view(execution, false)).unwrap_or_default()
+        },
+        analysis_wait_ms: app.config.delivery.analysis_wait.as_millis() as i64,
+    }
+}
 /// Only the end of a run's log is kept: that is where failures show.
 const MAX_OUTPUT_BYTES: usize = 256 * 1024;
 
@@ -532,9 +542,11 @@ async fn update(
         task_id.as_str(),
         &change,
         app.now(),
+        &finish_notice(&app),
     )
     .await
     .or_internal("Failed to update execution")?;
+    app.wake_outbox();
     match outcome {
         UpdateOutcome::Updated(execution) => Ok(execution_body(&execution, false)),
         UpdateOutcome::NotFound => Err(execution_not_found()),

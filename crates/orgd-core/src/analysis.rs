@@ -48,9 +48,9 @@ pub struct SealedSecret {
 }
 
 /// Queues an analysis of the execution inside the caller's transaction, when its
-/// organization has analysis switched on.
-pub async fn queue(tx: &mut Tx, org_id: &str, task_id: &str, now: i64) -> CoreResult<()> {
-    sqlx::query(
+/// organization has analysis switched on; whether it queued one.
+pub async fn queue(tx: &mut Tx, org_id: &str, task_id: &str, now: i64) -> CoreResult<bool> {
+    let queued = sqlx::query(
         "INSERT INTO analyses (execution_id, organization_id, status, attempts, created_at, updated_at)
          SELECT e.id, e.organization_id, 'queued', 0, $3, $3
          FROM executions e JOIN organizations o ON o.id = e.organization_id
@@ -62,7 +62,7 @@ pub async fn queue(tx: &mut Tx, org_id: &str, task_id: &str, now: i64) -> CoreRe
     .bind(now)
     .execute(&mut **tx)
     .await?;
-    Ok(())
+    Ok(queued.rows_affected() == 1)
 }
 
 const ANALYSIS_COLUMNS: &str = "execution_id, status, model, provider, key_source, input_tokens,
@@ -126,6 +126,19 @@ pub async fn of_executions(
         found.insert(row.try_get("execution_id")?, record_from_row(&row)?);
     }
     Ok(found)
+}
+
+/// The analysis of one execution as `tx` sees it.
+pub async fn of_execution_in(
+    tx: &mut Tx,
+    execution_id: &str,
+) -> CoreResult<Option<AnalysisRecord>> {
+    let sql = format!("SELECT {ANALYSIS_COLUMNS} FROM analyses WHERE execution_id = $1");
+    let row = sqlx::query(AssertSqlSafe(sql))
+        .bind(execution_id)
+        .fetch_optional(&mut **tx)
+        .await?;
+    row.as_ref().map(record_from_row).transpose()
 }
 
 /// Marks the execution's analysis as running for an on-demand request (creating or
@@ -241,6 +254,8 @@ pub async fn finish(
         .await?;
     }
     audit::insert(&mut tx, audit, now).await?;
+    // A notification waiting for this analysis is due now.
+    crate::outbox::analysis_stored(&mut tx, execution_id, now).await?;
     let sql = format!("SELECT {ANALYSIS_COLUMNS} FROM analyses WHERE execution_id = $1");
     let row = sqlx::query(AssertSqlSafe(sql))
         .bind(execution_id)

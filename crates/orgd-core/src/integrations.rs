@@ -179,6 +179,8 @@ pub async fn save(
     if written == 0 {
         return Ok(false);
     }
+    // Saved credentials start with a clean health record.
+    crate::outbox::reset_health(&mut tx, write.organization_id, write.integration.as_str()).await?;
     audit::insert(&mut tx, audit, now).await?;
     tx.commit().await?;
     Ok(true)

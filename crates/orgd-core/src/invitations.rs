@@ -12,6 +12,8 @@ use crate::idempotency::{self, Replay};
 use crate::rules::expiry::{is_expired, pending_at};
 use crate::rules::last_admin;
 use crate::rules::seats::{self, SeatUsage};
+use crate::rules::thresholds::{self, Figure};
+use crate::usage::Resource;
 use crate::users::{NewUser, Role, UserRecord, member_in};
 
 /// An invitation's secret: 32 random bytes as 64 hex characters (accepted in either case).
@@ -225,6 +227,20 @@ pub async fn create(
     .bind(invitation.expires_at)
     .bind(now)
     .execute(&mut *tx)
+    .await?;
+    // The invitation takes a seat: the seat figure may cross a threshold.
+    let figure = |used| Figure {
+        used,
+        limit: seats.limit,
+    };
+    thresholds::record(
+        &mut tx,
+        org,
+        Resource::Users,
+        figure(seats.used),
+        figure(seats.used + 1),
+        now,
+    )
     .await?;
     audit::insert(&mut tx, audit, now).await?;
     idempotency::store(&mut tx, replay, invitation).await?;

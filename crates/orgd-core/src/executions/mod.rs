@@ -12,8 +12,8 @@ pub use files::{
 };
 pub use projects::{NewProjectOutcome, create_project, delete_project, projects};
 pub use runs::{
-    NewExecutionOutcome, UpdateOutcome, create_execution, delete_execution, execution,
-    execution_exists, executions, update_execution,
+    FinishNotice, NewExecutionOutcome, UpdateOutcome, create_execution, delete_execution,
+    execution, execution_exists, executions, update_execution,
 };
 
 use crate::analysis::AnalysisRecord;

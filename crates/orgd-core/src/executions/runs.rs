@@ -8,11 +8,14 @@ use sqlx::{Any, AssertSqlSafe, Executor, Row};
 use super::{Execution, ExecutionChange, ExecutionFilter, ExecutionLink, NewExecution, Status};
 use crate::analysis;
 use crate::db::Db;
+use crate::db::Tx;
 use crate::error::{CoreError, CoreResult};
 use crate::idempotency::{self, Replay};
 use crate::organizations;
+use crate::outbox::{self, EXECUTION_FINISHED, NewEvent};
 use crate::rules::runs::{self as run_rules, RunRefusal};
-use crate::usage::Period;
+use crate::rules::thresholds::{self, Figure};
+use crate::usage::{Period, Resource};
 
 pub enum NewExecutionOutcome {
     Created(Box<Execution>),
@@ -76,7 +79,11 @@ async fn attach_analyses(db: &Db, org_id: &str, page: &mut [Execution]) -> CoreR
 }
 
 /// Attaches the ticket links of every execution in `page` with one query.
-async fn attach_links(db: &Db, org_id: &str, page: &mut [Execution]) -> CoreResult<()> {
+async fn attach_links<'e>(
+    db: impl Executor<'e, Database = Any>,
+    org_id: &str,
+    page: &mut [Execution],
+) -> CoreResult<()> {
     if page.is_empty() {
         return Ok(());
     }
@@ -90,7 +97,7 @@ async fn attach_links(db: &Db, org_id: &str, page: &mut [Execution]) -> CoreResu
     for execution in page.iter() {
         query = query.bind(&execution.id);
     }
-    for row in query.fetch_all(db.pool()).await? {
+    for row in query.fetch_all(db).await? {
         let link = ExecutionLink {
             execution_id: row.try_get("execution_id")?,
             provider: row.try_get("provider")?,
@@ -200,13 +207,27 @@ pub async fn create_execution(
     .bind(started_at)
     .execute(&mut *tx)
     .await?;
-    sqlx::query(
+    let test_runs: i64 = sqlx::query_scalar(
         "INSERT INTO usage_counters (organization_id, period, test_runs, ai_analyses) VALUES ($1, $2, 1, 0)
-         ON CONFLICT (organization_id, period) DO UPDATE SET test_runs = usage_counters.test_runs + 1",
+         ON CONFLICT (organization_id, period) DO UPDATE SET test_runs = usage_counters.test_runs + 1
+         RETURNING test_runs",
     )
     .bind(org_id)
     .bind(&period.key)
-    .execute(&mut *tx)
+    .fetch_one(&mut *tx)
+    .await?;
+    let figure = |used| Figure {
+        used,
+        limit: limits.max_test_runs,
+    };
+    thresholds::record(
+        &mut tx,
+        org_id,
+        Resource::TestRuns,
+        figure(test_runs - 1),
+        figure(test_runs),
+        now,
+    )
     .await?;
     let created = Execution {
         id: new.id.clone(),
@@ -229,12 +250,21 @@ pub async fn create_execution(
     Ok(NewExecutionOutcome::Created(Box::new(created)))
 }
 
+/// How a finished run is announced: its JSON as the API shows it (the service owns the
+/// view), and how long its Slack message waits for an analysis queued with the finish.
+#[derive(Clone, Copy)]
+pub struct FinishNotice {
+    pub view: fn(&Execution) -> serde_json::Value,
+    pub analysis_wait_ms: i64,
+}
+
 pub async fn update_execution(
     db: &Db,
     org_id: &str,
     task_id: &str,
     change: &ExecutionChange,
     now: i64,
+    notice: &FinishNotice,
 ) -> CoreResult<UpdateOutcome> {
     let status = change.status.map(Status::as_str);
     let finished = change.status.is_some_and(Status::is_finished);
@@ -261,8 +291,12 @@ pub async fn update_execution(
     .execute(&mut *tx)
     .await?;
     // The move into a failed state and the queued analysis commit together.
-    if updated.rows_affected() > 0 && change.status.is_some_and(Status::is_failure) {
-        analysis::queue(&mut tx, org_id, task_id, now).await?;
+    let analysis_queued = updated.rows_affected() > 0
+        && change.status.is_some_and(Status::is_failure)
+        && analysis::queue(&mut tx, org_id, task_id, now).await?;
+    // So does the event announcing the finish, frozen as the run is now.
+    if updated.rows_affected() > 0 && finished {
+        announce_finish(&mut tx, org_id, task_id, analysis_queued, now, notice).await?;
     }
     tx.commit().await?;
     let current = execution(db, org_id, task_id).await?;
@@ -273,6 +307,40 @@ pub async fn update_execution(
         }
         Some(execution) => UpdateOutcome::Updated(Box::new(execution)),
     })
+}
+
+/// Queues `execution.finished` with the run as `tx` sees it (without its output).
+async fn announce_finish(
+    tx: &mut Tx,
+    org_id: &str,
+    task_id: &str,
+    analysis_queued: bool,
+    now: i64,
+    notice: &FinishNotice,
+) -> CoreResult<()> {
+    let sql = format!(
+        "SELECT {EXECUTION_COLUMNS} FROM executions WHERE organization_id = $1 AND task_id = $2"
+    );
+    let row = sqlx::query(AssertSqlSafe(sql))
+        .bind(org_id)
+        .bind(task_id)
+        .fetch_one(&mut **tx)
+        .await?;
+    let mut page = [execution_from_row(&row, false)?];
+    attach_links(&mut **tx, org_id, &mut page).await?;
+    let [mut execution] = page;
+    execution.analysis = analysis::of_execution_in(tx, &execution.id).await?;
+    let mut data = serde_json::Map::new();
+    data.insert("execution".into(), (notice.view)(&execution));
+    let event = NewEvent {
+        organization_id: org_id,
+        kind: EXECUTION_FINISHED,
+        data,
+        analysis_wait_until: analysis_queued
+            .then(|| (execution.id.as_str(), now + notice.analysis_wait_ms)),
+    };
+    outbox::enqueue(tx, &event, now).await?;
+    Ok(())
 }
 
 /// A live (not deleted) execution with its output and links.
@@ -288,7 +356,7 @@ pub async fn execution(db: &Db, org_id: &str, task_id: &str) -> CoreResult<Optio
         .await?;
     let Some(row) = row else { return Ok(None) };
     let mut page = [execution_from_row(&row, true)?];
-    attach_links(db, org_id, &mut page).await?;
+    attach_links(db.pool(), org_id, &mut page).await?;
     attach_analyses(db, org_id, &mut page).await?;
     let [execution] = page;
     Ok(Some(execution))
@@ -330,7 +398,7 @@ pub async fn executions(
         .iter()
         .map(|row| execution_from_row(row, false))
         .collect::<CoreResult<Vec<_>>>()?;
-    attach_links(db, org_id, &mut page).await?;
+    attach_links(db.pool(), org_id, &mut page).await?;
     attach_analyses(db, org_id, &mut page).await?;
     Ok((page, total))
 }

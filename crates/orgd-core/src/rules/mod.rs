@@ -11,6 +11,7 @@
 //! | storage reserved before bytes land | `storage` |
 //! | `maxProjects` | `projects` |
 //! | an idempotency key is claimed once | `crate::idempotency` |
+//! | a usage threshold is announced once per level and month | `thresholds` |
 
 pub mod expiry;
 pub mod last_admin;
@@ -18,3 +19,4 @@ pub mod projects;
 pub mod runs;
 pub mod seats;
 pub mod storage;
+pub mod thresholds;
