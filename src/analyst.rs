@@ -148,7 +148,10 @@ async fn resolve(
 
 /// Every secret the organization stored, opened, plus the platform keys: none may leave
 /// inside a log.
-async fn secrets_to_redact(app: &AppState, org_id: &str) -> Result<Vec<String>, RunError> {
+pub(crate) async fn secrets_to_redact(
+    app: &AppState,
+    org_id: &str,
+) -> Result<Vec<String>, RunError> {
     let sealed = orgd_core::analysis::organization_secrets(&app.db, org_id)
         .await
         .during(FAILED)?;

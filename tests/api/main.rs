@@ -20,6 +20,7 @@ mod isolation;
 mod llm_fakes;
 mod members;
 mod metrics;
+mod notifications;
 mod openapi;
 mod operator;
 mod organization;

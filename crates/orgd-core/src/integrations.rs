@@ -203,6 +203,7 @@ pub async fn delete(
             .await?
             .rows_affected();
     if removed > 0 {
+        crate::outbox::reset_health(&mut tx, organization_id, integration.as_str()).await?;
         audit::insert(&mut tx, audit, now).await?;
     }
     tx.commit().await?;

@@ -538,9 +538,10 @@ pub async fn record_success(
     now: i64,
 ) -> CoreResult<()> {
     sqlx::query(
-        "INSERT INTO integration_health (organization_id, provider, last_success_at, consecutive_failures)
-         VALUES ($1, $2, $3, 0)
-         ON CONFLICT (organization_id, provider) DO UPDATE SET last_success_at = $3, consecutive_failures = 0",
+        "INSERT INTO integration_health (organization_id, provider, last_success_at, consecutive_failures, permanent_failures)
+         VALUES ($1, $2, $3, 0, 0)
+         ON CONFLICT (organization_id, provider) DO UPDATE SET last_success_at = $3, consecutive_failures = 0,
+            permanent_failures = 0",
     )
     .bind(organization_id)
     .bind(provider)
@@ -565,11 +566,13 @@ pub async fn record_failure(
 ) -> CoreResult<bool> {
     let mut tx = db.begin_write().await?;
     let failures: i64 = sqlx::query_scalar(
-        "INSERT INTO integration_health (organization_id, provider, last_failure_at, last_error, consecutive_failures)
-         VALUES ($1, $2, $3, $4, $5)
+        "INSERT INTO integration_health (organization_id, provider, last_failure_at, last_error,
+                                         consecutive_failures, permanent_failures)
+         VALUES ($1, $2, $3, $4, 1, $5)
          ON CONFLICT (organization_id, provider) DO UPDATE SET last_failure_at = $3, last_error = $4,
-            consecutive_failures = integration_health.consecutive_failures + $5
-         RETURNING consecutive_failures",
+            consecutive_failures = integration_health.consecutive_failures + 1,
+            permanent_failures = integration_health.permanent_failures + $5
+         RETURNING permanent_failures",
     )
     .bind(organization_id)
     .bind(provider.as_str())

@@ -60,6 +60,9 @@ CREATE TABLE integration_health (
     last_success_at BIGINT,
     last_failure_at BIGINT,
     last_error TEXT,
+    -- Failed calls since the last success, and the permanent ones among them (the provider
+    -- refused the credential or the destination is gone), which count toward disabling.
     consecutive_failures BIGINT NOT NULL DEFAULT 0,
+    permanent_failures BIGINT NOT NULL DEFAULT 0,
     PRIMARY KEY (organization_id, provider)
 );
