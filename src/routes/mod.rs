@@ -25,6 +25,7 @@ pub mod reports;
 pub mod service;
 pub mod tickets;
 pub mod usage;
+pub mod webhooks;
 
 /// Every route but the operator API, each registered with its OpenAPI description.
 pub fn router() -> OpenApiRouter<AppState> {
@@ -45,4 +46,5 @@ pub fn router() -> OpenApiRouter<AppState> {
         .merge(executions::router())
         .merge(reports::router())
         .merge(analysis::router())
+        .merge(webhooks::router())
 }

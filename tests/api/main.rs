@@ -28,3 +28,4 @@ mod ratelimit;
 mod reports;
 mod secrets;
 mod usage;
+mod webhooks;
