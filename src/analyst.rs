@@ -10,6 +10,7 @@ use serde_json::json;
 
 use crate::config::Secret;
 use crate::error::ProviderCall;
+use crate::routes::execution_views::analysis_view;
 use crate::state::AppState;
 use orgd_core::analysis::{AnalysisRecord, Finished, Lease, log_text};
 use orgd_core::audit::AuditEvent;
@@ -257,10 +258,19 @@ pub async fn run(
         "status": if finished.completed { "completed" } else { "failed" },
         "replacedModel": resolved.replaced,
     }));
-    let view =
-        orgd_core::analysis::finish(&app.db, org_id, &execution.id, &finished, &audit, app.now())
-            .await
-            .during("Failed to store the analysis")?;
+    let view = orgd_core::analysis::finish(
+        &app.db,
+        org_id,
+        &execution.id,
+        &finished,
+        &audit,
+        app.now(),
+        |record| serde_json::to_value(analysis_view(record)).unwrap_or_default(),
+    )
+    .await
+    .during("Failed to store the analysis")?;
+    // The analysis may release a waiting Slack message and is an event itself.
+    app.wake_outbox();
     Ok((view, failure))
 }
 

@@ -546,7 +546,6 @@ async fn update(
     )
     .await
     .or_internal("Failed to update execution")?;
-    app.wake_outbox();
     match outcome {
         UpdateOutcome::Updated(execution) => Ok(execution_body(&execution, false)),
         UpdateOutcome::NotFound => Err(execution_not_found()),

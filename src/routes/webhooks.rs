@@ -680,7 +680,6 @@ async fn retry(
             "No delivery with this id for this webhook",
         ));
     }
-    app.wake_outbox();
     Ok(Done::new("Delivery queued"))
 }
 
@@ -724,7 +723,6 @@ async fn send_test(
     let event_id = webhooks::queue_test(&app.db, org, &id, app.now())
         .await
         .or_internal("Failed to queue the test event")?;
-    app.wake_outbox();
     Ok((
         StatusCode::ACCEPTED,
         Json(QueuedTest {

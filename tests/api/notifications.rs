@@ -488,3 +488,87 @@ async fn slack_test_endpoint_and_health(backend: Backend) {
     .await;
     assert_eq!(status, 403);
 }
+
+/// Two instances on one queue, with the manual clock following the wall clock and the fake
+/// Slack's own one-per-second limit on: every event is delivered once, Slack paced overall.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn two_instances_deliver_each_event_once_and_pace_slack_overall() {
+    let mut backends = vec![Backend::Sqlite];
+    backends.extend(Backend::postgres());
+    for backend in backends {
+        let (app, slack) = slack_app(backend, |c| {
+            c.delivery.private_urls = orgd_providers::ssrf::PrivateAddresses::Allowed;
+        })
+        .await;
+        slack.set_rate_limit(true);
+        let clock = app.clock.clone();
+        let follower = tokio::spawn(async move {
+            loop {
+                clock.set(crate::helpers::wall_clock_ms());
+                tokio::time::sleep(Duration::from_millis(2)).await;
+            }
+        });
+        let other = app.another_instance().await;
+        let admin = app.signup("Two Instances Org").await;
+        analysis_switch(&app, &admin, false).await;
+        connect_slack(&app, &admin, SLACK_PATH, json!({})).await;
+        let receiver = orgd_fakes::webhook_receiver::FakeReceiver::spawn(None).await;
+        let (status, body) = call(app.send_json(
+            Method::POST,
+            "/api/webhooks",
+            &admin.token,
+            json!({"url": receiver.endpoint(), "events": ["execution.finished"]}),
+        ))
+        .await;
+        assert_eq!(status, 201, "{body}");
+        for n in 0..4 {
+            let instance = if n % 2 == 0 { &app } else { &other };
+            let task = format!("pair-{n}");
+            let (code, body) = call(instance.send_json(
+                Method::POST,
+                "/api/executions",
+                &admin.token,
+                json!({"taskId": task, "status": "RUNNING"}),
+            ))
+            .await;
+            assert_eq!(code, 201, "{body}");
+            let (code, body) = call(instance.send_json(
+                Method::PATCH,
+                &format!("/api/executions/{task}"),
+                &admin.token,
+                json!({"status": "FAILED", "error": "boom"}),
+            ))
+            .await;
+            assert_eq!(code, 200, "{body}");
+        }
+        for _ in 0..300 {
+            if slack.messages().len() >= 4 && receiver.deliveries().len() >= 4 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+        let mut posted: Vec<String> = slack
+            .messages()
+            .iter()
+            .map(|m| m.body["text"].as_str().unwrap_or_default().to_string())
+            .collect();
+        posted.sort();
+        assert_eq!(posted.len(), 4, "each run posted once: {posted:?}");
+        posted.dedup();
+        assert_eq!(posted.len(), 4, "no run posted twice");
+        let gap = slack.min_gap(SLACK_PATH).expect("a gap");
+        assert!(gap >= Duration::from_millis(950), "{gap:?}");
+        let refused = slack.seen().len() - slack.messages().len();
+        assert!(refused <= 1, "Slack refused {refused} posts as too fast");
+        assert_eq!(
+            receiver.deliveries().len(),
+            4,
+            "each webhook event delivered once"
+        );
+        assert_eq!(receiver.webhook_ids().len(), 4);
+        follower.abort();
+        other.stop().await;
+        app.stop().await;
+    }
+}

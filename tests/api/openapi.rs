@@ -135,7 +135,10 @@ async fn document_describes_every_endpoint_with_its_errors_and_auth() {
         .iter()
         .chain([&orgd_core::outbox::WEBHOOK_TEST])
     {
-        assert!(events.contains(event), "{event} missing from webhooks: {events:?}");
+        assert!(
+            events.contains(event),
+            "{event} missing from webhooks: {events:?}"
+        );
     }
     let envelope = "#/components/schemas/ErrorBody";
     assert_eq!(

@@ -494,3 +494,123 @@ async fn hostile_receivers_are_failed_attempts(backend: Backend) {
     let (status, _) = call(app.get("/api/organization", &admin.token)).await;
     assert_eq!(status, 200);
 }
+
+backend_tests!(member_events_and_lowered_limits_reach_webhooks);
+
+async fn member_events_and_lowered_limits_reach_webhooks(backend: Backend) {
+    let app = webhook_app(backend, |c| {
+        c.admin_token = Some(orgd::config::Secret(
+            "operator-token-for-tests-0123456789".into(),
+        ));
+    })
+    .await;
+    let admin = app.signup("Members Org").await;
+    let receiver = FakeReceiver::spawn(None).await;
+    register(
+        &app,
+        &admin,
+        &receiver.endpoint(),
+        json!([
+            "member.joined",
+            "member.role_changed",
+            "member.removed",
+            "usage.threshold_crossed"
+        ]),
+    )
+    .await;
+    // An invitation takes a seat (2 of 3 on the free plan), then the invitee joins.
+    let (status, invited) = call(app.send_json(
+        Method::POST,
+        "/api/invitations",
+        &admin.token,
+        json!({"email": "grace@example.com", "role": "developer"}),
+    ))
+    .await;
+    assert_eq!(status, 201, "{invited}");
+    let token = invited["invitation"]["token"].as_str().unwrap_or_default();
+    let (status, joined) = call(app.request(Method::POST, "/api/auth/signup").json(&json!({
+        "email": "grace@example.com", "password": crate::helpers::PASSWORD, "name": "Grace", "inviteToken": token
+    })))
+    .await;
+    assert_eq!(status, 201, "{joined}");
+    let grace = joined["user"]["id"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    let (status, _) = call(app.send_json(
+        Method::PATCH,
+        &format!("/api/users/{grace}/role"),
+        &admin.token,
+        json!({"role": "viewer"}),
+    ))
+    .await;
+    assert_eq!(status, 200);
+    let (status, _) = call(
+        app.request(Method::DELETE, &format!("/api/users/{grace}"))
+            .bearer_auth(&admin.token),
+    )
+    .await;
+    assert_eq!(status, 200);
+    // The operator lowers maxUsers to 1: 1 of 1 seats is a crossing, critical only.
+    let (status, body) = call(
+        app.request(
+            Method::PUT,
+            &format!("/api/admin/organizations/{}/limits", admin.org_id),
+        )
+        .bearer_auth("operator-token-for-tests-0123456789")
+        .json(&json!({"maxUsers": 1})),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    eventually("four events", || receiver.deliveries().len() == 4).await;
+    let events: Vec<Value> = receiver
+        .deliveries()
+        .iter()
+        .filter_map(|d| d.json())
+        .collect();
+    let mut kinds: Vec<&str> = events
+        .iter()
+        .map(|e| e["type"].as_str().unwrap_or_default())
+        .collect();
+    kinds.sort_unstable();
+    assert_eq!(
+        kinds,
+        vec![
+            "member.joined",
+            "member.removed",
+            "member.role_changed",
+            "usage.threshold_crossed"
+        ]
+    );
+    let joined = events
+        .iter()
+        .find(|e| e["type"] == "member.joined")
+        .expect("joined");
+    assert_eq!(joined["data"]["member"]["email"], "grace@example.com");
+    assert_eq!(joined["data"]["member"]["role"], "developer");
+    let changed = events
+        .iter()
+        .find(|e| e["type"] == "member.role_changed")
+        .expect("changed");
+    assert_eq!(
+        (
+            changed["data"]["member"]["role"].clone(),
+            changed["data"]["previousRole"].clone()
+        ),
+        (json!("viewer"), json!("developer"))
+    );
+    let thresholds: Vec<(Value, Value)> = events
+        .iter()
+        .filter(|e| e["type"] == "usage.threshold_crossed")
+        .map(|e| (e["data"]["resource"].clone(), e["data"]["level"].clone()))
+        .collect();
+    // The invitation made 2 of 3 seats (66 %): nothing; lowering to 1 of 1: critical.
+    assert!(
+        thresholds.contains(&(json!("users"), json!("critical"))),
+        "{thresholds:?}"
+    );
+    assert!(
+        !thresholds.contains(&(json!("users"), json!("warning"))),
+        "{thresholds:?}"
+    );
+}

@@ -214,6 +214,7 @@ pub async fn fail_abandoned(db: &Db, now: i64) -> CoreResult<u64> {
 
 /// Stores the result, counts it when it reached the provider, and writes the audit
 /// entry, in one transaction; the analysis object as the API shows it.
+/// `view` is the analysis as the API shows it, frozen into `analysis.completed`.
 pub async fn finish(
     db: &Db,
     org_id: &str,
@@ -221,6 +222,7 @@ pub async fn finish(
     finished: &Finished,
     audit: &AuditEvent,
     now: i64,
+    view: fn(&AnalysisRecord) -> serde_json::Value,
 ) -> CoreResult<AnalysisRecord> {
     let mut tx = db.begin_write().await?;
     sqlx::query(
@@ -261,9 +263,23 @@ pub async fn finish(
         .bind(execution_id)
         .fetch_one(&mut *tx)
         .await?;
-    let view = record_from_row(&row)?;
+    let record = record_from_row(&row)?;
+    let task_id: String = sqlx::query_scalar("SELECT task_id FROM executions WHERE id = $1")
+        .bind(execution_id)
+        .fetch_one(&mut *tx)
+        .await?;
+    let mut data = serde_json::Map::new();
+    data.insert("taskId".into(), task_id.into());
+    data.insert("analysis".into(), view(&record));
+    let event = crate::outbox::NewEvent {
+        organization_id: org_id,
+        kind: crate::outbox::ANALYSIS_COMPLETED,
+        data,
+        analysis_wait_until: None,
+    };
+    crate::outbox::enqueue(&mut tx, &event, now).await?;
     tx.commit().await?;
-    Ok(view)
+    Ok(record)
 }
 
 /// Drops the analysis of an execution deleted before it could run.

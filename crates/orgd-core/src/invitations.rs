@@ -9,6 +9,7 @@ use crate::audit::{self, Actor, AuditEvent};
 use crate::db::{Db, Tx};
 use crate::error::{CoreError, CoreResult};
 use crate::idempotency::{self, Replay};
+use crate::outbox::{self, MEMBER_JOINED, MEMBER_REMOVED, MemberNotice};
 use crate::rules::expiry::{is_expired, pending_at};
 use crate::rules::last_admin;
 use crate::rules::seats::{self, SeatUsage};
@@ -396,6 +397,34 @@ pub async fn accept(
     };
     audit::insert(&mut tx, &left, now).await?;
     audit::insert(&mut tx, &accepted_event(&invitation, &user.id, ip), now).await?;
+    let left = MemberNotice {
+        id: &user.id,
+        name: &user.name,
+        email: &user.email,
+        role: user.role.as_str(),
+    };
+    outbox::member_event(
+        &mut tx,
+        &user.organization_id,
+        MEMBER_REMOVED,
+        &left,
+        None,
+        now,
+    )
+    .await?;
+    let joined = MemberNotice {
+        role: invitation.role.as_str(),
+        ..left
+    };
+    outbox::member_event(
+        &mut tx,
+        &invitation.organization_id,
+        MEMBER_JOINED,
+        &joined,
+        None,
+        now,
+    )
+    .await?;
     let organization_name = organization_name(&mut tx, &invitation.organization_id).await?;
     tx.commit().await?;
     let user = UserRecord {
@@ -456,6 +485,13 @@ pub async fn signup(
         other => other?,
     };
     audit::insert(&mut tx, &accepted_event(&invitation, &user.id, ip), now).await?;
+    let joined = MemberNotice {
+        id: &user.id,
+        name: &user.name,
+        email: &user.email,
+        role: invitation.role.as_str(),
+    };
+    outbox::member_event(&mut tx, org, MEMBER_JOINED, &joined, None, now).await?;
     let organization_name = organization_name(&mut tx, org).await?;
     tx.commit().await?;
     let record = UserRecord {

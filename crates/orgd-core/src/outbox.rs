@@ -166,6 +166,42 @@ pub async fn enqueue(tx: &mut Tx, event: &NewEvent<'_>, now: i64) -> CoreResult<
     Ok(event_id)
 }
 
+/// A member as member events carry them.
+pub struct MemberNotice<'a> {
+    pub id: &'a str,
+    pub name: &'a str,
+    pub email: &'a str,
+    pub role: &'a str,
+}
+
+/// Queues `member.joined`, `member.removed` or `member.role_changed` in the caller's
+/// transaction.
+pub async fn member_event(
+    tx: &mut Tx,
+    organization_id: &str,
+    kind: &'static str,
+    member: &MemberNotice<'_>,
+    previous_role: Option<&str>,
+    now: i64,
+) -> CoreResult<()> {
+    let mut data = Map::new();
+    data.insert(
+        "member".into(),
+        json!({"id": member.id, "name": member.name, "email": member.email, "role": member.role}),
+    );
+    if let Some(previous) = previous_role {
+        data.insert("previousRole".into(), json!(previous));
+    }
+    let event = NewEvent {
+        organization_id,
+        kind,
+        data,
+        analysis_wait_until: None,
+    };
+    enqueue(tx, &event, now).await?;
+    Ok(())
+}
+
 /// Queues `event` for one webhook only (its test event, a retry of a delivery).
 pub async fn enqueue_to_webhook(
     tx: &mut Tx,
