@@ -20,7 +20,7 @@ use orgd_core::outbox::{
     Undelivered,
 };
 use orgd_core::secrets::SecretTable;
-use orgd_core::text::redact;
+use orgd_core::text::{redact, redact_json};
 use orgd_core::webhooks::{self, Failure};
 use orgd_providers::signing::WebhookSecret;
 use orgd_providers::slack::{self, RunNotice, SlackError, SlackMessage, SlackWebhook, UsageNotice};
@@ -214,10 +214,11 @@ async fn deliver_webhook(app: &AppState, row: Leased) -> anyhow::Result<Option<(
         secrets.push(WebhookSecret::parse(&opened.0).map_err(|e| anyhow::anyhow!("{e:?}"))?);
     }
     let signing: Vec<&WebhookSecret> = secrets.iter().collect();
+    let body = redacted_payload(app, org, &row.payload).await?;
     let delivery = Delivery {
         url: &webhook.url,
         id: &row.event_id,
-        body: row.payload.as_bytes(),
+        body: body.as_bytes(),
         secrets: &signing,
     };
     let outcome = app.webhooks.deliver(&delivery).await;
@@ -258,6 +259,15 @@ async fn deliver_webhook(app: &AppState, row: Leased) -> anyhow::Result<Option<(
         app.wake_outbox();
     }
     Ok(None)
+}
+
+/// The event as sent: every string in it with the organization's stored secrets redacted
+/// (a run's error may quote a token).
+async fn redacted_payload(app: &AppState, org: &str, payload: &str) -> anyhow::Result<String> {
+    let secrets = crate::analyst::secrets_to_redact(app, org).await?;
+    let mut event: Value = serde_json::from_str(payload)?;
+    redact_json(&mut event, &secrets);
+    Ok(event.to_string())
 }
 
 /// The rows of one organization's Slack destination: one paced post (a digest when more than

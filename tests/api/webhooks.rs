@@ -179,12 +179,29 @@ async fn deliveries_are_signed_and_rotation_signs_twice(backend: Backend) {
     assert_eq!(event["type"], "webhook.test");
     assert_eq!(event["id"], event_id.as_str());
     assert_eq!(event["data"]["organizationId"], admin.org_id.as_str());
-    // A run that finishes is an event too, with the execution frozen in it.
-    crate::notifications::finish_run(&app, &admin, "signed-run", "FAILED", "boom").await;
+    // A run that finishes is an event too, with the execution frozen in it and the
+    // organization's stored secrets redacted (Slack posts only PASSED here: nothing to Slack).
+    let slack_url =
+        "https://hooks.slack.com/services/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456789";
+    crate::notifications::connect_slack(
+        &app,
+        &admin,
+        "/services/T0SECRET1/B0SECRET1/slackPLAINTEXTsecret0123456789",
+        json!({"events": ["PASSED"]}),
+    )
+    .await;
+    let error = format!("posting to {slack_url} failed");
+    crate::notifications::finish_run(&app, &admin, "signed-run", "FAILED", &error).await;
     eventually("the execution event", || receiver.deliveries().len() == 2).await;
-    let event = receiver.deliveries()[1].json().expect("json body");
+    let delivery = &receiver.deliveries()[1];
+    assert_eq!(delivery.verified, Some(true), "{:?}", delivery.verify_error);
+    let event = delivery.json().expect("json body");
     assert_eq!(event["type"], "execution.finished");
     assert_eq!(event["data"]["execution"]["taskId"], "signed-run");
+    assert_eq!(
+        event["data"]["execution"]["error"],
+        "posting to [REDACTED] failed"
+    );
     // Rotation: for 24 h both secrets sign.
     let (status, rotated) = call(app.send_json(
         Method::POST,
