@@ -29,10 +29,13 @@ async fn main() -> anyhow::Result<()> {
     let events = knob("BENCH_EVENTS", 10_000);
     let readers = knob("BENCH_READERS", 4);
     let dir = tempfile::tempdir()?;
-    let url = std::env::var("BENCH_DATABASE_URL").unwrap_or_else(|_| {
-        format!("sqlite://{}?mode=rwc", dir.path().join("orgd.db").display())
-    });
-    let backend = if url.starts_with("sqlite") { "sqlite" } else { "postgres" };
+    let url = std::env::var("BENCH_DATABASE_URL")
+        .unwrap_or_else(|_| format!("sqlite://{}?mode=rwc", dir.path().join("orgd.db").display()));
+    let backend = if url.starts_with("sqlite") {
+        "sqlite"
+    } else {
+        "postgres"
+    };
 
     // The receiver: counts deliveries, answers 200 at once.
     let received = Arc::new(AtomicUsize::new(0));
@@ -80,7 +83,11 @@ async fn main() -> anyhow::Result<()> {
         .json(&json!({"url": hook, "events": ["*"]}))
         .send()
         .await?;
-    anyhow::ensure!(created.status() == 201, "webhook: {}", created.text().await?);
+    anyhow::ensure!(
+        created.status() == 201,
+        "webhook: {}",
+        created.text().await?
+    );
 
     // Readers: GET /api/organization in a loop, each on its own connection.
     let stop = Arc::new(AtomicBool::new(false));
@@ -116,7 +123,10 @@ async fn main() -> anyhow::Result<()> {
     let mut tx = state.db.begin_write().await?;
     for n in 0..events {
         let mut data = Map::new();
-        data.insert("member".into(), json!({"id": n, "name": "Bench", "email": "b@example.com", "role": "developer"}));
+        data.insert(
+            "member".into(),
+            json!({"id": n, "name": "Bench", "email": "b@example.com", "role": "developer"}),
+        );
         let event = NewEvent {
             organization_id: &org,
             kind: MEMBER_JOINED,
@@ -145,7 +155,10 @@ async fn main() -> anyhow::Result<()> {
             .map_or(0.0, |d| d.as_secs_f64() * 1000.0)
     };
     println!("backend: {backend}; {events} events; {readers} readers of GET /api/organization");
-    println!("queued in one transaction: {:.2} s", enqueue_time.as_secs_f64());
+    println!(
+        "queued in one transaction: {:.2} s",
+        enqueue_time.as_secs_f64()
+    );
     println!(
         "drained to the receiver: {} of {events} in {:.2} s (from the start of queueing)",
         received.load(Ordering::Relaxed),

@@ -5,7 +5,7 @@
 //! this or another instance: a restart loses nothing. Requests never wait for it: they queue
 //! rows in their own transaction and wake the worker (`AppState::wake_outbox`).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
 
 use futures_util::StreamExt;
@@ -116,11 +116,23 @@ pub async fn deliver_due(app: &AppState) -> anyhow::Result<usize> {
             }
         }
         units.extend(slack.into_values().map(Unit::Slack));
+        let hooks: Vec<&Leased> = units
+            .iter()
+            .filter_map(|u| match u {
+                Unit::Webhook(row) => Some(row),
+                Unit::Slack(_) => None,
+            })
+            .collect();
+        let targets = targets(app, &hooks).await?;
+        let targets = &targets;
         let delivered: Vec<(Leased, u16)> = futures_util::stream::iter(units)
             .map(|unit| async move {
                 let result = match unit {
                     Unit::Slack(rows) => deliver_slack(app, rows).await.map(|()| None),
-                    Unit::Webhook(row) => deliver_webhook(app, row).await,
+                    Unit::Webhook(row) => {
+                        let target = targets.get(&row.destination);
+                        deliver_webhook(app, row, target).await
+                    }
                 };
                 // The rows keep their lease and are taken again once it expires.
                 result.unwrap_or_else(|e| {
@@ -188,33 +200,78 @@ async fn not_delivered(
     Ok(())
 }
 
-/// One attempt at one webhook row; `Some(status)` when delivered (recorded by the caller with
-/// the batch's other successes).
-async fn deliver_webhook(app: &AppState, row: Leased) -> anyhow::Result<Option<(Leased, u16)>> {
-    let org = &row.organization_id;
-    let webhook = webhooks::get(&app.db, org, &row.destination)
-        .await?
-        .filter(|w| w.enabled);
-    let Some(webhook) = webhook else {
-        not_delivered(app, &row, None, "the webhook is disabled", None).await?;
-        return Ok(None);
-    };
+/// An enabled webhook ready to sign with (its secrets opened once per batch), and what its
+/// organization's payloads are redacted with.
+struct Target {
+    webhook: webhooks::Webhook,
+    secrets: Vec<WebhookSecret>,
+    /// Every string of a payload leaves with these redacted (a run's error may quote a token).
+    redact: Vec<String>,
+}
+
+/// The batch's enabled webhooks, by id, each read and opened once.
+async fn targets(app: &AppState, rows: &[&Leased]) -> anyhow::Result<HashMap<String, Target>> {
+    let mut targets = HashMap::new();
+    let mut redact: HashMap<String, Vec<String>> = HashMap::new();
     let now = app.now();
-    let binding = orgd_core::crypto::Binding::new(org, webhooks::secret_purpose(&webhook.id));
-    let mut secrets = Vec::with_capacity(2);
-    let sealed = std::iter::once(webhook.secret.as_str()).chain(
-        webhook
+    for row in rows {
+        if targets.contains_key(&row.destination) {
+            continue;
+        }
+        let org = &row.organization_id;
+        let webhook = webhooks::get(&app.db, org, &row.destination)
+            .await?
+            .filter(|w| w.enabled);
+        let Some(webhook) = webhook else { continue };
+        let binding = orgd_core::crypto::Binding::new(org, webhooks::secret_purpose(&webhook.id));
+        let current = std::iter::once(webhook.secret.as_str());
+        let previous = webhook
             .previous_secret
             .as_ref()
             .filter(|(_, until)| *until > now)
-            .map(|(sealed, _)| sealed.as_str()),
-    );
-    for sealed in sealed {
-        let opened = app.vault.open(sealed, &binding)?;
-        secrets.push(WebhookSecret::parse(&opened.0).map_err(|e| anyhow::anyhow!("{e:?}"))?);
+            .map(|(sealed, _)| sealed.as_str());
+        let mut secrets = Vec::with_capacity(2);
+        for sealed in current.chain(previous) {
+            let opened = app.vault.open(sealed, &binding)?;
+            secrets.push(
+                WebhookSecret::parse(&opened.0)
+                    .map_err(|e| anyhow::anyhow!("a stored webhook secret is unusable: {e:?}"))?,
+            );
+        }
+        if !redact.contains_key(org) {
+            let secrets = crate::analyst::secrets_to_redact(app, org).await?;
+            redact.insert(org.clone(), secrets);
+        }
+        let redact = redact.get(org).cloned().unwrap_or_default();
+        targets.insert(
+            row.destination.clone(),
+            Target {
+                webhook,
+                secrets,
+                redact,
+            },
+        );
     }
-    let signing: Vec<&WebhookSecret> = secrets.iter().collect();
-    let body = redacted_payload(app, org, &row.payload).await?;
+    Ok(targets)
+}
+
+/// One attempt at one webhook row; `Some(status)` when delivered (recorded by the caller with
+/// the batch's other successes).
+async fn deliver_webhook(
+    app: &AppState,
+    row: Leased,
+    target: Option<&Target>,
+) -> anyhow::Result<Option<(Leased, u16)>> {
+    let org = &row.organization_id;
+    let Some(target) = target else {
+        not_delivered(app, &row, None, "the webhook is disabled", None).await?;
+        return Ok(None);
+    };
+    let webhook = &target.webhook;
+    let signing: Vec<&WebhookSecret> = target.secrets.iter().collect();
+    let mut event: Value = serde_json::from_str(&row.payload)?;
+    redact_json(&mut event, &target.redact);
+    let body = event.to_string();
     let delivery = Delivery {
         url: &webhook.url,
         id: &row.event_id,
@@ -259,15 +316,6 @@ async fn deliver_webhook(app: &AppState, row: Leased) -> anyhow::Result<Option<(
         app.wake_outbox();
     }
     Ok(None)
-}
-
-/// The event as sent: every string in it with the organization's stored secrets redacted
-/// (a run's error may quote a token).
-async fn redacted_payload(app: &AppState, org: &str, payload: &str) -> anyhow::Result<String> {
-    let secrets = crate::analyst::secrets_to_redact(app, org).await?;
-    let mut event: Value = serde_json::from_str(payload)?;
-    redact_json(&mut event, &secrets);
-    Ok(event.to_string())
 }
 
 /// The rows of one organization's Slack destination: one paced post (a digest when more than
