@@ -147,6 +147,7 @@ def main():
                ORGD_AUTH_RATE_LIMIT_PER_MINUTE="1000000",
                LINEAR_API_URL=NOWHERE + "/graphql", MONDAY_API_URL=NOWHERE + "/v2",
                OPENAI_API_URL=NOWHERE, ANTHROPIC_API_URL=NOWHERE, GEMINI_API_URL=NOWHERE,
+               SLACK_WEBHOOK_ORIGIN=NOWHERE,
                ORGD_PROVIDER_TIMEOUT="2s", ORGD_ADMIN_TOKEN=ADMIN_TOKEN,
                JWT_SECRET="fuzz-" + "j" * 40, ENCRYPTION_KEY="ab" * 32)
     env.pop("DATABASE_URL", None)

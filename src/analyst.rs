@@ -10,6 +10,7 @@ use serde_json::json;
 
 use crate::config::Secret;
 use crate::error::ProviderCall;
+use crate::routes::execution_views::analysis_view;
 use crate::state::AppState;
 use orgd_core::analysis::{AnalysisRecord, Finished, Lease, log_text};
 use orgd_core::audit::AuditEvent;
@@ -147,12 +148,10 @@ async fn resolve(
 }
 
 /// Every secret the organization stored, opened, plus the platform keys: none may leave
-/// inside a log. So may the environment values the run was requested with: a test that
-/// prints its environment must not hand its passwords to the provider.
-async fn secrets_to_redact(
+/// inside a log — nor inside a message, comment or webhook (the outbox redacts with it too).
+pub(crate) async fn secrets_to_redact(
     app: &AppState,
     org_id: &str,
-    execution: &Execution,
 ) -> Result<Vec<String>, RunError> {
     let sealed = orgd_core::analysis::organization_secrets(&app.db, org_id)
         .await
@@ -165,6 +164,23 @@ async fn secrets_to_redact(
             .during("Failed to read stored secrets")?;
         secrets.push(opened.0);
     }
+    secrets.extend(
+        AiProvider::ALL
+            .into_iter()
+            .filter_map(|p| platform_key(app, p))
+            .map(|k| k.0.clone()),
+    );
+    Ok(secrets)
+}
+
+/// `secrets_to_redact`, and the environment values the run was requested with: a test that
+/// prints its environment must not hand its passwords to the provider.
+async fn run_secrets_to_redact(
+    app: &AppState,
+    org_id: &str,
+    execution: &Execution,
+) -> Result<Vec<String>, RunError> {
+    let mut secrets = secrets_to_redact(app, org_id).await?;
     let run_env = execution
         .run_request
         .as_ref()
@@ -182,12 +198,6 @@ async fn secrets_to_redact(
             .during("Failed to read stored secrets")?;
         secrets.extend(vars.iter().map(|(_, value)| value.to_string()));
     }
-    secrets.extend(
-        AiProvider::ALL
-            .into_iter()
-            .filter_map(|p| platform_key(app, p))
-            .map(|k| k.0.clone()),
-    );
     Ok(secrets)
 }
 
@@ -247,7 +257,7 @@ pub async fn run(
             Some(Failure::NotConfigured)
         }
         Some((key, _)) => {
-            let secrets = secrets_to_redact(app, org_id, execution).await?;
+            let secrets = run_secrets_to_redact(app, org_id, execution).await?;
             let call = Call {
                 base_url: base_url(app, provider),
                 model: &resolved.model.id,
@@ -276,10 +286,19 @@ pub async fn run(
         "status": if finished.completed { "completed" } else { "failed" },
         "replacedModel": resolved.replaced,
     }));
-    let view =
-        orgd_core::analysis::finish(&app.db, org_id, &execution.id, &finished, &audit, app.now())
-            .await
-            .during("Failed to store the analysis")?;
+    let view = orgd_core::analysis::finish(
+        &app.db,
+        org_id,
+        &execution.id,
+        &finished,
+        &audit,
+        app.now(),
+        |record| serde_json::to_value(analysis_view(record)).unwrap_or_default(),
+    )
+    .await
+    .during("Failed to store the analysis")?;
+    // The analysis may release a waiting Slack message and is an event itself.
+    app.wake_outbox();
     Ok((view, failure))
 }
 

@@ -14,6 +14,7 @@ use ipnet::IpNet;
 
 use orgd_core::db::DbTimeouts;
 use orgd_core::models::ModelCatalog;
+use orgd_providers::ssrf::PrivateAddresses;
 
 /// Flags and variables shared by every subcommand that touches the database.
 #[derive(Debug, Clone, clap::Args)]
@@ -158,6 +159,101 @@ pub struct ServeArgs {
     pub plan_prices: String,
     #[command(flatten)]
     pub limits: ServiceLimits,
+    #[command(flatten)]
+    pub delivery: DeliveryArgs,
+}
+
+/// How events leave orgd: the outbox worker, Slack and outgoing webhooks.
+#[derive(Debug, Clone, clap::Args)]
+pub struct DeliveryArgs {
+    /// How often the delivery worker looks for due deliveries (local events wake it at once).
+    #[arg(long, env = "ORGD_OUTBOX_POLL_INTERVAL", default_value = "1s", value_parser = parse_duration)]
+    pub outbox_poll_interval: Duration,
+    /// Delays between delivery attempts, comma-separated.
+    #[arg(
+        long,
+        env = "ORGD_WEBHOOK_RETRY_SCHEDULE",
+        default_value = "5s,5m,30m,2h,5h,10h,10h"
+    )]
+    pub webhook_retry_schedule: String,
+    /// How long a failed run's notification waits for its analysis.
+    #[arg(long, env = "ORGD_NOTIFY_ANALYSIS_WAIT", default_value = "90s", value_parser = parse_duration)]
+    pub notify_analysis_wait: Duration,
+    /// Consecutive permanent failures after which an integration or webhook is disabled.
+    #[arg(long, env = "ORGD_INTEGRATION_DISABLE_AFTER", default_value_t = 5)]
+    pub integration_disable_after: u32,
+    /// `false`, `true`, or comma-separated CIDRs allowed beyond public addresses.
+    #[arg(long, env = "ORGD_ALLOW_PRIVATE_URLS", default_value = "false")]
+    pub allow_private_urls: String,
+    /// Where Slack webhook posts go.
+    #[arg(
+        long,
+        env = "SLACK_WEBHOOK_ORIGIN",
+        default_value = "https://hooks.slack.com"
+    )]
+    pub slack_webhook_origin: String,
+    /// One webhook delivery attempt.
+    #[arg(long, env = "ORGD_WEBHOOK_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
+    pub webhook_timeout: Duration,
+    /// How long delivered and failed outbox rows are kept.
+    #[arg(long, env = "ORGD_DELIVERY_RETENTION", default_value = "30d", value_parser = parse_duration)]
+    pub delivery_retention: Duration,
+}
+
+/// The resolved `DeliveryArgs`.
+#[derive(Debug, Clone)]
+pub struct DeliveryConfig {
+    pub poll_interval: Duration,
+    /// The wait before attempt n+1 is `retry_schedule[n-1]`; after the last, the delivery failed.
+    pub retry_schedule: Vec<Duration>,
+    pub analysis_wait: Duration,
+    pub disable_after: u32,
+    pub private_urls: PrivateAddresses,
+    pub slack_origin: String,
+    pub webhook_timeout: Duration,
+    pub retention: Duration,
+}
+
+impl DeliveryConfig {
+    fn from_args(args: &DeliveryArgs) -> anyhow::Result<Self> {
+        let private_urls = PrivateAddresses::parse(&args.allow_private_urls)
+            .map_err(|e| anyhow::anyhow!("ORGD_ALLOW_PRIVATE_URLS: {e}"))?;
+        if args.integration_disable_after == 0 {
+            bail!("ORGD_INTEGRATION_DISABLE_AFTER must be at least 1");
+        }
+        Ok(Self {
+            poll_interval: args.outbox_poll_interval.max(Duration::from_millis(10)),
+            retry_schedule: parse_schedule(&args.webhook_retry_schedule)?,
+            analysis_wait: args.notify_analysis_wait,
+            disable_after: args.integration_disable_after,
+            private_urls,
+            slack_origin: http_url(&args.slack_webhook_origin, "SLACK_WEBHOOK_ORIGIN")?,
+            webhook_timeout: args.webhook_timeout,
+            retention: args.delivery_retention,
+        })
+    }
+
+    fn development() -> Self {
+        Self {
+            poll_interval: Duration::from_secs(1),
+            retry_schedule: parse_schedule("5s,5m,30m,2h,5h,10h,10h").unwrap_or_default(),
+            analysis_wait: Duration::from_secs(90),
+            disable_after: 5,
+            private_urls: PrivateAddresses::Refused,
+            slack_origin: "https://hooks.slack.com".into(),
+            webhook_timeout: Duration::from_secs(10),
+            retention: Duration::from_secs(30 * 86_400),
+        }
+    }
+}
+
+/// `5s,5m,30m`: the waits between attempts.
+fn parse_schedule(list: &str) -> anyhow::Result<Vec<Duration>> {
+    list.split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(|s| parse_duration(s).map_err(|e| anyhow::anyhow!("ORGD_WEBHOOK_RETRY_SCHEDULE: {e}")))
+        .collect()
 }
 
 /// Monthly plan prices in whole currency units (`ORGD_PLAN_PRICES`). orgd takes no payments;
@@ -379,6 +475,7 @@ pub struct Config {
     pub ai: AiConfig,
     pub plan_prices: PlanPrices,
     pub limits: ServiceLimits,
+    pub delivery: DeliveryConfig,
 }
 
 /// Where and with which platform keys failure analyses are run.
@@ -514,6 +611,7 @@ impl Config {
             ai: AiConfig::from_args(args)?,
             plan_prices: PlanPrices::parse(&args.plan_prices)?,
             limits: args.limits,
+            delivery: DeliveryConfig::from_args(&args.delivery)?,
         })
     }
 
@@ -548,6 +646,7 @@ impl Config {
             ai: AiConfig::development(),
             plan_prices: PlanPrices::default(),
             limits: ServiceLimits::default(),
+            delivery: DeliveryConfig::development(),
         })
     }
 

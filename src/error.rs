@@ -153,7 +153,7 @@ impl ApiError {
         }
     }
 
-    fn error_and_message(&self) -> (Text, Text) {
+    pub(crate) fn error_and_message(&self) -> (Text, Text) {
         match self {
             Self::Unauthenticated(why) => ("Authentication required".into(), (*why).into()),
             Self::Forbidden { required, actual } => {

@@ -9,6 +9,7 @@ pub mod http;
 pub mod logging;
 pub mod metrics;
 pub mod openapi;
+pub mod outbox;
 pub mod ratelimit;
 pub mod request_id;
 pub mod routes;
@@ -76,6 +77,7 @@ pub async fn serve(
     println!("orgd listening on http://{addr}");
     tracing::info!(%addr, max_connections = connection_limits.max_connections, "listening");
     let worker = tokio::spawn(analyst::work(state.clone()));
+    let deliveries = tokio::spawn(outbox::work(state.clone()));
     let served = http::server::run(
         listener,
         router(state.clone()),
@@ -85,7 +87,9 @@ pub async fn serve(
     )
     .await;
     worker.abort();
+    deliveries.abort();
     let _ = worker.await;
+    let _ = deliveries.await;
     served?;
     state.db.close().await;
     tracing::info!("stopped");

@@ -16,6 +16,7 @@ use axum::http::Method;
 
 use crate::ratelimit::Scope;
 use orgd_core::db::PoolStats;
+use orgd_core::outbox::{Backlog, Channel};
 use orgd_providers::client::Observer;
 use orgd_providers::{Outcome, Provider};
 
@@ -33,6 +34,7 @@ pub struct Metrics {
     /// `accept` calls that failed (usually the open-file limit).
     accept_errors: AtomicU64,
     open_connections: AtomicU64,
+    deliveries: [[AtomicU64; Delivery::ALL.len()]; Channel::ALL.len()],
 }
 
 impl Metrics {
@@ -75,11 +77,39 @@ impl Metrics {
         self.open_connections.fetch_sub(1, Ordering::Relaxed);
     }
 
+    /// Counts the outcome of one outbox row's attempt.
+    pub fn record_delivery(&self, channel: Channel, outcome: Delivery) {
+        self.deliveries[channel as usize][outcome as usize].fetch_add(1, Ordering::Relaxed);
+    }
+
     /// The text a scrape gets, with the pool read at scrape time.
     pub fn exposition(&self, pool: PoolStats) -> Exposition<'_> {
         Exposition {
             metrics: self,
             pool,
+            backlog: None,
+        }
+    }
+}
+
+/// What became of one outbox row's attempt (`orgd_deliveries_total{outcome}`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Delivery {
+    Delivered,
+    /// Not delivered; another attempt is scheduled.
+    Retried,
+    /// Not delivered, and no attempt follows.
+    Failed,
+}
+
+impl Delivery {
+    pub const ALL: [Self; 3] = [Self::Delivered, Self::Retried, Self::Failed];
+
+    fn label(self) -> &'static str {
+        match self {
+            Self::Delivered => "delivered",
+            Self::Retried => "retried",
+            Self::Failed => "failed",
         }
     }
 }
@@ -126,9 +156,11 @@ impl Observer for Metrics {
 
 /// The providers orgd has a client for: their series are always present, so rates start from
 /// a known zero. A provider joins this list together with its client.
-const CALLED_PROVIDERS: [Provider; 5] = [
+const CALLED_PROVIDERS: [Provider; 7] = [
     Provider::Linear,
     Provider::Monday,
+    Provider::Slack,
+    Provider::Webhook,
     Provider::OpenAI,
     Provider::Anthropic,
     Provider::Gemini,
@@ -280,6 +312,51 @@ impl Display for Escaped<'_> {
 pub struct Exposition<'a> {
     metrics: &'a Metrics,
     pool: PoolStats,
+    /// The outbox as the database holds it (all instances); absent when it could not be read.
+    backlog: Option<Backlog>,
+}
+
+impl Exposition<'_> {
+    pub fn with_backlog(mut self, backlog: Option<Backlog>) -> Self {
+        self.backlog = backlog;
+        self
+    }
+
+    fn deliveries(&self, f: &mut Formatter<'_>) -> fmt::Result {
+        let name = "orgd_deliveries_total";
+        family(
+            f,
+            name,
+            "counter",
+            "Outbox delivery attempts by this instance, by channel and outcome.",
+        )?;
+        for channel in Channel::ALL {
+            for outcome in Delivery::ALL {
+                let n = self.metrics.deliveries[channel as usize][outcome as usize]
+                    .load(Ordering::Relaxed);
+                writeln!(
+                    f,
+                    "{name}{{channel=\"{}\",outcome=\"{}\"}} {n}",
+                    channel.as_str(),
+                    outcome.label()
+                )?;
+            }
+        }
+        let Some(backlog) = self.backlog else {
+            return Ok(());
+        };
+        let name = "orgd_outbox_pending";
+        family(f, name, "gauge", "Outbox rows not yet delivered or failed.")?;
+        writeln!(f, "{name} {}", backlog.pending)?;
+        let name = "orgd_outbox_oldest_pending_seconds";
+        family(
+            f,
+            name,
+            "gauge",
+            "How long the longest-due undelivered outbox row has been due.",
+        )?;
+        writeln!(f, "{name} {}", backlog.oldest_due_ms as f64 / 1000.0)
+    }
 }
 
 fn family(f: &mut Formatter<'_>, name: &str, kind: &str, help: &str) -> fmt::Result {
@@ -433,6 +510,7 @@ impl Display for Exposition<'_> {
         self.connections(f)?;
         self.refusals(f)?;
         self.provider_calls(f)?;
+        self.deliveries(f)?;
         self.pool(f)
     }
 }

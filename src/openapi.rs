@@ -44,7 +44,8 @@ validation) answer 429 with `Retry-After`; counted responses carry `X-RateLimit-
         (name = "executions", description = "Projects, test executions, run requests and report files"),
         (name = "analytics", description = "Run KPIs"),
         (name = "analysis", description = "AI failure analysis"),
-        (name = "integrations", description = "Issue trackers and tickets"),
+        (name = "integrations", description = "Issue trackers, Slack and tickets"),
+        (name = "webhooks", description = "Outgoing webhooks and their deliveries"),
         (name = "audit", description = "The audit log"),
         (name = "billing", description = "Plans and the organization's subscription; payments are not handled by orgd"),
         (name = "operator", description = "Billing/operator API, only when ORGD_ADMIN_TOKEN is set"),
@@ -237,8 +238,101 @@ pub fn document_json() -> &'static serde_json::Value {
     static DOCUMENT: OnceLock<serde_json::Value> = OnceLock::new();
     DOCUMENT.get_or_init(|| {
         let (_, doc) = crate::documented_routes(true).split_for_parts();
-        serde_json::to_value(finish(doc)).unwrap_or_default()
+        let mut document = serde_json::to_value(finish(doc)).unwrap_or_default();
+        if let Some(document) = document.as_object_mut() {
+            document.insert("webhooks".into(), webhooks());
+        }
+        document
     })
+}
+
+/// The OpenAPI 3.1 `webhooks` section: every event orgd sends to a registered URL, each a
+/// `POST` of the Standard Webhooks envelope (utoipa has no model for this section).
+fn webhooks() -> serde_json::Value {
+    use orgd_core::outbox::{
+        ANALYSIS_COMPLETED, EXECUTION_FINISHED, INTEGRATION_DISABLED, MEMBER_JOINED,
+        MEMBER_REMOVED, MEMBER_ROLE_CHANGED, USAGE_THRESHOLD_CROSSED, WEBHOOK_TEST,
+    };
+    use serde_json::json;
+    let events = [
+        (
+            EXECUTION_FINISHED,
+            "A run reached PASSED, FAILED, ERROR or UNSTABLE",
+            json!({"execution": {"$ref": "#/components/schemas/Execution"}}),
+        ),
+        (
+            ANALYSIS_COMPLETED,
+            "An analysis was stored, completed or failed",
+            json!({"taskId": {"type": "string"}, "analysis": {"$ref": "#/components/schemas/Analysis"}}),
+        ),
+        (
+            USAGE_THRESHOLD_CROSSED,
+            "A usage figure went from below a level (warning 80 %, critical 100 %) to at or above it; once per organization, resource, level and month",
+            json!({
+            "resource": {"type": "string", "enum": ["testRuns", "users", "storage"]},
+            "level": {"type": "string", "enum": ["warning", "critical"]},
+            "percentUsed": {"type": "integer"}, "used": {"type": "integer"}, "limit": {"type": "integer"},
+            "period": {"type": "string", "pattern": "^[0-9]{4}-[0-9]{2}$"}}),
+        ),
+        (
+            MEMBER_JOINED,
+            "A member joined (signup with an invitation or an accepted invitation)",
+            json!({"member": {"type": "object"}}),
+        ),
+        (
+            MEMBER_REMOVED,
+            "A member was removed or left",
+            json!({"member": {"type": "object"}}),
+        ),
+        (
+            MEMBER_ROLE_CHANGED,
+            "An admin changed a member's role",
+            json!({"member": {"type": "object"}, "previousRole": {"type": "string"}}),
+        ),
+        (
+            INTEGRATION_DISABLED,
+            "orgd disabled an integration or a webhook",
+            json!({"provider": {"type": "string"}, "webhookId": {"type": "string"}, "reason": {"type": "string"}}),
+        ),
+        (
+            WEBHOOK_TEST,
+            "Sent by POST /api/webhooks/{id}/test",
+            json!({"message": {"type": "string"}}),
+        ),
+    ];
+    let mut section = serde_json::Map::new();
+    for (kind, summary, fields) in events {
+        let mut properties = json!({"organizationId": {"type": "string"}});
+        if let (Some(properties), Some(fields)) = (properties.as_object_mut(), fields.as_object()) {
+            properties.extend(fields.clone());
+        }
+        let schema = json!({
+            "type": "object",
+            "required": ["type", "id", "timestamp", "data"],
+            "properties": {
+                "type": {"type": "string", "const": kind},
+                "id": {"type": "string", "description": "Also the `webhook-id` header; stable across retries"},
+                "timestamp": {"type": "string", "format": "date-time"},
+                "data": {"type": "object", "properties": properties},
+            },
+        });
+        let header = |name: &str, description: &str| json!({"name": name, "in": "header", "required": true, "description": description, "schema": {"type": "string"}});
+        section.insert(kind.to_string(), json!({"post": {
+            "summary": summary,
+            "operationId": format!("event{}", kind.split(['.', '_']).map(|w| {
+                let mut c = w.chars();
+                c.next().map_or_else(String::new, |f| f.to_uppercase().chain(c).collect())
+            }).collect::<String>()),
+            "parameters": [
+                header("webhook-id", "The event's id"),
+                header("webhook-timestamp", "Unix seconds of this attempt"),
+                header("webhook-signature", "`v1,<base64 HMAC-SHA256>`, space-separated during a rotation"),
+            ],
+            "requestBody": {"required": true, "content": {"application/json": {"schema": schema}}},
+            "responses": {"2XX": {"description": "Delivered; anything else is retried on the schedule (410 disables the webhook)"}},
+        }}));
+    }
+    serde_json::Value::Object(section)
 }
 
 #[cfg(test)]

@@ -20,6 +20,12 @@ use orgd_core::users::Identities;
 use orgd_providers::linear::{LinearApi, LinearClient};
 use orgd_providers::llm::LlmClient;
 use orgd_providers::monday::{MondayApi, MondayClient};
+use orgd_providers::slack::SlackClient;
+use orgd_providers::ssrf::UrlPolicy;
+use orgd_providers::webhook::WebhookClient;
+
+/// How long the host of a customer URL may take to resolve when it is saved (API.md).
+const URL_DNS_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2);
 
 #[derive(Clone)]
 pub struct AppState(pub Arc<App>);
@@ -54,6 +60,14 @@ pub struct App {
     pub llm: LlmClient,
     /// This instance's counters for `/metrics`.
     pub metrics: Arc<Metrics>,
+    /// Slack incoming webhooks (on the shared client, posting to `SLACK_WEBHOOK_ORIGIN`).
+    pub slack: SlackClient,
+    /// Outgoing webhooks, on the guarded client (address rules, no redirects, 64 KiB read).
+    pub webhooks: WebhookClient,
+    /// The address rules customer URLs are checked against when saved.
+    pub url_policy: UrlPolicy,
+    /// Wakes this instance's delivery worker when a request queued an event.
+    pub outbox_wake: Arc<tokio::sync::Notify>,
     /// The cache listener (PostgreSQL), stopped with the instance.
     listener: Option<tokio::task::JoinHandle<()>>,
 }
@@ -104,6 +118,19 @@ impl AppState {
         )
         .context("cannot build the HTTP client")?;
         let linear = LinearClient::new(providers.clone(), config.linear_api_url.clone());
+        let slack = SlackClient::new(providers.clone(), config.delivery.slack_origin.clone());
+        let url_policy = UrlPolicy {
+            private: config.delivery.private_urls.clone(),
+            dns_timeout: URL_DNS_TIMEOUT,
+        };
+        let now = clock.clone();
+        let webhooks = WebhookClient::new(
+            &url_policy,
+            config.delivery.webhook_timeout,
+            metrics.clone(),
+            Arc::new(move || now.now_ms()),
+        )
+        .context("cannot build the webhook client")?;
         let monday = MondayClient::new(
             providers.clone(),
             config.monday_api_url.clone(),
@@ -116,6 +143,10 @@ impl AppState {
             monday: Arc::new(monday),
             llm: LlmClient::new(providers),
             metrics,
+            slack,
+            webhooks,
+            url_policy,
+            outbox_wake: Arc::new(tokio::sync::Notify::new()),
             listener,
             started_at_ms: clock.now_ms(),
             db,
@@ -129,6 +160,11 @@ impl AppState {
             clock,
             config,
         })))
+    }
+
+    /// A request queued an event: deliver it now rather than at the next poll.
+    pub fn wake_outbox(&self) {
+        self.outbox_wake.notify_one();
     }
 
     pub fn now(&self) -> i64 {

@@ -17,32 +17,36 @@ pub enum ProviderCall {
     FileTicket(Provider),
     /// An AI failure analysis.
     Analysis,
+    /// Posting a message with the organization's stored settings (Slack's test message).
+    Notify(Provider),
 }
 
 impl ProviderCall {
     fn subject(self) -> &'static str {
         match self {
-            Self::CheckSettings(provider) | Self::FileTicket(provider) => provider.display_name(),
+            Self::CheckSettings(provider) | Self::FileTicket(provider) | Self::Notify(provider) => {
+                provider.display_name()
+            }
             Self::Analysis => "The AI provider",
         }
     }
 
     /// What went wrong, in a sentence of ours (for analyses, the stored reason).
     pub fn describe(self, error: &ProviderError) -> String {
-        use ProviderCall::{Analysis, CheckSettings, FileTicket};
+        use ProviderCall::{Analysis, CheckSettings, FileTicket, Notify};
         let who = self.subject();
         match (error, self) {
             (ProviderError::InvalidCredentials, CheckSettings(_)) => {
                 format!("{who} refused the credentials")
             }
-            (ProviderError::InvalidCredentials, FileTicket(_)) => format!(
+            (ProviderError::InvalidCredentials, FileTicket(_) | Notify(_)) => format!(
                 "{who} answered with an error (it refused the stored credentials; an admin must update the integration)"
             ),
             (ProviderError::InvalidCredentials, Analysis) => format!("{who} refused the API key"),
             (ProviderError::NotFound(what), CheckSettings(_)) => {
                 format!("{who} has no {what} with that id that these credentials can see")
             }
-            (ProviderError::NotFound(_), FileTicket(_)) => format!(
+            (ProviderError::NotFound(_), FileTicket(_) | Notify(_)) => format!(
                 "{who} answered with an error (the configured team, board or group no longer exists; an admin must update the integration)"
             ),
             (ProviderError::NotFound(what), Analysis) => {

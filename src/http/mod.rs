@@ -68,6 +68,12 @@ pub async fn common_layer(State(app): State<AppState>, mut req: Request, next: N
     if response.extensions().get::<DatabaseOutage>().is_some() {
         app.db.record_outage();
     }
+    // Any change that succeeded may have queued an event in its transaction (a finished run,
+    // a member, a crossed threshold…): this instance's delivery worker looks at once, without
+    // the request waiting for it.
+    if !method.is_safe() && response.status().is_success() {
+        app.wake_outbox();
+    }
     let headers = response.headers_mut();
     if let Some(decision) = slot.get() {
         decision.write_headers(headers);

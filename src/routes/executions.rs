@@ -26,8 +26,8 @@ use crate::timestamp::Timestamp;
 use orgd_core::clock::{DAY_MS, parse_day, parse_rfc3339};
 use orgd_core::cursor::Cursor;
 use orgd_core::executions::{
-    Execution, ExecutionChange, ExecutionFilter, GroupFilter, NewExecution, NewProjectOutcome,
-    Project, Source, Status, UpdateOutcome, project_name,
+    Execution, ExecutionChange, ExecutionFilter, FinishNotice, GroupFilter, NewExecution,
+    NewProjectOutcome, Project, Source, Status, UpdateOutcome, project_name,
 };
 use orgd_core::text::utf8_tail;
 
@@ -356,6 +356,16 @@ async fn create(
 }
 
 const MAX_ERROR_BYTES: usize = 64 * 1024;
+
+/// How a finished run is announced: the single-execution view without `output`.
+pub(crate) fn finish_notice(app: &AppState) -> FinishNotice {
+    FinishNotice {
+        view: |execution| {
+            serde_json::to_value(execution_view(execution, false)).unwrap_or_default()
+        },
+        analysis_wait_ms: app.config.delivery.analysis_wait.as_millis() as i64,
+    }
+}
 /// Only the end of a run's log is kept: that is where failures show.
 const MAX_OUTPUT_BYTES: usize = 256 * 1024;
 
@@ -450,6 +460,7 @@ async fn update(
         task_id.as_str(),
         &change,
         app.now(),
+        &finish_notice(&app),
     )
     .await
     .or_internal("Failed to update execution")?;

@@ -2,6 +2,8 @@
 //! field and non-secret fields with their validation, the `PUT` body, and its merge into
 //! the stored settings.
 
+use crate::timestamp::Timestamp;
+use orgd_core::outbox::Health;
 use serde::Serialize;
 use serde_json::{Map, Value, json};
 use utoipa::ToSchema;
@@ -766,11 +768,57 @@ pub struct IntegrationView {
     #[serde(flatten)]
     #[schema(ignore)]
     settings: Map<String, Value>,
+    /// How the calls orgd made with the saved integration went.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    health: Option<HealthView>,
 }
 
 impl IntegrationView {
     pub(super) fn new(enabled: bool, settings: Map<String, Value>) -> Self {
-        Self { enabled, settings }
+        Self {
+            enabled,
+            settings,
+            health: None,
+        }
+    }
+
+    pub(super) fn with_health(mut self, health: HealthView) -> Self {
+        self.health = Some(health);
+        self
+    }
+}
+
+/// An integration's health: `ok`, `failing` (the latest call failed), `disabled` (switched
+/// off, by an admin or by orgd) or `unused` (nothing called it since its credentials were saved).
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct HealthView {
+    #[schema(pattern = "^(ok|failing|disabled|unused)$")]
+    status: &'static str,
+    last_success_at: Option<Timestamp>,
+    last_failure_at: Option<Timestamp>,
+    /// In our words; never a secret or a provider's raw answer.
+    last_error: Option<String>,
+    consecutive_failures: i64,
+}
+
+impl HealthView {
+    pub fn new(record: Option<&IntegrationRecord>, health: Option<Health>) -> Self {
+        let health = health.unwrap_or_default();
+        let status = match record {
+            None => "unused",
+            Some(record) if !record.enabled => "disabled",
+            Some(_) if health.consecutive_failures > 0 => "failing",
+            Some(_) if health.last_success_at.is_some() => "ok",
+            Some(_) => "unused",
+        };
+        Self {
+            status,
+            last_success_at: health.last_success_at.map(Timestamp),
+            last_failure_at: health.last_failure_at.map(Timestamp),
+            last_error: health.last_error,
+            consecutive_failures: health.consecutive_failures,
+        }
     }
 }
 

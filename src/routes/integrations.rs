@@ -10,7 +10,9 @@ use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-pub use super::integration_settings::{Described, Integration, IntegrationView, open_secret};
+pub use super::integration_settings::{
+    Described, HealthView, Integration, IntegrationView, open_secret,
+};
 
 use super::integration_settings::{
     Draft, IntegrationSettings, PreparedSave, integration_changed, unlink_audit, view,
@@ -21,9 +23,13 @@ use crate::http::{ClientIp, Done, FromBodyWith, JsonBody, PathParams};
 use crate::openapi::ErrorBody;
 use crate::state::AppState;
 use orgd_core::integrations::{self as stored, IntegrationRecord};
+use orgd_providers::Provider as Outbound;
+use orgd_providers::slack::{self, SlackWebhook};
 
 pub fn router() -> OpenApiRouter<AppState> {
-    OpenApiRouter::new().routes(routes!(show, save, unlink))
+    OpenApiRouter::new()
+        .routes(routes!(show, save, unlink))
+        .routes(routes!(slack_test))
 }
 
 #[derive(Serialize, ToSchema)]
@@ -68,10 +74,103 @@ async fn show(
     let record = stored::get(&app.db, user.org_id(), provider)
         .await
         .or_internal("Failed to fetch integration")?;
+    let health = orgd_core::outbox::health(&app.db, user.org_id(), provider.as_str())
+        .await
+        .or_internal("Failed to fetch integration")?;
     Ok(Json(IntegrationResponse {
         success: true,
-        data: view(provider, record.as_ref()),
+        data: view(provider, record.as_ref()).with_health(HealthView::new(record.as_ref(), health)),
     }))
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct SlackTestResponse {
+    success: bool,
+    data: SlackTestResult,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct SlackTestResult {
+    delivered: bool,
+}
+
+#[utoipa::path(
+    post,
+    path = "/api/integrations/slack/test",
+    tag = "integrations",
+    summary = "Send one test message to the stored Slack webhook now (admin)",
+    security(("bearerAuth" = [])),
+    responses(
+        (status = 200, description = "Slack accepted the message", body = SlackTestResponse),
+        (status = 400, description = "`Integration not configured`", body = ErrorBody),
+        (status = 403, description = "`Forbidden`: admins only", body = ErrorBody),
+        (status = 502, description = "`Provider error` with Slack's error code in the message, `Provider unavailable`", body = ErrorBody),
+        (status = 503, description = "`Provider rate limited`, with `retryAfter`", body = ErrorBody),
+    ),
+)]
+async fn slack_test(
+    State(app): State<AppState>,
+    user: CurrentUser,
+) -> Result<Json<SlackTestResponse>, ApiError> {
+    user.require(Role::ADMIN)?;
+    let org = user.org_id();
+    let not_configured = || {
+        ApiError::bad_request(
+            "Integration not configured",
+            "Slack is not configured or is disabled for this organization",
+        )
+    };
+    let record = stored::get(&app.db, org, Integration::Slack)
+        .await
+        .or_internal("Failed to send the test message")?
+        .filter(|r| r.enabled)
+        .ok_or_else(not_configured)?;
+    let url = open_secret(&app, org, Integration::Slack, &record.secret)?;
+    let webhook = SlackWebhook::parse(&url.0).ok_or_else(not_configured)?;
+    let name = app
+        .orgs
+        .get(&app.db, org)
+        .await
+        .or_internal("Failed to send the test message")?
+        .map(|o| o.name.clone())
+        .unwrap_or_default();
+    let posted = app.slack.post(&webhook, &slack::test_message(&name)).await;
+    let now = app.now();
+    let provider = Integration::Slack.as_str();
+    match posted {
+        Ok(()) => {
+            orgd_core::outbox::record_success(&app.db, org, provider, now)
+                .await
+                .or_internal("Failed to send the test message")?;
+            Ok(Json(SlackTestResponse {
+                success: true,
+                data: SlackTestResult { delivered: true },
+            }))
+        }
+        Err(error) => {
+            let disable_after = i64::from(app.config.delivery.disable_after);
+            let permanent = error.is_permanent();
+            let words = error.to_string();
+            let disabled = orgd_core::outbox::record_failure(
+                &app.db,
+                org,
+                Integration::Slack,
+                &words,
+                permanent,
+                disable_after,
+                now,
+            )
+            .await
+            .or_internal("Failed to send the test message")?;
+            if disabled {
+                app.wake_outbox();
+            }
+            Err(ApiError::provider(
+                error.into(),
+                ProviderCall::Notify(Outbound::Slack),
+            ))
+        }
+    }
 }
 
 #[utoipa::path(

@@ -28,6 +28,7 @@ pub mod run_requests;
 pub mod service;
 pub mod tickets;
 pub mod usage;
+pub mod webhooks;
 
 /// Every route but the operator API, each registered with its OpenAPI description.
 pub fn router() -> OpenApiRouter<AppState> {
@@ -51,4 +52,5 @@ pub fn router() -> OpenApiRouter<AppState> {
         .merge(run_requests::router())
         .merge(analytics::router())
         .merge(billing::router())
+        .merge(webhooks::router())
 }

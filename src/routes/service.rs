@@ -94,7 +94,12 @@ pub async fn health(State(app): State<AppState>) -> (StatusCode, Json<Health>) {
     responses((status = 200, description = "Prometheus text exposition format 0.0.4", content_type = "text/plain", body = String)),
 )]
 pub async fn metrics(State(app): State<AppState>) -> Response {
-    let text = app.metrics.exposition(app.db.pool_stats()).to_string();
+    let backlog = orgd_core::outbox::backlog(&app.db, app.now()).await.ok();
+    let text = app
+        .metrics
+        .exposition(app.db.pool_stats())
+        .with_backlog(backlog)
+        .to_string();
     (
         [(
             header::CONTENT_TYPE,

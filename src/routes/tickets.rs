@@ -321,10 +321,35 @@ impl Job {
                 .or_internal("Failed to create ticket")?,
         };
         let created = match self.tracker {
-            Tracker::Linear => self.create_linear(&record, &secret, analysis).await?,
-            Tracker::Monday => self.create_monday(&record, &secret, analysis).await?,
+            Tracker::Linear => self.create_linear(&record, &secret, analysis).await,
+            Tracker::Monday => self.create_monday(&record, &secret, analysis).await,
         };
-        Ok((execution_id, created))
+        // The call feeds the integration's health (failures in our words, never counted
+        // toward disabling a tracker: an admin fixes its settings).
+        let now = self.app.now();
+        let health = match &created {
+            Ok(_) => {
+                orgd_core::outbox::record_success(&self.app.db, org, provider.as_str(), now).await
+            }
+            Err(e) => {
+                let (_, words) = e.error_and_message();
+                orgd_core::outbox::record_failure(
+                    &self.app.db,
+                    org,
+                    provider,
+                    &words,
+                    false,
+                    i64::MAX,
+                    now,
+                )
+                .await
+                .map(|_| ())
+            }
+        };
+        if let Err(e) = health {
+            tracing::warn!(error = %e, "the integration's health could not be recorded");
+        }
+        Ok((execution_id, created?))
     }
 
     /// Links a created ticket to its execution and builds the answer.

@@ -31,6 +31,16 @@ const ENDPOINTS: &[&str] = &[
     "GET /api/integrations/{provider}",
     "PUT /api/integrations/{provider}",
     "DELETE /api/integrations/{provider}",
+    "POST /api/integrations/slack/test",
+    "GET /api/webhooks",
+    "POST /api/webhooks",
+    "GET /api/webhooks/{id}",
+    "PATCH /api/webhooks/{id}",
+    "DELETE /api/webhooks/{id}",
+    "POST /api/webhooks/{id}/rotate-secret",
+    "GET /api/webhooks/{id}/deliveries",
+    "POST /api/webhooks/{id}/deliveries/{deliveryId}/retry",
+    "POST /api/webhooks/{id}/test",
     "POST /api/linear/issues",
     "POST /api/monday/items",
     "GET /api/users",
@@ -133,6 +143,20 @@ async fn document_describes_every_endpoint_with_its_errors_and_auth() {
     let mut expected: Vec<&str> = ENDPOINTS.to_vec();
     expected.sort();
     assert_eq!(documented, expected);
+    // Every event a webhook can receive is in the `webhooks` section.
+    let events: Vec<&str> = doc["webhooks"]
+        .as_object()
+        .map(|w| w.keys().map(String::as_str).collect())
+        .unwrap_or_default();
+    for event in orgd_core::outbox::EVENT_TYPES
+        .iter()
+        .chain([&orgd_core::outbox::WEBHOOK_TEST])
+    {
+        assert!(
+            events.contains(event),
+            "{event} missing from webhooks: {events:?}"
+        );
+    }
     let envelope = "#/components/schemas/ErrorBody";
     assert_eq!(
         doc["components"]["schemas"]["ErrorBody"]["required"],
@@ -198,6 +222,7 @@ async fn every_documented_operation_is_routed() {
         let (method, path) = key.split_once(' ').unwrap();
         let concrete = path
             .replace("{id}", "507f191e810c19729de860ea")
+            .replace("{deliveryId}", "507f191e810c19729de860eb")
             .replace("{taskId}", "run-1")
             .replace("{provider}", "linear")
             .replace("{token}", &"a".repeat(64))

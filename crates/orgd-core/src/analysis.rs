@@ -48,9 +48,9 @@ pub struct SealedSecret {
 }
 
 /// Queues an analysis of the execution inside the caller's transaction, when its
-/// organization has analysis switched on.
-pub async fn queue(tx: &mut Tx, org_id: &str, task_id: &str, now: i64) -> CoreResult<()> {
-    sqlx::query(
+/// organization has analysis switched on; whether it queued one.
+pub async fn queue(tx: &mut Tx, org_id: &str, task_id: &str, now: i64) -> CoreResult<bool> {
+    let queued = sqlx::query(
         "INSERT INTO analyses (execution_id, organization_id, status, attempts, created_at, updated_at)
          SELECT e.id, e.organization_id, 'queued', 0, $3, $3
          FROM executions e JOIN organizations o ON o.id = e.organization_id
@@ -62,7 +62,7 @@ pub async fn queue(tx: &mut Tx, org_id: &str, task_id: &str, now: i64) -> CoreRe
     .bind(now)
     .execute(&mut **tx)
     .await?;
-    Ok(())
+    Ok(queued.rows_affected() == 1)
 }
 
 const ANALYSIS_COLUMNS: &str = "execution_id, status, model, provider, key_source, input_tokens,
@@ -126,6 +126,19 @@ pub async fn of_executions(
         found.insert(row.try_get("execution_id")?, record_from_row(&row)?);
     }
     Ok(found)
+}
+
+/// The analysis of one execution as `tx` sees it.
+pub async fn of_execution_in(
+    tx: &mut Tx,
+    execution_id: &str,
+) -> CoreResult<Option<AnalysisRecord>> {
+    let sql = format!("SELECT {ANALYSIS_COLUMNS} FROM analyses WHERE execution_id = $1");
+    let row = sqlx::query(AssertSqlSafe(sql))
+        .bind(execution_id)
+        .fetch_optional(&mut **tx)
+        .await?;
+    row.as_ref().map(record_from_row).transpose()
 }
 
 /// Marks the execution's analysis as running for an on-demand request (creating or
@@ -201,6 +214,7 @@ pub async fn fail_abandoned(db: &Db, now: i64) -> CoreResult<u64> {
 
 /// Stores the result, counts it when it reached the provider, and writes the audit
 /// entry, in one transaction; the analysis object as the API shows it.
+/// `view` is the analysis as the API shows it, frozen into `analysis.completed`.
 pub async fn finish(
     db: &Db,
     org_id: &str,
@@ -208,6 +222,7 @@ pub async fn finish(
     finished: &Finished,
     audit: &AuditEvent,
     now: i64,
+    view: fn(&AnalysisRecord) -> serde_json::Value,
 ) -> CoreResult<AnalysisRecord> {
     let mut tx = db.begin_write().await?;
     sqlx::query(
@@ -241,14 +256,30 @@ pub async fn finish(
         .await?;
     }
     audit::insert(&mut tx, audit, now).await?;
+    // A notification waiting for this analysis is due now.
+    crate::outbox::analysis_stored(&mut tx, execution_id, now).await?;
     let sql = format!("SELECT {ANALYSIS_COLUMNS} FROM analyses WHERE execution_id = $1");
     let row = sqlx::query(AssertSqlSafe(sql))
         .bind(execution_id)
         .fetch_one(&mut *tx)
         .await?;
-    let view = record_from_row(&row)?;
+    let record = record_from_row(&row)?;
+    let task_id: String = sqlx::query_scalar("SELECT task_id FROM executions WHERE id = $1")
+        .bind(execution_id)
+        .fetch_one(&mut *tx)
+        .await?;
+    let mut data = serde_json::Map::new();
+    data.insert("taskId".into(), task_id.into());
+    data.insert("analysis".into(), view(&record));
+    let event = crate::outbox::NewEvent {
+        organization_id: org_id,
+        kind: crate::outbox::ANALYSIS_COMPLETED,
+        data,
+        analysis_wait_until: None,
+    };
+    crate::outbox::enqueue(&mut tx, &event, now).await?;
     tx.commit().await?;
-    Ok(view)
+    Ok(record)
 }
 
 /// Drops the analysis of an execution deleted before it could run.

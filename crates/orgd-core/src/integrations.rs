@@ -234,6 +234,8 @@ async fn save_in(
     if written == 0 {
         return Ok(false);
     }
+    // Saved credentials start with a clean health record.
+    crate::outbox::reset_health(tx, write.organization_id, write.integration.as_str()).await?;
     audit::insert(tx, audit, now).await?;
     Ok(true)
 }
@@ -270,6 +272,7 @@ async fn delete_in(
             .await?
             .rows_affected();
     if removed > 0 {
+        crate::outbox::reset_health(tx, organization_id, integration.as_str()).await?;
         audit::insert(tx, audit, now).await?;
     }
     Ok(removed > 0)

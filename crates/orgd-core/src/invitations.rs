@@ -10,9 +10,12 @@ use crate::db::notify::Change;
 use crate::db::{Db, Tx};
 use crate::error::{CoreError, CoreResult};
 use crate::idempotency::{self, Replay};
+use crate::outbox::{self, MEMBER_JOINED, MEMBER_REMOVED, MemberNotice};
 use crate::rules::expiry::{is_expired, pending_at};
 use crate::rules::last_admin;
 use crate::rules::seats::{self, SeatUsage};
+use crate::rules::thresholds::{self, Figure};
+use crate::usage::Resource;
 use crate::users::{NewUser, Role, UserRecord, member_in};
 
 /// An invitation's secret: 32 random bytes as 64 hex characters (accepted in either case).
@@ -227,6 +230,20 @@ pub async fn create(
     .bind(now)
     .execute(&mut *tx)
     .await?;
+    // The invitation takes a seat: the seat figure may cross a threshold.
+    let figure = |used| Figure {
+        used,
+        limit: seats.limit,
+    };
+    thresholds::record(
+        &mut tx,
+        org,
+        Resource::Users,
+        figure(seats.used),
+        figure(seats.used + 1),
+        now,
+    )
+    .await?;
     audit::insert(&mut tx, audit, now).await?;
     idempotency::store(&mut tx, replay, invitation).await?;
     tx.commit().await?;
@@ -382,6 +399,34 @@ pub async fn accept(
     };
     audit::insert(&mut tx, &left, now).await?;
     audit::insert(&mut tx, &accepted_event(&invitation, &user.id, ip), now).await?;
+    let left = MemberNotice {
+        id: &user.id,
+        name: &user.name,
+        email: &user.email,
+        role: user.role.as_str(),
+    };
+    outbox::member_event(
+        &mut tx,
+        &user.organization_id,
+        MEMBER_REMOVED,
+        &left,
+        None,
+        now,
+    )
+    .await?;
+    let joined = MemberNotice {
+        role: invitation.role.as_str(),
+        ..left
+    };
+    outbox::member_event(
+        &mut tx,
+        &invitation.organization_id,
+        MEMBER_JOINED,
+        &joined,
+        None,
+        now,
+    )
+    .await?;
     let organization_name = organization_name(&mut tx, &invitation.organization_id).await?;
     tx.commit().await?;
     let user = UserRecord {
@@ -442,6 +487,13 @@ pub async fn signup(
         other => other?,
     };
     audit::insert(&mut tx, &accepted_event(&invitation, &user.id, ip), now).await?;
+    let joined = MemberNotice {
+        id: &user.id,
+        name: &user.name,
+        email: &user.email,
+        role: invitation.role.as_str(),
+    };
+    outbox::member_event(&mut tx, org, MEMBER_JOINED, &joined, None, now).await?;
     let organization_name = organization_name(&mut tx, org).await?;
     tx.commit().await?;
     let record = UserRecord {

@@ -19,6 +19,7 @@ pub mod members;
 pub mod models;
 pub mod operator;
 pub mod organizations;
+pub mod outbox;
 pub mod passwords;
 pub mod plans;
 pub mod reports;
@@ -28,6 +29,7 @@ pub mod secrets;
 pub mod text;
 pub mod usage;
 pub mod users;
+pub mod webhooks;
 
 #[cfg(test)]
 mod testing;

@@ -9,6 +9,7 @@ use crate::cursor::{Cursor, split_page};
 use crate::db::notify::Change;
 use crate::db::{Db, Tx};
 use crate::error::CoreResult;
+use crate::outbox::{self, MEMBER_REMOVED, MEMBER_ROLE_CHANGED, MemberNotice};
 use crate::rules::last_admin;
 use crate::users::{self, Role, USER_COLUMNS, UserRecord};
 
@@ -157,6 +158,21 @@ pub async fn change_role(
         "targetEmail": target.email,
     }));
     audit::insert(&mut tx, &audit, now).await?;
+    let member = MemberNotice {
+        id: &target.id,
+        name: &target.name,
+        email: &target.email,
+        role: role.as_str(),
+    };
+    outbox::member_event(
+        &mut tx,
+        organization_id,
+        MEMBER_ROLE_CHANGED,
+        &member,
+        Some(target.role.as_str()),
+        now,
+    )
+    .await?;
     tx.commit().await?;
     Ok(MemberChange::Done(target))
 }
@@ -192,6 +208,13 @@ pub async fn remove(
         "targetName": target.name,
     }));
     audit::insert(&mut tx, &audit, now).await?;
+    let member = MemberNotice {
+        id: &target.id,
+        name: &target.name,
+        email: &target.email,
+        role: target.role.as_str(),
+    };
+    outbox::member_event(&mut tx, organization_id, MEMBER_REMOVED, &member, None, now).await?;
     tx.commit().await?;
     Ok(MemberChange::Done(target))
 }

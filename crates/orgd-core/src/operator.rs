@@ -250,6 +250,14 @@ async fn change_plan(
     .execute(&mut *tx)
     .await?;
     let after = organization_in(&mut tx, org_id).await?;
+    crate::rules::thresholds::record_limit_change(
+        &mut tx,
+        org_id,
+        &before.limits(),
+        &after.limits(),
+        now,
+    )
+    .await?;
     let mut audit = audit.clone();
     audit.details = change.audit_details(&before, &after);
     audit::insert(&mut tx, &audit, now).await?;

@@ -39,9 +39,31 @@ pub fn redact(text: &str, secrets: &[String]) -> String {
     text
 }
 
+/// `redact` applied to every string of a JSON value (keys and structure untouched).
+pub fn redact_json(value: &mut serde_json::Value, secrets: &[String]) {
+    use serde_json::Value;
+    match value {
+        Value::String(text) => *text = redact(text, secrets),
+        Value::Array(items) => items.iter_mut().for_each(|v| redact_json(v, secrets)),
+        Value::Object(fields) => fields.values_mut().for_each(|v| redact_json(v, secrets)),
+        Value::Null | Value::Bool(_) | Value::Number(_) => {}
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn json_strings_are_redacted_structure_kept() {
+        let mut value =
+            serde_json::json!({"error": "token sk-123456 leaked", "n": 1, "list": ["sk-123456"]});
+        redact_json(&mut value, &["sk-123456".to_string()]);
+        assert_eq!(
+            value,
+            serde_json::json!({"error": "token [REDACTED] leaked", "n": 1, "list": ["[REDACTED]"]})
+        );
+    }
 
     #[test]
     fn utf8_cuts() {

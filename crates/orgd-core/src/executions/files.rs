@@ -13,6 +13,8 @@ use crate::db::{Db, Tx};
 use crate::error::{CoreError, CoreResult};
 use crate::organizations;
 use crate::rules::storage::{self as storage_rules, StorageLimit};
+use crate::rules::thresholds::{self, Figure};
+use crate::usage::Resource;
 
 pub enum Reservation {
     Reserved,
@@ -118,6 +120,25 @@ pub async fn commit_report(
     .await?;
     // The reservation already counts `size`; the replaced file's bytes go.
     subtract_storage(&mut *tx, org_id, old).await?;
+    // The committed bytes changed by `size - old`: they may cross a threshold.
+    let limit = organizations::limits_in(&mut tx, org_id)
+        .await?
+        .and_then(|limits| limits.max_storage_bytes);
+    let used: i64 =
+        sqlx::query_scalar("SELECT storage_used_bytes FROM organizations WHERE id = $1")
+            .bind(org_id)
+            .fetch_one(&mut *tx)
+            .await?;
+    let figure = |used| Figure { used, limit };
+    thresholds::record(
+        &mut tx,
+        org_id,
+        Resource::Storage,
+        figure(used - (size - old)),
+        figure(used),
+        now,
+    )
+    .await?;
     if let Err(e) = publish.await {
         return Ok(ReportCommit::PublishFailed(e));
     }

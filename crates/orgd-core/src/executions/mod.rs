@@ -16,8 +16,9 @@ pub use run_requests::{
     EnvVars, MAX_ENV_VALUE_BYTES, MAX_ENV_VARS, NewRunRequest, RunRequest, read_run_request,
 };
 pub use runs::{
-    Grouped, NewExecutionOutcome, RunGroup, UpdateOutcome, create_execution, delete_execution,
-    execution, execution_exists, executions, grouped, run_stats, update_execution,
+    FinishNotice, Grouped, NewExecutionOutcome, RunGroup, UpdateOutcome, create_execution,
+    delete_execution, execution, execution_exists, executions, grouped, run_stats,
+    update_execution,
 };
 
 use crate::analysis::AnalysisRecord;

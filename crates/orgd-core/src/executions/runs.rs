@@ -19,10 +19,12 @@ use crate::db::{Db, Tx};
 use crate::error::{CoreError, CoreResult};
 use crate::idempotency::{self, Replay};
 use crate::organizations;
+use crate::outbox::{self, EXECUTION_FINISHED, NewEvent};
 use crate::rules::run_counts;
 use crate::rules::run_stats::{self, RunFacts, RunStats, group_condition};
 use crate::rules::runs::{self as run_rules, RunRefusal};
-use crate::usage::Period;
+use crate::rules::thresholds::{self, Figure};
+use crate::usage::{Period, Resource};
 
 pub enum NewExecutionOutcome {
     Created(Box<Execution>),
@@ -199,7 +201,11 @@ async fn attach_analyses(db: &Db, org_id: &str, page: &mut [Execution]) -> CoreR
 }
 
 /// Attaches the ticket links of every execution in `page` with one query.
-async fn attach_links(db: &Db, org_id: &str, page: &mut [Execution]) -> CoreResult<()> {
+async fn attach_links<'e>(
+    db: impl Executor<'e, Database = Any>,
+    org_id: &str,
+    page: &mut [Execution],
+) -> CoreResult<()> {
     if page.is_empty() {
         return Ok(());
     }
@@ -213,7 +219,7 @@ async fn attach_links(db: &Db, org_id: &str, page: &mut [Execution]) -> CoreResu
     for execution in page.iter() {
         query = query.bind(&execution.id);
     }
-    for row in query.fetch_all(db.pool()).await? {
+    for row in query.fetch_all(db).await? {
         let link = ExecutionLink {
             execution_id: row.try_get("execution_id")?,
             provider: row.try_get("provider")?,
@@ -339,13 +345,27 @@ pub async fn create_execution(
     };
     run_stats::record(&mut tx, org_id, None, Some(&facts)).await?;
     run_counts::moved(&mut tx, org_id, None, Some(new.status)).await?;
-    sqlx::query(
+    let test_runs: i64 = sqlx::query_scalar(
         "INSERT INTO usage_counters (organization_id, period, test_runs, ai_analyses) VALUES ($1, $2, 1, 0)
-         ON CONFLICT (organization_id, period) DO UPDATE SET test_runs = usage_counters.test_runs + 1",
+         ON CONFLICT (organization_id, period) DO UPDATE SET test_runs = usage_counters.test_runs + 1
+         RETURNING test_runs",
     )
     .bind(org_id)
     .bind(&period.key)
-    .execute(&mut *tx)
+    .fetch_one(&mut *tx)
+    .await?;
+    let figure = |used| Figure {
+        used,
+        limit: limits.max_test_runs,
+    };
+    thresholds::record(
+        &mut tx,
+        org_id,
+        Resource::TestRuns,
+        figure(test_runs - 1),
+        figure(test_runs),
+        now,
+    )
     .await?;
     let created = Execution {
         id: new.id.clone(),
@@ -371,12 +391,21 @@ pub async fn create_execution(
     Ok(NewExecutionOutcome::Created(Box::new(created)))
 }
 
+/// How a finished run is announced: its JSON as the API shows it (the service owns the
+/// view), and how long its Slack message waits for an analysis queued with the finish.
+#[derive(Clone, Copy)]
+pub struct FinishNotice {
+    pub view: fn(&Execution) -> serde_json::Value,
+    pub analysis_wait_ms: i64,
+}
+
 pub async fn update_execution(
     db: &Db,
     org_id: &str,
     task_id: &str,
     change: &ExecutionChange,
     now: i64,
+    notice: &FinishNotice,
 ) -> CoreResult<UpdateOutcome> {
     let status = change.status.map(Status::as_str);
     let finished = change.status.is_some_and(Status::is_finished);
@@ -422,8 +451,12 @@ pub async fn update_execution(
         run_counts::moved(&mut tx, org_id, before, change.status).await?;
     }
     // The move into a failed state and the queued analysis commit together.
-    if updated.is_some() && change.status.is_some_and(Status::is_failure) {
-        analysis::queue(&mut tx, org_id, task_id, now).await?;
+    let analysis_queued = updated.is_some()
+        && change.status.is_some_and(Status::is_failure)
+        && analysis::queue(&mut tx, org_id, task_id, now).await?;
+    // So does the event announcing the finish, frozen as the run is now.
+    if updated.is_some() && finished {
+        announce_finish(&mut tx, org_id, task_id, analysis_queued, now, notice).await?;
     }
     tx.commit().await?;
     let current = execution(db, org_id, task_id).await?;
@@ -432,6 +465,41 @@ pub async fn update_execution(
         Some(execution) if updated.is_none() => UpdateOutcome::Finished(execution.status),
         Some(execution) => UpdateOutcome::Updated(Box::new(execution)),
     })
+}
+
+/// Queues `execution.finished` with the run as `tx` sees it (without its output).
+async fn announce_finish(
+    tx: &mut Tx,
+    org_id: &str,
+    task_id: &str,
+    analysis_queued: bool,
+    now: i64,
+    notice: &FinishNotice,
+) -> CoreResult<()> {
+    let sql = format!(
+        "SELECT {} FROM executions WHERE organization_id = $1 AND task_id = $2",
+        execution_columns("")
+    );
+    let row = sqlx::query(AssertSqlSafe(sql))
+        .bind(org_id)
+        .bind(task_id)
+        .fetch_one(&mut **tx)
+        .await?;
+    let mut page = [execution_from_row(&row, false)?];
+    attach_links(&mut **tx, org_id, &mut page).await?;
+    let [mut execution] = page;
+    execution.analysis = analysis::of_execution_in(tx, &execution.id).await?;
+    let mut data = serde_json::Map::new();
+    data.insert("execution".into(), (notice.view)(&execution));
+    let event = NewEvent {
+        organization_id: org_id,
+        kind: EXECUTION_FINISHED,
+        data,
+        analysis_wait_until: analysis_queued
+            .then(|| (execution.id.as_str(), now + notice.analysis_wait_ms)),
+    };
+    outbox::enqueue(tx, &event, now).await?;
+    Ok(())
 }
 
 /// A live (not deleted) execution with its output, links and run request.
@@ -454,7 +522,7 @@ pub async fn execution(db: &Db, org_id: &str, task_id: &str) -> CoreResult<Optio
         execution.run_request = Some(RunRequest::from_row(&row)?);
     }
     let mut page = [execution];
-    attach_links(db, org_id, &mut page).await?;
+    attach_links(db.pool(), org_id, &mut page).await?;
     attach_analyses(db, org_id, &mut page).await?;
     let [execution] = page;
     Ok(Some(execution))
@@ -538,7 +606,7 @@ pub async fn executions(
         created_at: e.created_at,
         id: e.id.clone(),
     });
-    attach_links(db, org_id, &mut page).await?;
+    attach_links(db.pool(), org_id, &mut page).await?;
     attach_analyses(db, org_id, &mut page).await?;
     Ok(ExecutionPage {
         executions: page,
@@ -721,7 +789,7 @@ pub async fn grouped(
         })
         .collect::<CoreResult<Vec<_>>>()?;
     let mut runs = newest_of_groups(db, org_id, filter, &groups, per_group).await?;
-    attach_links(db, org_id, &mut runs).await?;
+    attach_links(db.pool(), org_id, &mut runs).await?;
     attach_analyses(db, org_id, &mut runs).await?;
     for run in runs {
         let key = run.group_name.as_deref().unwrap_or("");

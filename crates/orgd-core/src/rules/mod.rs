@@ -13,6 +13,7 @@
 //! | `maxProjects` | `projects` |
 //! | run counters (KPIs, groups) move with every run created, finished or deleted | `run_stats` |
 //! | an idempotency key is claimed once | `crate::idempotency` |
+//! | a usage threshold is announced once per level and month | `thresholds` |
 
 pub mod expiry;
 pub mod last_admin;
@@ -22,3 +23,4 @@ pub mod run_stats;
 pub mod runs;
 pub mod seats;
 pub mod storage;
+pub mod thresholds;
