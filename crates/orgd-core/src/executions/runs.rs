@@ -9,7 +9,7 @@ use super::{
     Execution, ExecutionChange, ExecutionFilter, ExecutionLink, ExecutionPage, NewExecution, Status,
 };
 use crate::analysis;
-use crate::cursor::{Cursor, split_page};
+use crate::cursor::{Cursor, limit_clause, split_page};
 use crate::db::{Db, Tx};
 use crate::error::{CoreError, CoreResult};
 use crate::idempotency::{self, Replay};
@@ -318,8 +318,9 @@ pub async fn executions(
     org_id: &str,
     filter: &ExecutionFilter,
 ) -> CoreResult<ExecutionPage> {
-    // $1 organization, $2 page size + 1, $3 offset, then the statuses, then the cursor.
-    let cursor_at = 4 + filter.statuses.len();
+    // $1 organization, then the statuses, then the cursor; one row more than the page says
+    // whether another follows.
+    let cursor_at = 2 + filter.statuses.len();
     let mut condition = String::from("organization_id = $1 AND deleted_at IS NULL");
     if filter.after.is_some() {
         condition.push_str(" AND ");
@@ -329,30 +330,27 @@ pub async fn executions(
         ));
     }
     let order = "ORDER BY created_at DESC, id DESC";
+    let page = limit_clause(filter.limit + 1, filter.offset);
     let sql = if filter.statuses.is_empty() {
-        format!(
-            "SELECT {EXECUTION_COLUMNS} FROM executions WHERE {condition} {order} LIMIT $2 OFFSET $3"
-        )
+        format!("SELECT {EXECUTION_COLUMNS} FROM executions WHERE {condition} {order} {page}")
     } else {
         // Each range reads at most offset + page rows; the outer query picks the page.
+        let range = limit_clause(filter.limit + 1 + filter.offset, 0);
         let ranges: Vec<String> = (0..filter.statuses.len())
             .map(|i| {
                 format!(
                     "SELECT * FROM (SELECT {EXECUTION_COLUMNS} FROM executions
-                     WHERE {condition} AND status = ${} {order} LIMIT $2 + $3) AS s{i}",
-                    4 + i
+                     WHERE {condition} AND status = ${} {order} {range}) AS s{i}",
+                    2 + i
                 )
             })
             .collect();
         format!(
-            "SELECT * FROM ({}) AS page {order} LIMIT $2 OFFSET $3",
+            "SELECT * FROM ({}) AS page {order} {page}",
             ranges.join(" UNION ALL ")
         )
     };
-    let mut query = sqlx::query(AssertSqlSafe(sql))
-        .bind(org_id)
-        .bind(filter.limit + 1)
-        .bind(filter.offset);
+    let mut query = sqlx::query(AssertSqlSafe(sql)).bind(org_id);
     for status in &filter.statuses {
         query = query.bind(status.as_str());
     }
