@@ -151,6 +151,14 @@ async fn bulk_insert(
     .execute(store.pool())
     .await
     .context("insert group counters")?;
+    sqlx::query(
+        "INSERT INTO execution_counts (organization_id, status, live) VALUES ($1, 'PASSED', $2)",
+    )
+    .bind(org)
+    .bind(executions)
+    .execute(store.pool())
+    .await
+    .context("insert run counter")?;
     sqlx::query("UPDATE organizations SET storage_used_bytes = $2 WHERE id = $1")
         .bind(org)
         .bind(files * 1024)

@@ -159,10 +159,19 @@ impl MemoryLimiter {
         if self.hits.fetch_add(1, Ordering::Relaxed) % SWEEP_EVERY == 0 {
             buckets.retain(|_, b| b.log.back().is_some_and(|&t| t > now - b.window_ms));
         }
-        let entry = buckets.entry(bucket.to_string()).or_insert_with(|| Bucket {
-            window_ms,
-            log: VecDeque::new(),
-        });
+        // Looked up before inserting: a bucket's name is allocated once, not per request.
+        if !buckets.contains_key(bucket) {
+            buckets.insert(
+                bucket.to_string(),
+                Bucket {
+                    window_ms,
+                    log: VecDeque::new(),
+                },
+            );
+        }
+        let Some(entry) = buckets.get_mut(bucket) else {
+            return Decision::from_log(limit, window_ms, now, 0, now, true);
+        };
         entry.window_ms = window_ms;
         while entry.log.front().is_some_and(|&t| t <= now - window_ms) {
             entry.log.pop_front();

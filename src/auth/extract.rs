@@ -24,7 +24,7 @@ use orgd_core::users::UserRecord;
 #[derive(Debug)]
 pub enum Credential {
     /// A user's session token (JWT).
-    Session(Claims),
+    Session(Arc<Claims>),
     /// An API key, acting as its creator.
     ApiKey { key_id: String },
 }

@@ -2,6 +2,9 @@
 //! The role and organization are deliberately not trusted from the token: they are read
 //! from the store on every request.
 
+use std::collections::HashMap;
+use std::sync::{Arc, RwLock};
+
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use serde::{Deserialize, Serialize};
 
@@ -23,7 +26,15 @@ pub struct JwtKeys {
     decoding: DecodingKey,
     validation: Validation,
     ttl_secs: i64,
+    /// Tokens whose signature and claims were verified, so a token seen again costs a map
+    /// lookup instead of base64, HMAC and JSON. Only what the token itself proves is kept:
+    /// expiry is checked on every use, and revocation (logout) and the user's current role
+    /// are read from the store (the identity cache) on every request.
+    verified: RwLock<HashMap<String, Arc<Claims>>>,
 }
+
+/// Verified tokens kept at most; the map starts over beyond it.
+const MAX_VERIFIED: usize = 10_000;
 
 #[derive(Debug, PartialEq, Eq)]
 pub enum TokenError {
@@ -44,6 +55,7 @@ impl JwtKeys {
             decoding: DecodingKey::from_secret(secret),
             validation,
             ttl_secs,
+            verified: RwLock::new(HashMap::new()),
         }
     }
 
@@ -62,12 +74,35 @@ impl JwtKeys {
         Ok((token, claims))
     }
 
-    pub fn verify(&self, token: &str, now_ms: i64) -> Result<Claims, TokenError> {
-        let data = jsonwebtoken::decode::<Claims>(token, &self.decoding, &self.validation)
-            .map_err(|_| TokenError::Invalid)?;
-        if data.claims.exp * 1000 <= now_ms {
+    pub fn verify(&self, token: &str, now_ms: i64) -> Result<Arc<Claims>, TokenError> {
+        let known = self
+            .verified
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(token)
+            .cloned();
+        let claims = match known {
+            Some(claims) => claims,
+            None => {
+                let claims = Arc::new(self.verify_signed(token)?);
+                let mut verified = self.verified.write().unwrap_or_else(|p| p.into_inner());
+                if verified.len() >= MAX_VERIFIED {
+                    verified.clear();
+                }
+                verified.insert(token.to_string(), claims.clone());
+                claims
+            }
+        };
+        if claims.exp.saturating_mul(1000) <= now_ms {
             return Err(TokenError::Expired);
         }
+        Ok(claims)
+    }
+
+    /// Signature, algorithm and claims (everything but expiry, which depends on the time).
+    fn verify_signed(&self, token: &str) -> Result<Claims, TokenError> {
+        let data = jsonwebtoken::decode::<Claims>(token, &self.decoding, &self.validation)
+            .map_err(|_| TokenError::Invalid)?;
         if data.claims.jti.is_empty() || data.claims.jti.len() > 64 {
             return Err(TokenError::Invalid);
         }
@@ -86,9 +121,23 @@ mod tests {
         let back = keys.verify(&token, 1_000_000).unwrap();
         assert_eq!(back.sub, claims.sub);
         assert_eq!(back.jti, claims.jti);
+        // Verified once, the token still expires on time.
         assert_eq!(
             keys.verify(&token, 1_000_000 + 60_000).err(),
             Some(TokenError::Expired)
+        );
+        assert!(keys.verify(&token, 1_000_000 + 59_000).is_ok());
+        // A token differing in one character of its signature is not the verified one.
+        let at = token.rfind('.').unwrap() + 1;
+        let first = if token.as_bytes()[at] == b'A' {
+            "B"
+        } else {
+            "A"
+        };
+        let forged = format!("{}{first}{}", &token[..at], &token[at + 1..]);
+        assert_eq!(
+            keys.verify(&forged, 1_000_000).err(),
+            Some(TokenError::Invalid)
         );
         let other = JwtKeys::new(b"another-secret-another-secret-xx", 60);
         assert_eq!(

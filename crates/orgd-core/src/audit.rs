@@ -5,7 +5,7 @@ use serde_json::{Value, json};
 use sqlx::{AssertSqlSafe, Row};
 
 pub use crate::cursor::Cursor;
-use crate::cursor::split_page;
+use crate::cursor::{limit_clause, split_page};
 use crate::db::{Db, Tx};
 use crate::error::CoreResult;
 
@@ -182,7 +182,8 @@ async fn entries(
     if filter.before.is_some() {
         next(&mut sql, &format!(" AND {}", Cursor::older_than("?", "?")));
     }
-    next(&mut sql, " ORDER BY created_at DESC, id DESC LIMIT ?");
+    sql.push_str(" ORDER BY created_at DESC, id DESC ");
+    sql.push_str(&limit_clause(limit, 0));
 
     let mut query = sqlx::query(AssertSqlSafe(sql)).bind(organization_id);
     if let Some(action) = &filter.action {
@@ -200,7 +201,7 @@ async fn entries(
     if let Some(cursor) = &filter.before {
         query = query.bind(cursor.created_at).bind(&cursor.id);
     }
-    let rows = query.bind(limit).fetch_all(db.pool()).await?;
+    let rows = query.fetch_all(db.pool()).await?;
     rows.iter()
         .map(|row| {
             let details: String = row.try_get("details")?;

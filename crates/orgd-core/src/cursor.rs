@@ -32,6 +32,15 @@ impl Cursor {
     }
 }
 
+/// `LIMIT … OFFSET …` with the numbers written into the SQL rather than bound: PostgreSQL
+/// plans a prepared statement once for any parameters, and with a bound `LIMIT` it guesses a
+/// tenth of the rows — enough for it to sort an organization's whole history instead of
+/// reading the first rows of an index range (measured: 389 ms instead of 2 ms at 200,000
+/// runs). Both are integers the caller validated, so nothing else can reach the SQL.
+pub fn limit_clause(limit: i64, offset: i64) -> String {
+    format!("LIMIT {limit} OFFSET {offset}")
+}
+
 /// The first `limit` of `rows` (fetched with `limit + 1`) and the cursor of the next page,
 /// `None` when there is none.
 pub fn split_page<T>(

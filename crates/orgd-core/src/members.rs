@@ -5,7 +5,7 @@
 use serde_json::json;
 
 use crate::audit::{self, AuditEvent};
-use crate::cursor::{Cursor, split_page};
+use crate::cursor::{Cursor, limit_clause, split_page};
 use crate::db::notify::Change;
 use crate::db::{Db, Tx};
 use crate::error::CoreResult;
@@ -83,17 +83,15 @@ pub async fn list(
     after: Option<&Cursor>,
 ) -> CoreResult<MemberPage> {
     let older = match after {
-        Some(_) => format!(" AND {}", Cursor::older_than("$4", "$5")),
+        Some(_) => format!(" AND {}", Cursor::older_than("$2", "$3")),
         None => String::new(),
     };
+    let page = limit_clause(limit + 1, offset);
     let sql = format!(
         "SELECT {USER_COLUMNS} FROM users u WHERE u.organization_id = $1{older}
-         ORDER BY u.created_at DESC, u.id DESC LIMIT $2 OFFSET $3"
+         ORDER BY u.created_at DESC, u.id DESC {page}"
     );
-    let mut query = sqlx::query_as(sqlx::AssertSqlSafe(sql))
-        .bind(organization_id)
-        .bind(limit + 1)
-        .bind(offset);
+    let mut query = sqlx::query_as(sqlx::AssertSqlSafe(sql)).bind(organization_id);
     if let Some(cursor) = after {
         query = query.bind(cursor.created_at).bind(&cursor.id);
     }

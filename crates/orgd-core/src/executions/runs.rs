@@ -14,7 +14,7 @@ use super::{
     NewExecution, START_TIME_SQL, Source, Status,
 };
 use crate::analysis;
-use crate::cursor::{Cursor, split_page};
+use crate::cursor::{Cursor, limit_clause, split_page};
 use crate::db::{Db, Tx};
 use crate::error::{CoreError, CoreResult};
 use crate::idempotency::{self, Replay};
@@ -539,8 +539,9 @@ pub async fn executions(
     org_id: &str,
     filter: &ExecutionFilter,
 ) -> CoreResult<ExecutionPage> {
-    // The filter without its statuses ($1…), then the cursor, the page size + 1 and the
-    // offset, then one bind per status.
+    // The filter without its statuses ($1…), then the cursor, then one bind per status. The
+    // page's bounds are written into the SQL (validated integers), so PostgreSQL's generic
+    // plan reads an index range instead of sorting the history.
     let unfiltered = ExecutionFilter {
         statuses: Vec::new(),
         ..filter.clone()
@@ -556,32 +557,31 @@ pub async fn executions(
         binds.push(Bind::Int(cursor.created_at));
         binds.push(Bind::Text(cursor.id.clone()));
     }
-    let (size, offset) = (binds.len() + 1, binds.len() + 2);
+    let first_status = binds.len() + 1;
     let columns = execution_columns("");
     let order = "ORDER BY created_at DESC, id DESC";
+    // One row more than the page says whether another follows.
+    let page = limit_clause(filter.limit + 1, filter.offset);
     let sql = if filter.statuses.is_empty() {
-        format!(
-            "SELECT {columns} FROM executions WHERE {condition} {order} LIMIT ${size} OFFSET ${offset}"
-        )
+        format!("SELECT {columns} FROM executions WHERE {condition} {order} {page}")
     } else {
         // Each range reads at most offset + page rows; the outer query picks the page.
+        let range = limit_clause(filter.limit + 1 + filter.offset, 0);
         let ranges: Vec<String> = (0..filter.statuses.len())
             .map(|i| {
                 format!(
                     "SELECT * FROM (SELECT {columns} FROM executions
-                     WHERE {condition} AND status = ${} {order} LIMIT ${size} + ${offset}) AS s{i}",
-                    offset + 1 + i
+                     WHERE {condition} AND status = ${} {order} {range}) AS s{i}",
+                    first_status + i
                 )
             })
             .collect();
         format!(
-            "SELECT * FROM ({}) AS page {order} LIMIT ${size} OFFSET ${offset}",
+            "SELECT * FROM ({}) AS page {order} {page}",
             ranges.join(" UNION ALL ")
         )
     };
-    let mut query = bind_all(sqlx::query(AssertSqlSafe(sql)), &binds)
-        .bind(filter.limit + 1)
-        .bind(filter.offset);
+    let mut query = bind_all(sqlx::query(AssertSqlSafe(sql)), &binds);
     for status in &filter.statuses {
         query = query.bind(status.as_str());
     }
