@@ -15,7 +15,7 @@ use sqlx::{AssertSqlSafe, Row};
 
 use crate::audit::{self, AuditEvent};
 use crate::clock::format_ms;
-use crate::db::{Db, Tx};
+use crate::db::{Backend, Db, Tx};
 use crate::error::CoreResult;
 use crate::ids::new_id;
 use crate::integrations::Integration;
@@ -316,13 +316,22 @@ const LEASABLE: &str =
 /// message. One UPDATE decides: its outer condition repeats the inner one, so when two
 /// workers pick the same row the second finds it leased and skips it.
 pub async fn lease(db: &Db, now: i64, lease_until: i64, limit: i64) -> CoreResult<Vec<Leased>> {
+    // PostgreSQL: rows another worker is leasing right now are skipped rather than waited
+    // for (two UPDATEs locking overlapping rows in different orders could deadlock). SQLite
+    // has one writer at a time and no row locks.
+    let skip_locked = match db.backend() {
+        Backend::Postgres => "FOR UPDATE SKIP LOCKED",
+        Backend::Sqlite => "",
+    };
     let sql = format!(
         "UPDATE outbox SET status = 'delivering', attempts = attempts + 1, lease_until = $2, updated_at = $1
          WHERE id IN (
-             SELECT id FROM (
-                 SELECT id, due_at, ROW_NUMBER() OVER (PARTITION BY organization_id ORDER BY due_at, id) AS turn
-                 FROM outbox WHERE {LEASABLE}
-             ) ranked ORDER BY turn, due_at, id LIMIT $3)
+             SELECT id FROM outbox WHERE id IN (
+                 SELECT id FROM (
+                     SELECT id, due_at, ROW_NUMBER() OVER (PARTITION BY organization_id ORDER BY due_at, id) AS turn
+                     FROM outbox WHERE {LEASABLE}
+                 ) ranked ORDER BY turn, due_at, id LIMIT $3)
+             {skip_locked})
            AND {LEASABLE}
          RETURNING id, organization_id, event_id, event_type, channel, destination, payload, attempts,
                    created_at, lease_until"
@@ -500,41 +509,6 @@ pub async fn backlog(db: &Db, now: i64) -> CoreResult<Backlog> {
         pending: row.try_get("pending")?,
         oldest_due_ms: oldest.map_or(0, |at| (now - at).max(0)),
     })
-}
-
-/// Other due Slack rows of the same destination (for a digest), leased with one statement
-/// like `lease`; at most `limit`.
-pub async fn lease_destination(
-    db: &Db,
-    organization_id: &str,
-    destination: &str,
-    now: i64,
-    lease_until: i64,
-    limit: i64,
-) -> CoreResult<Vec<Leased>> {
-    let sql = format!(
-        "UPDATE outbox SET status = 'delivering', attempts = attempts + 1, lease_until = $2, updated_at = $1
-         WHERE id IN (
-             SELECT id FROM outbox WHERE organization_id = $3 AND destination = $4 AND {LEASABLE}
-             ORDER BY due_at, id LIMIT $5)
-           AND {LEASABLE}
-         RETURNING id, organization_id, event_id, event_type, channel, destination, payload, attempts,
-                   created_at, lease_until"
-    );
-    let rows = sqlx::query(AssertSqlSafe(sql))
-        .bind(now)
-        .bind(lease_until)
-        .bind(organization_id)
-        .bind(destination)
-        .bind(limit)
-        .fetch_all(db.pool())
-        .await?;
-    let mut leased = rows
-        .iter()
-        .map(leased_from_row)
-        .collect::<CoreResult<Vec<_>>>()?;
-    leased.sort_by(|a, b| a.id.cmp(&b.id));
-    Ok(leased)
 }
 
 /// How the calls made with one saved integration went (`GET /api/integrations/:provider`).
