@@ -159,6 +159,15 @@ async fn bulk_insert(
     .execute(store.pool())
     .await
     .context("insert run counter")?;
+    // What autovacuum does after a load this size: without statistics PostgreSQL's planner
+    // still believes the tables empty and may pick any index (a real history grows gradually,
+    // and autovacuum keeps up with it).
+    if store.backend() == Backend::Postgres {
+        sqlx::query("ANALYZE")
+            .execute(store.pool())
+            .await
+            .context("analyze")?;
+    }
     sqlx::query("UPDATE organizations SET storage_used_bytes = $2 WHERE id = $1")
         .bind(org)
         .bind(files * 1024)
