@@ -67,15 +67,6 @@ fn base_url(app: &AppState, provider: AiProvider) -> &str {
     }
 }
 
-fn platform_key(app: &AppState, provider: AiProvider) -> Option<&Secret<String>> {
-    let ai = &app.config.ai;
-    match provider {
-        AiProvider::Openai => ai.openai_api_key.as_ref(),
-        AiProvider::Anthropic => ai.anthropic_api_key.as_ref(),
-        AiProvider::Gemini => ai.gemini_api_key.as_ref(),
-    }
-}
-
 /// How long a runner owns a row: every attempt timing out, plus the waits between them.
 pub fn lease_ms(app: &AppState) -> i64 {
     let attempts = app.config.provider_timeout * MAX_ATTEMPTS + Duration::from_secs(30);
@@ -138,7 +129,11 @@ async fn resolve(
     };
     let key = match byok {
         Some(key) => Some((key, "byok")),
-        None => platform_key(app, provider).map(|k| (k.clone(), "platform")),
+        None => app
+            .config
+            .ai
+            .platform_key(provider)
+            .map(|k| (k.clone(), "platform")),
     };
     Ok(Resolved {
         model,
@@ -147,40 +142,17 @@ async fn resolve(
     })
 }
 
-/// Every secret the organization stored, opened, plus the platform keys: none may leave
-/// inside a log — nor inside a message, comment or webhook (the outbox redacts with it too).
-pub(crate) async fn secrets_to_redact(
-    app: &AppState,
-    org_id: &str,
-) -> Result<Vec<String>, RunError> {
-    let sealed = orgd_core::analysis::organization_secrets(&app.db, org_id)
-        .await
-        .during(FAILED)?;
-    let mut secrets = Vec::with_capacity(sealed.len() + 3);
-    for s in sealed {
-        let opened = app
-            .vault
-            .open(&s.sealed, &s.table.binding(org_id, &s.provider))
-            .during("Failed to read stored secrets")?;
-        secrets.push(opened.0);
-    }
-    secrets.extend(
-        AiProvider::ALL
-            .into_iter()
-            .filter_map(|p| platform_key(app, p))
-            .map(|k| k.0.clone()),
-    );
-    Ok(secrets)
-}
-
-/// `secrets_to_redact`, and the environment values the run was requested with: a test that
-/// prints its environment must not hand its passwords to the provider.
+/// What must not leave inside a log (`redaction::secrets_to_redact`), and the environment
+/// values the run was requested with: a test that prints its environment must not hand its
+/// passwords to the provider.
 async fn run_secrets_to_redact(
     app: &AppState,
     org_id: &str,
     execution: &Execution,
 ) -> Result<Vec<String>, RunError> {
-    let mut secrets = secrets_to_redact(app, org_id).await?;
+    let mut secrets = crate::redaction::secrets_to_redact(app, org_id)
+        .await
+        .during("Failed to read stored secrets")?;
     let run_env = execution
         .run_request
         .as_ref()

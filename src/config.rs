@@ -13,6 +13,7 @@ use axum::http::HeaderValue;
 use ipnet::IpNet;
 
 use orgd_core::db::DbTimeouts;
+use orgd_core::models::AiProvider;
 use orgd_core::models::ModelCatalog;
 use orgd_providers::ssrf::PrivateAddresses;
 
@@ -492,6 +493,15 @@ pub struct AiConfig {
 }
 
 impl AiConfig {
+    /// The platform's own key for `provider`, used when an organization brings none.
+    pub fn platform_key(&self, provider: AiProvider) -> Option<&Secret<String>> {
+        match provider {
+            AiProvider::Openai => self.openai_api_key.as_ref(),
+            AiProvider::Anthropic => self.anthropic_api_key.as_ref(),
+            AiProvider::Gemini => self.gemini_api_key.as_ref(),
+        }
+    }
+
     fn from_args(args: &ServeArgs) -> anyhow::Result<Self> {
         let key = |k: &Option<String>| {
             k.as_deref()

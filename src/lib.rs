@@ -11,6 +11,7 @@ pub mod metrics;
 pub mod openapi;
 pub mod outbox;
 pub mod ratelimit;
+pub mod redaction;
 pub mod request_id;
 pub mod routes;
 pub mod state;

@@ -239,7 +239,7 @@ async fn targets(app: &AppState, rows: &[&Leased]) -> anyhow::Result<HashMap<Str
             );
         }
         if !redact.contains_key(org) {
-            let secrets = crate::analyst::secrets_to_redact(app, org).await?;
+            let secrets = crate::redaction::secrets_to_redact(app, org).await?;
             redact.insert(org.clone(), secrets);
         }
         let redact = redact.get(org).cloned().unwrap_or_default();
@@ -476,7 +476,7 @@ async fn slack_message(
     org: &str,
     rows: &[Leased],
 ) -> anyhow::Result<Option<SlackMessage>> {
-    let secrets = crate::analyst::secrets_to_redact(app, org).await?;
+    let secrets = crate::redaction::secrets_to_redact(app, org).await?;
     let mut runs = Vec::with_capacity(rows.len());
     for row in rows {
         let Ok(event) = serde_json::from_str::<Value>(&row.payload) else {
