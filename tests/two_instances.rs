@@ -23,10 +23,10 @@
 //! - Each instance's stdout and stderr go to `target/tmp/two_instances/<run>/<name>.log`; the
 //!   processes are killed on drop, and on a failure the logs' tails are printed.
 
-#[allow(dead_code, reason = "shared with tests/api; this binary needs TestDb and `call`")]
+#[allow(dead_code, reason = "shared with tests/api; only a part is used here")]
 #[path = "api/helpers.rs"]
 mod helpers;
-#[allow(dead_code, reason = "shared with tests/api; this binary needs the Gemini fake")]
+#[allow(dead_code, reason = "shared with tests/api; only a part is used here")]
 #[path = "api/llm_fakes.rs"]
 mod llm_fakes;
 
@@ -69,7 +69,11 @@ async fn two_instances_behave_as_one_service() {
     }
     timed("demotion", demotion_reaches_the_other_instance(&deployment)).await;
     timed("rate limit", the_rate_limit_is_shared(&deployment)).await;
-    timed("failed run", a_failed_run_is_announced_once(&deployment, &fakes)).await;
+    timed(
+        "failed run",
+        a_failed_run_is_announced_once(&deployment, &fakes),
+    )
+    .await;
 }
 
 async fn timed(check: &str, run: impl Future<Output = ()>) {
@@ -259,7 +263,10 @@ impl Instance {
 
     fn assert_alive(&mut self, deadline: Instant, what: &str) {
         if let Ok(Some(status)) = self.child.try_wait() {
-            panic!("instance {} exited ({status}) before it could {what}", self.name);
+            panic!(
+                "instance {} exited ({status}) before it could {what}",
+                self.name
+            );
         }
         assert!(
             Instant::now() < deadline,
@@ -475,5 +482,8 @@ async fn a_failed_run_is_announced_once(d: &Deployment, fakes: &Fakes) {
         "the message carries the analysis: {blocks}"
     );
     let event = fakes.receiver.deliveries()[0].json().expect("JSON event");
-    assert_eq!(event["data"]["execution"]["taskId"], "announced-1", "{event}");
+    assert_eq!(
+        event["data"]["execution"]["taskId"], "announced-1",
+        "{event}"
+    );
 }
