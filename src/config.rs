@@ -51,6 +51,10 @@ pub struct ServeArgs {
     /// Shared rate limits across instances.
     #[arg(long, env = "REDIS_URL", hide_env_values = true)]
     pub redis_url: Option<String>,
+    /// Prefix of every Redis key: the instances of one deployment share it, deployments (or
+    /// test runs) sharing one Redis keep apart by it.
+    #[arg(long, env = "ORGD_REDIS_KEY_PREFIX", default_value = "orgd:")]
+    pub redis_key_prefix: String,
     #[arg(long, env = "JWT_SECRET", hide_env_values = true)]
     pub jwt_secret: Option<String>,
     #[command(flatten)]
@@ -634,7 +638,7 @@ impl Config {
             data_dir: args.store.data_dir.clone(),
             database_url: Secret(database_url),
             redis_url: args.redis_url.clone().filter(|u| !u.is_empty()).map(Secret),
-            redis_key_prefix: "orgd:".into(),
+            redis_key_prefix: args.redis_key_prefix.clone(),
             jwt_secret: Secret(jwt_secret.into_bytes()),
             encryption_key: keys.current,
             encryption_keys_old: keys.old,
