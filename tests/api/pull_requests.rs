@@ -11,6 +11,7 @@ use serde_json::{Value, json};
 
 use crate::backend_tests;
 use crate::helpers::{Backend, Session, TestApp, assert_error, call};
+use crate::llm_fakes::{FakeLlm, Kind, ROOT_CAUSE};
 use crate::notifications::{PUBLIC_URL, analysis_switch, eventually};
 use orgd_fakes::azure_devops::{ADO_ORG, ADO_PAT, ADO_PROJECT, ADO_REPO, AzureDevOps};
 use orgd_fakes::bitbucket::{
@@ -21,6 +22,7 @@ use orgd_fakes::github::{GITHUB_OWNER, GITHUB_REPO, GITHUB_TOKEN, GitHub};
 
 backend_tests!(
     a_run_posts_one_comment_and_later_runs_edit_it,
+    the_comment_waits_for_the_analysis,
     an_older_run_never_overwrites_a_newer_one,
     runs_finishing_together_post_one_comment,
     a_deleted_comment_is_posted_anew,
@@ -36,6 +38,13 @@ struct Trackers {
 }
 
 async fn app(backend: Backend) -> (TestApp, Trackers, Session) {
+    app_with(backend, |_| {}).await
+}
+
+async fn app_with(
+    backend: Backend,
+    tweak: impl FnOnce(&mut orgd::Config),
+) -> (TestApp, Trackers, Session) {
     let trackers = Trackers {
         github: Fake::<GitHub>::spawn().await,
         bitbucket: Fake::<Bitbucket>::spawn().await,
@@ -55,6 +64,7 @@ async fn app(backend: Backend) -> (TestApp, Trackers, Session) {
         c.public_url = Some(PUBLIC_URL.into());
         c.rate_limit_per_minute = 10_000;
         c.ingest_rate_limit_per_minute = 10_000;
+        tweak(c);
     })
     .await;
     let admin = app.signup("PR Org").await;
@@ -129,6 +139,20 @@ async fn pr_rows(app: &TestApp, status: &str) -> i64 {
         .fetch_one(&app.db)
         .await
         .expect("count")
+}
+
+/// Waits until `count` pull-request rows are `status`, moving the manual clock past the
+/// short waits of rows that found the comment held.
+async fn settle(app: &TestApp, status: &str, count: i64) {
+    for _ in 0..100 {
+        if pr_rows(app, status).await >= count {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        app.clock.advance(2_500);
+        app.state.wake_outbox();
+    }
+    panic!("timed out waiting for {count} {status} rows");
 }
 
 async fn health(app: &TestApp, admin: &Session, provider: &str) -> Value {
@@ -212,6 +236,45 @@ async fn a_run_posts_one_comment_and_later_runs_edit_it(backend: Backend) {
     assert_eq!(pr_rows(&app, "delivered").await, 4);
 }
 
+async fn the_comment_waits_for_the_analysis(backend: Backend) {
+    let openai = FakeLlm::start(Kind::OpenAi, &["sk-platform"]).await;
+    let gemini = FakeLlm::start(Kind::Gemini, &["gm-platform"]).await;
+    let (openai_url, gemini_url) = (openai.url.clone(), gemini.url.clone());
+    let (app, trackers, admin) = app_with(backend, move |c| {
+        c.ai.openai_api_url = openai_url;
+        c.ai.gemini_api_url = gemini_url;
+        c.ai.openai_api_key = Some(orgd::config::Secret("sk-platform".into()));
+        c.ai.gemini_api_key = Some(orgd::config::Secret("gm-platform".into()));
+    })
+    .await;
+    let github = &trackers.github;
+    analysis_switch(&app, &admin, true).await;
+    connect_github(&app, &admin).await;
+    start(&app, &admin, "analysed", None, github_pr(30)).await;
+    // The run's error quotes a stored credential: it leaves orgd redacted.
+    let error = format!("401 from GitHub with token {GITHUB_TOKEN}");
+    finish(&app, &admin, "analysed", "FAILED", &error).await;
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    assert!(
+        github.comments().is_empty(),
+        "the comment waits for the analysis"
+    );
+    orgd::analyst::run_pending_once(&app.state)
+        .await
+        .expect("analysis");
+    app.state.wake_outbox();
+    eventually("the comment after the analysis", || {
+        github.comments().len() == 1
+    })
+    .await;
+    let body = &github.comments()[0].body;
+    assert!(body.contains(ROOT_CAUSE), "{body}");
+    assert!(
+        body.contains("[REDACTED]") && !body.contains(GITHUB_TOKEN),
+        "{body}"
+    );
+}
+
 async fn an_older_run_never_overwrites_a_newer_one(backend: Backend) {
     let (app, trackers, admin) = app(backend).await;
     let github = &trackers.github;
@@ -230,19 +293,7 @@ async fn an_older_run_never_overwrites_a_newer_one(backend: Backend) {
     app.clock.advance(500);
     finish(&app, &admin, "newer", "PASSED", "").await;
     eventually("the newer comment", || live_comments(github, 3).len() == 1).await;
-    app.clock.advance(5_000);
-    app.state.wake_outbox();
-    let settled = async {
-        loop {
-            if pr_rows(&app, "delivered").await == 2 {
-                return;
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    };
-    tokio::time::timeout(Duration::from_secs(10), settled)
-        .await
-        .expect("the older run's row settles");
+    settle(&app, "delivered", 2).await;
     let comments = github.comments();
     assert_eq!(comments.len(), 1);
     assert!(
@@ -272,15 +323,7 @@ async fn runs_finishing_together_post_one_comment(backend: Backend) {
         .map(|run| finish(&app, &admin, run, "FAILED", "same failure"));
     futures_util::future::join_all(finishing).await;
     // Those that found the comment held retry two seconds later.
-    for _ in 0..10 {
-        tokio::time::sleep(Duration::from_millis(300)).await;
-        app.clock.advance(2_500);
-        app.state.wake_outbox();
-        if pr_rows(&app, "delivered").await == 4 {
-            break;
-        }
-    }
-    assert_eq!(pr_rows(&app, "delivered").await, 4);
+    settle(&app, "delivered", 4).await;
     assert_eq!(
         github.comments().len(),
         1,
@@ -346,15 +389,7 @@ async fn bitbucket_and_azure_devops_comments(backend: Backend) {
         start(&app, &admin, &task, None, ci.clone()).await;
         app.clock.advance(1_000);
         finish(&app, &admin, &task, "FAILED", &format!("failure {n}")).await;
-        let delivered = n as i64 + 1;
-        let settled = async {
-            while pr_rows(&app, "delivered").await < delivered {
-                tokio::time::sleep(Duration::from_millis(50)).await;
-            }
-        };
-        tokio::time::timeout(Duration::from_secs(10), settled)
-            .await
-            .expect("delivered");
+        settle(&app, "delivered", n as i64 + 1).await;
     }
     let comments = trackers.bitbucket.comments();
     assert_eq!(comments.len(), 1, "{comments:?}");
@@ -375,14 +410,7 @@ async fn bitbucket_and_azure_devops_comments(backend: Backend) {
     )
     .await;
     finish(&app, &admin, "no-repo", "FAILED", "z").await;
-    let failed = async {
-        while pr_rows(&app, "failed").await < 1 {
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    };
-    tokio::time::timeout(Duration::from_secs(10), failed)
-        .await
-        .expect("failed for good");
+    settle(&app, "failed", 1).await;
     let data = health(&app, &admin, "azuredevops").await;
     assert_eq!(data["health"]["status"], "failing", "{data}");
     assert!(
@@ -404,14 +432,7 @@ async fn refused_comments_feed_health_and_never_disable(backend: Backend) {
         start(&app, &admin, &task, None, github_pr(20)).await;
         finish(&app, &admin, &task, "FAILED", "x").await;
     }
-    let failed = async {
-        while pr_rows(&app, "failed").await < 3 {
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    };
-    tokio::time::timeout(Duration::from_secs(10), failed)
-        .await
-        .expect("refused for good");
+    settle(&app, "failed", 3).await;
     let data = health(&app, &admin, "github").await;
     assert_eq!(
         data["enabled"], true,
