@@ -16,6 +16,7 @@ pub mod request_id;
 pub mod routes;
 pub mod state;
 pub mod timestamp;
+pub mod trackers;
 
 use std::future::Future;
 

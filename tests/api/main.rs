@@ -29,5 +29,6 @@ mod organization;
 mod ratelimit;
 mod reports;
 mod secrets;
+mod trackers;
 mod usage;
 mod webhooks;
