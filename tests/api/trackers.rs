@@ -16,6 +16,7 @@ use serde_json::{Value, json};
 
 use crate::helpers::{Backend, Session, TestApp, assert_error, call};
 use crate::integrations::{audit_details, insert_execution, links, put};
+use orgd::Config;
 
 crate::backend_tests!(
     settings_are_checked_before_they_are_saved,
@@ -103,53 +104,86 @@ impl Kind {
     }
 }
 
-struct World {
-    app: TestApp,
-    jira: FakeJira,
-    github: FakeGitHub,
-    gitlab: FakeGitLab,
-    azure: FakeAzureDevOps,
-    bitbucket: FakeBitbucket,
+/// The five trackers' fakes, for any test that saves or uses a tracker integration.
+pub struct Fakes {
+    pub jira: FakeJira,
+    pub github: FakeGitHub,
+    pub gitlab: FakeGitLab,
+    pub azure: FakeAzureDevOps,
+    pub bitbucket: FakeBitbucket,
 }
 
-/// An orgd pointed at fresh fakes; loopback addresses allowed (GitLab is reached through
-/// its `baseUrl`, as a self-managed instance).
+impl Fakes {
+    pub async fn spawn() -> Self {
+        Self {
+            jira: FakeJira::spawn().await,
+            github: FakeGitHub::spawn().await,
+            gitlab: FakeGitLab::spawn().await,
+            azure: FakeAzureDevOps::spawn().await,
+            bitbucket: FakeBitbucket::spawn().await,
+        }
+    }
+
+    /// Points `config` at the fakes, with loopback addresses allowed (GitLab is reached
+    /// through its `baseUrl`, as a self-managed instance).
+    pub fn configure(&self, config: &mut Config) {
+        config.trackers.jira_site = Some(self.jira.site_url());
+        config.trackers.jira_gateway = self.jira.gateway_url();
+        config.trackers.github = self.github.api_url();
+        config.trackers.azure_devops = self.azure.api_url();
+        config.trackers.bitbucket = self.bitbucket.api_url();
+        config.delivery.private_urls = PrivateAddresses::Allowed;
+    }
+
+    /// A first save of `provider` the fake accepts, with `token` as its credential (the fake
+    /// is told to accept it).
+    pub fn save_body_with(&self, provider: &str, token: &str) -> Value {
+        let kind = ALL
+            .into_iter()
+            .find(|k| k.provider() == provider)
+            .expect("a tracker");
+        match kind {
+            Kind::Jira => {
+                self.jira
+                    .add_credential(jira::JIRA_EMAIL, token, jira::TokenKind::Classic)
+            }
+            Kind::GitHub => self.github.add_token(token, true),
+            Kind::GitLab => self.gitlab.add_token(token, true),
+            Kind::AzureDevOps => self.azure.add_pat(token),
+            Kind::Bitbucket => self.bitbucket.add_credential(bb::BITBUCKET_EMAIL, token),
+        }
+        let mut body = self.save_body(kind);
+        body[kind.secret_field()] = json!(token);
+        body
+    }
+}
+
+struct World {
+    app: TestApp,
+    fakes: Fakes,
+}
+
+impl std::ops::Deref for World {
+    type Target = Fakes;
+
+    fn deref(&self) -> &Fakes {
+        &self.fakes
+    }
+}
+
 async fn world(backend: Backend) -> World {
-    let jira = FakeJira::spawn().await;
-    let github = FakeGitHub::spawn().await;
-    let gitlab = FakeGitLab::spawn().await;
-    let azure = FakeAzureDevOps::spawn().await;
-    let bitbucket = FakeBitbucket::spawn().await;
-    let urls = (
-        jira.site_url(),
-        jira.gateway_url(),
-        github.api_url(),
-        azure.api_url(),
-        bitbucket.api_url(),
-    );
-    let app = TestApp::spawn_with(backend, move |c| {
-        c.trackers.jira_site = Some(urls.0);
-        c.trackers.jira_gateway = urls.1;
-        c.trackers.github = urls.2;
-        c.trackers.azure_devops = urls.3;
-        c.trackers.bitbucket = urls.4;
-        c.delivery.private_urls = PrivateAddresses::Allowed;
+    let fakes = Fakes::spawn().await;
+    let app = TestApp::spawn_with(backend, |c| {
+        fakes.configure(c);
         c.provider_timeout = Duration::from_millis(1500);
         c.public_url = Some("https://orgd.example".into());
         c.rate_limit_per_minute = 10_000;
     })
     .await;
-    World {
-        app,
-        jira,
-        github,
-        gitlab,
-        azure,
-        bitbucket,
-    }
+    World { app, fakes }
 }
 
-impl World {
+impl Fakes {
     /// A first save the tracker accepts.
     fn save_body(&self, kind: Kind) -> Value {
         match kind {
@@ -280,7 +314,9 @@ impl World {
         };
         seen.expect("a create was received")
     }
+}
 
+impl World {
     async fn save(&self, admin: &Session, kind: Kind) {
         let (status, body) = put(
             &self.app,
