@@ -217,6 +217,37 @@ mod tests {
     }
 
     #[test]
+    fn tracker_checks_name_the_field_that_was_not_found() {
+        let cases = [
+            (Provider::Jira, "project", "Invalid projectKey"),
+            (Provider::Jira, "issue type", "Invalid issueType"),
+            (Provider::GitHub, "repository", "Invalid repo"),
+            (Provider::GitLab, "project", "Invalid projectId"),
+            (Provider::AzureDevOps, "project", "Invalid project"),
+            (
+                Provider::AzureDevOps,
+                "work item type",
+                "Invalid workItemType",
+            ),
+            (Provider::Bitbucket, "repository", "Invalid repoSlug"),
+        ];
+        for (provider, what, field) in cases {
+            let check = ProviderCall::CheckSettings(provider);
+            assert_eq!(answer(ProviderError::NotFound(what), check).1, field);
+        }
+        let disabled = ProviderError::Refused(ISSUES_DISABLED);
+        let ticket = ProviderCall::FileTicket(Provider::GitHub);
+        assert_eq!(
+            answer(disabled, ticket),
+            owned(
+                400,
+                "Issues disabled",
+                "Issues are turned off for the configured GitHub repository"
+            )
+        );
+    }
+
+    #[test]
     fn tickets_blame_the_stored_integration() {
         let ticket = ProviderCall::FileTicket(Provider::Linear);
         assert_eq!(

@@ -15,7 +15,7 @@ use reqwest::Method;
 use serde_json::{Value, json};
 
 use crate::helpers::{Backend, Session, TestApp, assert_error, call};
-use crate::integrations::{audit_details, insert_execution, links, put};
+use crate::integrations::{audit_details, eventually, insert_execution, links, put};
 use orgd::Config;
 
 crate::backend_tests!(
@@ -25,6 +25,7 @@ crate::backend_tests!(
     tickets_are_filed_linked_and_audited,
     issues_disabled_and_incomplete_rows,
     replays_and_broken_answers,
+    a_ticket_created_after_the_client_left_is_still_linked,
 );
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -800,4 +801,44 @@ async fn replays_and_broken_answers(backend: Backend) {
         let health = shown(app, &admin.token, kind.provider()).await["health"].clone();
         assert_eq!(health["status"], json!("failing"), "{kind:?}: {health}");
     }
+}
+
+async fn a_ticket_created_after_the_client_left_is_still_linked(backend: Backend) {
+    let w = world(backend).await;
+    let app = &w.app;
+    let admin = app.signup("Tracker Leavers").await;
+    let execution = insert_execution(app, &admin.org_id, "run-l").await;
+    for (n, kind) in ALL.into_iter().enumerate() {
+        w.save(&admin, kind).await;
+        w.inject(
+            kind,
+            "POST ",
+            1,
+            Behaviour::DelayAfter(Duration::from_millis(1000)),
+        );
+        let send = || {
+            app.send_json(
+                Method::POST,
+                kind.route(),
+                &admin.token,
+                json!({"taskId": "run-l", "title": "Left early"}),
+            )
+            .header("Idempotency-Key", "leaving")
+        };
+        let gave_up = send().timeout(Duration::from_millis(300)).send().await;
+        assert!(
+            gave_up.is_err(),
+            "{kind:?}: the client should have given up"
+        );
+        eventually(|| async { links(app, &execution).await.len() == n + 1 }).await;
+        assert_eq!(w.created(kind), 1, "{kind:?}");
+        // The client's retry with its key gets the answer it missed.
+        let again = send().send().await.unwrap();
+        assert_eq!(again.headers()["idempotent-replayed"], "true", "{kind:?}");
+        assert_eq!(again.status(), 201);
+        assert_eq!(w.created(kind), 1, "{kind:?}: nothing is created again");
+    }
+    let found = links(app, &execution).await;
+    let providers: Vec<&str> = found.iter().map(|l| l.0.as_str()).collect();
+    assert_eq!(providers, ALL.map(Kind::provider));
 }
