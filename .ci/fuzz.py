@@ -6,6 +6,7 @@ token. Fails on any 5xx and on any response that does not match the document.
 usage: fuzz.py BINARY sqlite|postgres [POSTGRES_URL]
 """
 
+import http.server
 import json
 import os
 import shutil
@@ -13,6 +14,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -25,6 +27,49 @@ PASSWORD = "Str0ng!pass"
 # Where provider calls go during the run: a closed loopback port, so they fail at once (502)
 # instead of leaving the machine.
 NOWHERE = "http://127.0.0.1:9"
+
+
+class FakeGitHub(http.server.BaseHTTPRequestHandler):
+    """Just enough of GitHub's REST API for the seeded integration to be checked and for
+    tickets to be filed during the run: every repository exists and takes issues."""
+
+    issues = 0
+
+    def answer(self, status, body):
+        data = json.dumps(body).encode()
+        self.send_response(status)
+        self.send_header("content-type", "application/json")
+        self.send_header("content-length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def do_GET(self):
+        parts = self.path.strip("/").split("/")
+        if len(parts) == 3 and parts[0] == "repos":
+            self.answer(200, {"full_name": f"{parts[1]}/{parts[2]}", "has_issues": True})
+        else:
+            self.answer(404, {"message": "Not Found"})
+
+    def do_POST(self):
+        self.rfile.read(int(self.headers.get("content-length") or 0))
+        parts = self.path.strip("/").split("/")
+        if len(parts) == 4 and parts[0] == "repos" and parts[3] == "issues":
+            FakeGitHub.issues += 1
+            n = FakeGitHub.issues
+            self.answer(201, {"id": n, "number": n,
+                              "html_url": f"https://github.com/{parts[1]}/{parts[2]}/issues/{n}"})
+        else:
+            self.answer(404, {"message": "Not Found"})
+
+    def log_message(self, *args):
+        pass
+
+
+def fake_github():
+    """Serves FakeGitHub on a loopback port; returns its URL."""
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), FakeGitHub)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return f"http://127.0.0.1:{server.server_address[1]}"
 
 
 def free_port():
@@ -148,6 +193,11 @@ def main():
                LINEAR_API_URL=NOWHERE + "/graphql", MONDAY_API_URL=NOWHERE + "/v2",
                OPENAI_API_URL=NOWHERE, ANTHROPIC_API_URL=NOWHERE, GEMINI_API_URL=NOWHERE,
                SLACK_WEBHOOK_ORIGIN=NOWHERE,
+               # GitHub answers (the seeded integration is checked when saved); the other
+               # trackers are out of reach like the providers above (a GitLab baseUrl the
+               # fuzzer makes up is refused by the address rules or unreachable).
+               GITHUB_API_URL=fake_github(), JIRA_API_URL=NOWHERE, JIRA_GATEWAY_URL=NOWHERE,
+               AZURE_DEVOPS_API_URL=NOWHERE, BITBUCKET_API_URL=NOWHERE,
                ORGD_PROVIDER_TIMEOUT="2s", ORGD_ADMIN_TOKEN=ADMIN_TOKEN,
                JWT_SECRET="fuzz-" + "j" * 40, ENCRYPTION_KEY="ab" * 32)
     env.pop("DATABASE_URL", None)

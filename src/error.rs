@@ -14,7 +14,7 @@ use crate::auth::Role;
 use crate::ratelimit::Decision;
 use orgd_core::error::CoreError;
 
-pub use provider::ProviderCall;
+pub use provider::{ProviderCall, issues_disabled};
 
 pub type Text = Cow<'static, str>;
 

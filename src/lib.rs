@@ -17,6 +17,7 @@ pub mod request_id;
 pub mod routes;
 pub mod state;
 pub mod timestamp;
+pub mod trackers;
 
 use std::future::Future;
 

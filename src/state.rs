@@ -110,7 +110,7 @@ impl Trackers {
             gitlab: GitLabClient::new(
                 vendor.clone(),
                 customer.clone(),
-                "https://gitlab.com".into(),
+                crate::trackers::GITLAB_DEFAULT_URL.into(),
             ),
             azure_devops: AzureDevOpsClient::new(vendor.clone(), urls.azure_devops.clone()),
             bitbucket: BitbucketClient::new(vendor.clone(), urls.bitbucket.clone()),

@@ -2,6 +2,7 @@
 //! message, and for analyses the reason stored with the failed analysis.
 
 use axum::http::StatusCode;
+use orgd_providers::tracker::ISSUES_DISABLED;
 use orgd_providers::{Provider, ProviderError};
 
 use super::ApiError;
@@ -46,8 +47,8 @@ impl ProviderCall {
             (ProviderError::NotFound(what), CheckSettings(_)) => {
                 format!("{who} has no {what} with that id that these credentials can see")
             }
-            (ProviderError::NotFound(_), FileTicket(_) | Notify(_)) => format!(
-                "{who} answered with an error (the configured team, board or group no longer exists; an admin must update the integration)"
+            (ProviderError::NotFound(what), FileTicket(_) | Notify(_)) => format!(
+                "{who} answered with an error (the configured {what} no longer exists; an admin must update the integration)"
             ),
             (ProviderError::NotFound(what), Analysis) => {
                 format!("{who} refused the request ({what} not found)")
@@ -78,8 +79,11 @@ impl ApiError {
             (ProviderError::InvalidCredentials, ProviderCall::CheckSettings(_)) => {
                 return Self::bad_request("Invalid credentials", message);
             }
-            (ProviderError::NotFound(what), ProviderCall::CheckSettings(_)) => {
-                return Self::invalid(not_found_field(what), message);
+            (ProviderError::NotFound(what), ProviderCall::CheckSettings(provider)) => {
+                return Self::invalid(not_found_field(provider, what), message);
+            }
+            (ProviderError::Refused(ISSUES_DISABLED), ProviderCall::FileTicket(_)) => {
+                return issues_disabled(during.subject());
             }
             (
                 ProviderError::RateLimited {
@@ -109,12 +113,30 @@ impl ApiError {
     }
 }
 
-/// The settings field naming what the provider did not find.
-fn not_found_field(what: &str) -> &'static str {
-    match what {
-        "team" => "teamId",
-        "board" => "boardId",
-        "group" => "groupId",
+/// 400 `Issues disabled`: the repository takes no issues (its pull requests still take
+/// comments). `who` is the tracker's display name.
+pub fn issues_disabled(who: &str) -> ApiError {
+    ApiError::bad_request(
+        "Issues disabled",
+        format!("Issues are turned off for the configured {who} repository"),
+    )
+}
+
+/// The settings field naming what `provider` did not find.
+fn not_found_field(provider: Provider, what: &str) -> &'static str {
+    match (provider, what) {
+        (_, "team") => "teamId",
+        (_, "board") => "boardId",
+        (_, "group") => "groupId",
+        (Provider::Jira, "project") => "projectKey",
+        (Provider::Jira, "issue type") => "issueType",
+        (Provider::Jira, "site") => "domain",
+        (Provider::GitHub, "repository") => "repo",
+        (Provider::GitLab, "project") => "projectId",
+        (Provider::AzureDevOps, "project") => "project",
+        (Provider::AzureDevOps, "work item type") => "workItemType",
+        (Provider::AzureDevOps, "repository") => "repository",
+        (Provider::Bitbucket, "repository") => "repoSlug",
         _ => "id",
     }
 }
@@ -190,6 +212,37 @@ mod tests {
                 502,
                 "Provider error",
                 "Monday.com answered with an error (HTTP 500)"
+            )
+        );
+    }
+
+    #[test]
+    fn tracker_checks_name_the_field_that_was_not_found() {
+        let cases = [
+            (Provider::Jira, "project", "Invalid projectKey"),
+            (Provider::Jira, "issue type", "Invalid issueType"),
+            (Provider::GitHub, "repository", "Invalid repo"),
+            (Provider::GitLab, "project", "Invalid projectId"),
+            (Provider::AzureDevOps, "project", "Invalid project"),
+            (
+                Provider::AzureDevOps,
+                "work item type",
+                "Invalid workItemType",
+            ),
+            (Provider::Bitbucket, "repository", "Invalid repoSlug"),
+        ];
+        for (provider, what, field) in cases {
+            let check = ProviderCall::CheckSettings(provider);
+            assert_eq!(answer(ProviderError::NotFound(what), check).1, field);
+        }
+        let disabled = ProviderError::Refused(ISSUES_DISABLED);
+        let ticket = ProviderCall::FileTicket(Provider::GitHub);
+        assert_eq!(
+            answer(disabled, ticket),
+            owned(
+                400,
+                "Issues disabled",
+                "Issues are turned off for the configured GitHub repository"
             )
         );
     }

@@ -9,6 +9,7 @@ use serde_json::{Map, Value, json};
 use utoipa::ToSchema;
 
 use crate::state::AppState;
+use crate::trackers::{DEFAULT_TYPE, GITLAB_DEFAULT_URL};
 use orgd_core::secrets::SecretTable;
 
 use crate::auth::CurrentUser;
@@ -71,26 +72,41 @@ const MONDAY_FIELDS: &[Field] = &[
 const JIRA_FIELDS: &[Field] = &[
     required("domain", |b| &mut b.domain, jira_domain),
     required("email", |b| &mut b.email, email),
-    optional("projectKey", |b| &mut b.project_key, jira_project, None),
+    required("projectKey", |b| &mut b.project_key, jira_project),
+    optional(
+        "issueType",
+        |b| &mut b.issue_type,
+        type_name,
+        Some(|| json!(DEFAULT_TYPE)),
+    ),
 ];
 const GITHUB_FIELDS: &[Field] = &[
     required("owner", |b| &mut b.owner, github_owner),
     required("repo", |b| &mut b.repo, repo_name),
+    optional("baseUrl", |b| &mut b.base_url, base_url, None),
 ];
 const GITLAB_FIELDS: &[Field] = &[
     optional(
         "baseUrl",
         |b| &mut b.base_url,
-        https_url,
-        Some(|| json!("https://gitlab.com")),
+        base_url,
+        Some(|| json!(GITLAB_DEFAULT_URL)),
     ),
     required("projectId", |b| &mut b.project_id, gitlab_project),
 ];
 const AZURE_FIELDS: &[Field] = &[
     required("organization", |b| &mut b.organization, azure_organization),
     required("project", |b| &mut b.project, azure_project),
+    optional("repository", |b| &mut b.repository, azure_repository, None),
+    optional(
+        "workItemType",
+        |b| &mut b.work_item_type,
+        type_name,
+        Some(|| json!(DEFAULT_TYPE)),
+    ),
 ];
 const BITBUCKET_FIELDS: &[Field] = &[
+    required("email", |b| &mut b.email, email),
     required("workspace", |b| &mut b.workspace, bitbucket_workspace),
     required("repoSlug", |b| &mut b.repo_slug, repo_name),
 ];
@@ -109,8 +125,9 @@ pub trait Described {
     fn display_name(self) -> &'static str;
     /// The fields a `PUT` may set.
     fn fields(self) -> &'static [Field];
-    /// The fields `GET` shows besides `enabled` (Linear's team key and name are learned
-    /// from Linear when the team is checked).
+    /// The fields `GET` shows besides `enabled`; some are learned from the provider when the
+    /// settings are checked (Linear's team key and name, Jira's `tokenKind`, GitHub's and
+    /// Bitbucket's `issuesEnabled`, GitLab's `projectPath`).
     fn shown(self) -> Vec<&'static str>;
 }
 
@@ -148,6 +165,10 @@ impl Described for Integration {
     fn shown(self) -> Vec<&'static str> {
         match self {
             Self::Linear => vec!["teamId", "teamKey", "teamName"],
+            Self::Jira => vec!["domain", "email", "projectKey", "issueType", "tokenKind"],
+            Self::Github => vec!["owner", "repo", "baseUrl", "issuesEnabled"],
+            Self::Gitlab => vec!["projectId", "baseUrl", "projectPath"],
+            Self::Bitbucket => vec!["email", "workspace", "repoSlug", "issuesEnabled"],
             _ => self.fields().iter().map(|f| f.name).collect(),
         }
     }
@@ -156,8 +177,12 @@ impl Described for Integration {
 /// A `PUT` body: merged into what is stored (at least one field). The credential field is
 /// `apiKey` (linear, monday), `apiToken` (jira), `webhookUrl` (slack, an https URL on
 /// hooks.slack.com) or `token` (github, gitlab, azuredevops, bitbucket); it is sealed and never
-/// shown again. Linear and Monday.com settings are checked with the provider before they are
-/// saved.
+/// shown again. Every provider but Slack has its settings checked with the provider before
+/// they are saved. Fields per provider: linear `teamId`; monday `boardId`, `groupId?`; jira
+/// `domain`, `email`, `projectKey`, `issueType?` (`Bug`); github `owner`, `repo`, `baseUrl?`;
+/// gitlab `projectId`, `baseUrl?` (`https://gitlab.com`); azuredevops `organization`,
+/// `project`, `repository?`, `workItemType?` (`Bug`); bitbucket `email`, `workspace`,
+/// `repoSlug`; slack `events?`. A `baseUrl` follows the outgoing-webhook address rules.
 #[derive(Default, ToSchema)]
 pub struct IntegrationSettings {
     enabled: Option<bool>,
@@ -182,6 +207,9 @@ pub struct IntegrationSettings {
     email: Option<Setting>,
     #[schema(rename = "projectKey", value_type = Option<String>)]
     project_key: Option<Setting>,
+    /// Jira: the issue type tickets are filed as.
+    #[schema(rename = "issueType", value_type = Option<String>)]
+    issue_type: Option<Setting>,
     #[schema(value_type = Option<String>)]
     owner: Option<Setting>,
     #[schema(value_type = Option<String>)]
@@ -195,6 +223,12 @@ pub struct IntegrationSettings {
     organization: Option<Setting>,
     #[schema(value_type = Option<String>)]
     project: Option<Setting>,
+    /// Azure DevOps: the repository (name or id) pull-request comments go to.
+    #[schema(value_type = Option<String>)]
+    repository: Option<Setting>,
+    /// Azure DevOps: the work item type tickets are filed as.
+    #[schema(rename = "workItemType", value_type = Option<String>)]
+    work_item_type: Option<Setting>,
     #[schema(value_type = Option<String>)]
     workspace: Option<Setting>,
     #[schema(rename = "repoSlug", value_type = Option<String>)]
@@ -260,13 +294,17 @@ impl FromBodyWith<(Integration, Option<&IntegrationRecord>)> for IntegrationSett
                 format!("{secret_field} is required on the first save"),
             ));
         }
+        // A save that will be checked needs every required field, given or stored (a row
+        // saved under an earlier, shorter field list may lack one); `enabled` alone does not.
+        let checked = secret.is_some() || fields.iter().any(|f| body.has(f.name));
+        let stored_has = |name: &str| stored.is_some_and(|r| r.settings.contains_key(name));
         *settings.credential(provider) = secret;
         settings.enabled = body.opt_bool("enabled")?;
         for field in fields {
             let setting = match body.0.get(field.name) {
                 Some(Value::Null) if !field.required => Setting::Reset,
                 Some(value) => Setting::Set((field.parse)(field.name, value)?),
-                None if field.required && stored.is_none() => {
+                None if field.required && checked && !stored_has(field.name) => {
                     return Err(ApiError::invalid(
                         field.name,
                         format!("{} is required", field.name),
@@ -644,11 +682,14 @@ fn repo_name(field: &'static str, value: &Value) -> Result<Value, ApiError> {
     Ok(json!(name))
 }
 
-/// A self-managed GitLab's `https://` base URL, without credentials, query or fragment.
-fn https_url(field: &'static str, value: &Value) -> Result<Value, ApiError> {
+/// A customer's base URL (GitHub Enterprise API root, self-managed GitLab): `https://` (or
+/// `http://`, which only an address the operator allows passes when it is checked), without
+/// credentials, query or fragment. Its addresses are checked when the settings are.
+fn base_url(field: &'static str, value: &Value) -> Result<Value, ApiError> {
     let url = string(field, value)?.trim_end_matches('/');
     let host = url
         .strip_prefix("https://")
+        .or_else(|| url.strip_prefix("http://"))
         .map(|rest| rest.split('/').next().unwrap_or(""));
     let valid = host.is_some_and(|h| !h.is_empty())
         && !url
@@ -656,9 +697,48 @@ fn https_url(field: &'static str, value: &Value) -> Result<Value, ApiError> {
             .any(|c| c.is_whitespace() || c.is_control() || matches!(c, '@' | '?' | '#'))
         && url.len() <= 2048;
     if !valid {
-        return Err(ApiError::invalid(field, "baseUrl must be an https:// URL"));
+        return Err(ApiError::invalid(
+            field,
+            format!("{field} must be an https:// URL"),
+        ));
     }
     Ok(json!(url))
+}
+
+/// A character Azure DevOps allows in project, repository and type names (and Jira in issue
+/// type names): none of the reserved ones.
+fn name_char(c: char) -> bool {
+    !c.is_control() && !"\\/:*?\"<>|;#$%{}+=[]".contains(c)
+}
+
+/// A Jira issue type or Azure DevOps work item type name (`Bug`, `User Story`); the
+/// provider's own spelling is stored once checked.
+fn type_name(field: &'static str, value: &Value) -> Result<Value, ApiError> {
+    Ok(json!(token_text(
+        field,
+        value,
+        128,
+        name_char,
+        "an issue type name such as Bug"
+    )?))
+}
+
+/// An Azure DevOps repository name or id.
+fn azure_repository(field: &'static str, value: &Value) -> Result<Value, ApiError> {
+    let name = token_text(
+        field,
+        value,
+        64,
+        name_char,
+        "an Azure DevOps repository name or id",
+    )?;
+    if name.starts_with('.') || name.starts_with('_') || name.ends_with('.') {
+        return Err(ApiError::invalid(
+            field,
+            "repository must be an Azure DevOps repository name or id",
+        ));
+    }
+    Ok(json!(name))
 }
 
 /// A numeric project id or a `group/subgroup/project` path.
@@ -708,8 +788,7 @@ fn azure_organization(field: &'static str, value: &Value) -> Result<Value, ApiEr
 
 /// Azure DevOps project names: up to 64 characters, none of its reserved ones.
 fn azure_project(field: &'static str, value: &Value) -> Result<Value, ApiError> {
-    let ok = |c: char| !c.is_control() && !"\\/:*?\"<>|;#$%{}+=[]".contains(c);
-    let name = token_text(field, value, 64, ok, "an Azure DevOps project name")?;
+    let name = token_text(field, value, 64, name_char, "an Azure DevOps project name")?;
     if name.starts_with('_') || name.ends_with('.') {
         return Err(ApiError::invalid(
             field,
@@ -758,10 +837,12 @@ pub fn slack_events(field: &str, value: &Value) -> Result<Value, ApiError> {
 }
 
 /// An integration as shown: `enabled` and the provider's settings, never its credential.
-/// `github`: owner, repo; `gitlab`: baseUrl, projectId; `azuredevops`: organization, project;
-/// `bitbucket`: workspace, repoSlug; `jira`: domain, email, projectKey; `linear`: teamId,
-/// teamKey, teamName; `monday`: boardId, groupId; `slack`: events. A provider never
-/// configured answers `{"enabled": false}`.
+/// `github`: owner, repo, baseUrl, issuesEnabled; `gitlab`: projectId, baseUrl, projectPath;
+/// `azuredevops`: organization, project, repository, workItemType; `bitbucket`: email,
+/// workspace, repoSlug, issuesEnabled; `jira`: domain, email, projectKey, issueType,
+/// tokenKind (`classic`/`scoped`); `linear`: teamId, teamKey, teamName; `monday`: boardId,
+/// groupId; `slack`: events. A field a row saved before it existed lacks is `null`. A
+/// provider never configured answers `{"enabled": false}`.
 #[derive(Serialize, ToSchema)]
 pub struct IntegrationView {
     enabled: bool,
@@ -867,15 +948,29 @@ mod tests {
             "https://hooks.slack.com/services/T00000000/B00000000/short"
         ));
         assert_eq!(
-            ok(https_url, json!("https://gitlab.example.com/")),
+            ok(base_url, json!("https://gitlab.example.com/")),
             Some(json!("https://gitlab.example.com"))
         );
-        assert_eq!(ok(https_url, json!("http://gitlab.example.com")), None);
         assert_eq!(
-            ok(https_url, json!("https://user:pw@gitlab.example.com")),
+            ok(base_url, json!("http://127.0.0.1:8080")),
+            Some(json!("http://127.0.0.1:8080"))
+        );
+        assert_eq!(ok(base_url, json!("ftp://gitlab.example.com")), None);
+        assert_eq!(
+            ok(base_url, json!("https://user:pw@gitlab.example.com")),
             None
         );
-        assert_eq!(ok(https_url, json!("https://")), None);
+        assert_eq!(ok(base_url, json!("https://")), None);
+        assert_eq!(
+            ok(type_name, json!("User Story")),
+            Some(json!("User Story"))
+        );
+        assert_eq!(ok(type_name, json!("a/b")), None);
+        assert_eq!(
+            ok(azure_repository, json!("shop-web")),
+            Some(json!("shop-web"))
+        );
+        assert_eq!(ok(azure_repository, json!("_x")), None);
         assert_eq!(ok(gitlab_project, json!(42)), Some(json!("42")));
         assert_eq!(
             ok(gitlab_project, json!("group/sub/project")),

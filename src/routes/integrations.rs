@@ -1,6 +1,6 @@
 //! Integrations (API.md, Integrations — seed): per-organization settings for eight
-//! providers with their credentials sealed in the vault, checked against Linear and
-//! Monday.com before they are saved; and tickets filed from executions (`tickets`).
+//! providers with their credentials sealed in the vault, checked against the provider (every
+//! one but Slack) before they are saved.
 
 use axum::Json;
 use axum::extract::State;
@@ -22,8 +22,10 @@ use crate::error::{ApiError, OrInternal, ProviderCall};
 use crate::http::{ClientIp, Done, FromBodyWith, JsonBody, PathParams};
 use crate::openapi::ErrorBody;
 use crate::state::AppState;
+use crate::trackers;
 use orgd_core::integrations::{self as stored, IntegrationRecord};
 use orgd_providers::Provider as Outbound;
+use orgd_providers::jira::JiraAuth;
 use orgd_providers::slack::{self, SlackWebhook};
 
 pub fn router() -> OpenApiRouter<AppState> {
@@ -228,9 +230,12 @@ async fn save(
     }))
 }
 
-/// Linear and Monday.com settings are saved only once the provider confirms them: the
-/// credential authenticates and the team / board / group exist. Linear's team may be given
-/// by key; the UUID, key and name Linear reports are what is stored.
+/// Settings are saved only once the provider confirms them (every provider but Slack): the
+/// credential authenticates and what the settings name exists. What the check learns is
+/// stored with them: Linear's team (which may be given by key), Monday.com's account, Jira's
+/// token kind, cloud id and spellings, whether a repository takes issues, GitLab's project
+/// path, Azure DevOps' work item type spelling. A customer's `baseUrl` must pass the
+/// outgoing-webhook address rules first.
 async fn check_with_provider(
     app: &AppState,
     provider: Integration,
@@ -246,41 +251,122 @@ async fn check_with_provider(
         (None, Some(record)) => open_secret(app, org, provider, &record.secret)?,
         (None, None) => return Ok(()),
     };
-    let text = |name: &str| {
-        draft
-            .settings
-            .get(name)
-            .and_then(Value::as_str)
-            .map(str::to_string)
-    };
+    let token = secret.0.as_str();
+    let settings = &draft.settings;
+    let text = |name: &str| settings.get(name).and_then(Value::as_str);
     let refused = |e| ApiError::provider(e, ProviderCall::CheckSettings(provider.outbound()));
-    match provider {
+    let learned: Vec<(&str, Value)> = match provider {
         Integration::Linear => {
             let team_ref = text("teamId").unwrap_or_default();
             let team = app
                 .linear
-                .find_team(&secret.0, &team_ref)
+                .find_team(token, team_ref)
                 .await
                 .map_err(refused)?;
-            draft.settings.insert("teamId".into(), json!(team.id));
-            draft.settings.insert("teamKey".into(), json!(team.key));
-            draft.settings.insert("teamName".into(), json!(team.name));
+            vec![
+                ("teamId", json!(team.id)),
+                ("teamKey", json!(team.key)),
+                ("teamName", json!(team.name)),
+            ]
         }
         Integration::Monday => {
             let board = text("boardId").unwrap_or_default();
-            let group = text("groupId");
             let account = app
                 .monday
-                .check_board(&secret.0, &board, group.as_deref())
+                .check_board(token, board, text("groupId"))
                 .await
                 .map_err(refused)?;
-            draft
-                .settings
-                .insert("accountSlug".into(), json!(account.slug));
+            vec![("accountSlug", json!(account.slug))]
         }
-        _ => {}
+        Integration::Jira => {
+            let credentials = trackers::jira_credentials(settings, token)?;
+            let project = trackers::needed(settings, "projectKey")?;
+            let issue_type = trackers::jira_issue_type(settings);
+            let check = app
+                .trackers
+                .jira
+                .check(&credentials, project, issue_type)
+                .await
+                .map_err(refused)?;
+            let cloud_id = match &check.auth {
+                JiraAuth::Scoped { cloud_id } => json!(cloud_id),
+                JiraAuth::Classic => Value::Null,
+            };
+            vec![
+                ("projectKey", json!(check.project_key)),
+                ("issueType", json!(check.issue_type)),
+                ("tokenKind", json!(check.auth.token_kind())),
+                ("cloudId", cloud_id),
+            ]
+        }
+        Integration::Github => {
+            if let Some(url) = text("baseUrl") {
+                checked_base_url(app, url).await?;
+            }
+            let target = trackers::github_target(settings, token)?;
+            let repository = app
+                .trackers
+                .github
+                .check_repository(&target)
+                .await
+                .map_err(refused)?;
+            vec![("issuesEnabled", json!(repository.has_issues))]
+        }
+        Integration::Gitlab => {
+            let target = trackers::gitlab_target(settings, token)?;
+            if let Some(url) = target.base_url {
+                checked_base_url(app, url).await?;
+            }
+            let project = app
+                .trackers
+                .gitlab
+                .check_project(&target)
+                .await
+                .map_err(refused)?;
+            vec![
+                ("projectPath", json!(project.path_with_namespace)),
+                ("issuesEnabled", json!(project.issues_enabled)),
+            ]
+        }
+        Integration::AzureDevops => {
+            let target = trackers::azure_devops_target(settings, token)?;
+            let work_item_type = trackers::azure_devops_work_item_type(settings);
+            let project = app
+                .trackers
+                .azure_devops
+                .check(&target, work_item_type)
+                .await
+                .map_err(refused)?;
+            vec![("workItemType", json!(project.work_item_type))]
+        }
+        Integration::Bitbucket => {
+            let target = trackers::bitbucket_target(settings, token)?;
+            let repository = app
+                .trackers
+                .bitbucket
+                .check_repository(&target)
+                .await
+                .map_err(refused)?;
+            vec![("issuesEnabled", json!(repository.has_issues))]
+        }
+        Integration::Slack => Vec::new(),
+    };
+    for (name, value) in learned {
+        match value {
+            Value::Null => draft.settings.remove(name),
+            value => draft.settings.insert(name.into(), value),
+        };
     }
     Ok(())
+}
+
+/// A customer's base URL under the outgoing-webhook address rules, or 400 `Invalid baseUrl`.
+async fn checked_base_url(app: &AppState, url: &str) -> Result<(), ApiError> {
+    app.url_policy
+        .check_url(url)
+        .await
+        .map(|_| ())
+        .map_err(|refusal| ApiError::invalid("baseUrl", format!("baseUrl refused: {refusal}")))
 }
 
 #[utoipa::path(

@@ -1,9 +1,13 @@
-//! `POST /api/linear/issues` and `POST /api/monday/items`: a ticket filed from an execution,
-//! linked both ways (the execution lists the ticket; the ticket links back to the run).
+//! Tickets filed from an execution on every tracker — `POST /api/linear/issues`,
+//! `/api/monday/items`, `/api/jira/issues`, `/api/github/issues`, `/api/gitlab/issues`,
+//! `/api/bitbucket/issues` and `/api/azuredevops/workitems` — linked both ways (the execution
+//! lists the ticket; the ticket links back to the run). One implementation; only the
+//! provider call differs.
 //!
 //! The work runs in a spawned task the handler awaits: once the provider has created the
 //! ticket, the link is recorded even if the client has gone. With an `Idempotency-Key`, a
-//! repeat returns the first answer and creates nothing.
+//! repeat returns the first answer and creates nothing. Everything sent has the
+//! organization's stored secrets redacted.
 
 use std::time::Duration;
 
@@ -11,31 +15,49 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::Response;
 use serde::Serialize;
-use serde_json::{Value, json};
+use serde_json::{Map, Value, json};
 
 use super::integration_settings::{Described, Integration, open_secret};
 use crate::auth::CurrentUser;
-use crate::config::Secret;
-use crate::error::{ApiError, OrInternal, ProviderCall};
+use crate::error::{ApiError, OrInternal, ProviderCall, issues_disabled};
 use crate::http::idempotency::{Claimed, IdempotencyKey, KeyClaim, answer, respond};
 use crate::http::{ClientIp, FromBody, JsonBody, Object};
 use crate::state::AppState;
+use crate::trackers;
 use orgd_core::audit::AuditEvent;
 use orgd_core::idempotency::Answer;
-use orgd_core::integrations::{self as stored, IntegrationRecord, TicketLink};
+use orgd_core::integrations::{self as stored, TicketLink};
+use orgd_core::text::redact;
+use orgd_providers::ProviderError;
+use orgd_providers::azure_devops::AzureDevOpsTarget;
+use orgd_providers::bitbucket::BitbucketTarget;
+use orgd_providers::github::GitHubTarget;
+use orgd_providers::gitlab::GitLabTarget;
+use orgd_providers::jira::{JiraAuth, JiraCredentials, NewJiraIssue};
 use orgd_providers::linear::{self, NewIssue};
 use orgd_providers::monday;
+use orgd_providers::tracker::Ticket;
 
 pub fn router() -> utoipa_axum::router::OpenApiRouter<AppState> {
     utoipa_axum::router::OpenApiRouter::new()
         .routes(utoipa_axum::routes!(create_linear_issue))
         .routes(utoipa_axum::routes!(create_monday_item))
+        .routes(utoipa_axum::routes!(create_jira_issue))
+        .routes(utoipa_axum::routes!(create_github_issue))
+        .routes(utoipa_axum::routes!(create_gitlab_issue))
+        .routes(utoipa_axum::routes!(create_bitbucket_issue))
+        .routes(utoipa_axum::routes!(create_azure_devops_work_item))
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Tracker {
     Linear,
     Monday,
+    Jira,
+    GitHub,
+    GitLab,
+    AzureDevOps,
+    Bitbucket,
 }
 
 impl Tracker {
@@ -43,6 +65,11 @@ impl Tracker {
         match self {
             Self::Linear => Integration::Linear,
             Self::Monday => Integration::Monday,
+            Self::Jira => Integration::Jira,
+            Self::GitHub => Integration::Github,
+            Self::GitLab => Integration::Gitlab,
+            Self::AzureDevOps => Integration::AzureDevops,
+            Self::Bitbucket => Integration::Bitbucket,
         }
     }
 
@@ -51,13 +78,24 @@ impl Tracker {
         match self {
             Self::Linear => "POST /api/linear/issues",
             Self::Monday => "POST /api/monday/items",
+            Self::Jira => "POST /api/jira/issues",
+            Self::GitHub => "POST /api/github/issues",
+            Self::GitLab => "POST /api/gitlab/issues",
+            Self::AzureDevOps => "POST /api/azuredevops/workitems",
+            Self::Bitbucket => "POST /api/bitbucket/issues",
         }
     }
 
+    /// `<provider>.issue_created` (API.md), and the seed's `monday.item_created`.
     fn audit_action(self) -> &'static str {
         match self {
             Self::Linear => "linear.issue_created",
             Self::Monday => "monday.item_created",
+            Self::Jira => "jira.issue_created",
+            Self::GitHub => "github.issue_created",
+            Self::GitLab => "gitlab.issue_created",
+            Self::AzureDevOps => "azuredevops.issue_created",
+            Self::Bitbucket => "bitbucket.issue_created",
         }
     }
 }
@@ -123,16 +161,18 @@ impl FromBody for TicketRequest {
     }
 }
 
+/// An issue filed on Linear, Jira, GitHub, GitLab, Bitbucket or Azure DevOps.
 #[derive(Serialize, utoipa::ToSchema)]
-pub struct LinearIssueCreated {
+pub struct IssueCreated {
     success: bool,
-    data: LinearIssueData,
+    data: IssueData,
 }
 
 #[derive(Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
-pub struct LinearIssueData {
-    /// The issue's identifier (`ENG-123`).
+pub struct IssueData {
+    /// What people call it: `ENG-123` (Linear, Jira), `#42` (GitHub, GitLab, Bitbucket),
+    /// `12345` (Azure DevOps).
     issue_id: String,
     issue_url: String,
 }
@@ -157,15 +197,17 @@ pub struct MondayItemData {
 #[derive(Serialize)]
 #[serde(untagged)]
 enum TicketCreated {
-    Linear(LinearIssueCreated),
+    Issue(IssueCreated),
     Monday(MondayItemCreated),
 }
 
-/// Why filing a ticket may be refused: the same for both trackers.
+/// Why filing a ticket may be refused: the same for every tracker.
 #[derive(utoipa::IntoResponses)]
 pub enum TicketRefusals {
     /// `Invalid taskId`, `Invalid title`, `Invalid description`, `Invalid Idempotency-Key`,
-    /// `Integration not configured`, `Invalid credentials`, `Missing body`, `Invalid JSON`
+    /// `Integration not configured` (missing or disabled), `Integration incomplete` (saved
+    /// before a field it now needs existed; the message names it), `Issues disabled` (the
+    /// repository takes no issues), `Missing body`, `Invalid JSON`
     #[response(status = 400)]
     Invalid(crate::openapi::ErrorBody),
     /// `Execution not found`
@@ -177,7 +219,8 @@ pub enum TicketRefusals {
     /// `Idempotency key reused` with another body
     #[response(status = 422)]
     KeyReused(crate::openapi::ErrorBody),
-    /// `Provider unavailable`, `Provider error`
+    /// `Provider unavailable`, `Provider error` (also when the tracker refuses the stored
+    /// credentials, or answers something that is not its API's answer); nothing is linked
     #[response(status = 502)]
     ProviderFailed(crate::openapi::ErrorBody),
     /// `Provider rate limited`, with `retryAfter`
@@ -194,7 +237,7 @@ pub enum TicketRefusals {
     params(IdempotencyKey),
     request_body = TicketRequest,
     responses(
-        (status = 201, description = "Created and linked; a replay carries `Idempotent-Replayed: true`", body = LinearIssueCreated),
+        (status = 201, description = "Created and linked; a replay carries `Idempotent-Replayed: true`", body = IssueCreated),
         TicketRefusals,
     ),
 )]
@@ -229,6 +272,121 @@ pub async fn create_monday_item(
     body: JsonBody,
 ) -> Result<Response, ApiError> {
     file(app, ip, user, key, body, Tracker::Monday).await
+}
+
+#[utoipa::path(
+    post,
+    path = "/api/jira/issues",
+    tag = "integrations",
+    summary = "File a Jira issue (description as an ADF document) from an execution and link it both ways (all roles)",
+    security(("bearerAuth" = [])),
+    params(IdempotencyKey),
+    request_body = TicketRequest,
+    responses(
+        (status = 201, description = "Created and linked; `issueId` is the key (`ENG-24`); a replay carries `Idempotent-Replayed: true`", body = IssueCreated),
+        TicketRefusals,
+    ),
+)]
+pub async fn create_jira_issue(
+    State(app): State<AppState>,
+    ip: ClientIp,
+    user: CurrentUser,
+    key: IdempotencyKey,
+    body: JsonBody,
+) -> Result<Response, ApiError> {
+    file(app, ip, user, key, body, Tracker::Jira).await
+}
+
+#[utoipa::path(
+    post,
+    path = "/api/github/issues",
+    tag = "integrations",
+    summary = "File a GitHub issue from an execution and link it both ways (all roles)",
+    security(("bearerAuth" = [])),
+    params(IdempotencyKey),
+    request_body = TicketRequest,
+    responses(
+        (status = 201, description = "Created and linked; `issueId` is `#<number>`; a replay carries `Idempotent-Replayed: true`", body = IssueCreated),
+        TicketRefusals,
+    ),
+)]
+pub async fn create_github_issue(
+    State(app): State<AppState>,
+    ip: ClientIp,
+    user: CurrentUser,
+    key: IdempotencyKey,
+    body: JsonBody,
+) -> Result<Response, ApiError> {
+    file(app, ip, user, key, body, Tracker::GitHub).await
+}
+
+#[utoipa::path(
+    post,
+    path = "/api/gitlab/issues",
+    tag = "integrations",
+    summary = "File a GitLab issue from an execution and link it both ways (all roles)",
+    security(("bearerAuth" = [])),
+    params(IdempotencyKey),
+    request_body = TicketRequest,
+    responses(
+        (status = 201, description = "Created and linked; `issueId` is `#<iid>`; a replay carries `Idempotent-Replayed: true`", body = IssueCreated),
+        TicketRefusals,
+    ),
+)]
+pub async fn create_gitlab_issue(
+    State(app): State<AppState>,
+    ip: ClientIp,
+    user: CurrentUser,
+    key: IdempotencyKey,
+    body: JsonBody,
+) -> Result<Response, ApiError> {
+    file(app, ip, user, key, body, Tracker::GitLab).await
+}
+
+#[utoipa::path(
+    post,
+    path = "/api/bitbucket/issues",
+    tag = "integrations",
+    summary = "File a Bitbucket issue from an execution and link it both ways (all roles)",
+    security(("bearerAuth" = [])),
+    params(IdempotencyKey),
+    request_body = TicketRequest,
+    responses(
+        (status = 201, description = "Created and linked; `issueId` is `#<id>`; a replay carries `Idempotent-Replayed: true`", body = IssueCreated),
+        TicketRefusals,
+    ),
+)]
+pub async fn create_bitbucket_issue(
+    State(app): State<AppState>,
+    ip: ClientIp,
+    user: CurrentUser,
+    key: IdempotencyKey,
+    body: JsonBody,
+) -> Result<Response, ApiError> {
+    file(app, ip, user, key, body, Tracker::Bitbucket).await
+}
+
+#[utoipa::path(
+    post,
+    path = "/api/azuredevops/workitems",
+    tag = "integrations",
+    summary = "File an Azure DevOps work item (description as escaped HTML) from an execution and link it both ways (all roles)",
+    security(("bearerAuth" = [])),
+    params(IdempotencyKey),
+    request_body = TicketRequest,
+    responses(
+        (status = 201, description = "Created and linked; `issueId` is the work item id; a replay carries `Idempotent-Replayed: true`", body = IssueCreated),
+        TicketRefusals,
+    ),
+)]
+pub async fn create_azure_devops_work_item(
+    State(app): State<AppState>,
+    ip: ClientIp,
+    user: CurrentUser,
+    key: IdempotencyKey,
+    body: JsonBody,
+) -> Result<Response, ApiError> {
+    file(app, ip, user, key, body, Tracker::AzureDevOps).await
 }
 
 async fn file(
@@ -268,6 +426,91 @@ struct Created {
     answer: TicketCreated,
 }
 
+/// What is sent, with the organization's secrets redacted.
+struct Outgoing {
+    title: String,
+    description: Option<String>,
+    /// The run's analysis, sent when the caller gives no description.
+    analysis: Option<Analysis>,
+}
+
+/// The call a tracker's settings make: read (and refused when incomplete or when issues are
+/// off) before anything is sent.
+enum Call<'a> {
+    Linear {
+        token: &'a str,
+        team_id: &'a str,
+    },
+    Monday {
+        token: &'a str,
+        board: &'a str,
+        group: Option<&'a str>,
+        account_slug: Option<&'a str>,
+    },
+    Jira {
+        credentials: JiraCredentials<'a>,
+        auth: JiraAuth,
+        project_key: &'a str,
+        issue_type: &'a str,
+    },
+    GitHub(GitHubTarget<'a>),
+    GitLab(GitLabTarget<'a>),
+    AzureDevOps {
+        target: AzureDevOpsTarget<'a>,
+        work_item_type: &'a str,
+    },
+    Bitbucket(BitbucketTarget<'a>),
+}
+
+impl<'a> Call<'a> {
+    fn new(
+        tracker: Tracker,
+        settings: &'a Map<String, Value>,
+        token: &'a str,
+    ) -> Result<Self, ApiError> {
+        let text = |name: &str| settings.get(name).and_then(Value::as_str);
+        // GitHub, GitLab and Bitbucket repositories may have their issues turned off.
+        let takes_issues = |call: Self| {
+            if trackers::issues_enabled(settings) {
+                Ok(call)
+            } else {
+                Err(issues_disabled(tracker.provider().display_name()))
+            }
+        };
+        match tracker {
+            Tracker::Linear => Ok(Self::Linear {
+                token,
+                team_id: trackers::needed(settings, "teamId")?,
+            }),
+            Tracker::Monday => Ok(Self::Monday {
+                token,
+                board: trackers::needed(settings, "boardId")?,
+                group: text("groupId"),
+                account_slug: text("accountSlug"),
+            }),
+            Tracker::Jira => Ok(Self::Jira {
+                credentials: trackers::jira_credentials(settings, token)?,
+                auth: trackers::jira_auth(settings)?,
+                project_key: trackers::needed(settings, "projectKey")?,
+                issue_type: trackers::jira_issue_type(settings),
+            }),
+            Tracker::GitHub => {
+                takes_issues(Self::GitHub(trackers::github_target(settings, token)?))
+            }
+            Tracker::GitLab => {
+                takes_issues(Self::GitLab(trackers::gitlab_target(settings, token)?))
+            }
+            Tracker::AzureDevOps => Ok(Self::AzureDevOps {
+                target: trackers::azure_devops_target(settings, token)?,
+                work_item_type: trackers::azure_devops_work_item_type(settings),
+            }),
+            Tracker::Bitbucket => takes_issues(Self::Bitbucket(trackers::bitbucket_target(
+                settings, token,
+            )?)),
+        }
+    }
+}
+
 struct Job {
     app: AppState,
     tracker: Tracker,
@@ -279,15 +522,17 @@ struct Job {
 impl Job {
     async fn run(self, claim: KeyClaim) -> Result<Response, ApiError> {
         match self.create().await {
-            Ok((execution_id, created)) => self.link(execution_id, created, claim).await,
+            Ok((execution_id, title, created)) => {
+                self.link(execution_id, title, created, claim).await
+            }
             // Nothing was created: the same key may try again.
             Err(e) => claim.settle(Err(e)).await,
         }
     }
 
     /// Finds the execution and the integration, and has the provider create the ticket:
-    /// `(execution id, ticket)`. When this fails, nothing was created.
-    async fn create(&self) -> Result<(String, Created), ApiError> {
+    /// `(execution id, title sent, ticket)`. When this fails, nothing was created.
+    async fn create(&self) -> Result<(String, String, Created), ApiError> {
         let org = &self.audit.organization_id;
         let provider = self.tracker.provider();
         let execution_id = stored::execution_id(&self.app.db, org, &self.request.task_id)
@@ -313,17 +558,9 @@ impl Job {
                 )
             })?;
         let secret = open_secret(&self.app, org, provider, &record.secret)?;
-        // Without a description of its own, the ticket carries the run's analysis.
-        let analysis = match &self.request.description {
-            Some(_) => None,
-            None => orgd_core::analysis::completed(&self.app.db, org, &execution_id)
-                .await
-                .or_internal("Failed to create ticket")?,
-        };
-        let created = match self.tracker {
-            Tracker::Linear => self.create_linear(&record, &secret, analysis).await,
-            Tracker::Monday => self.create_monday(&record, &secret, analysis).await,
-        };
+        let call = Call::new(self.tracker, &record.settings, &secret.0)?;
+        let outgoing = self.outgoing(&execution_id).await?;
+        let created = self.send(call, &outgoing).await;
         // The call feeds the integration's health (failures in our words, never counted
         // toward disabling a tracker: an admin fixes its settings).
         let now = self.app.now();
@@ -332,7 +569,7 @@ impl Job {
                 orgd_core::outbox::record_success(&self.app.db, org, provider.as_str(), now).await
             }
             Err(e) => {
-                let (_, words) = e.error_and_message();
+                let words = self.during().describe(e);
                 orgd_core::outbox::record_failure(
                     &self.app.db,
                     org,
@@ -349,13 +586,183 @@ impl Job {
         if let Err(e) = health {
             tracing::warn!(error = %e, "the integration's health could not be recorded");
         }
-        Ok((execution_id, created?))
+        let created = created.map_err(|e| ApiError::provider(e, self.during()))?;
+        Ok((execution_id, outgoing.title, created))
+    }
+
+    fn during(&self) -> ProviderCall {
+        ProviderCall::FileTicket(self.tracker.provider().outbound())
+    }
+
+    /// The title, the description and the run's analysis (read when there is no
+    /// description), with the organization's secrets redacted.
+    async fn outgoing(&self, execution_id: &str) -> Result<Outgoing, ApiError> {
+        let org = &self.audit.organization_id;
+        let analysis = match &self.request.description {
+            Some(_) => None,
+            None => orgd_core::analysis::completed(&self.app.db, org, execution_id)
+                .await
+                .or_internal("Failed to create ticket")?,
+        };
+        let secrets = crate::redaction::secrets_to_redact(&self.app, org)
+            .await
+            .or_internal("Failed to create ticket")?;
+        let clean = |text: &str| redact(text, &secrets);
+        Ok(Outgoing {
+            title: clean(&self.request.title),
+            description: self.request.description.as_deref().map(clean),
+            analysis: analysis.map(|(root_cause, fix)| (clean(&root_cause), clean(&fix))),
+        })
+    }
+
+    /// Has the provider create the ticket.
+    async fn send(&self, call: Call<'_>, outgoing: &Outgoing) -> Result<Created, ProviderError> {
+        let trackers = &self.app.trackers;
+        let title = outgoing.title.as_str();
+        let description = self.markdown(outgoing);
+        let ticket = match call {
+            Call::Monday {
+                token,
+                board,
+                group,
+                account_slug,
+            } => {
+                return self
+                    .send_monday(token, board, group, account_slug, outgoing)
+                    .await;
+            }
+            Call::Linear { token, team_id } => {
+                let issue = NewIssue {
+                    id: linear::new_uuid(),
+                    team_id: team_id.to_string(),
+                    title: title.to_string(),
+                    description: Some(description).filter(|d| !d.is_empty()),
+                };
+                let created = self.app.linear.create_issue(token, &issue).await?;
+                (created.identifier, created.url)
+            }
+            Call::Jira {
+                credentials,
+                auth,
+                project_key,
+                issue_type,
+            } => {
+                let issue = NewJiraIssue {
+                    project_key,
+                    issue_type,
+                    title,
+                    description: &description,
+                };
+                key_and_url(
+                    trackers
+                        .jira
+                        .create_issue(&credentials, &auth, &issue)
+                        .await?,
+                )
+            }
+            Call::GitHub(target) => key_and_url(
+                trackers
+                    .github
+                    .create_issue(&target, title, &description)
+                    .await?,
+            ),
+            Call::GitLab(target) => key_and_url(
+                trackers
+                    .gitlab
+                    .create_issue(&target, title, &description)
+                    .await?,
+            ),
+            Call::AzureDevOps {
+                target,
+                work_item_type,
+            } => key_and_url(
+                trackers
+                    .azure_devops
+                    .create_work_item(&target, work_item_type, title, &description)
+                    .await?,
+            ),
+            Call::Bitbucket(target) => key_and_url(
+                trackers
+                    .bitbucket
+                    .create_issue(&target, title, &description)
+                    .await?,
+            ),
+        };
+        let (key, url) = ticket;
+        Ok(Created {
+            answer: TicketCreated::Issue(IssueCreated {
+                success: true,
+                data: IssueData {
+                    issue_id: key.clone(),
+                    issue_url: url.clone(),
+                },
+            }),
+            external_id: key,
+            url,
+        })
+    }
+
+    /// The description as Markdown (each tracker's client renders it its way): the caller's
+    /// text, else the analysis, then the link back to the run.
+    fn markdown(&self, outgoing: &Outgoing) -> String {
+        let text = match (&outgoing.description, &outgoing.analysis) {
+            (Some(text), _) => Some(text.clone()),
+            (None, Some((root_cause, fix))) => Some(format!(
+                "## Root Cause\n{root_cause}\n\n## Suggested Fix\n{fix}"
+            )),
+            (None, None) => None,
+        };
+        let link_back = self
+            .run_url()
+            .map(|url| format!("[View this run in orgd]({url})"));
+        match (text, link_back) {
+            (Some(text), Some(link)) => format!("{text}\n\n---\n{link}"),
+            (text, link) => text.or(link).unwrap_or_default(),
+        }
+    }
+
+    /// Creates the item, then adds the description (and the link back) as its first update.
+    async fn send_monday(
+        &self,
+        token: &str,
+        board: &str,
+        group: Option<&str>,
+        account_slug: Option<&str>,
+        outgoing: &Outgoing,
+    ) -> Result<Created, ProviderError> {
+        let item = self
+            .app
+            .monday
+            .create_item(token, board, group, &outgoing.title, account_slug)
+            .await?;
+        // The item exists from here on: a failing update is a warning, never a re-create.
+        let mut warning = None;
+        let text = description_html(outgoing.description.as_deref(), outgoing.analysis.clone());
+        if let Some(html) = update_html(text, self.run_url().as_deref())
+            && let Err(e) = self.app.monday.add_update(token, &item.id, &html).await
+        {
+            tracing::warn!(error = %e, item = %item.id, "Monday.com item created but adding its update failed");
+            warning = Some("Item created; adding the description failed".to_string());
+        }
+        Ok(Created {
+            answer: TicketCreated::Monday(MondayItemCreated {
+                success: true,
+                data: MondayItemData {
+                    item_id: item.id.clone(),
+                    item_url: item.url.clone(),
+                },
+                warning,
+            }),
+            external_id: item.id,
+            url: item.url,
+        })
     }
 
     /// Links a created ticket to its execution and builds the answer.
     async fn link(
         &self,
         execution_id: String,
+        title: String,
         created: Created,
         claim: KeyClaim,
     ) -> Result<Response, ApiError> {
@@ -373,7 +780,7 @@ impl Job {
             provider: self.tracker.provider().as_str(),
             external_id: created.external_id,
             url: created.url,
-            title: self.request.title.clone(),
+            title,
             created_by: self.user_id.clone(),
         };
         let audit = self.audit.clone().with_details(details);
@@ -420,13 +827,6 @@ impl Job {
         }
     }
 
-    fn provider_error(&self, error: orgd_providers::ProviderError) -> ApiError {
-        ApiError::provider(
-            error,
-            ProviderCall::FileTicket(self.tracker.provider().outbound()),
-        )
-    }
-
     /// `{ORGD_PUBLIC_URL}/executions/{taskId}`, when the public URL is configured.
     fn run_url(&self) -> Option<String> {
         let base = self.app.config.public_url.as_ref()?;
@@ -435,101 +835,10 @@ impl Job {
             encode_path_segment(&self.request.task_id)
         ))
     }
-
-    async fn create_linear(
-        &self,
-        record: &IntegrationRecord,
-        secret: &Secret<String>,
-        analysis: Option<Analysis>,
-    ) -> Result<Created, ApiError> {
-        let team_id = setting(record, "teamId")?;
-        let link_back = self
-            .run_url()
-            .map(|url| format!("[View this run in orgd]({url})"));
-        let text = self.request.description.clone().or_else(|| {
-            analysis.map(|(root_cause, fix)| {
-                format!("## Root Cause\n{root_cause}\n\n## Suggested Fix\n{fix}")
-            })
-        });
-        let description = match (text, link_back) {
-            (Some(text), Some(link)) => Some(format!("{text}\n\n---\n{link}")),
-            (text, link) => text.or(link),
-        };
-        let issue = NewIssue {
-            id: linear::new_uuid(),
-            team_id: team_id.to_string(),
-            title: self.request.title.clone(),
-            description,
-        };
-        let created = self
-            .app
-            .linear
-            .create_issue(&secret.0, &issue)
-            .await
-            .map_err(|e| self.provider_error(e))?;
-        Ok(Created {
-            answer: TicketCreated::Linear(LinearIssueCreated {
-                success: true,
-                data: LinearIssueData {
-                    issue_id: created.identifier.clone(),
-                    issue_url: created.url.clone(),
-                },
-            }),
-            external_id: created.identifier,
-            url: created.url,
-        })
-    }
-
-    async fn create_monday(
-        &self,
-        record: &IntegrationRecord,
-        secret: &Secret<String>,
-        analysis: Option<Analysis>,
-    ) -> Result<Created, ApiError> {
-        let board = setting(record, "boardId")?;
-        let group = record.settings.get("groupId").and_then(Value::as_str);
-        let slug = record.settings.get("accountSlug").and_then(Value::as_str);
-        let item = self
-            .app
-            .monday
-            .create_item(&secret.0, board, group, &self.request.title, slug)
-            .await
-            .map_err(|e| self.provider_error(e))?;
-        // The item exists from here on: a failing update is a warning, never a re-create.
-        let mut warning = None;
-        let text = description_html(self.request.description.as_deref(), analysis);
-        if let Some(html) = update_html(text, self.run_url().as_deref())
-            && let Err(e) = self.app.monday.add_update(&secret.0, &item.id, &html).await
-        {
-            tracing::warn!(error = %e, item = %item.id, "Monday.com item created but adding its update failed");
-            warning = Some("Item created; adding the description failed".to_string());
-        }
-        Ok(Created {
-            answer: TicketCreated::Monday(MondayItemCreated {
-                success: true,
-                data: MondayItemData {
-                    item_id: item.id.clone(),
-                    item_url: item.url.clone(),
-                },
-                warning,
-            }),
-            external_id: item.id,
-            url: item.url,
-        })
-    }
 }
 
-fn setting<'a>(record: &'a IntegrationRecord, name: &str) -> Result<&'a str, ApiError> {
-    record
-        .settings
-        .get(name)
-        .and_then(Value::as_str)
-        .ok_or_else(|| {
-            ApiError::internal(
-                "Failed to create ticket",
-                anyhow::anyhow!("stored settings lack {name}"),
-            )
-        })
+fn key_and_url(ticket: Ticket) -> (String, String) {
+    (ticket.key, ticket.url)
 }
 
 /// A completed analysis: `(rootCause, suggestedFix)`.

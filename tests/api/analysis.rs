@@ -677,7 +677,12 @@ async fn unusable_answers_are_stored_as_failed(backend: Backend) {
 }
 
 async fn secrets_are_redacted_and_the_log_cut_to_budget(backend: Backend) {
-    let w = world(backend, |c| c.ai.log_budget_bytes = 2000).await;
+    let trackers = crate::trackers::Fakes::spawn().await;
+    let w = world(backend, |c| {
+        c.ai.log_budget_bytes = 2000;
+        trackers.configure(c);
+    })
+    .await;
     let app = &w.app;
     let admin = app.signup("Secret Org").await;
     let github_token = "ghp_secretGithubToken0123456789";
@@ -685,7 +690,7 @@ async fn secrets_are_redacted_and_the_log_cut_to_budget(backend: Backend) {
         Method::PUT,
         "/api/integrations/github",
         &admin.token,
-        json!({"token": github_token, "owner": "acme", "repo": "web"}),
+        trackers.save_body_with("github", github_token),
     ))
     .await;
     assert_eq!(code, 200, "{body}");

@@ -1265,7 +1265,8 @@ async fn billing_shows_plans_and_the_subscription(backend: Backend) {
 }
 
 async fn slack_through_the_organization(backend: Backend) {
-    let app = TestApp::spawn(backend).await;
+    let trackers = crate::trackers::Fakes::spawn().await;
+    let app = TestApp::spawn_with(backend, |c| trackers.configure(c)).await;
     let admin = app.signup("Slacking").await;
     let developer = app.add_member(&admin.org_id, "developer").await;
     let org = |app: &TestApp| {
@@ -1425,7 +1426,7 @@ async fn slack_through_the_organization(backend: Backend) {
         Method::PUT,
         "/api/integrations/github",
         &admin.token,
-        json!({"token": "ghp_COMPATsecret0123", "owner": "acme", "repo": "web"}),
+        trackers.save_body_with("github", "ghp_COMPATsecret0123"),
     ))
     .await;
     assert_eq!(status, 200);
@@ -1433,7 +1434,11 @@ async fn slack_through_the_organization(backend: Backend) {
         Method::PUT,
         "/api/integrations/azuredevops",
         &admin.token,
-        json!({"token": "ado-COMPATsecret", "organization": "acme", "project": "web", "enabled": false}),
+        {
+            let mut body = trackers.save_body_with("azuredevops", "ado-COMPATsecret");
+            body["enabled"] = json!(false);
+            body
+        },
     ))
     .await;
     assert_eq!(status, 200);

@@ -30,5 +30,6 @@ mod pull_requests;
 mod ratelimit;
 mod reports;
 mod secrets;
+mod trackers;
 mod usage;
 mod webhooks;

@@ -14,6 +14,7 @@ use crate::fakes::{
 };
 use crate::helpers::{Backend, TestApp, assert_error, call};
 use crate::integrations::{get, insert_execution, put, save_linear, save_monday, world};
+use crate::trackers::Fakes;
 use orgd::config::Secret;
 use orgd_core::crypto::{Vault, key_id};
 use orgd_core::models::AiProvider;
@@ -29,35 +30,20 @@ const BYOK_KEY: &str = "sk-byok-PLAINTEXT-4f1d2c3b4a5968778695a4b3";
 const SLACK_URL: &str =
     "https://hooks.slack.com/services/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456789";
 
-fn other_secrets() -> [(&'static str, Value, &'static str); 6] {
-    [
-        (
-            "jira",
-            json!({"domain": "acme.atlassian.net", "email": "a@acme.dev", "apiToken": "jira-PLAINTEXT-token-77"}),
-            "jira-PLAINTEXT-token-77",
-        ),
-        (
-            "github",
-            json!({"token": "ghp_PLAINTEXT0123456789abcdef", "owner": "acme", "repo": "web"}),
-            "ghp_PLAINTEXT0123456789abcdef",
-        ),
-        (
-            "gitlab",
-            json!({"token": "glpat-PLAINTEXT-0123456789", "projectId": "acme/web"}),
-            "glpat-PLAINTEXT-0123456789",
-        ),
-        (
-            "azuredevops",
-            json!({"token": "ado-PLAINTEXT-0123456789", "organization": "acme", "project": "web"}),
-            "ado-PLAINTEXT-0123456789",
-        ),
-        (
-            "bitbucket",
-            json!({"token": "bb-PLAINTEXT-0123456789", "workspace": "acme", "repoSlug": "web"}),
-            "bb-PLAINTEXT-0123456789",
-        ),
-        ("slack", json!({"webhookUrl": SLACK_URL}), SLACK_URL),
+/// A first save of every other provider, with a recognisable secret the tracker fakes accept.
+fn other_secrets(trackers: &Fakes) -> Vec<(&'static str, Value, &'static str)> {
+    let mut saves: Vec<(&'static str, Value, &'static str)> = [
+        ("jira", "jira-PLAINTEXT-token-77"),
+        ("github", "ghp_PLAINTEXT0123456789abcdef"),
+        ("gitlab", "glpat-PLAINTEXT-0123456789"),
+        ("azuredevops", "ado-PLAINTEXT-0123456789"),
+        ("bitbucket", "bb-PLAINTEXT-0123456789"),
     ]
+    .into_iter()
+    .map(|(provider, secret)| (provider, trackers.save_body_with(provider, secret), secret))
+    .collect();
+    saves.push(("slack", json!({"webhookUrl": SLACK_URL}), SLACK_URL));
+    saves
 }
 
 async fn set_byok(app: &TestApp, token: &str, provider: &str, key: &str) {
@@ -126,7 +112,7 @@ async fn no_plaintext_secret_at_rest(backend: Backend) {
         MONDAY_TOKEN.to_string(),
         BYOK_KEY.to_string(),
     ];
-    for (provider, body, secret) in other_secrets() {
+    for (provider, body, secret) in other_secrets(&w.trackers) {
         let (status, answer) = put(app, &admin.token, provider, body).await;
         assert_eq!(status, 200, "{provider}: {answer}");
         secrets.push(secret.to_string());
@@ -223,6 +209,7 @@ async fn ciphertexts_only_open_where_they_were_sealed(backend: Backend) {
         }
     };
     let a_linear = sealed(a.org_id.clone(), "linear").await;
+    let a_monday = sealed(a.org_id.clone(), "monday").await;
 
     // A's Linear key copied into B's row does not open for B …
     overwrite(b.org_id.clone(), "linear", a_linear.clone()).await;
@@ -267,8 +254,10 @@ async fn ciphertexts_only_open_where_they_were_sealed(backend: Backend) {
     );
     assert!(!body.to_string().contains("v1."), "{body}");
 
-    // Restored, it works again.
+    // Restored, it works again. (Every stored secret must open first: a ticket's text has
+    // all of them redacted, and one that cannot be read cannot be redacted.)
     overwrite(a.org_id.clone(), "linear", a_linear).await;
+    overwrite(a.org_id.clone(), "monday", a_monday).await;
     let (status, _) = call(app.send_json(
         Method::POST,
         "/api/linear/issues",
@@ -298,11 +287,13 @@ async fn rotation_reencrypts_everything_and_old_keys_can_go(backend: Backend) {
     let (key_a, key_b, key_c) = ([0xa1u8; 32], [0xb2u8; 32], [0xc3u8; 32]);
     let linear = FakeTracker::linear().await;
     let monday = FakeTracker::monday().await;
+    let trackers = Fakes::spawn().await;
     let (linear_url, monday_url) = (linear.url.clone(), monday.url.clone());
-    let app = TestApp::spawn_with(backend, move |c| {
+    let app = TestApp::spawn_with(backend, |c| {
         c.linear_api_url = linear_url;
         c.monday_api_url = monday_url;
         c.encryption_key = Secret(key_a);
+        trackers.configure(c);
     })
     .await;
     let admin = app.signup("Rotation Org").await;
@@ -405,7 +396,7 @@ async fn rotation_reencrypts_everything_and_old_keys_can_go(backend: Backend) {
         &c_only,
         &admin.token,
         "github",
-        json!({"token": "ghp_c", "owner": "acme", "repo": "web"}),
+        trackers.save_body_with("github", "ghp_c"),
     )
     .await;
     assert_eq!(status, 200);

@@ -92,7 +92,7 @@ impl BitbucketClient {
             repeat,
             |answer| {
                 if answer.status.as_u16() == 404 && no_tracker(answer) {
-                    return Err(ProviderError::Refused("issues are disabled"));
+                    return Err(ProviderError::Refused(tracker::ISSUES_DISABLED));
                 }
                 let body = success(answer, "repository", "the issue was refused")?;
                 match (

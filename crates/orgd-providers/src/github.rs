@@ -103,7 +103,7 @@ impl GitHubClient {
             |answer, now_ms| {
                 let body = match answer.status.as_u16() {
                     200..=299 => tracker::success(answer)?,
-                    410 => return Err(ProviderError::Refused("issues are disabled")),
+                    410 => return Err(ProviderError::Refused(tracker::ISSUES_DISABLED)),
                     _ => {
                         return Err(failure(
                             answer,

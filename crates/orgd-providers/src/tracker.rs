@@ -12,6 +12,10 @@ use crate::client::{
 };
 use crate::ssrf::UrlRefusal;
 
+/// The `ProviderError::Refused` reason of a create refused because the repository's issues
+/// are turned off (GitHub's 410, Bitbucket's "no issue tracker").
+pub const ISSUES_DISABLED: &str = "issues are disabled";
+
 /// A ticket a tracker created.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Ticket {
