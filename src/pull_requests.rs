@@ -7,8 +7,10 @@
 
 use serde_json::{Map, Value};
 
+use crate::error::ApiError;
 use crate::metrics::Delivery as Counted;
 use crate::state::AppState;
+use crate::trackers;
 use orgd_core::clock::parse_rfc3339;
 use orgd_core::integrations::{Integration, IntegrationRecord};
 use orgd_core::outbox::{self, Channel, Leased};
@@ -16,14 +18,8 @@ use orgd_core::pull_requests::{self as comments, Ci, Claim, CommentKey, PostedCo
 use orgd_core::secrets::SecretTable;
 use orgd_core::text::redact;
 use orgd_providers::ProviderError;
-use orgd_providers::azure_devops::{AzureDevOpsTarget, AzurePullRequest};
-use orgd_providers::bitbucket::BitbucketTarget;
-use orgd_providers::github::GitHubTarget;
-use orgd_providers::gitlab::GitLabTarget;
+use orgd_providers::azure_devops::AzurePullRequest;
 use orgd_providers::tracker::{CommentEdit, PrComment};
-
-/// GitLab's default instance: called on the shared client, not the guarded one.
-const GITLAB_COM: &str = "https://gitlab.com";
 
 /// How long a delivery holding a comment makes another wait before trying again.
 const BUSY_RETRY_MS: i64 = 2_000;
@@ -141,9 +137,9 @@ async fn post_or_edit(
             }
             Ok(Outcome::Shown)
         }
-        Err(error) => {
+        Err(stop) => {
             comments::let_go(&app.db, &key, &row.id, now).await?;
-            Ok(Outcome::Stopped(stop_for(&error)))
+            Ok(Outcome::Stopped(stop))
         }
     }
 }
@@ -354,9 +350,18 @@ fn escape_markdown(text: &str) -> String {
 /// and the opened credential.
 struct Target {
     tracker: Integration,
+    /// The repository as the comment's key names it.
     repository: String,
     token: String,
+    /// The integration's settings with the run's repository in place of its own, read by the
+    /// same functions as tickets (`crate::trackers`).
     settings: Map<String, Value>,
+}
+
+/// A setting the comment needs is missing (a row saved under an earlier field list).
+fn incomplete(error: ApiError) -> Stop {
+    let (error, message) = error.error_and_message();
+    Stop::Final(format!("{error}: {message}"))
 }
 
 impl Target {
@@ -367,35 +372,32 @@ impl Target {
         record: &IntegrationRecord,
         ci: &Ci,
     ) -> Result<Self, Stop> {
-        let setting = |name: &str| record.settings.get(name).and_then(Value::as_str);
-        let incomplete =
-            |field: &str| Stop::Final(format!("Integration incomplete: {field} is not set"));
-        let repository = match (&ci.repository, tracker) {
-            (Some(repository), _) => repository.clone(),
-            (None, Integration::Github) => match (setting("owner"), setting("repo")) {
-                (Some(owner), Some(repo)) => format!("{owner}/{repo}"),
-                _ => return Err(incomplete("repo")),
-            },
-            (None, Integration::Gitlab) => setting("projectId")
-                .ok_or_else(|| incomplete("projectId"))?
-                .to_string(),
-            (None, Integration::AzureDevops) => setting("repository")
-                .ok_or_else(|| incomplete("repository"))?
-                .to_string(),
-            (None, _) => match (setting("workspace"), setting("repoSlug")) {
-                (Some(workspace), Some(slug)) => format!("{workspace}/{slug}"),
-                _ => return Err(incomplete("repoSlug")),
-            },
+        let mut settings = record.settings.clone();
+        // The repository names the settings it stands for: `owner/name` is GitHub's owner and
+        // repo, Bitbucket's workspace and slug; GitLab's is its project, Azure's its own.
+        let fields: &[&str] = match tracker {
+            Integration::Github => &["owner", "repo"],
+            Integration::Bitbucket => &["workspace", "repoSlug"],
+            Integration::Gitlab => &["projectId"],
+            _ => &["repository"],
         };
-        // Rows saved under the earlier, shorter field lists may lack what comments need.
-        let needed: &[&str] = match tracker {
-            Integration::AzureDevops => &["organization", "project"],
-            Integration::Bitbucket => &["email"],
-            _ => &[],
+        let repository = match &ci.repository {
+            Some(repository) => {
+                let parts: Vec<&str> = match fields.len() {
+                    2 => repository.splitn(2, '/').collect(),
+                    _ => vec![repository.as_str()],
+                };
+                for (field, part) in fields.iter().zip(parts) {
+                    settings.insert((*field).into(), Value::from(part));
+                }
+                repository.clone()
+            }
+            None => fields
+                .iter()
+                .map(|field| trackers::needed(&settings, field).map_err(incomplete))
+                .collect::<Result<Vec<_>, _>>()?
+                .join("/"),
         };
-        if let Some(missing) = needed.iter().find(|name| setting(name).is_none()) {
-            return Err(incomplete(missing));
-        }
         let token = app
             .vault
             .open(
@@ -407,62 +409,15 @@ impl Target {
             tracker,
             repository,
             token: token.0,
-            settings: record.settings.clone(),
+            settings,
         })
     }
 
-    fn setting(&self, name: &str) -> Result<&str, ProviderError> {
-        self.settings
-            .get(name)
-            .and_then(Value::as_str)
-            .ok_or(ProviderError::NotFound("setting"))
-    }
-
-    /// `(owner, name)` of a `owner/name` repository.
-    fn pair(&self) -> Result<(&str, &str), ProviderError> {
-        self.repository
-            .split_once('/')
-            .ok_or(ProviderError::NotFound("repository"))
-    }
-
-    fn github(&self) -> Result<GitHubTarget<'_>, ProviderError> {
-        let (owner, repo) = self.pair()?;
-        Ok(GitHubTarget {
-            token: &self.token,
-            owner,
-            repo,
-            base_url: self.settings.get("baseUrl").and_then(Value::as_str),
-        })
-    }
-
-    fn gitlab(&self) -> GitLabTarget<'_> {
-        GitLabTarget {
-            token: &self.token,
-            project: &self.repository,
-            base_url: self
-                .settings
-                .get("baseUrl")
-                .and_then(Value::as_str)
-                .filter(|base| *base != GITLAB_COM),
+    fn azure_pull_request(&self, number: u64) -> AzurePullRequest<'_> {
+        AzurePullRequest {
+            repository: &self.repository,
+            number,
         }
-    }
-
-    fn azure(&self) -> Result<AzureDevOpsTarget<'_>, ProviderError> {
-        Ok(AzureDevOpsTarget {
-            token: &self.token,
-            organization: self.setting("organization")?,
-            project: self.setting("project")?,
-        })
-    }
-
-    fn bitbucket(&self) -> Result<BitbucketTarget<'_>, ProviderError> {
-        let (workspace, repo_slug) = self.pair()?;
-        Ok(BitbucketTarget {
-            email: self.setting("email")?,
-            token: &self.token,
-            workspace,
-            repo_slug,
-        })
     }
 
     async fn post(
@@ -470,38 +425,37 @@ impl Target {
         app: &AppState,
         pull_request: u64,
         body: &str,
-    ) -> Result<PostedComment, ProviderError> {
-        let trackers = &app.trackers;
-        let posted: PrComment = match self.tracker {
+    ) -> Result<PostedComment, Stop> {
+        let (settings, token, clients) = (&self.settings, self.token.as_str(), &app.trackers);
+        let posted: Result<PrComment, ProviderError> = match self.tracker {
             Integration::Github => {
-                trackers
+                let target = trackers::github_target(settings, token).map_err(incomplete)?;
+                clients
                     .github
-                    .create_comment(&self.github()?, pull_request, body)
-                    .await?
+                    .create_comment(&target, pull_request, body)
+                    .await
             }
             Integration::Gitlab => {
-                trackers
+                let target = trackers::gitlab_target(settings, token).map_err(incomplete)?;
+                clients
                     .gitlab
-                    .create_note(&self.gitlab(), pull_request, body)
-                    .await?
+                    .create_note(&target, pull_request, body)
+                    .await
             }
             Integration::AzureDevops => {
-                let pr = AzurePullRequest {
-                    repository: &self.repository,
-                    number: pull_request,
-                };
-                trackers
-                    .azure_devops
-                    .create_thread(&self.azure()?, &pr, body)
-                    .await?
+                let target = trackers::azure_devops_target(settings, token).map_err(incomplete)?;
+                let pr = self.azure_pull_request(pull_request);
+                clients.azure_devops.create_thread(&target, &pr, body).await
             }
             _ => {
-                trackers
+                let target = trackers::bitbucket_target(settings, token).map_err(incomplete)?;
+                clients
                     .bitbucket
-                    .create_comment(&self.bitbucket()?, pull_request, body)
-                    .await?
+                    .create_comment(&target, pull_request, body)
+                    .await
             }
         };
+        let posted = posted.map_err(|e| stop_for(&e))?;
         Ok(PostedComment {
             comment_id: posted.comment_id,
             thread_id: posted.thread_id,
@@ -514,41 +468,41 @@ impl Target {
         pull_request: u64,
         comment: PostedComment,
         body: &str,
-    ) -> Result<CommentEdit, ProviderError> {
-        let trackers = &app.trackers;
-        match self.tracker {
+    ) -> Result<CommentEdit, Stop> {
+        let (settings, token, clients) = (&self.settings, self.token.as_str(), &app.trackers);
+        let id = comment.comment_id;
+        let edited = match self.tracker {
             Integration::Github => {
-                trackers
-                    .github
-                    .edit_comment(&self.github()?, comment.comment_id, body)
-                    .await
+                let target = trackers::github_target(settings, token).map_err(incomplete)?;
+                clients.github.edit_comment(&target, id, body).await
             }
             Integration::Gitlab => {
-                trackers
+                let target = trackers::gitlab_target(settings, token).map_err(incomplete)?;
+                clients
                     .gitlab
-                    .edit_note(&self.gitlab(), pull_request, comment.comment_id, body)
+                    .edit_note(&target, pull_request, id, body)
                     .await
             }
             Integration::AzureDevops => {
-                let pr = AzurePullRequest {
-                    repository: &self.repository,
-                    number: pull_request,
-                };
                 let Some(thread) = comment.thread_id else {
                     return Ok(CommentEdit::Gone);
                 };
-                trackers
+                let target = trackers::azure_devops_target(settings, token).map_err(incomplete)?;
+                let pr = self.azure_pull_request(pull_request);
+                clients
                     .azure_devops
-                    .edit_comment(&self.azure()?, &pr, thread, comment.comment_id, body)
+                    .edit_comment(&target, &pr, thread, id, body)
                     .await
             }
             _ => {
-                trackers
+                let target = trackers::bitbucket_target(settings, token).map_err(incomplete)?;
+                clients
                     .bitbucket
-                    .edit_comment(&self.bitbucket()?, pull_request, comment.comment_id, body)
+                    .edit_comment(&target, pull_request, id, body)
                     .await
             }
-        }
+        };
+        edited.map_err(|e| stop_for(&e))
     }
 }
 

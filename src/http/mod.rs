@@ -126,6 +126,11 @@ const OWN_BUDGET: &[(Method, &str)] = &[
     (Method::POST, "/api/executions/{taskId}/analysis"),
     (Method::POST, "/api/linear/issues"),
     (Method::POST, "/api/monday/items"),
+    (Method::POST, "/api/jira/issues"),
+    (Method::POST, "/api/github/issues"),
+    (Method::POST, "/api/gitlab/issues"),
+    (Method::POST, "/api/bitbucket/issues"),
+    (Method::POST, "/api/azuredevops/workitems"),
     (Method::PUT, "/api/integrations/{provider}"),
 ];
 

@@ -19,6 +19,8 @@ use orgd_fakes::bitbucket::{
 };
 use orgd_fakes::common::{Behaviour, Fake};
 use orgd_fakes::github::{GITHUB_OWNER, GITHUB_REPO, GITHUB_TOKEN, GitHub};
+use orgd_fakes::gitlab::{GITLAB_PROJECT_ID, GITLAB_TOKEN, GitLab};
+use orgd_providers::ssrf::PrivateAddresses;
 
 backend_tests!(
     a_run_posts_one_comment_and_later_runs_edit_it,
@@ -26,13 +28,14 @@ backend_tests!(
     an_older_run_never_overwrites_a_newer_one,
     runs_finishing_together_post_one_comment,
     a_deleted_comment_is_posted_anew,
-    bitbucket_and_azure_devops_comments,
+    bitbucket_gitlab_and_azure_devops_comments,
     refused_comments_feed_health_and_never_disable,
     ci_is_validated_with_dotted_names,
 );
 
 struct Trackers {
     github: Fake<GitHub>,
+    gitlab: Fake<GitLab>,
     bitbucket: Fake<Bitbucket>,
     azure: Fake<AzureDevOps>,
 }
@@ -47,6 +50,7 @@ async fn app_with(
 ) -> (TestApp, Trackers, Session) {
     let trackers = Trackers {
         github: Fake::<GitHub>::spawn().await,
+        gitlab: Fake::<GitLab>::spawn().await,
         bitbucket: Fake::<Bitbucket>::spawn().await,
         azure: Fake::<AzureDevOps>::spawn().await,
     };
@@ -64,6 +68,8 @@ async fn app_with(
         c.public_url = Some(PUBLIC_URL.into());
         c.rate_limit_per_minute = 10_000;
         c.ingest_rate_limit_per_minute = 10_000;
+        // GitLab is reached through a customer base URL: the loopback fake must be allowed.
+        c.delivery.private_urls = PrivateAddresses::Allowed;
         tweak(c);
     })
     .await;
@@ -362,7 +368,7 @@ async fn a_deleted_comment_is_posted_anew(backend: Backend) {
     assert_eq!(github.comments().len(), 2);
 }
 
-async fn bitbucket_and_azure_devops_comments(backend: Backend) {
+async fn bitbucket_gitlab_and_azure_devops_comments(backend: Backend) {
     let (app, trackers, admin) = app(backend).await;
     connect(
         &app,
@@ -379,12 +385,19 @@ async fn bitbucket_and_azure_devops_comments(backend: Backend) {
         json!({"token": ADO_PAT, "organization": ADO_ORG, "project": ADO_PROJECT}),
     )
     .await;
+    let base_url = trackers.gitlab.base_url();
+    connect(
+        &app,
+        &admin,
+        "gitlab",
+        json!({"token": GITLAB_TOKEN, "projectId": GITLAB_PROJECT_ID, "baseUrl": base_url}),
+    )
+    .await;
     let bitbucket = json!({"provider": "bitbucket", "pullRequest": 4});
     let azure = json!({"provider": "azuredevops", "pullRequest": 11, "repository": ADO_REPO});
-    for (n, ci) in [&bitbucket, &azure, &bitbucket, &azure]
-        .into_iter()
-        .enumerate()
-    {
+    let gitlab = json!({"provider": "gitlab", "pullRequest": 6});
+    let runs = [&bitbucket, &azure, &gitlab, &bitbucket, &azure, &gitlab];
+    for (n, ci) in runs.into_iter().enumerate() {
         let task = format!("bb-ado-{n}");
         start(&app, &admin, &task, None, ci.clone()).await;
         app.clock.advance(1_000);
@@ -394,12 +407,20 @@ async fn bitbucket_and_azure_devops_comments(backend: Backend) {
     let comments = trackers.bitbucket.comments();
     assert_eq!(comments.len(), 1, "{comments:?}");
     assert_eq!((comments[0].pull_request, comments[0].edits), (4, 1));
-    assert!(comments[0].raw.contains("failure 2"), "{}", comments[0].raw);
+    assert!(comments[0].raw.contains("failure 3"), "{}", comments[0].raw);
     let threads = trackers.azure.threads();
     assert_eq!(threads.len(), 1, "{threads:?}");
     assert_eq!(threads[0].pull_request, 11);
     assert_eq!(threads[0].comments[0].edits, 1);
-    assert!(threads[0].comments[0].content.contains("failure 3"));
+    assert!(threads[0].comments[0].content.contains("failure 4"));
+    let notes = trackers.gitlab.notes();
+    assert_eq!(notes.len(), 1, "{notes:?}");
+    assert_eq!(
+        (notes[0].project_id, notes[0].merge_request_iid),
+        (GITLAB_PROJECT_ID, 6)
+    );
+    assert_eq!(notes[0].edits, 1);
+    assert!(notes[0].body.contains("failure 5"), "{}", notes[0].body);
     // Without a repository of its own, an Azure DevOps run needs the integration's.
     start(
         &app,
