@@ -6,7 +6,7 @@ use std::sync::Arc;
 use anyhow::Context;
 
 use crate::auth::jwt::JwtKeys;
-use crate::config::Config;
+use crate::config::{Config, ReportsLocation};
 use crate::metrics::Metrics;
 use crate::ratelimit::{MemoryLimiter, RateLimiter, RedisLimiter, Scope};
 use orgd_core::clock::{SharedClock, SystemClock};
@@ -16,6 +16,7 @@ use orgd_core::integrations::Summaries;
 use orgd_core::organizations::Organizations;
 use orgd_core::passwords::PasswordHasherPool;
 use orgd_core::reports::{LocalReportStorage, ReportStorage};
+use orgd_providers::reports::ObjectReportStorage;
 use orgd_core::users::Identities;
 use orgd_providers::linear::{LinearApi, LinearClient};
 use orgd_providers::llm::LlmClient;
@@ -50,6 +51,8 @@ pub struct App {
     pub passwords: PasswordHasherPool,
     /// Where report files are kept.
     pub reports: Arc<dyn ReportStorage>,
+    /// Upload slots (`ORGD_MAX_CONCURRENT_UPLOADS`).
+    pub uploads: Arc<tokio::sync::Semaphore>,
     pub started_at_ms: i64,
     /// Seals and opens every stored secret.
     pub vault: Vault,
@@ -87,10 +90,36 @@ impl Deref for AppState {
     }
 }
 
+/// Opens the report store and checks that it answers: a missing bucket, wrong credentials
+/// or an unreachable endpoint stop the start with an error naming `ORGD_REPORTS_URL`.
+pub async fn open_reports(location: &ReportsLocation) -> anyhow::Result<Arc<dyn ReportStorage>> {
+    let reports: Arc<dyn ReportStorage> = match location {
+        ReportsLocation::Directory(dir) => {
+            std::fs::create_dir_all(dir).with_context(|| {
+                format!("ORGD_REPORTS_URL: cannot create {}", dir.display())
+            })?;
+            Arc::new(LocalReportStorage::new(dir.clone()))
+        }
+        ReportsLocation::S3 { bucket, prefix } => Arc::new(
+            ObjectReportStorage::s3(bucket, prefix)
+                .with_context(|| format!("ORGD_REPORTS_URL: cannot configure s3://{bucket}"))?,
+        ),
+        ReportsLocation::Store { store, prefix } => {
+            Arc::new(ObjectReportStorage::new(store.clone(), prefix))
+        }
+    };
+    reports
+        .check()
+        .await
+        .context("ORGD_REPORTS_URL: the report storage does not answer")?;
+    Ok(reports)
+}
+
 impl AppState {
     /// Connects to the database (applying migrations) and the rate-limit store.
     pub async fn build(config: Config, clock: Option<SharedClock>) -> anyhow::Result<Self> {
         let clock = clock.unwrap_or_else(|| Arc::new(SystemClock));
+        let reports = open_reports(&config.reports).await?;
         let db = Db::connect(&config.database_url.0, config.limits.db_timeouts()).await?;
         db.migrate().await?;
         // Listening before anything is cached, so no change can slip between a read and
@@ -156,7 +185,10 @@ impl AppState {
             limiter,
             jwt,
             passwords: PasswordHasherPool::default(),
-            reports: Arc::new(LocalReportStorage::new(config.reports_dir())),
+            reports,
+            uploads: Arc::new(tokio::sync::Semaphore::new(
+                config.max_concurrent_uploads as usize,
+            )),
             clock,
             config,
         })))
