@@ -64,7 +64,10 @@ impl ReportsArgs {
 pub enum ReportsLocation {
     Directory(PathBuf),
     /// `s3://bucket/prefix`; the client is configured by the `AWS_*` variables at start.
-    S3 { bucket: String, prefix: String },
+    S3 {
+        bucket: String,
+        prefix: String,
+    },
     /// An object store given as such: `memory://` (a fresh in-memory store, shared by the
     /// clones of this configuration), or one a test built.
     Store {
@@ -733,7 +736,6 @@ impl Config {
             delivery: DeliveryConfig::development(),
         })
     }
-
 }
 
 /// Where report files live: `<data-dir>/reports/<organizationId>/<taskId>/<path>`.

@@ -78,8 +78,6 @@ enum OrgCommand {
         value: String,
         #[command(flatten)]
         store: StoreArgs,
-        #[command(flatten)]
-        reports: ReportsArgs,
     },
 }
 

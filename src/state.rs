@@ -16,11 +16,11 @@ use orgd_core::integrations::Summaries;
 use orgd_core::organizations::Organizations;
 use orgd_core::passwords::PasswordHasherPool;
 use orgd_core::reports::{LocalReportStorage, ReportStorage};
-use orgd_providers::reports::ObjectReportStorage;
 use orgd_core::users::Identities;
 use orgd_providers::linear::{LinearApi, LinearClient};
 use orgd_providers::llm::LlmClient;
 use orgd_providers::monday::{MondayApi, MondayClient};
+use orgd_providers::reports::ObjectReportStorage;
 use orgd_providers::slack::SlackClient;
 use orgd_providers::ssrf::UrlPolicy;
 use orgd_providers::webhook::WebhookClient;
@@ -95,9 +95,8 @@ impl Deref for AppState {
 pub async fn open_reports(location: &ReportsLocation) -> anyhow::Result<Arc<dyn ReportStorage>> {
     let reports: Arc<dyn ReportStorage> = match location {
         ReportsLocation::Directory(dir) => {
-            std::fs::create_dir_all(dir).with_context(|| {
-                format!("ORGD_REPORTS_URL: cannot create {}", dir.display())
-            })?;
+            std::fs::create_dir_all(dir)
+                .with_context(|| format!("ORGD_REPORTS_URL: cannot create {}", dir.display()))?;
             Arc::new(LocalReportStorage::new(dir.clone()))
         }
         ReportsLocation::S3 { bucket, prefix } => Arc::new(

@@ -80,8 +80,7 @@ pub async fn health(State(app): State<AppState>) -> (StatusCode, Json<Health>) {
         Some(false) => "down",
     };
     let cache = app.db.cache_health();
-    let status = if database_ok && storage_ok && redis != "down" && cache != CacheHealth::Bypassed
-    {
+    let status = if database_ok && storage_ok && redis != "down" && cache != CacheHealth::Bypassed {
         "ok"
     } else {
         "degraded"

@@ -386,7 +386,12 @@ async fn reports_go_to_the_s3_bucket_named_by_the_environment() {
         .await
         .unwrap();
     assert_eq!(res.status().as_u16(), 201);
-    let res = client.get(&report).bearer_auth(&token).send().await.unwrap();
+    let res = client
+        .get(&report)
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(res.status().as_u16(), 200);
     assert_eq!(res.text().await.unwrap(), "<p>ok</p>");
     let health: Value = client

@@ -147,7 +147,10 @@ pub async fn stored_files(app: &TestApp, org_id: &str) -> Vec<(String, u64)> {
     .await
     .expect("report rows");
     let prefix = ObjectPath::from(prefix.as_str());
-    let below: ObjectPath = prefix.parts().chain(ObjectPath::from(org_id).parts()).collect();
+    let below: ObjectPath = prefix
+        .parts()
+        .chain(ObjectPath::from(org_id).parts())
+        .collect();
     let objects: Vec<_> = store
         .list(Some(&below))
         .try_collect()
@@ -166,7 +169,10 @@ pub async fn stored_files(app: &TestApp, org_id: &str) -> Vec<(String, u64)> {
                 .join("/");
             let name = match rows.iter().find(|r| r.2.as_deref() == Some(key.as_str())) {
                 Some((task, path, _)) => format!("{task}/{path}"),
-                None => key.splitn(2, '/').nth(1).unwrap_or(&key).to_string(),
+                None => key
+                    .split_once('/')
+                    .map_or(key.as_str(), |(_, rest)| rest)
+                    .to_string(),
             };
             (name, meta.size)
         })

@@ -6,6 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use orgd::config::ReportsLocation;
+use orgd_core::clock::Clock;
 use orgd_providers::reports::faults::{Faults, FaultyStore};
 use orgd_providers::reports::object_store::memory::InMemory;
 use orgd_providers::reports::object_store::path::Path as ObjectPath;
@@ -201,7 +202,8 @@ async fn the_storage_limit_refuses_before_anything_is_written(backend: Backend, 
         200
     );
     assert_eq!(storage_counter(&app, &admin.org_id).await, 400);
-    let on_disk: u64 = stored_files(&app, &admin.org_id).await
+    let on_disk: u64 = stored_files(&app, &admin.org_id)
+        .await
         .iter()
         .map(|(_, s)| s)
         .sum();
@@ -525,7 +527,8 @@ async fn a_failing_store_answers_503_and_keeps_nothing(backend: Backend) {
         201
     );
 
-    // A small file (one PUT) and a large one (multipart, failing at its second part).
+    // A small file (one PUT) and a large one (multipart: start, three parts, then the
+    // completion fails).
     faults.fail_after(0);
     let res = app
         .request(Method::PUT, "/api/executions/run/reports/small.txt")
@@ -537,7 +540,7 @@ async fn a_failing_store_answers_503_and_keeps_nothing(backend: Backend) {
     assert_eq!(res.headers()["retry-after"], "2");
     let (status, body) = crate::helpers::read(res).await;
     assert_storage_unavailable(status, &body);
-    faults.fail_after(2);
+    faults.fail_after(4);
     let (status, body) = upload(&app, &admin, "run", "big.bin", vec![2u8; 12 << 20]).await;
     assert_storage_unavailable(status, &body);
     // Replacing a file fails the same way, and the file stays as it was.
@@ -590,7 +593,10 @@ async fn reconcile_removes_objects_no_file_points_to(backend: Backend) {
         unreachable!()
     };
     // A crash between storing an object and recording it; and a row whose object is gone.
-    let leftover = ObjectPath::from(format!("reports/{}/run/0123456789abcdef01234567", admin.org_id));
+    let leftover = ObjectPath::from(format!(
+        "reports/{}/run/0123456789abcdef01234567",
+        admin.org_id
+    ));
     store.put(&leftover, vec![9u8; 50].into()).await.unwrap();
     let object: String = sqlx::query_scalar(
         "SELECT object_key FROM report_files WHERE organization_id = $1 AND path = 'b.txt'",
@@ -604,16 +610,16 @@ async fn reconcile_removes_objects_no_file_points_to(backend: Backend) {
         .await
         .unwrap();
 
-    let reconcile = |now| async move {
-        orgd_core::operator::reconcile(
-            &app.state.db,
-            app.state.reports.as_ref(),
-            Some(&admin.org_id),
-            now,
-        )
-        .await
-        .unwrap()
-        .remove(0)
+    let (db, reports, org) = (
+        &app.state.db,
+        app.state.reports.as_ref(),
+        admin.org_id.as_str(),
+    );
+    let reconcile = |now: i64| async move {
+        orgd_core::operator::reconcile(db, reports, Some(org), now)
+            .await
+            .unwrap()
+            .remove(0)
     };
     // A fresh object may be an upload about to be recorded: it stays.
     let fix = reconcile(app.clock.now_ms()).await;

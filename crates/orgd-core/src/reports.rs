@@ -293,7 +293,9 @@ impl ReportStorage for LocalReportStorage {
         if meta.is_dir() {
             Ok(())
         } else {
-            Err(StorageError::Refused("The reports directory is not a directory"))
+            Err(StorageError::Refused(
+                "The reports directory is not a directory",
+            ))
         }
     }
 }

@@ -219,7 +219,9 @@ struct ObjectUpload {
 impl PendingUpload for ObjectUpload {
     async fn write(&mut self, chunk: &[u8]) -> Result<(), StorageError> {
         match &mut self.state {
-            UploadState::Buffering(buffer) if buffer.content_length() + chunk.len() <= PART_BYTES => {
+            UploadState::Buffering(buffer)
+                if buffer.content_length() + chunk.len() <= PART_BYTES =>
+            {
                 buffer.extend_from_slice(chunk);
             }
             UploadState::Buffering(buffer) => {
@@ -253,11 +255,9 @@ impl PendingUpload for ObjectUpload {
 
     async fn complete(&mut self) -> Result<Option<String>, StorageError> {
         let stored = match std::mem::replace(&mut self.state, UploadState::Stored) {
-            UploadState::Buffering(buffer) => self
-                .store
-                .put(&self.path, buffer.freeze())
-                .await
-                .map(drop),
+            UploadState::Buffering(buffer) => {
+                self.store.put(&self.path, buffer.freeze()).await.map(drop)
+            }
             // `finish` aborts the multipart upload itself when it fails.
             UploadState::Multipart(parts) => parts.finish().await.map(drop),
             UploadState::Stored | UploadState::Published => Ok(()),
@@ -314,9 +314,8 @@ pub mod faults {
     use futures_util::stream::BoxStream;
     use object_store::path::Path;
     use object_store::{
-        CopyOptions, GetOptions, GetResult, ListResult, MultipartUpload, ObjectMeta,
-        ObjectStore, PutMultipartOptions, PutOptions, PutPayload, PutResult, Result,
-        UploadPart,
+        CopyOptions, GetOptions, GetResult, ListResult, MultipartUpload, ObjectMeta, ObjectStore,
+        PutMultipartOptions, PutOptions, PutPayload, PutResult, Result, UploadPart,
     };
 
     /// Calls left before the store fails; `usize::MAX` never fails.

@@ -26,7 +26,9 @@ pub enum ReportCommit {
     Created,
     /// Replaced a file; `object` is the replaced object, to remove now that nothing points
     /// to it.
-    Replaced { object: Option<String> },
+    Replaced {
+        object: Option<String>,
+    },
     /// The execution was deleted while the bytes were arriving.
     ExecutionGone,
     /// The storage could not make the file visible; nothing was recorded.
