@@ -637,3 +637,40 @@ async fn reconcile_removes_objects_no_file_points_to(backend: Backend) {
     let (_, list) = call(app.get("/api/executions/run/reports", &admin.token)).await;
     assert_eq!(list["data"]["totalBytes"], json!(10));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn uploads_beyond_the_slots_wait_then_answer_503() {
+    let app = TestApp::spawn_with(Backend::Sqlite, |c| c.max_concurrent_uploads = 1).await;
+    let admin = app.signup("Busy").await;
+    new_execution(&app, &admin, "run").await;
+    // One upload holds the only slot while its body trickles in.
+    let addr = app.base.trim_start_matches("http://").to_string();
+    let mut slow = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    let head = format!(
+        "PUT /api/executions/run/reports/slow.bin HTTP/1.1\r\nHost: test\r\nAuthorization: Bearer {}\r\nContent-Length: 10\r\n\r\nabc",
+        admin.token
+    );
+    slow.write_all(head.as_bytes()).await.unwrap();
+    wait_for(|| async { storage_counter(&app, &admin.org_id).await == 10 }).await;
+    let started = std::time::Instant::now();
+    let (status, body) = upload(&app, &admin, "run", "other.bin", vec![1; 10]).await;
+    assert_storage_unavailable(status, &body);
+    assert!(
+        started.elapsed() >= Duration::from_secs(4),
+        "it waited for a slot first"
+    );
+    assert_eq!(
+        storage_counter(&app, &admin.org_id).await,
+        10,
+        "nothing reserved"
+    );
+    // The slot is back once the first upload ends.
+    slow.write_all(b"defghij").await.unwrap();
+    let mut answer = vec![0u8; 12];
+    tokio::io::AsyncReadExt::read_exact(&mut slow, &mut answer)
+        .await
+        .unwrap();
+    assert_eq!(&answer, b"HTTP/1.1 201");
+    let (status, _) = upload(&app, &admin, "run", "other.bin", vec![1; 10]).await;
+    assert_eq!(status, 201);
+}
