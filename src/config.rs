@@ -112,6 +112,10 @@ pub struct ServeArgs {
     /// Shared rate limits across instances.
     #[arg(long, env = "REDIS_URL", hide_env_values = true)]
     pub redis_url: Option<String>,
+    /// Prefix of every Redis key: the instances of one deployment share it, deployments (or
+    /// test runs) sharing one Redis keep apart by it.
+    #[arg(long, env = "ORGD_REDIS_KEY_PREFIX", default_value = "orgd:")]
+    pub redis_key_prefix: String,
     #[arg(long, env = "JWT_SECRET", hide_env_values = true)]
     pub jwt_secret: Option<String>,
     #[command(flatten)]
@@ -172,6 +176,31 @@ pub struct ServeArgs {
     /// The pinned Monday.com `API-Version` header.
     #[arg(long, env = "MONDAY_API_VERSION", default_value = "2026-07")]
     pub monday_api_version: String,
+    /// Replaces `https://{domain}` of every Jira site (tests point it at a fake).
+    #[arg(long, env = "JIRA_API_URL")]
+    pub jira_api_url: Option<String>,
+    /// The Atlassian gateway scoped Jira tokens call.
+    #[arg(
+        long,
+        env = "JIRA_GATEWAY_URL",
+        default_value = "https://api.atlassian.com"
+    )]
+    pub jira_gateway_url: String,
+    /// GitHub's API root when an integration gives no `baseUrl`.
+    #[arg(long, env = "GITHUB_API_URL", default_value = "https://api.github.com")]
+    pub github_api_url: String,
+    #[arg(
+        long,
+        env = "AZURE_DEVOPS_API_URL",
+        default_value = "https://dev.azure.com"
+    )]
+    pub azure_devops_api_url: String,
+    #[arg(
+        long,
+        env = "BITBUCKET_API_URL",
+        default_value = "https://api.bitbucket.org/2.0"
+    )]
+    pub bitbucket_api_url: String,
     /// Request timeout for calls to Linear, Monday.com and the AI providers (connecting gets
     /// at most 5 s of it).
     #[arg(long, env = "ORGD_PROVIDER_TIMEOUT", default_value = "15s", value_parser = parse_duration)]
@@ -266,6 +295,30 @@ pub struct DeliveryArgs {
     /// How long delivered and failed outbox rows are kept.
     #[arg(long, env = "ORGD_DELIVERY_RETENTION", default_value = "30d", value_parser = parse_duration)]
     pub delivery_retention: Duration,
+}
+
+/// Where the REST trackers are called when an integration gives no base URL of its own
+/// (GitLab's default instance is a setting: `https://gitlab.com`).
+#[derive(Debug, Clone)]
+pub struct TrackerUrls {
+    /// `JIRA_API_URL`: replaces every `https://{domain}`.
+    pub jira_site: Option<String>,
+    pub jira_gateway: String,
+    pub github: String,
+    pub azure_devops: String,
+    pub bitbucket: String,
+}
+
+impl Default for TrackerUrls {
+    fn default() -> Self {
+        Self {
+            jira_site: None,
+            jira_gateway: "https://api.atlassian.com".into(),
+            github: "https://api.github.com".into(),
+            azure_devops: "https://dev.azure.com".into(),
+            bitbucket: "https://api.bitbucket.org/2.0".into(),
+        }
+    }
 }
 
 /// The resolved `DeliveryArgs`.
@@ -540,6 +593,7 @@ pub struct Config {
     pub linear_api_url: String,
     pub monday_api_url: String,
     pub monday_api_version: String,
+    pub trackers: TrackerUrls,
     pub provider_timeout: Duration,
     pub model_catalog: Arc<ModelCatalog>,
     pub ai: AiConfig,
@@ -653,7 +707,7 @@ impl Config {
             data_dir: args.store.data_dir.clone(),
             database_url: Secret(database_url),
             redis_url: args.redis_url.clone().filter(|u| !u.is_empty()).map(Secret),
-            redis_key_prefix: "orgd:".into(),
+            redis_key_prefix: args.redis_key_prefix.clone(),
             jwt_secret: Secret(jwt_secret.into_bytes()),
             encryption_key: keys.current,
             encryption_keys_old: keys.old,
@@ -690,6 +744,17 @@ impl Config {
             linear_api_url: http_url(&args.linear_api_url, "LINEAR_API_URL")?,
             monday_api_url: http_url(&args.monday_api_url, "MONDAY_API_URL")?,
             monday_api_version: monday_version(&args.monday_api_version)?,
+            trackers: TrackerUrls {
+                jira_site: args
+                    .jira_api_url
+                    .as_deref()
+                    .map(|u| http_url(u, "JIRA_API_URL"))
+                    .transpose()?,
+                jira_gateway: http_url(&args.jira_gateway_url, "JIRA_GATEWAY_URL")?,
+                github: http_url(&args.github_api_url, "GITHUB_API_URL")?,
+                azure_devops: http_url(&args.azure_devops_api_url, "AZURE_DEVOPS_API_URL")?,
+                bitbucket: http_url(&args.bitbucket_api_url, "BITBUCKET_API_URL")?,
+            },
             provider_timeout: args.provider_timeout,
             model_catalog: Arc::new(model_catalog),
             ai: AiConfig::from_args(args)?,
@@ -727,6 +792,7 @@ impl Config {
             linear_api_url: "https://api.linear.app/graphql".into(),
             monday_api_url: "https://api.monday.com/v2".into(),
             monday_api_version: "2026-07".into(),
+            trackers: TrackerUrls::default(),
             provider_timeout: Duration::from_secs(15),
             model_catalog: Arc::new(ModelCatalog::builtin()?),
             encryption_keys_old: Vec::new(),

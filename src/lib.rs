@@ -10,6 +10,7 @@ pub mod logging;
 pub mod metrics;
 pub mod openapi;
 pub mod outbox;
+pub mod pull_requests;
 pub mod ratelimit;
 pub mod redaction;
 pub mod request_id;

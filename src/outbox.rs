@@ -1,6 +1,7 @@
 //! The delivery worker (API.md, "Notifications and outgoing webhooks"): takes due outbox rows
 //! (`orgd_core::outbox::lease`: one conditional UPDATE, fair across organizations), posts them
-//! to Slack or the organization's webhooks, and records what happened. A row whose delivery
+//! to Slack, the organization's webhooks or a pull request (`crate::pull_requests`), and
+//! records what happened. A row whose delivery
 //! this instance could not finish keeps its lease until it expires and is then taken again, by
 //! this or another instance: a restart loses nothing. Requests never wait for it: they queue
 //! rows in their own transaction and wake the worker (`AppState::wake_outbox`).
@@ -50,7 +51,7 @@ fn lease_ms(app: &AppState) -> i64 {
 
 /// When attempt `attempts + 1` is due after attempt `attempts` failed at `now`, or `None`
 /// when the schedule is exhausted. A receiver's `Retry-After` can only push it later.
-fn next_attempt(
+pub(crate) fn next_attempt(
     app: &AppState,
     attempts: i64,
     now: i64,
@@ -87,10 +88,12 @@ pub async fn work(app: AppState) {
     }
 }
 
-/// One unit of work: a Slack destination's rows (paced together) or one webhook row.
+/// One unit of work: a Slack destination's rows (paced together), one webhook row or one
+/// pull-request comment.
 enum Unit {
     Slack(Vec<Leased>),
     Webhook(Leased),
+    PullRequest(Leased),
 }
 
 /// Delivers every row due now, batch after batch; how many rows were taken. Tests call it
@@ -113,6 +116,7 @@ pub async fn deliver_due(app: &AppState) -> anyhow::Result<usize> {
                     .or_default()
                     .push(row),
                 Channel::Webhook => units.push(Unit::Webhook(row)),
+                Channel::PullRequest => units.push(Unit::PullRequest(row)),
             }
         }
         units.extend(slack.into_values().map(Unit::Slack));
@@ -120,7 +124,7 @@ pub async fn deliver_due(app: &AppState) -> anyhow::Result<usize> {
             .iter()
             .filter_map(|u| match u {
                 Unit::Webhook(row) => Some(row),
-                Unit::Slack(_) => None,
+                Unit::Slack(_) | Unit::PullRequest(_) => None,
             })
             .collect();
         let targets = targets(app, &hooks).await?;
@@ -132,6 +136,9 @@ pub async fn deliver_due(app: &AppState) -> anyhow::Result<usize> {
                     Unit::Webhook(row) => {
                         let target = targets.get(&row.destination);
                         deliver_webhook(app, row, target).await
+                    }
+                    Unit::PullRequest(row) => {
+                        crate::pull_requests::deliver(app, row).await.map(|()| None)
                     }
                 };
                 // The rows keep their lease and are taken again once it expires.
@@ -178,7 +185,7 @@ async fn record_webhook_successes(
 }
 
 /// Ends `row` without delivering it: retried at `retry_at`, else failed.
-async fn not_delivered(
+pub(crate) async fn not_delivered(
     app: &AppState,
     row: &Leased,
     status_code: Option<u16>,

@@ -17,6 +17,11 @@ use orgd_core::organizations::Organizations;
 use orgd_core::passwords::PasswordHasherPool;
 use orgd_core::reports::{LocalReportStorage, ReportStorage};
 use orgd_core::users::Identities;
+use orgd_providers::azure_devops::AzureDevOpsClient;
+use orgd_providers::bitbucket::BitbucketClient;
+use orgd_providers::github::GitHubClient;
+use orgd_providers::gitlab::GitLabClient;
+use orgd_providers::jira::JiraClient;
 use orgd_providers::linear::{LinearApi, LinearClient};
 use orgd_providers::llm::LlmClient;
 use orgd_providers::monday::{MondayApi, MondayClient};
@@ -24,6 +29,10 @@ use orgd_providers::reports::ObjectReportStorage;
 use orgd_providers::slack::SlackClient;
 use orgd_providers::ssrf::UrlPolicy;
 use orgd_providers::webhook::WebhookClient;
+
+/// The most of a tracker's answer read from a host a customer named (GitHub Enterprise,
+/// self-managed GitLab): their largest answers (a repository) are a few KiB.
+const CUSTOMER_TRACKER_ANSWER_CAP: usize = 1024 * 1024;
 
 /// How long the host of a customer URL may take to resolve when it is saved (API.md).
 const URL_DNS_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2);
@@ -61,6 +70,8 @@ pub struct App {
     pub linear: Arc<dyn LinearApi>,
     pub monday: Arc<dyn MondayApi>,
     pub llm: LlmClient,
+    /// The five REST trackers (tickets, credential checks, pull-request comments).
+    pub trackers: Trackers,
     /// This instance's counters for `/metrics`.
     pub metrics: Arc<Metrics>,
     /// Slack incoming webhooks (on the shared client, posting to `SLACK_WEBHOOK_ORIGIN`).
@@ -73,6 +84,41 @@ pub struct App {
     pub outbox_wake: Arc<tokio::sync::Notify>,
     /// The cache listener (PostgreSQL), stopped with the instance.
     listener: Option<tokio::task::JoinHandle<()>>,
+}
+
+/// The REST trackers' clients: the shared outbound client for the vendors' own hosts, a
+/// guarded one for hosts a customer names.
+pub struct Trackers {
+    pub jira: JiraClient,
+    pub github: GitHubClient,
+    pub gitlab: GitLabClient,
+    pub azure_devops: AzureDevOpsClient,
+    pub bitbucket: BitbucketClient,
+}
+
+impl Trackers {
+    fn new(
+        config: &Config,
+        vendor: &orgd_providers::Client,
+        customer: &orgd_providers::Client,
+    ) -> Self {
+        let urls = &config.trackers;
+        Self {
+            jira: JiraClient::new(
+                vendor.clone(),
+                urls.jira_site.clone(),
+                urls.jira_gateway.clone(),
+            ),
+            github: GitHubClient::new(vendor.clone(), customer.clone(), urls.github.clone()),
+            gitlab: GitLabClient::new(
+                vendor.clone(),
+                customer.clone(),
+                "https://gitlab.com".into(),
+            ),
+            azure_devops: AzureDevOpsClient::new(vendor.clone(), urls.azure_devops.clone()),
+            bitbucket: BitbucketClient::new(vendor.clone(), urls.bitbucket.clone()),
+        }
+    }
 }
 
 impl Drop for App {
@@ -159,6 +205,16 @@ impl AppState {
             Arc::new(move || now.now_ms()),
         )
         .context("cannot build the webhook client")?;
+        let now = clock.clone();
+        let customer = orgd_providers::Client::guarded(
+            &url_policy,
+            config.provider_timeout,
+            CUSTOMER_TRACKER_ANSWER_CAP,
+            metrics.clone(),
+            Arc::new(move || now.now_ms()),
+        )
+        .context("cannot build the HTTP client for customer hosts")?;
+        let trackers = Trackers::new(&config, &providers, &customer);
         let monday = MondayClient::new(
             providers.clone(),
             config.monday_api_url.clone(),
@@ -170,6 +226,7 @@ impl AppState {
             linear: Arc::new(linear),
             monday: Arc::new(monday),
             llm: LlmClient::new(providers),
+            trackers,
             metrics,
             slack,
             webhooks,

@@ -97,6 +97,8 @@ pub struct ExecutionView {
     /// Every ticket filed from this run, on any tracker, oldest first.
     tickets: Vec<TicketLinkView>,
     analysis: Option<AnalysisView>,
+    /// The pull request the run reports to; its comment is posted when the run finishes.
+    ci: Option<CiContext>,
     /// The run's log (its last 256 KiB); only in the single-execution view.
     #[serde(skip_serializing_if = "Option::is_none")]
     #[schema(value_type = Option<String>)]
@@ -107,6 +109,41 @@ pub struct ExecutionView {
     #[serde(skip_serializing_if = "Option::is_none")]
     #[schema(value_type = Option<RunRequestView>)]
     run_request: Option<Option<RunRequestView>>,
+}
+
+/// A run's CI context: the pull (merge) request orgd keeps one comment on per group
+/// (`POST /api/executions`, `POST /api/execution-request`, and the execution object).
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct CiContext {
+    #[schema(pattern = "^(github|gitlab|azuredevops|bitbucket)$")]
+    provider: String,
+    #[schema(minimum = 1)]
+    pull_request: u64,
+    /// In the provider's form: GitHub `owner/name`, Bitbucket `workspace/slug`, GitLab a
+    /// project id or path, Azure DevOps a repository name or id; default the integration's.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false, min_length = 1, max_length = 255)]
+    repository: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false, pattern = "^[0-9a-fA-F]{7,64}$")]
+    commit_sha: Option<String>,
+    /// An https:// link to the build.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false, pattern = "^https://")]
+    build_url: Option<String>,
+}
+
+impl From<&orgd_core::pull_requests::Ci> for CiContext {
+    fn from(ci: &orgd_core::pull_requests::Ci) -> Self {
+        Self {
+            provider: ci.provider.clone(),
+            pull_request: ci.pull_request,
+            repository: ci.repository.clone(),
+            commit_sha: ci.commit_sha.clone(),
+            build_url: ci.build_url.clone(),
+        }
+    }
 }
 
 /// A run request as the API shows it.
@@ -257,6 +294,7 @@ pub fn execution_view(execution: &Execution, with_output: bool) -> ExecutionView
             })
             .collect(),
         analysis: execution.analysis.as_ref().map(analysis_view),
+        ci: execution.ci.as_ref().map(CiContext::from),
         output: with_output.then(|| execution.output.clone()),
         run_request: with_output
             .then(|| execution.run_request.as_ref().map(RunRequestView::masked)),
@@ -368,9 +406,13 @@ fn run_refusal(outcome: NewExecutionOutcome) -> ApiError {
 
 /// The body fields both ways of creating a run share, with their checks.
 pub(crate) mod run_fields {
+    use serde_json::Value;
+
     use crate::error::ApiError;
     use crate::http::Object;
     use orgd_core::executions::TaskId;
+    use orgd_core::integrations::Integration;
+    use orgd_core::pull_requests::{CI_PROVIDERS, Ci, repository_form};
 
     const TASK_ID_RULE: &str =
         "taskId must be 1 to 128 of A-Z a-z 0-9 . _ : - (not ., .. or grouped)";
@@ -416,6 +458,93 @@ pub(crate) mod run_fields {
                 })
             })
             .transpose()
+    }
+
+    /// The pull request a run reports to; every problem names its dotted field.
+    pub fn ci(body: &Object) -> Result<Option<Ci>, ApiError> {
+        let ci = match body.0.get("ci") {
+            None | Some(Value::Null) => return Ok(None),
+            Some(Value::Object(ci)) => ci,
+            Some(_) => return Err(ApiError::invalid("ci", "ci must be an object")),
+        };
+        let text = |field: &str| match ci.get(field) {
+            None | Some(Value::Null) => Ok(None),
+            Some(Value::String(s)) => Ok(Some(s.trim())),
+            Some(_) => Err(ApiError::invalid(
+                &format!("ci.{field}"),
+                format!("ci.{field} must be a string"),
+            )),
+        };
+        let provider = text("provider")?
+            .and_then(orgd_core::integrations::Integration::parse)
+            .filter(|p| CI_PROVIDERS.contains(p))
+            .ok_or_else(|| {
+                ApiError::invalid(
+                    "ci.provider",
+                    "ci.provider must be github, gitlab, azuredevops or bitbucket",
+                )
+            })?;
+        let pull_request = ci
+            .get("pullRequest")
+            .and_then(Value::as_u64)
+            .filter(|n| (1..=i64::MAX as u64).contains(n))
+            .ok_or_else(|| {
+                ApiError::invalid(
+                    "ci.pullRequest",
+                    "ci.pullRequest must be a positive integer",
+                )
+            })?;
+        let repository = text("repository")?
+            .map(|repository| {
+                repository_form(provider, repository)
+                    .then(|| repository.to_string())
+                    .ok_or_else(|| {
+                        ApiError::invalid(
+                            "ci.repository",
+                            match provider {
+                                Integration::Gitlab => {
+                                    "ci.repository must be a GitLab project id or group/project path"
+                                }
+                                Integration::AzureDevops => {
+                                    "ci.repository must be an Azure DevOps repository name or id"
+                                }
+                                _ => "ci.repository must be owner/name",
+                            },
+                        )
+                    })
+            })
+            .transpose()?;
+        let commit_sha = text("commitSha")?
+            .map(|sha| {
+                let valid =
+                    (7..=64).contains(&sha.len()) && sha.bytes().all(|b| b.is_ascii_hexdigit());
+                valid.then(|| sha.to_ascii_lowercase()).ok_or_else(|| {
+                    ApiError::invalid("ci.commitSha", "ci.commitSha must be 7 to 64 hex digits")
+                })
+            })
+            .transpose()?;
+        let build_url = text("buildUrl")?
+            .map(|url| {
+                let host = url
+                    .strip_prefix("https://")
+                    .map(|rest| rest.split('/').next().unwrap_or(""));
+                let valid = host.is_some_and(|h| !h.is_empty() && !h.contains('@'))
+                    && url.len() <= 2048
+                    && !url.chars().any(|c| {
+                        c.is_whitespace() || c.is_control() || matches!(c, '<' | '>' | '(' | ')')
+                    });
+                valid.then(|| url.to_string()).ok_or_else(|| {
+                    ApiError::invalid("ci.buildUrl", "ci.buildUrl must be an https:// URL")
+                })
+            })
+            .transpose()?;
+        Ok(Some(Ci {
+            provider: provider.as_str().to_string(),
+            pull_request,
+            repository,
+            commit_sha,
+            build_url,
+        }))
     }
 
     pub fn group_name(body: &Object) -> Result<Option<String>, ApiError> {

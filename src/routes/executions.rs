@@ -12,8 +12,8 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use super::execution_views::{
-    ExecutionView, ProjectView, TaskIdParam, create_run, execution_not_found, execution_view,
-    run_fields, task_in_path,
+    CiContext, ExecutionView, ProjectView, TaskIdParam, create_run, execution_not_found,
+    execution_view, run_fields, task_in_path,
 };
 use crate::auth::{CurrentUser, Role};
 use crate::error::{ApiError, OrInternal};
@@ -29,6 +29,7 @@ use orgd_core::executions::{
     Execution, ExecutionChange, ExecutionFilter, FinishNotice, GroupFilter, NewExecution,
     NewProjectOutcome, Project, Source, Status, UpdateOutcome, project_name,
 };
+use orgd_core::pull_requests::Ci;
 use orgd_core::text::utf8_tail;
 
 pub fn router() -> OpenApiRouter<AppState> {
@@ -278,6 +279,9 @@ pub struct NewExecutionRequest {
     /// 1–128 characters; not `__ungrouped__` (the grouped view's name for runs without a group).
     #[schema(min_length = 1, max_length = 128)]
     group_name: Option<String>,
+    /// The pull request to keep a comment on when the run finishes.
+    #[schema(value_type = Option<CiContext>)]
+    ci: Option<Ci>,
 }
 
 /// Checked in the order of the fields.
@@ -301,6 +305,7 @@ impl FromBody for NewExecutionRequest {
             status: Some(status),
             trigger: run_fields::trigger(body)?,
             group_name: run_fields::group_name(body)?,
+            ci: run_fields::ci(body)?,
         })
     }
 }
@@ -315,7 +320,7 @@ impl FromBody for NewExecutionRequest {
     request_body(content = NewExecutionRequest, description = "Optional"),
     responses(
         (status = 201, description = "Created; a replay carries `Idempotent-Replayed: true`", body = ExecutionResponse),
-        (status = 400, description = "`Invalid taskId`, `Invalid projectId`, `Invalid status`, `Invalid trigger`, `Invalid groupName`, `Invalid JSON`, `Invalid Idempotency-Key`", body = ErrorBody),
+        (status = 400, description = "`Invalid taskId`, `Invalid projectId`, `Invalid status`, `Invalid trigger`, `Invalid groupName`, `Invalid ci`, `Invalid ci.provider`, `Invalid ci.pullRequest`, `Invalid ci.repository`, `Invalid ci.commitSha`, `Invalid ci.buildUrl`, `Invalid JSON`, `Invalid Idempotency-Key`", body = ErrorBody),
         (status = 403, description = "`Forbidden` (viewers); `Test run limit exceeded` with `usage` (the month's runs)", body = ErrorBody),
         (status = 404, description = "`Project not found`", body = ErrorBody),
         (status = 409, description = "`Execution already exists`; `Concurrent run limit reached`; `Request in progress` with this Idempotency-Key", body = ErrorBody),
@@ -348,6 +353,7 @@ async fn create(
         trigger: request.trigger,
         group_name: request.group_name,
         created_by: user.id().to_string(),
+        ci: request.ci,
         run_request: None,
     };
     let answer_for =

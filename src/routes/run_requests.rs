@@ -18,7 +18,8 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use super::execution_views::{
-    RunRequestView, TaskIdParam, create_run, execution_not_found, run_fields, task_in_path,
+    CiContext, RunRequestView, TaskIdParam, create_run, execution_not_found, run_fields,
+    task_in_path,
 };
 use crate::auth::{Credential, CurrentUser, Role};
 use crate::error::{ApiError, OrInternal};
@@ -27,6 +28,7 @@ use crate::http::{ClientIp, FromBody, JsonBody, Object, PathParams};
 use crate::openapi::ErrorBody;
 use crate::state::AppState;
 use orgd_core::executions::{EnvVars, Execution, NewExecution, NewRunRequest, Status, TaskId};
+use orgd_core::pull_requests::Ci;
 use orgd_core::secrets::SecretTable;
 
 pub fn router() -> OpenApiRouter<AppState> {
@@ -76,6 +78,9 @@ pub struct RunRequestBody {
     /// A project of the organization.
     #[schema(nullable = false, pattern = "^[0-9a-f]{24}$")]
     project_id: Option<String>,
+    /// The pull request to keep a comment on when the run finishes.
+    #[schema(nullable = false, value_type = Option<CiContext>)]
+    ci: Option<Ci>,
 }
 
 /// The run's configuration.
@@ -248,6 +253,7 @@ impl FromBody for RunRequestBody {
             group_name: run_fields::group_name(body)?,
             trigger: run_fields::trigger(body)?,
             project_id: run_fields::project_id(body)?,
+            ci: run_fields::ci(body)?,
         })
     }
 }
@@ -271,7 +277,7 @@ pub struct Queued {
     request_body = RunRequestBody,
     responses(
         (status = 200, description = "Recorded as PENDING (source `agnox-hosted`); a replay carries `Idempotent-Replayed: true`", body = Queued),
-        (status = 400, description = "`Invalid taskId`, `Invalid image`, `Invalid command`, `Invalid folder`, `Invalid tests`, `Invalid config`, `Invalid config.environment`, `Invalid config.baseUrl`, `Invalid config.envVars`, `Invalid groupName`, `Invalid trigger`, `Invalid projectId`, `Missing body`, `Invalid JSON`, `Invalid Idempotency-Key`", body = ErrorBody),
+        (status = 400, description = "`Invalid taskId`, `Invalid image`, `Invalid command`, `Invalid folder`, `Invalid tests`, `Invalid config`, `Invalid config.environment`, `Invalid config.baseUrl`, `Invalid config.envVars`, `Invalid groupName`, `Invalid trigger`, `Invalid projectId`, `Invalid ci`, `Invalid ci.provider`, `Invalid ci.pullRequest`, `Invalid ci.repository`, `Invalid ci.commitSha`, `Invalid ci.buildUrl`, `Missing body`, `Invalid JSON`, `Invalid Idempotency-Key`", body = ErrorBody),
         (status = 403, description = "`Forbidden` (viewers); `Test run limit exceeded` with `usage` (the month's runs)", body = ErrorBody),
         (status = 404, description = "`Project not found`", body = ErrorBody),
         (status = 409, description = "`Execution already exists`; `Concurrent run limit reached`; `Request in progress` with this Idempotency-Key", body = ErrorBody),
@@ -315,6 +321,7 @@ async fn create(
         trigger: request.trigger,
         group_name: request.group_name,
         created_by: user.id().to_string(),
+        ci: request.ci,
         run_request: Some(NewRunRequest {
             image: request.image,
             command: request.command,

@@ -26,6 +26,7 @@ mod notifications;
 mod openapi;
 mod operator;
 mod organization;
+mod pull_requests;
 mod ratelimit;
 mod reports;
 mod secrets;

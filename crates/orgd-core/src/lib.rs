@@ -22,6 +22,7 @@ pub mod organizations;
 pub mod outbox;
 pub mod passwords;
 pub mod plans;
+pub mod pull_requests;
 pub mod reports;
 pub mod rules;
 pub mod secret;

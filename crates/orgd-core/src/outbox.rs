@@ -48,15 +48,18 @@ pub const DEFAULT_SLACK_STATUSES: [&str; 3] = ["FAILED", "ERROR", "UNSTABLE"];
 pub enum Channel {
     Slack,
     Webhook,
+    /// The comment on the pull request a run reported (destination: the tracker's name).
+    PullRequest,
 }
 
 impl Channel {
-    pub const ALL: [Self; 2] = [Self::Slack, Self::Webhook];
+    pub const ALL: [Self; 3] = [Self::Slack, Self::Webhook, Self::PullRequest];
 
     pub fn as_str(self) -> &'static str {
         match self {
             Self::Slack => "slack",
             Self::Webhook => "webhook",
+            Self::PullRequest => "pull_request",
         }
     }
 
@@ -115,11 +118,12 @@ pub async fn enqueue(tx: &mut Tx, event: &NewEvent<'_>, now: i64) -> CoreResult<
     let slack_settings = slack
         .and_then(|s| serde_json::from_str::<Map<String, Value>>(&s).ok())
         .filter(|settings| slack_wants(settings, event));
+    // Messages that show the run's analysis wait for it (up to a bound).
+    let (waits_for, analysed_due_at) = match event.analysis_wait_until {
+        Some((execution_id, until)) => (Some(execution_id), until),
+        None => (None, now),
+    };
     if slack_settings.is_some() {
-        let (waits_for, due_at) = match event.analysis_wait_until {
-            Some((execution_id, until)) => (Some(execution_id), until),
-            None => (None, now),
-        };
         insert_row(
             tx,
             event,
@@ -127,7 +131,21 @@ pub async fn enqueue(tx: &mut Tx, event: &NewEvent<'_>, now: i64) -> CoreResult<
             &body,
             Channel::Slack,
             Integration::Slack.as_str(),
-            due_at,
+            analysed_due_at,
+            waits_for,
+            now,
+        )
+        .await?;
+    }
+    if let Some(tracker) = pull_request_tracker(tx, event).await? {
+        insert_row(
+            tx,
+            event,
+            &event_id,
+            &body,
+            Channel::PullRequest,
+            tracker.as_str(),
+            analysed_due_at,
             waits_for,
             now,
         )
@@ -164,6 +182,34 @@ pub async fn enqueue(tx: &mut Tx, event: &NewEvent<'_>, now: i64) -> CoreResult<
         }
     }
     Ok(event_id)
+}
+
+/// The tracker a finished run's pull-request comment goes to: the run's `ci.provider`, when
+/// that integration is connected and enabled.
+async fn pull_request_tracker(
+    tx: &mut Tx,
+    event: &NewEvent<'_>,
+) -> CoreResult<Option<Integration>> {
+    if event.kind != EXECUTION_FINISHED {
+        return Ok(None);
+    }
+    let tracker = event
+        .data
+        .get("execution")
+        .and_then(|execution| execution["ci"]["provider"].as_str())
+        .and_then(Integration::parse)
+        .filter(|p| crate::pull_requests::CI_PROVIDERS.contains(p));
+    let Some(tracker) = tracker else {
+        return Ok(None);
+    };
+    let enabled: Option<i64> = sqlx::query_scalar(
+        "SELECT 1 FROM integrations WHERE organization_id = $1 AND provider = $2 AND enabled = 1",
+    )
+    .bind(event.organization_id)
+    .bind(tracker.as_str())
+    .fetch_optional(&mut **tx)
+    .await?;
+    Ok(enabled.map(|_| tracker))
 }
 
 /// A member as member events carry them.

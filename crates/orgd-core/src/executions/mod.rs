@@ -285,6 +285,8 @@ pub struct Execution {
     pub analysis: Option<AnalysisRecord>,
     /// Read only for the single-execution view (its envVars values stay sealed).
     pub run_request: Option<RunRequest>,
+    /// The pull request the run reports to.
+    pub ci: Option<crate::pull_requests::Ci>,
 }
 
 impl Execution {
@@ -327,6 +329,7 @@ pub struct NewExecution {
     pub trigger: Option<String>,
     pub group_name: Option<String>,
     pub created_by: String,
+    pub ci: Option<crate::pull_requests::Ci>,
     /// For a run requested through `POST /api/execution-request` (source `agnox-hosted`).
     pub run_request: Option<NewRunRequest>,
 }

@@ -20,6 +20,7 @@ use crate::error::{CoreError, CoreResult};
 use crate::idempotency::{self, Replay};
 use crate::organizations;
 use crate::outbox::{self, EXECUTION_FINISHED, NewEvent};
+use crate::pull_requests::Ci;
 use crate::rules::run_counts;
 use crate::rules::run_stats::{self, RunFacts, RunStats, group_condition};
 use crate::rules::runs::{self as run_rules, RunRefusal};
@@ -58,6 +59,7 @@ fn execution_columns(prefix: &str) -> String {
         "created_at",
         "started_at",
         "finished_at",
+        "ci",
     ]
     .map(|column| format!("{prefix}{column}"))
     .join(", ")
@@ -88,6 +90,7 @@ fn execution_from_row(row: &AnyRow, with_output: bool) -> CoreResult<Execution> 
         links: Vec::new(),
         analysis: None,
         run_request: None,
+        ci: Ci::from_column(row.try_get::<Option<String>, _>("ci")?.as_deref()),
     })
 }
 
@@ -316,8 +319,8 @@ pub async fn create_execution(
     sqlx::query(
         "INSERT INTO executions (id, organization_id, task_id, project_id, status, trigger_source, group_name,
                                  source, environment, error, output, report_bytes, created_by, created_at,
-                                 started_at, finished_at, deleted_at)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, NULL, NULL, 0, $10, $11, $12, NULL, NULL)",
+                                 started_at, finished_at, deleted_at, ci)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, NULL, NULL, 0, $10, $11, $12, NULL, NULL, $13)",
     )
     .bind(&new.id)
     .bind(org_id)
@@ -331,6 +334,7 @@ pub async fn create_execution(
     .bind(&new.created_by)
     .bind(now)
     .bind(started_at)
+    .bind(new.ci.as_ref().map(Ci::to_column))
     .execute(&mut *tx)
     .await?;
     if let Some(request) = &new.run_request {
@@ -385,6 +389,7 @@ pub async fn create_execution(
         links: Vec::new(),
         analysis: None,
         run_request: None,
+        ci: new.ci.clone(),
     };
     idempotency::store(&mut tx, replay, &created).await?;
     tx.commit().await?;
