@@ -40,6 +40,67 @@ impl StoreArgs {
     }
 }
 
+/// Where report files live; read by `serve` and `usage reconcile`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct ReportsArgs {
+    /// A directory, `s3://bucket/prefix` (S3-compatible storage configured by the standard
+    /// `AWS_ENDPOINT_URL`, `AWS_REGION`, `AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`,
+    /// `AWS_ALLOW_HTTP` variables) or `memory://` (tests); defaults to `<data-dir>/reports`.
+    #[arg(long, env = "ORGD_REPORTS_URL")]
+    pub reports_url: Option<String>,
+}
+
+impl ReportsArgs {
+    pub fn location(&self, data_dir: &Path) -> anyhow::Result<ReportsLocation> {
+        match self.reports_url.as_deref().map(str::trim) {
+            None | Some("") => Ok(ReportsLocation::Directory(reports_dir(data_dir))),
+            Some(url) => ReportsLocation::parse(url),
+        }
+    }
+}
+
+/// Where report files live (`ORGD_REPORTS_URL`).
+#[derive(Debug, Clone)]
+pub enum ReportsLocation {
+    Directory(PathBuf),
+    /// `s3://bucket/prefix`; the client is configured by the `AWS_*` variables at start.
+    S3 {
+        bucket: String,
+        prefix: String,
+    },
+    /// An object store given as such: `memory://` (a fresh in-memory store, shared by the
+    /// clones of this configuration), or one a test built.
+    Store {
+        store: Arc<dyn orgd_providers::reports::object_store::ObjectStore>,
+        prefix: String,
+    },
+}
+
+impl ReportsLocation {
+    fn parse(url: &str) -> anyhow::Result<Self> {
+        if let Some(rest) = url.strip_prefix("s3://") {
+            let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
+            if bucket.is_empty() {
+                bail!("ORGD_REPORTS_URL: {url:?} names no bucket (s3://bucket/prefix)");
+            }
+            return Ok(Self::S3 {
+                bucket: bucket.to_string(),
+                prefix: prefix.trim_matches('/').to_string(),
+            });
+        }
+        if url == "memory://" {
+            return Ok(Self::Store {
+                store: Arc::new(orgd_providers::reports::object_store::memory::InMemory::new()),
+                prefix: String::new(),
+            });
+        }
+        if url.contains("://") {
+            bail!("ORGD_REPORTS_URL: {url:?} is not a directory, s3://bucket/prefix or memory://");
+        }
+        Ok(Self::Directory(PathBuf::from(url)))
+    }
+}
+
 /// Everything `orgd serve` reads.
 #[derive(Debug, Clone, clap::Args)]
 pub struct ServeArgs {
@@ -187,6 +248,12 @@ pub struct ServeArgs {
         default_value = "free=0,team=49,enterprise=299"
     )]
     pub plan_prices: String,
+    #[command(flatten)]
+    pub reports: ReportsArgs,
+    /// Report uploads streamed at once; more wait briefly for a slot, then answer 503
+    /// (bounds the memory S3 multipart buffers take).
+    #[arg(long, env = "ORGD_MAX_CONCURRENT_UPLOADS", default_value_t = 4)]
+    pub max_concurrent_uploads: u32,
     #[command(flatten)]
     pub limits: ServiceLimits,
     #[command(flatten)]
@@ -517,6 +584,8 @@ pub struct Config {
     pub jwt_ttl: Duration,
     pub trusted_proxies: Vec<IpNet>,
     pub max_report_file_bytes: u64,
+    pub reports: ReportsLocation,
+    pub max_concurrent_uploads: u32,
     /// `None`: the operator API does not exist.
     pub admin_token: Option<Secret<String>>,
     /// Base URL of the product without a trailing `/` (`ORGD_PUBLIC_URL`).
@@ -659,6 +728,11 @@ impl Config {
             jwt_ttl: args.jwt_ttl,
             trusted_proxies: parse_cidrs(&args.trusted_proxies)?,
             max_report_file_bytes: args.max_report_file_bytes,
+            reports: args.reports.location(&args.store.data_dir)?,
+            max_concurrent_uploads: positive(
+                args.max_concurrent_uploads,
+                "ORGD_MAX_CONCURRENT_UPLOADS",
+            )?,
             admin_token: admin_token.map(Secret),
             public_url: args
                 .public_url
@@ -694,6 +768,7 @@ impl Config {
     pub fn development(data_dir: PathBuf, database_url: String) -> anyhow::Result<Self> {
         let mut key = [0u8; 32];
         key.iter_mut().for_each(|b| *b = rand::random());
+        let reports = ReportsLocation::Directory(reports_dir(&data_dir));
         Ok(Self {
             data_dir,
             database_url: Secret(database_url),
@@ -710,6 +785,8 @@ impl Config {
             jwt_ttl: Duration::from_secs(24 * 3600),
             trusted_proxies: Vec::new(),
             max_report_file_bytes: 104_857_600,
+            reports,
+            max_concurrent_uploads: 4,
             admin_token: None,
             public_url: None,
             linear_api_url: "https://api.linear.app/graphql".into(),
@@ -724,10 +801,6 @@ impl Config {
             limits: ServiceLimits::default(),
             delivery: DeliveryConfig::development(),
         })
-    }
-
-    pub fn reports_dir(&self) -> PathBuf {
-        reports_dir(&self.data_dir)
     }
 }
 

@@ -79,6 +79,10 @@ pub enum ApiError {
     /// reach, out of room or too slow right now. Logged; the detail is never sent.
     #[error("service unavailable: {0:#}")]
     Unavailable(anyhow::Error),
+    /// 503 `Storage unavailable` with `Retry-After`: the report store did not answer or
+    /// failed (or every upload slot stayed taken). Logged; the detail is never sent.
+    #[error("report storage unavailable: {0:#}")]
+    StorageUnavailable(anyhow::Error),
     /// 503 `Service unavailable` with `Retry-After`: the request ran past its deadline
     /// (`ORGD_REQUEST_TIMEOUT`); whatever it was writing was rolled back.
     #[error("request deadline exceeded")]
@@ -149,7 +153,9 @@ impl ApiError {
                 StatusCode::TOO_MANY_REQUESTS
             }
             Self::Internal { .. } => StatusCode::INTERNAL_SERVER_ERROR,
-            Self::Unavailable(_) | Self::DeadlineExceeded => StatusCode::SERVICE_UNAVAILABLE,
+            Self::Unavailable(_) | Self::StorageUnavailable(_) | Self::DeadlineExceeded => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
         }
     }
 
@@ -198,6 +204,11 @@ impl ApiError {
             Self::Unavailable(_) => (
                 "Service unavailable".into(),
                 "The service cannot reach its database right now. Please retry shortly.".into(),
+            ),
+            Self::StorageUnavailable(_) => (
+                "Storage unavailable".into(),
+                "The report storage cannot be reached right now; nothing was stored. Please retry shortly."
+                    .into(),
             ),
             Self::DeadlineExceeded => (
                 "Service unavailable".into(),
@@ -265,6 +276,11 @@ impl IntoResponse for ApiError {
                 detail = %format!("{source:#}"),
                 "request answered 503: database unavailable"
             ),
+            Self::StorageUnavailable(source) => tracing::warn!(
+                request_id = %crate::request_id::current_request_id(),
+                detail = %format!("{source:#}"),
+                "request answered 503: report storage unavailable"
+            ),
             _ => {}
         }
         let status = self.status();
@@ -291,7 +307,7 @@ impl IntoResponse for ApiError {
             Self::TooManyAttempts { retry_after_secs } => {
                 body.retry_after = Some(*retry_after_secs);
             }
-            Self::Unavailable(_) | Self::DeadlineExceeded => {
+            Self::Unavailable(_) | Self::StorageUnavailable(_) | Self::DeadlineExceeded => {
                 body.retry_after = Some(UNAVAILABLE_RETRY_AFTER_SECS);
             }
             _ => {}

@@ -2,8 +2,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 use orgd::cli;
-use orgd::config::{KeyArgs, LogFormat, ServeArgs, StoreArgs};
-use orgd_core::reports::LocalReportStorage;
+use orgd::config::{KeyArgs, LogFormat, ReportsArgs, ServeArgs, StoreArgs};
 
 use orgd::{AppState, Config};
 use orgd_core::clock::{Clock, SystemClock};
@@ -84,13 +83,15 @@ enum OrgCommand {
 
 #[derive(Subcommand)]
 enum UsageCommand {
-    /// Recompute test-run counters from the executions and storage from the files on disk,
-    /// fix any drift and print it.
+    /// Recompute test-run counters from the executions and storage from the report store
+    /// (removing objects no file points to), fix any drift and print it.
     Reconcile {
         /// Organization id or slug (default: every organization).
         org: Option<String>,
         #[command(flatten)]
         store: StoreArgs,
+        #[command(flatten)]
+        reports: ReportsArgs,
     },
 }
 
@@ -158,7 +159,6 @@ async fn shutdown_signal() {
 
 async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let config = Config::from_args(&args)?;
-    std::fs::create_dir_all(config.reports_dir())?;
     let listener = tokio::net::TcpListener::bind(args.bind).await?;
     let state = AppState::build(config, None).await?;
     orgd::serve(state, listener, shutdown_signal()).await
@@ -183,14 +183,23 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             print!("{}", run_org(command).await?);
             Ok(())
         }
-        Command::Usage(UsageCommand::Reconcile { org, store: args }) => {
+        Command::Usage(UsageCommand::Reconcile {
+            org,
+            store: args,
+            reports,
+        }) => {
             let _logs = orgd::logging::init(LogFormat::Pretty)?;
             let store = open_store(&args).await?;
-            let reports = LocalReportStorage::new(orgd::config::reports_dir(&args.data_dir));
+            let reports = orgd::state::open_reports(&reports.location(&args.data_dir)?).await?;
             print!(
                 "{}",
-                cli::usage_reconcile(&store, &reports, org.as_deref(), SystemClock.now_ms())
-                    .await?
+                cli::usage_reconcile(
+                    &store,
+                    reports.as_ref(),
+                    org.as_deref(),
+                    SystemClock.now_ms()
+                )
+                .await?
             );
             Ok(())
         }

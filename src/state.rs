@@ -6,7 +6,7 @@ use std::sync::Arc;
 use anyhow::Context;
 
 use crate::auth::jwt::JwtKeys;
-use crate::config::Config;
+use crate::config::{Config, ReportsLocation};
 use crate::metrics::Metrics;
 use crate::ratelimit::{MemoryLimiter, RateLimiter, RedisLimiter, Scope};
 use orgd_core::clock::{SharedClock, SystemClock};
@@ -25,6 +25,7 @@ use orgd_providers::jira::JiraClient;
 use orgd_providers::linear::{LinearApi, LinearClient};
 use orgd_providers::llm::LlmClient;
 use orgd_providers::monday::{MondayApi, MondayClient};
+use orgd_providers::reports::ObjectReportStorage;
 use orgd_providers::slack::SlackClient;
 use orgd_providers::ssrf::UrlPolicy;
 use orgd_providers::webhook::WebhookClient;
@@ -59,6 +60,8 @@ pub struct App {
     pub passwords: PasswordHasherPool,
     /// Where report files are kept.
     pub reports: Arc<dyn ReportStorage>,
+    /// Upload slots (`ORGD_MAX_CONCURRENT_UPLOADS`).
+    pub uploads: Arc<tokio::sync::Semaphore>,
     pub started_at_ms: i64,
     /// Seals and opens every stored secret.
     pub vault: Vault,
@@ -133,10 +136,35 @@ impl Deref for AppState {
     }
 }
 
+/// Opens the report store and checks that it answers: a missing bucket, wrong credentials
+/// or an unreachable endpoint stop the start with an error naming `ORGD_REPORTS_URL`.
+pub async fn open_reports(location: &ReportsLocation) -> anyhow::Result<Arc<dyn ReportStorage>> {
+    let reports: Arc<dyn ReportStorage> = match location {
+        ReportsLocation::Directory(dir) => {
+            std::fs::create_dir_all(dir)
+                .with_context(|| format!("ORGD_REPORTS_URL: cannot create {}", dir.display()))?;
+            Arc::new(LocalReportStorage::new(dir.clone()))
+        }
+        ReportsLocation::S3 { bucket, prefix } => Arc::new(
+            ObjectReportStorage::s3(bucket, prefix)
+                .with_context(|| format!("ORGD_REPORTS_URL: cannot configure s3://{bucket}"))?,
+        ),
+        ReportsLocation::Store { store, prefix } => {
+            Arc::new(ObjectReportStorage::new(store.clone(), prefix))
+        }
+    };
+    reports
+        .check()
+        .await
+        .context("ORGD_REPORTS_URL: the report storage does not answer")?;
+    Ok(reports)
+}
+
 impl AppState {
     /// Connects to the database (applying migrations) and the rate-limit store.
     pub async fn build(config: Config, clock: Option<SharedClock>) -> anyhow::Result<Self> {
         let clock = clock.unwrap_or_else(|| Arc::new(SystemClock));
+        let reports = open_reports(&config.reports).await?;
         let db = Db::connect(&config.database_url.0, config.limits.db_timeouts()).await?;
         db.migrate().await?;
         // Listening before anything is cached, so no change can slip between a read and
@@ -213,7 +241,10 @@ impl AppState {
             limiter,
             jwt,
             passwords: PasswordHasherPool::default(),
-            reports: Arc::new(LocalReportStorage::new(config.reports_dir())),
+            reports,
+            uploads: Arc::new(tokio::sync::Semaphore::new(
+                config.max_concurrent_uploads as usize,
+            )),
             clock,
             config,
         })))

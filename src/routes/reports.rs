@@ -1,10 +1,12 @@
 //! Report files of an execution: `PUT`/`GET /api/executions/:taskId/reports/{path}` and
 //! `GET /api/executions/:taskId/reports`.
 //!
-//! An upload reserves its declared size against the storage limit before any byte lands
-//! (one conditional UPDATE), streams the body to a hidden file, then records and publishes
-//! the file in one transaction. Any failure — refused, short body, client gone — releases
-//! the reservation and leaves no file behind.
+//! An upload takes one of `ORGD_MAX_CONCURRENT_UPLOADS` slots (waiting briefly for one),
+//! reserves its declared size against the storage limit before any byte lands (one
+//! conditional UPDATE), streams the body to the store (a hidden file, or an object of its
+//! own), then records and publishes the file in one transaction; the object it replaced is
+//! removed after that commit. Any failure — refused, short body, client gone, the store
+//! failing (503 `Storage unavailable`) — releases the reservation and leaves no file behind.
 
 use std::future::poll_fn;
 use std::pin::Pin;
@@ -29,7 +31,7 @@ use crate::http::PathParams;
 use crate::openapi::ErrorBody;
 use crate::state::AppState;
 use orgd_core::db::Db;
-use orgd_core::executions::{ReportCommit, Reservation};
+use orgd_core::executions::{NewReport, ReportCommit, Reservation};
 use orgd_core::executions::{ReportPath, TaskId};
 use orgd_core::reports::{PendingUpload, ReportKey, StorageError};
 
@@ -69,6 +71,9 @@ pub struct ReportListData {
 
 const STORE_FAILED: &str = "Failed to store report";
 
+/// How long an upload waits for a slot before it answers 503 `Storage unavailable`.
+const UPLOAD_SLOT_WAIT: Duration = Duration::from_secs(5);
+
 fn parse_target(task_id: &str, path: &str) -> Result<(TaskId, ReportPath), ApiError> {
     let task_id = task_in_path(task_id)?;
     let path = ReportPath::parse(path).map_err(|why| ApiError::invalid("path", why))?;
@@ -79,6 +84,7 @@ fn storage_error(e: StorageError, error: &'static str) -> ApiError {
     match e {
         StorageError::Refused(why) => ApiError::invalid("path", why),
         StorageError::Io(e) => ApiError::internal(error, e),
+        StorageError::Unavailable(e) => ApiError::StorageUnavailable(anyhow::anyhow!(e)),
     }
 }
 
@@ -200,6 +206,7 @@ async fn receive(
         (status = 404, description = "`Execution not found`", body = ErrorBody),
         (status = 411, description = "`Length required`", body = ErrorBody),
         (status = 413, description = "`Payload too large`: over ORGD_MAX_REPORT_FILE_BYTES", body = ErrorBody),
+        (status = 503, description = "`Storage unavailable` (with `Retry-After`): the report storage failed, or every upload slot stayed taken; nothing was stored", body = ErrorBody),
     ),
 )]
 async fn upload(
@@ -213,6 +220,15 @@ async fn upload(
     let (task_id, path) = parse_target(&task_id, &path)?;
     let size = declared_length(&headers, app.config.max_report_file_bytes)?;
     let bytes = i64::try_from(size).map_err(|_| ApiError::PayloadTooLarge)?;
+    let _slot = tokio::time::timeout(UPLOAD_SLOT_WAIT, app.uploads.clone().acquire_owned())
+        .await
+        .ok()
+        .and_then(Result::ok)
+        .ok_or_else(|| {
+            ApiError::StorageUnavailable(anyhow::anyhow!(
+                "every upload slot (ORGD_MAX_CONCURRENT_UPLOADS) stayed taken"
+            ))
+        })?;
     let org_id = user.org_id();
     let reservation = orgd_core::executions::reserve_report_bytes(
         &app.db,
@@ -252,8 +268,8 @@ async fn upload(
         task_id: &task_id,
         path: &path,
     };
-    let pending = match receive_file(&app, key, body, size).await {
-        Ok(pending) => pending,
+    let received = match receive_file(&app, key, body, size).await {
+        Ok(received) => received,
         Err(e) => {
             reserved.release().await;
             return Err(e);
@@ -268,7 +284,7 @@ async fn upload(
     };
     // All bytes are in: recording runs to its end even if the client goes away now.
     let target = (org_id.to_string(), task_id, path);
-    let replaced = tokio::spawn(record_file(app.clone(), target, size, pending, reserved))
+    let replaced = tokio::spawn(record_file(app.clone(), target, size, received, reserved))
         .await
         .map_err(|e| ApiError::internal(STORE_FAILED, e))??;
     let status = if replaced {
@@ -279,45 +295,62 @@ async fn upload(
     Ok((status, Json(answer)))
 }
 
+/// A completed upload, not yet served: the object it wrote, if the store names them.
+struct Received {
+    pending: Box<dyn PendingUpload>,
+    object: Option<String>,
+}
+
 /// Streams the body into a new, not yet visible file of the storage.
 async fn receive_file(
     app: &AppState,
     key: ReportKey<'_>,
     body: Body,
     size: u64,
-) -> Result<Box<dyn PendingUpload>, ApiError> {
+) -> Result<Received, ApiError> {
     let mut pending = app
         .reports
         .put(key)
         .await
         .map_err(|e| storage_error(e, STORE_FAILED))?;
     receive(body, pending.as_mut(), size, app.config.limits.idle_timeout).await?;
-    Ok(pending)
+    let object = pending
+        .complete()
+        .await
+        .map_err(|e| storage_error(e, STORE_FAILED))?;
+    Ok(Received { pending, object })
 }
 
 /// Records and publishes the file in one transaction; the reservation becomes the file's
-/// bytes, or is released when nothing was recorded. True when it replaced a file.
+/// bytes, or is released when nothing was recorded. True when it replaced a file, whose
+/// object (if any) goes once nothing points to it.
 async fn record_file(
     app: AppState,
     (org_id, task_id, path): (String, TaskId, ReportPath),
     size: u64,
-    pending: Box<dyn PendingUpload>,
+    Received { pending, object }: Received,
     reserved: ReservedBytes,
 ) -> Result<bool, ApiError> {
     let publish = Box::pin(async move { pending.publish().await.map_err(anyhow::Error::from) });
-    let commit = orgd_core::executions::commit_report(
-        &app.db,
-        &org_id,
-        task_id.as_str(),
-        path.as_str(),
-        size as i64,
-        app.now(),
-        publish,
-    )
-    .await;
+    let file = NewReport {
+        org_id: &org_id,
+        task_id: task_id.as_str(),
+        path: path.as_str(),
+        object: object.as_deref(),
+        size: size as i64,
+    };
+    let commit = orgd_core::executions::commit_report(&app.db, file, app.now(), publish).await;
     let replaced = match commit {
         Ok(ReportCommit::Created) => Ok(false),
-        Ok(ReportCommit::Replaced) => Ok(true),
+        Ok(ReportCommit::Replaced { object }) => {
+            // A failure leaves a leftover that `orgd usage reconcile` removes.
+            if let Some(object) = object
+                && let Err(e) = app.reports.remove_object(&object).await
+            {
+                tracing::warn!(error = %e, object, "could not remove a replaced report");
+            }
+            Ok(true)
+        }
         Ok(ReportCommit::ExecutionGone) => Err(execution_not_found()),
         Ok(ReportCommit::PublishFailed(e)) => Err(ApiError::internal(STORE_FAILED, e)),
         Err(e) => Err(ApiError::internal(STORE_FAILED, e)),
@@ -348,6 +381,7 @@ async fn record_file(
         (status = 200, description = "The file", content_type = "*/*", body = Vec<u8>),
         (status = 400, description = "`Invalid path`", body = ErrorBody),
         (status = 404, description = "`Execution not found`, `Report not found`", body = ErrorBody),
+        (status = 503, description = "`Storage unavailable` (with `Retry-After`): the report storage failed before any byte was sent", body = ErrorBody),
     ),
 )]
 async fn download(
@@ -357,12 +391,15 @@ async fn download(
 ) -> Result<Response, ApiError> {
     const FETCH_FAILED: &str = "Failed to fetch report";
     let (task_id, path) = parse_target(&task_id, &path)?;
-    if !orgd_core::executions::execution_exists(&app.db, user.org_id(), task_id.as_str())
-        .await
-        .or_internal(FETCH_FAILED)?
-    {
-        return Err(execution_not_found());
-    }
+    let object = orgd_core::executions::report_object(
+        &app.db,
+        user.org_id(),
+        task_id.as_str(),
+        path.as_str(),
+    )
+    .await
+    .or_internal(FETCH_FAILED)?
+    .ok_or_else(execution_not_found)?;
     let key = ReportKey {
         org_id: user.org_id(),
         task_id: &task_id,
@@ -370,7 +407,7 @@ async fn download(
     };
     let report = app
         .reports
-        .get(key)
+        .get(key, object.as_deref())
         .await
         .map_err(|e| storage_error(e, FETCH_FAILED))?
         .ok_or_else(|| ApiError::not_found("Report not found", "No report file at this path"))?;

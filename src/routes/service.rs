@@ -13,11 +13,14 @@ use utoipa::ToSchema;
 use crate::state::AppState;
 use orgd_core::db::notify::CacheHealth;
 
+/// The longest `/health` waits for the report store.
+const STORAGE_CHECK_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2);
+
 #[derive(Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Health {
-    /// `degraded` while Redis or (with a 503) the database is down, or the caches are
-    /// bypassed.
+    /// `degraded` while Redis, the report storage or (with a 503) the database is down, or
+    /// the caches are bypassed.
     #[schema(pattern = "^(ok|degraded)$")]
     status: &'static str,
     checks: HealthChecks,
@@ -31,6 +34,9 @@ pub struct HealthChecks {
     database: &'static str,
     #[schema(pattern = "^(ok|down|disabled)$")]
     redis: &'static str,
+    /// The report store answers (a listing of the reports prefix, or the directory exists).
+    #[schema(pattern = "^(ok|down)$")]
+    storage: &'static str,
     /// The cross-instance cache listener (PostgreSQL): `bypassed` while it is not hearing
     /// (every read then goes to the database); `disabled` on SQLite.
     #[schema(pattern = "^(ok|bypassed|disabled)$")]
@@ -47,11 +53,23 @@ pub struct HealthChecks {
     )
 )]
 pub async fn health(State(app): State<AppState>) -> (StatusCode, Json<Health>) {
-    let (database, writable, redis) = tokio::join!(
+    let (database, writable, redis, storage) = tokio::join!(
         app.db.ping(),
         app.db.writable(),
-        app.limiter.shared_store_healthy()
+        app.limiter.shared_store_healthy(),
+        tokio::time::timeout(STORAGE_CHECK_TIMEOUT, app.reports.check())
     );
+    let storage_ok = match storage {
+        Ok(Ok(())) => true,
+        Ok(Err(e)) => {
+            tracing::warn!(error = %e, "health check: report storage failed");
+            false
+        }
+        Err(_) => {
+            tracing::warn!("health check: report storage did not answer in time");
+            false
+        }
+    };
     if let Err(e) = &database {
         tracing::error!(error = %e, "health check: database unreachable");
     }
@@ -62,7 +80,7 @@ pub async fn health(State(app): State<AppState>) -> (StatusCode, Json<Health>) {
         Some(false) => "down",
     };
     let cache = app.db.cache_health();
-    let status = if database_ok && redis != "down" && cache != CacheHealth::Bypassed {
+    let status = if database_ok && storage_ok && redis != "down" && cache != CacheHealth::Bypassed {
         "ok"
     } else {
         "degraded"
@@ -77,6 +95,7 @@ pub async fn health(State(app): State<AppState>) -> (StatusCode, Json<Health>) {
         checks: HealthChecks {
             database: if database_ok { "ok" } else { "down" },
             redis,
+            storage: if storage_ok { "ok" } else { "down" },
             cache: cache.as_str(),
         },
         version: env!("CARGO_PKG_VERSION"),

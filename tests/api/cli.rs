@@ -41,6 +41,11 @@ pub(crate) fn without_environment(cmd: &mut Command) {
         "LINEAR_API_URL",
         "MONDAY_API_URL",
         "MONDAY_API_VERSION",
+        "ORGD_REPORTS_URL",
+        "ORGD_MAX_CONCURRENT_UPLOADS",
+        "AWS_ENDPOINT_URL",
+        "AWS_ENDPOINT",
+        "AWS_ALLOW_HTTP",
     ] {
         cmd.env_remove(var);
     }
@@ -312,4 +317,102 @@ async fn sigterm_finishes_requests_in_flight() {
     assert!(status.success(), "{status}");
     // New connections are refused once it has stopped.
     assert!(TcpStream::connect(&addr).is_err());
+}
+
+#[test]
+fn an_unreachable_report_storage_stops_the_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let err = refusal(
+        orgd(dir.path())
+            .env("ORGD_REPORTS_URL", "s3://reports/orgd")
+            .env("AWS_ENDPOINT_URL", "http://127.0.0.1:1")
+            .env("AWS_ALLOW_HTTP", "true")
+            .env("AWS_REGION", "us-east-1")
+            .env("AWS_ACCESS_KEY_ID", "test")
+            .env("AWS_SECRET_ACCESS_KEY", "test"),
+    );
+    assert!(err.contains("ORGD_REPORTS_URL"), "{err}");
+    let err = refusal(orgd(dir.path()).env("ORGD_REPORTS_URL", "ftp://reports"));
+    assert!(err.contains("ORGD_REPORTS_URL"), "{err}");
+}
+
+/// The binary configured as a deployment is: `ORGD_REPORTS_URL=s3://bucket/prefix` and the
+/// standard `AWS_*` variables (a missing bucket stops the start; an existing one serves).
+#[tokio::test]
+async fn reports_go_to_the_s3_bucket_named_by_the_environment() {
+    let Some(endpoint) = std::env::var("TEST_S3_URL").ok().filter(|u| !u.is_empty()) else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let s3 = |cmd: &mut Command, url: &str| {
+        cmd.env("ORGD_REPORTS_URL", url)
+            .env("AWS_ENDPOINT_URL", &endpoint)
+            .env("AWS_ALLOW_HTTP", "true")
+            .env("AWS_REGION", "us-east-1")
+            .env("AWS_ACCESS_KEY_ID", "test")
+            .env("AWS_SECRET_ACCESS_KEY", "test");
+    };
+    let mut cmd = orgd(dir.path());
+    s3(&mut cmd, "s3://orgd-no-such-bucket/x");
+    let err = refusal(&mut cmd);
+    assert!(err.contains("ORGD_REPORTS_URL"), "{err}");
+
+    let bucket = format!("orgd-cli-{}", orgd_core::ids::random_hex(4));
+    reqwest::Client::new()
+        .put(format!("{endpoint}/{bucket}"))
+        .send()
+        .await
+        .expect("TEST_S3_URL must be reachable");
+    let mut cmd = orgd(dir.path());
+    s3(&mut cmd, &format!("s3://{bucket}/deploy"));
+    let running = Running::start(cmd);
+    let body = signup(&running.base, "s3@example.com").await;
+    let token = body["token"].as_str().unwrap().to_string();
+    let client = reqwest::Client::new();
+    let res = client
+        .post(format!("{}/api/executions", running.base))
+        .bearer_auth(&token)
+        .json(&json!({"taskId": "run"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status().as_u16(), 201);
+    let report = format!("{}/api/executions/run/reports/index.html", running.base);
+    let res = client
+        .put(&report)
+        .bearer_auth(&token)
+        .body("<p>ok</p>")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status().as_u16(), 201);
+    let res = client
+        .get(&report)
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status().as_u16(), 200);
+    assert_eq!(res.text().await.unwrap(), "<p>ok</p>");
+    let health: Value = client
+        .get(format!("{}/health", running.base))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(health["checks"]["storage"], "ok", "{health}");
+    // The object is in the bucket below the prefix, not on disk.
+    let listing = client
+        .get(format!("{endpoint}/{bucket}?list-type=2&prefix=deploy/"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(listing.contains("<Key>deploy/"), "{listing}");
+    assert!(!dir.path().join("data").join("reports").exists());
+    running.terminate();
 }

@@ -122,9 +122,63 @@ pub async fn upload(
     .await
 }
 
-/// The organization's report directory.
+/// The organization's report directory (a test on the local directory).
 pub fn org_reports_dir(app: &TestApp, org_id: &str) -> PathBuf {
-    app.config.reports_dir().join(org_id)
+    match &app.config.reports {
+        orgd::config::ReportsLocation::Directory(dir) => dir.join(org_id),
+        other => panic!("reports are not in a directory: {other:?}"),
+    }
+}
+
+/// What the report store holds for the organization, as `<taskId>/<path>` with the size:
+/// files on disk, or objects named by the path of the row pointing to them (an object no
+/// row points to shows as `<taskId>/<its key>`).
+pub async fn stored_files(app: &TestApp, org_id: &str) -> Vec<(String, u64)> {
+    use futures_util::TryStreamExt;
+    use orgd_providers::reports::object_store::path::Path as ObjectPath;
+    let orgd::config::ReportsLocation::Store { store, prefix } = &app.config.reports else {
+        return files_below(&org_reports_dir(app, org_id));
+    };
+    let rows: Vec<(String, String, Option<String>)> = sqlx::query_as(
+        "SELECT task_id, path, object_key FROM report_files WHERE organization_id = $1",
+    )
+    .bind(org_id)
+    .fetch_all(&app.db)
+    .await
+    .expect("report rows");
+    let prefix = ObjectPath::from(prefix.as_str());
+    let below: ObjectPath = prefix
+        .parts()
+        .chain(ObjectPath::from(org_id).parts())
+        .collect();
+    let objects: Vec<_> = store
+        .list(Some(&below))
+        .try_collect()
+        .await
+        .expect("list the store");
+    let depth = prefix.parts().count();
+    let mut out: Vec<(String, u64)> = objects
+        .into_iter()
+        .map(|meta| {
+            let key = meta
+                .location
+                .parts()
+                .skip(depth)
+                .map(|p| p.as_ref().to_string())
+                .collect::<Vec<_>>()
+                .join("/");
+            let name = match rows.iter().find(|r| r.2.as_deref() == Some(key.as_str())) {
+                Some((task, path, _)) => format!("{task}/{path}"),
+                None => key
+                    .split_once('/')
+                    .map_or(key.as_str(), |(_, rest)| rest)
+                    .to_string(),
+            };
+            (name, meta.size)
+        })
+        .collect();
+    out.sort();
+    out
 }
 
 /// Every regular file below `dir` (not following symlinks) with its size, relative to it.

@@ -5,6 +5,7 @@
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
+use orgd::config::ReportsLocation;
 use orgd::{AppState, Config};
 use orgd_core::clock::{Clock, ManualClock};
 use orgd_core::db::notify::Change;
@@ -33,6 +34,99 @@ macro_rules! backend_tests {
             }
         )*
     };
+}
+
+/// Runs each named `async fn name(backend: Backend, storage: Storage)` on SQLite and
+/// PostgreSQL (as `backend_tests!`) with reports in a directory, on SQLite with reports in
+/// `object_store`'s in-memory store, and on SQLite with reports in the S3 server named by
+/// `TEST_S3_URL` when it is set (it then must be reachable).
+#[macro_export]
+macro_rules! storage_tests {
+    ($($name:ident),* $(,)?) => {
+        $(
+            mod $name {
+                use $crate::helpers::{Backend, Storage};
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn sqlite() {
+                    super::$name(Backend::Sqlite, Storage::Directory).await
+                }
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn postgres() {
+                    if let Some(backend) = Backend::postgres() {
+                        super::$name(backend, Storage::Directory).await
+                    }
+                }
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn memory() {
+                    super::$name(Backend::Sqlite, Storage::Memory).await
+                }
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn s3() {
+                    if let Some(storage) = Storage::s3() {
+                        super::$name(Backend::Sqlite, storage).await
+                    }
+                }
+            }
+        )*
+    };
+}
+
+/// Where a test's report files live.
+#[derive(Clone, Debug)]
+pub enum Storage {
+    Directory,
+    Memory,
+    /// The S3 server at this endpoint (`TEST_S3_URL`).
+    S3(String),
+}
+
+/// The bucket S3 tests share; each test writes below a prefix of its own.
+const TEST_BUCKET: &str = "orgd-test";
+
+impl Storage {
+    pub fn s3() -> Option<Self> {
+        std::env::var("TEST_S3_URL")
+            .ok()
+            .filter(|u| !u.is_empty())
+            .map(Self::S3)
+    }
+
+    /// The configured location of this storage, for one test.
+    pub async fn location(&self, data_dir: &std::path::Path) -> ReportsLocation {
+        use orgd_providers::reports::object_store;
+        match self {
+            Self::Directory => ReportsLocation::Directory(data_dir.join("reports")),
+            Self::Memory => ReportsLocation::Store {
+                store: Arc::new(object_store::memory::InMemory::new()),
+                prefix: unique("reports-"),
+            },
+            Self::S3(endpoint) => {
+                // moto creates a bucket on an unsigned PUT (and keeps an existing one).
+                reqwest::Client::new()
+                    .put(format!("{endpoint}/{TEST_BUCKET}"))
+                    .send()
+                    .await
+                    .expect("TEST_S3_URL must be reachable");
+                let env = |name: &str, default: &str| {
+                    std::env::var(name).unwrap_or_else(|_| default.to_string())
+                };
+                // Explicit settings, not the process environment: parallel tests share it.
+                let store = object_store::aws::AmazonS3Builder::new()
+                    .with_endpoint(endpoint)
+                    .with_allow_http(true)
+                    .with_bucket_name(TEST_BUCKET)
+                    .with_region(env("AWS_REGION", "us-east-1"))
+                    .with_access_key_id(env("AWS_ACCESS_KEY_ID", "test"))
+                    .with_secret_access_key(env("AWS_SECRET_ACCESS_KEY", "test"))
+                    .build()
+                    .expect("S3 client");
+                ReportsLocation::Store {
+                    store: Arc::new(store),
+                    prefix: unique("reports-"),
+                }
+            }
+        }
+    }
 }
 
 #[derive(Clone, Debug)]
@@ -168,6 +262,23 @@ impl TestApp {
         let db = Arc::new(TestDb::create(&backend).await);
         let clock = Arc::new(ManualClock::new(wall_clock_ms()));
         Self::start(db, clock, tweak).await
+    }
+
+    /// Starts an instance keeping its report files in `storage`, whose configuration `tweak`
+    /// may change first.
+    pub async fn spawn_on(
+        backend: Backend,
+        storage: &Storage,
+        tweak: impl FnOnce(&mut Config),
+    ) -> Self {
+        let db = Arc::new(TestDb::create(&backend).await);
+        let clock = Arc::new(ManualClock::new(wall_clock_ms()));
+        let reports = storage.location(&db.dir.path().join("data")).await;
+        Self::start(db, clock, move |c| {
+            c.reports = reports;
+            tweak(c)
+        })
+        .await
     }
 
     /// A second instance on the same database and clock (and the same Redis keyspace).

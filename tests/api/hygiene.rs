@@ -217,7 +217,7 @@ async fn health_reports_the_database(backend: Backend) {
     assert_eq!(body["status"], json!("ok"));
     assert_eq!(
         body["checks"],
-        json!({"database": "ok", "redis": "disabled", "cache": cache})
+        json!({"database": "ok", "redis": "disabled", "storage": "ok", "cache": cache})
     );
     assert_eq!(body["version"], json!(env!("CARGO_PKG_VERSION")));
     assert!(body["uptimeSeconds"].is_u64());

@@ -221,6 +221,6 @@ async fn redis_outage_degrades_to_memory_limits(backend: Backend) {
     assert_eq!(health["status"], json!("degraded"));
     assert_eq!(
         health["checks"],
-        json!({"database": "ok", "redis": "down", "cache": cache})
+        json!({"database": "ok", "redis": "down", "storage": "ok", "cache": cache})
     );
 }

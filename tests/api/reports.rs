@@ -2,32 +2,41 @@
 //! limit enforced before bytes land (also in parallel), path confinement, and uploads that
 //! fail or are cut off leaving nothing behind.
 
+use std::sync::Arc;
 use std::time::Duration;
 
+use orgd::config::ReportsLocation;
+use orgd_core::clock::Clock;
+use orgd_providers::reports::faults::{Faults, FaultyStore};
+use orgd_providers::reports::object_store::memory::InMemory;
+use orgd_providers::reports::object_store::path::Path as ObjectPath;
+use orgd_providers::reports::object_store::{ObjectStore, ObjectStoreExt};
 use reqwest::Method;
 use serde_json::json;
 use tokio::io::AsyncWriteExt;
 
 use crate::executions::{
     count, files_below, in_parallel, new_execution, org_reports_dir, raw_http, raw_request,
-    set_overrides, storage_counter, upload,
+    set_overrides, storage_counter, stored_files, upload,
 };
-use crate::helpers::{Backend, TestApp, assert_error, call};
+use crate::helpers::{Backend, Storage, TestApp, assert_error, call};
 
-crate::backend_tests!(
+crate::storage_tests!(
     files_are_stored_replaced_listed_and_served,
     uploads_need_a_length_and_respect_the_file_cap,
     the_storage_limit_refuses_before_anything_is_written,
     parallel_uploads_never_pass_the_storage_limit,
     parallel_replacements_of_one_path_keep_counters_exact,
     path_traversal_is_refused_and_writes_nothing,
-    symlinks_are_never_followed,
     an_interrupted_upload_leaves_nothing_behind,
     deleting_an_execution_frees_its_storage,
 );
 
-async fn files_are_stored_replaced_listed_and_served(backend: Backend) {
-    let app = TestApp::spawn(backend).await;
+// The local directory's own rule.
+crate::backend_tests!(symlinks_are_never_followed);
+
+async fn files_are_stored_replaced_listed_and_served(backend: Backend, storage: Storage) {
+    let app = TestApp::spawn_on(backend, &storage, |_| {}).await;
     let admin = app.signup("Reports").await;
     new_execution(&app, &admin, "run-1").await;
     let html = b"<html><script>alert(1)</script></html>".to_vec();
@@ -50,7 +59,7 @@ async fn files_are_stored_replaced_listed_and_served(backend: Backend) {
     let expected = html.len() as i64 + 400;
     assert_eq!(storage_counter(&app, &admin.org_id).await, expected);
     assert_eq!(
-        files_below(&org_reports_dir(&app, &admin.org_id)),
+        stored_files(&app, &admin.org_id).await,
         [
             ("run-1/data/trace.zip".to_string(), 400),
             ("run-1/index.html".to_string(), html.len() as u64)
@@ -133,8 +142,8 @@ async fn files_are_stored_replaced_listed_and_served(backend: Backend) {
     );
 }
 
-async fn uploads_need_a_length_and_respect_the_file_cap(backend: Backend) {
-    let app = TestApp::spawn_with(backend, |c| c.max_report_file_bytes = 1000).await;
+async fn uploads_need_a_length_and_respect_the_file_cap(backend: Backend, storage: Storage) {
+    let app = TestApp::spawn_on(backend, &storage, |c| c.max_report_file_bytes = 1000).await;
     let admin = app.signup("Caps").await;
     new_execution(&app, &admin, "run").await;
     let (status, body) = upload(&app, &admin, "run", "big.bin", vec![0; 1001]).await;
@@ -151,13 +160,13 @@ async fn uploads_need_a_length_and_respect_the_file_cap(backend: Backend) {
     assert_error(status, &body, 411, "Length required");
     assert_eq!(storage_counter(&app, &admin.org_id).await, 1000);
     assert_eq!(
-        files_below(&org_reports_dir(&app, &admin.org_id)),
+        stored_files(&app, &admin.org_id).await,
         [("run/ok.bin".to_string(), 1000)]
     );
 }
 
-async fn the_storage_limit_refuses_before_anything_is_written(backend: Backend) {
-    let app = TestApp::spawn(backend).await;
+async fn the_storage_limit_refuses_before_anything_is_written(backend: Backend, storage: Storage) {
+    let app = TestApp::spawn_on(backend, &storage, |_| {}).await;
     let admin = app.signup("Full").await;
     set_overrides(&app, &admin.org_id, json!({"maxStorageBytes": 1000})).await;
     new_execution(&app, &admin, "run").await;
@@ -173,7 +182,7 @@ async fn the_storage_limit_refuses_before_anything_is_written(backend: Backend) 
     );
     assert_eq!(storage_counter(&app, &admin.org_id).await, 700);
     assert_eq!(
-        files_below(&org_reports_dir(&app, &admin.org_id)),
+        stored_files(&app, &admin.org_id).await,
         [("run/a.bin".to_string(), 700)]
     );
 
@@ -193,15 +202,16 @@ async fn the_storage_limit_refuses_before_anything_is_written(backend: Backend) 
         200
     );
     assert_eq!(storage_counter(&app, &admin.org_id).await, 400);
-    let on_disk: u64 = files_below(&org_reports_dir(&app, &admin.org_id))
+    let on_disk: u64 = stored_files(&app, &admin.org_id)
+        .await
         .iter()
         .map(|(_, s)| s)
         .sum();
     assert_eq!(on_disk, 400);
 }
 
-async fn parallel_uploads_never_pass_the_storage_limit(backend: Backend) {
-    let app = TestApp::spawn(backend).await;
+async fn parallel_uploads_never_pass_the_storage_limit(backend: Backend, storage: Storage) {
+    let app = TestApp::spawn_on(backend, &storage, |_| {}).await;
     let admin = app.signup("Crowded").await;
     set_overrides(&app, &admin.org_id, json!({"maxStorageBytes": 1000})).await;
     new_execution(&app, &admin, "run").await;
@@ -219,7 +229,7 @@ async fn parallel_uploads_never_pass_the_storage_limit(backend: Backend) {
         (3, 9),
         "{statuses:?}"
     );
-    let files = files_below(&org_reports_dir(&app, &admin.org_id));
+    let files = stored_files(&app, &admin.org_id).await;
     let on_disk: u64 = files.iter().map(|(_, s)| s).sum();
     assert_eq!(files.len(), 3, "{files:?}");
     assert_eq!(on_disk, 900);
@@ -231,8 +241,8 @@ async fn parallel_uploads_never_pass_the_storage_limit(backend: Backend) {
     );
 }
 
-async fn parallel_replacements_of_one_path_keep_counters_exact(backend: Backend) {
-    let app = TestApp::spawn(backend).await;
+async fn parallel_replacements_of_one_path_keep_counters_exact(backend: Backend, storage: Storage) {
+    let app = TestApp::spawn_on(backend, &storage, |_| {}).await;
     let admin = app.signup("Racing").await;
     new_execution(&app, &admin, "run").await;
     let statuses = in_parallel(10, |i| {
@@ -247,7 +257,7 @@ async fn parallel_replacements_of_one_path_keep_counters_exact(backend: Backend)
         "{statuses:?}"
     );
     assert_eq!(count(&statuses, 201), 1);
-    let files = files_below(&org_reports_dir(&app, &admin.org_id));
+    let files = stored_files(&app, &admin.org_id).await;
     assert_eq!(files.len(), 1, "{files:?}");
     let size = files[0].1 as i64;
     assert_eq!(storage_counter(&app, &admin.org_id).await, size);
@@ -273,8 +283,8 @@ async fn parallel_replacements_of_one_path_keep_counters_exact(backend: Backend)
     );
 }
 
-async fn path_traversal_is_refused_and_writes_nothing(backend: Backend) {
-    let app = TestApp::spawn(backend).await;
+async fn path_traversal_is_refused_and_writes_nothing(backend: Backend, storage: Storage) {
+    let app = TestApp::spawn_on(backend, &storage, |_| {}).await;
     let admin = app.signup("Traversal").await;
     new_execution(&app, &admin, "run").await;
     let root = app.test_db.dir.path().to_path_buf();
@@ -397,8 +407,8 @@ async fn new_execution_after_finish(
     new_execution(app, session, task_id).await;
 }
 
-async fn an_interrupted_upload_leaves_nothing_behind(backend: Backend) {
-    let app = TestApp::spawn(backend).await;
+async fn an_interrupted_upload_leaves_nothing_behind(backend: Backend, storage: Storage) {
+    let app = TestApp::spawn_on(backend, &storage, |_| {}).await;
     let admin = app.signup("Cut off").await;
     new_execution(&app, &admin, "run").await;
     let addr = app.base.trim_start_matches("http://").to_string();
@@ -415,7 +425,7 @@ async fn an_interrupted_upload_leaves_nothing_behind(backend: Backend) {
     drop(stream);
     // ...and released, with the partial file removed, once the client is gone.
     wait_for(|| async { storage_counter(&app, &admin.org_id).await == 0 }).await;
-    wait_for(|| async { files_below(&org_reports_dir(&app, &admin.org_id)).is_empty() }).await;
+    wait_for(|| async { stored_files(&app, &admin.org_id).await.is_empty() }).await;
     let (_, list) = call(app.get("/api/executions/run/reports", &admin.token)).await;
     assert_eq!(list["data"], json!({"files": [], "totalBytes": 0}));
 
@@ -430,7 +440,7 @@ async fn an_interrupted_upload_leaves_nothing_behind(backend: Backend) {
     let mut response = Vec::new();
     let _ = tokio::io::AsyncReadExt::read_to_end(&mut stream, &mut response).await;
     wait_for(|| async { storage_counter(&app, &admin.org_id).await == 0 }).await;
-    assert!(files_below(&org_reports_dir(&app, &admin.org_id)).is_empty());
+    assert!(stored_files(&app, &admin.org_id).await.is_empty());
 }
 
 async fn wait_for<F, Fut>(condition: F)
@@ -447,8 +457,8 @@ where
     panic!("condition not reached within 5 s");
 }
 
-async fn deleting_an_execution_frees_its_storage(backend: Backend) {
-    let app = TestApp::spawn(backend).await;
+async fn deleting_an_execution_frees_its_storage(backend: Backend, storage: Storage) {
+    let app = TestApp::spawn_on(backend, &storage, |_| {}).await;
     let admin = app.signup("Cleanup").await;
     set_overrides(&app, &admin.org_id, json!({"maxConcurrentRuns": null})).await;
     new_execution(&app, &admin, "keep").await;
@@ -465,7 +475,7 @@ async fn deleting_an_execution_frees_its_storage(backend: Backend) {
     assert_eq!(status, 200);
     assert_eq!(storage_counter(&app, &admin.org_id).await, 100);
     assert_eq!(
-        files_below(&org_reports_dir(&app, &admin.org_id)),
+        stored_files(&app, &admin.org_id).await,
         [("keep/a.txt".to_string(), 100)]
     );
     let (status, body) = call(app.get("/api/executions/drop/reports/a.txt", &admin.token)).await;
@@ -479,4 +489,188 @@ async fn deleting_an_execution_frees_its_storage(backend: Backend) {
             .await
             .unwrap();
     assert_eq!(rows, 1);
+}
+
+/// An instance whose reports live in an in-memory store that fails on demand.
+async fn on_a_faulty_store(backend: Backend) -> (TestApp, Faults) {
+    let inner = Arc::new(InMemory::new());
+    let (store, faults) = FaultyStore::new(inner);
+    let store: Arc<dyn ObjectStore> = Arc::new(store);
+    let app = TestApp::spawn_with(backend, |c| {
+        c.reports = ReportsLocation::Store {
+            store,
+            prefix: "reports".into(),
+        }
+    })
+    .await;
+    (app, faults)
+}
+
+fn assert_storage_unavailable(status: u16, body: &serde_json::Value) {
+    assert_error(status, body, 503, "Storage unavailable");
+    assert_eq!(body["retryAfter"], json!(2), "{body}");
+}
+
+crate::backend_tests!(
+    a_failing_store_answers_503_and_keeps_nothing,
+    reconcile_removes_objects_no_file_points_to,
+);
+
+async fn a_failing_store_answers_503_and_keeps_nothing(backend: Backend) {
+    let (app, faults) = on_a_faulty_store(backend).await;
+    let admin = app.signup("Flaky").await;
+    new_execution(&app, &admin, "run").await;
+    assert_eq!(
+        upload(&app, &admin, "run", "kept.txt", b"kept".to_vec())
+            .await
+            .0,
+        201
+    );
+
+    // A small file (one PUT) and a large one (multipart: start, three parts, then the
+    // completion fails).
+    faults.fail_after(0);
+    let res = app
+        .request(Method::PUT, "/api/executions/run/reports/small.txt")
+        .bearer_auth(&admin.token)
+        .body(vec![1u8; 100])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.headers()["retry-after"], "2");
+    let (status, body) = crate::helpers::read(res).await;
+    assert_storage_unavailable(status, &body);
+    faults.fail_after(4);
+    let (status, body) = upload(&app, &admin, "run", "big.bin", vec![2u8; 12 << 20]).await;
+    assert_storage_unavailable(status, &body);
+    // Replacing a file fails the same way, and the file stays as it was.
+    faults.fail_after(0);
+    let (status, body) = upload(&app, &admin, "run", "kept.txt", b"other".to_vec()).await;
+    assert_storage_unavailable(status, &body);
+
+    // The reservations were released and no object was left behind.
+    wait_for(|| async { stored_files(&app, &admin.org_id).await.len() == 1 }).await;
+    assert_eq!(storage_counter(&app, &admin.org_id).await, 4);
+    assert_eq!(
+        stored_files(&app, &admin.org_id).await,
+        [("run/kept.txt".to_string(), 4)]
+    );
+
+    // A download whose store fails answers 503 before any byte.
+    let (status, body) = call(app.get("/api/executions/run/reports/kept.txt", &admin.token)).await;
+    assert_storage_unavailable(status, &body);
+    // /health shows it, without taking the instance out of the load balancer.
+    let (status, health) = call(app.request(Method::GET, "/health")).await;
+    assert_eq!(status, 200);
+    assert_eq!(health["status"], "degraded", "{health}");
+    assert_eq!(health["checks"]["storage"], "down", "{health}");
+
+    faults.heal();
+    let (_, health) = call(app.request(Method::GET, "/health")).await;
+    assert_eq!(health["checks"]["storage"], "ok", "{health}");
+    let (status, _) = upload(&app, &admin, "run", "big.bin", vec![3u8; 12 << 20]).await;
+    assert_eq!(status, 201);
+    let res = app
+        .get("/api/executions/run/reports/big.bin", &admin.token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.headers()["content-length"], (12 << 20).to_string());
+    assert!(res.bytes().await.unwrap().iter().all(|b| *b == 3));
+    assert_eq!(
+        storage_counter(&app, &admin.org_id).await,
+        4 + (12 << 20) as i64
+    );
+}
+
+async fn reconcile_removes_objects_no_file_points_to(backend: Backend) {
+    let (app, _) = on_a_faulty_store(backend).await;
+    let admin = app.signup("Leftovers").await;
+    new_execution(&app, &admin, "run").await;
+    upload(&app, &admin, "run", "a.txt", vec![1; 10]).await;
+    upload(&app, &admin, "run", "b.txt", vec![1; 20]).await;
+    let ReportsLocation::Store { store, .. } = &app.config.reports else {
+        unreachable!()
+    };
+    // A crash between storing an object and recording it; and a row whose object is gone.
+    let leftover = ObjectPath::from(format!(
+        "reports/{}/run/0123456789abcdef01234567",
+        admin.org_id
+    ));
+    store.put(&leftover, vec![9u8; 50].into()).await.unwrap();
+    let object: String = sqlx::query_scalar(
+        "SELECT object_key FROM report_files WHERE organization_id = $1 AND path = 'b.txt'",
+    )
+    .bind(&admin.org_id)
+    .fetch_one(&app.db)
+    .await
+    .unwrap();
+    store
+        .delete(&ObjectPath::from(format!("reports/{object}")))
+        .await
+        .unwrap();
+
+    let (db, reports, org) = (
+        &app.state.db,
+        app.state.reports.as_ref(),
+        admin.org_id.as_str(),
+    );
+    let reconcile = |now: i64| async move {
+        orgd_core::operator::reconcile(db, reports, Some(org), now)
+            .await
+            .unwrap()
+            .remove(0)
+    };
+    // A fresh object may be an upload about to be recorded: it stays.
+    let fix = reconcile(app.clock.now_ms()).await;
+    assert_eq!(fix.leftovers_removed, 0);
+    assert_eq!((fix.storage.removed, fix.storage.after), (1, 10), "{fix}");
+    assert_eq!(stored_files(&app, &admin.org_id).await.len(), 2);
+    // An old one is a leftover.
+    let fix = reconcile(app.clock.now_ms() + 11 * 60 * 1000).await;
+    assert_eq!(fix.leftovers_removed, 1, "{fix}");
+    assert_eq!(
+        stored_files(&app, &admin.org_id).await,
+        [("run/a.txt".to_string(), 10)]
+    );
+    assert_eq!(storage_counter(&app, &admin.org_id).await, 10);
+    let (_, list) = call(app.get("/api/executions/run/reports", &admin.token)).await;
+    assert_eq!(list["data"]["totalBytes"], json!(10));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn uploads_beyond_the_slots_wait_then_answer_503() {
+    let app = TestApp::spawn_with(Backend::Sqlite, |c| c.max_concurrent_uploads = 1).await;
+    let admin = app.signup("Busy").await;
+    new_execution(&app, &admin, "run").await;
+    // One upload holds the only slot while its body trickles in.
+    let addr = app.base.trim_start_matches("http://").to_string();
+    let mut slow = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    let head = format!(
+        "PUT /api/executions/run/reports/slow.bin HTTP/1.1\r\nHost: test\r\nAuthorization: Bearer {}\r\nContent-Length: 10\r\n\r\nabc",
+        admin.token
+    );
+    slow.write_all(head.as_bytes()).await.unwrap();
+    wait_for(|| async { storage_counter(&app, &admin.org_id).await == 10 }).await;
+    let started = std::time::Instant::now();
+    let (status, body) = upload(&app, &admin, "run", "other.bin", vec![1; 10]).await;
+    assert_storage_unavailable(status, &body);
+    assert!(
+        started.elapsed() >= Duration::from_secs(4),
+        "it waited for a slot first"
+    );
+    assert_eq!(
+        storage_counter(&app, &admin.org_id).await,
+        10,
+        "nothing reserved"
+    );
+    // The slot is back once the first upload ends.
+    slow.write_all(b"defghij").await.unwrap();
+    let mut answer = vec![0u8; 12];
+    tokio::io::AsyncReadExt::read_exact(&mut slow, &mut answer)
+        .await
+        .unwrap();
+    assert_eq!(&answer, b"HTTP/1.1 201");
+    let (status, _) = upload(&app, &admin, "run", "other.bin", vec![1; 10]).await;
+    assert_eq!(status, 201);
 }

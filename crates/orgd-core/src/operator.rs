@@ -19,7 +19,7 @@ use crate::db::{Db, Tx};
 use crate::error::{CoreError, CoreResult};
 use crate::organizations::{self, OrganizationRecord};
 use crate::plans::{LIMIT_NAMES, Overrides, Plan};
-use crate::reports::{ReportStorage, StoredFile};
+use crate::reports::{Location, ReportStorage, StoredFile};
 use crate::rules::run_counts::{self, CountFix};
 use crate::rules::run_stats::{self, GroupStats, RunStats};
 use crate::usage::Period;
@@ -392,32 +392,55 @@ async fn reconcile_run_counts(db: &Db, org_id: &str) -> CoreResult<Vec<CountFix>
     Ok(fixes)
 }
 
+/// How recent an object no row points to may be and still be an upload about to be
+/// recorded (its bytes are stored just before the transaction that records it).
+const LEFTOVER_AGE_MS: i64 = 10 * 60 * 1000;
+
 /// Makes the organization's report rows, per-execution bytes and storage counter match
-/// `files` (what is on disk).
+/// `files` (what the store holds). A file at a path without a row gets one (the local
+/// directory: the disk is the truth); an object no row points to is a leftover (of a
+/// replaced file or a crash) and is returned for removal after the commit; a row whose
+/// bytes are gone is removed.
 async fn reconcile_storage(
     db: &Db,
     org_id: &str,
     files: &[StoredFile],
     now: i64,
-) -> CoreResult<StorageFix> {
+) -> CoreResult<(StorageFix, Vec<String>)> {
     let mut tx = db.begin_write().await?;
     tx.lock_organization(org_id).await?;
-    let rows =
-        sqlx::query("SELECT task_id, path, size FROM report_files WHERE organization_id = $1")
-            .bind(org_id)
-            .fetch_all(&mut *tx)
-            .await?;
+    let rows = sqlx::query(
+        "SELECT task_id, path, size, object_key FROM report_files WHERE organization_id = $1",
+    )
+    .bind(org_id)
+    .fetch_all(&mut *tx)
+    .await?;
     let mut recorded: HashMap<(String, String), i64> = HashMap::with_capacity(rows.len());
+    let mut by_object: HashMap<String, (String, String)> = HashMap::new();
     for row in &rows {
-        recorded.insert(
-            (row.try_get("task_id")?, row.try_get("path")?),
-            row.try_get("size")?,
-        );
+        let key: (String, String) = (row.try_get("task_id")?, row.try_get("path")?);
+        if let Some(object) = row.try_get::<Option<String>, _>("object_key")? {
+            by_object.insert(object, key.clone());
+        }
+        recorded.insert(key, row.try_get("size")?);
     }
     let mut fix = StorageFix::default();
+    let mut leftovers = Vec::new();
     let mut touched = std::collections::BTreeSet::new();
     for file in files {
-        let key = (file.task_id.clone(), file.path.clone());
+        let key = match &file.location {
+            Location::Path(path) => (file.task_id.clone(), path.clone()),
+            Location::Object { key, modified_at } => match by_object.get(key) {
+                Some(row) => row.clone(),
+                None => {
+                    if now - modified_at >= LEFTOVER_AGE_MS {
+                        leftovers.push(key.clone());
+                    }
+                    continue;
+                }
+            },
+        };
+        fix.after += file.size;
         let sql = match recorded.remove(&key) {
             Some(size) if size == file.size => continue,
             Some(_) => {
@@ -431,13 +454,13 @@ async fn reconcile_storage(
         };
         sqlx::query(sql)
             .bind(org_id)
-            .bind(&file.task_id)
-            .bind(&file.path)
+            .bind(&key.0)
+            .bind(&key.1)
             .bind(file.size)
             .bind(now)
             .execute(&mut *tx)
             .await?;
-        touched.insert(file.task_id.clone());
+        touched.insert(key.0);
     }
     for (task_id, path) in recorded.into_keys() {
         sqlx::query(
@@ -467,7 +490,6 @@ async fn reconcile_storage(
         .bind(org_id)
         .fetch_one(&mut *tx)
         .await?;
-    fix.after = files.iter().map(|f| f.size).sum();
     if fix.before != fix.after {
         sqlx::query("UPDATE organizations SET storage_used_bytes = $2 WHERE id = $1")
             .bind(org_id)
@@ -476,7 +498,7 @@ async fn reconcile_storage(
             .await?;
     }
     tx.commit().await?;
-    Ok(fix)
+    Ok((fix, leftovers))
 }
 
 /// What reconciling one organization found and fixed.
@@ -490,6 +512,8 @@ pub struct Reconciliation {
     /// Live runs per status (the executions list's `total`).
     pub run_counts: Vec<CountFix>,
     pub storage: StorageFix,
+    /// Objects no row pointed to, removed from the store.
+    pub leftovers_removed: usize,
     /// Entries on disk that are not report files (symlinks, uploads in progress, odd names).
     pub skipped: Vec<String>,
 }
@@ -502,6 +526,7 @@ impl Reconciliation {
             || !self.run_counts.is_empty()
             || self.storage.before != self.storage.after
             || self.files_changed()
+            || self.leftovers_removed > 0
     }
 
     fn files_changed(&self) -> bool {
@@ -574,6 +599,13 @@ impl fmt::Display for Reconciliation {
                 s.before, s.after, s.added, s.removed, s.resized
             )?;
         }
+        if self.leftovers_removed > 0 {
+            writeln!(
+                f,
+                "{who}: removed {} leftover object(s) no file points to",
+                self.leftovers_removed
+            )?;
+        }
         if !self.skipped.is_empty() {
             writeln!(
                 f,
@@ -608,7 +640,11 @@ pub async fn reconcile(
         let (run_stats, groups) = reconcile_run_stats(db, &org_id).await?;
         let run_counts = reconcile_run_counts(db, &org_id).await?;
         let listing = reports.list(&org_id).await?;
-        let storage = reconcile_storage(db, &org_id, &listing.files, now).await?;
+        let (storage, leftovers) = reconcile_storage(db, &org_id, &listing.files, now).await?;
+        // After the commit: no row can point to them any more.
+        for object in &leftovers {
+            reports.remove_object(object).await?;
+        }
         results.push(Reconciliation {
             org_id,
             slug,
@@ -617,6 +653,7 @@ pub async fn reconcile(
             groups,
             run_counts,
             storage,
+            leftovers_removed: leftovers.len(),
             skipped: listing.skipped,
         });
     }

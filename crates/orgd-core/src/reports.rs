@@ -1,7 +1,13 @@
 //! Where report bytes live, behind a narrow trait so an object store can replace the local
 //! directory when instances stop sharing a disk (DESIGN.md, "Growing past one machine").
 //! The local implementation keeps `<reports>/<organizationId>/<taskId>/<path>` and never
-//! follows a symlink: every directory on the way is checked, none is trusted.
+//! follows a symlink: every directory on the way is checked, none is trusted. Object stores
+//! (orgd-providers) keep each upload under a key of its own, which the file's row points to.
+//!
+//! Every upload takes one flow: `put`, `write`s, `complete` (bytes stored, not yet served),
+//! then `publish` inside the transaction that records the row, and `remove_object` of the
+//! replaced object once that transaction committed. Dropping an upload before `publish`
+//! discards what it wrote.
 
 use std::io;
 use std::path::{Path, PathBuf};
@@ -29,6 +35,9 @@ pub enum StorageError {
     Refused(&'static str),
     #[error(transparent)]
     Io(#[from] io::Error),
+    /// The store did not answer, or failed: the request may succeed when retried.
+    #[error("report storage unavailable: {0}")]
+    Unavailable(#[source] Box<dyn std::error::Error + Send + Sync>),
 }
 
 /// A file's bytes, read as they are sent.
@@ -40,11 +49,21 @@ pub struct StoredReport {
     pub size: u64,
 }
 
-/// A file found by `list`: `<taskId>/<path>` below the organization's directory.
+/// Where a listed file's bytes are, as its row records them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Location {
+    /// At its path (the local directory).
+    Path(String),
+    /// In an object of its own, named by `key` (relative to the store's prefix), last
+    /// written at `modified_at` (ms).
+    Object { key: String, modified_at: i64 },
+}
+
+/// A file found by `list`, below the organization.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StoredFile {
     pub task_id: String,
-    pub path: String,
+    pub location: Location,
     pub size: i64,
 }
 
@@ -58,21 +77,35 @@ pub struct Listing {
 
 #[async_trait::async_trait]
 pub trait ReportStorage: Send + Sync + 'static {
-    /// Starts writing a file. Nothing is visible at the key until `publish`; dropping the
+    /// Starts writing a file. Nothing is served at the key until `publish`; dropping the
     /// upload discards what was written.
     async fn put(&self, key: ReportKey<'_>) -> Result<Box<dyn PendingUpload>, StorageError>;
-    /// The file at `key`, or `None`.
-    async fn get(&self, key: ReportKey<'_>) -> Result<Option<StoredReport>, StorageError>;
+    /// The file at `key`, or `None`; `object` is the object its row points to, if any.
+    async fn get(
+        &self,
+        key: ReportKey<'_>,
+        object: Option<&str>,
+    ) -> Result<Option<StoredReport>, StorageError>;
     /// Every file of an organization with its size: a full walk, for reconciliation only.
     async fn list(&self, org_id: &str) -> Result<Listing, StorageError>;
     /// Removes every file of one execution.
     async fn delete(&self, org_id: &str, task_id: &TaskId) -> Result<(), StorageError>;
+    /// Removes one object no row points to any more (a replaced file, a leftover). Stores
+    /// that keep files at their path replace them in place and have none.
+    async fn remove_object(&self, _object: &str) -> Result<(), StorageError> {
+        Ok(())
+    }
+    /// Whether the store answers (`/health`).
+    async fn check(&self) -> Result<(), StorageError>;
 }
 
 #[async_trait::async_trait]
 pub trait PendingUpload: Send {
     async fn write(&mut self, chunk: &[u8]) -> Result<(), StorageError>;
-    /// Makes the bytes visible at the key, replacing any file there.
+    /// All bytes are in: stores them, not yet served at the path. Returns the object the
+    /// file's row must point to, when the store keeps each upload under its own key.
+    async fn complete(&mut self) -> Result<Option<String>, StorageError>;
+    /// Makes the bytes the file at the key; runs inside the transaction recording it.
     async fn publish(self: Box<Self>) -> Result<(), StorageError>;
 }
 
@@ -188,7 +221,11 @@ impl ReportStorage for LocalReportStorage {
         }))
     }
 
-    async fn get(&self, key: ReportKey<'_>) -> Result<Option<StoredReport>, StorageError> {
+    async fn get(
+        &self,
+        key: ReportKey<'_>,
+        _object: Option<&str>,
+    ) -> Result<Option<StoredReport>, StorageError> {
         let root = self.root.clone();
         let parents: Vec<String> = Self::parent_segments(&key)
             .into_iter()
@@ -250,6 +287,17 @@ impl ReportStorage for LocalReportStorage {
         })
         .await
     }
+
+    async fn check(&self) -> Result<(), StorageError> {
+        let meta = tokio::fs::metadata(&self.root).await?;
+        if meta.is_dir() {
+            Ok(())
+        } else {
+            Err(StorageError::Refused(
+                "The reports directory is not a directory",
+            ))
+        }
+    }
 }
 
 /// Collects regular files below `dir` as `<taskId>/<path>`; `prefix` is `dir` relative to
@@ -279,7 +327,7 @@ fn walk(dir: &Path, prefix: &str, listing: &mut Listing) -> Result<(), StorageEr
         match parsed {
             Some((task, path)) if file_type.is_file() => listing.files.push(StoredFile {
                 task_id: task.as_str().to_string(),
-                path: path.as_str().to_string(),
+                location: Location::Path(path.as_str().to_string()),
                 size: i64::try_from(entry.metadata()?.len()).unwrap_or(i64::MAX),
             }),
             _ => listing.skipped.push(relative),
@@ -301,8 +349,12 @@ impl PendingUpload for LocalUpload {
         Ok(self.file.write_all(chunk).await?)
     }
 
-    async fn publish(mut self: Box<Self>) -> Result<(), StorageError> {
+    async fn complete(&mut self) -> Result<Option<String>, StorageError> {
         self.file.flush().await?;
+        Ok(None)
+    }
+
+    async fn publish(mut self: Box<Self>) -> Result<(), StorageError> {
         // rename replaces the target atomically; a symlink there is replaced, not followed.
         tokio::fs::rename(&self.temp, &self.target).await?;
         self.published = true;

@@ -17,6 +17,7 @@ pub mod linear;
 pub mod llm;
 pub mod markdown;
 pub mod monday;
+pub mod reports;
 pub mod signing;
 pub mod slack;
 pub mod ssrf;

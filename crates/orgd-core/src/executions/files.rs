@@ -24,7 +24,11 @@ pub enum Reservation {
 
 pub enum ReportCommit {
     Created,
-    Replaced,
+    /// Replaced a file; `object` is the replaced object, to remove now that nothing points
+    /// to it.
+    Replaced {
+        object: Option<String>,
+    },
     /// The execution was deleted while the bytes were arriving.
     ExecutionGone,
     /// The storage could not make the file visible; nothing was recorded.
@@ -35,14 +39,15 @@ pub enum ReportCommit {
 /// and files change in the same order under concurrent uploads of one path.
 pub type Publish<'a> = Pin<Box<dyn Future<Output = anyhow::Result<()>> + Send + 'a>>;
 
-async fn report_size(
+/// The recorded file at `path`: its size and the object holding it (object stores).
+async fn recorded_file(
     tx: &mut Tx,
     org_id: &str,
     task_id: &str,
     path: &str,
-) -> CoreResult<Option<i64>> {
-    Ok(sqlx::query_scalar(
-        "SELECT size FROM report_files WHERE organization_id = $1 AND task_id = $2 AND path = $3",
+) -> CoreResult<Option<(i64, Option<String>)>> {
+    Ok(sqlx::query_as(
+        "SELECT size, object_key FROM report_files WHERE organization_id = $1 AND task_id = $2 AND path = $3",
     )
     .bind(org_id)
     .bind(task_id)
@@ -68,9 +73,9 @@ pub async fn reserve_report_bytes(
     if !is_live_execution(&mut *tx, org_id, task_id).await? {
         return Ok(Reservation::ExecutionNotFound);
     }
-    let replaced = report_size(&mut tx, org_id, task_id, path)
+    let replaced = recorded_file(&mut tx, org_id, task_id, path)
         .await?
-        .unwrap_or(0);
+        .map_or(0, |(size, _)| size);
     if let Err(StorageLimit { used, limit }) =
         storage_rules::reserve(&mut tx, org_id, &limits, bytes, replaced).await?
     {
@@ -80,35 +85,50 @@ pub async fn reserve_report_bytes(
     Ok(Reservation::Reserved)
 }
 
-/// Records a file of `size` bytes (reserved before) and publishes it; the bytes of the
-/// file it replaces are released.
+/// A completed upload to record: `size` bytes (reserved before) at `path`, held by `object`
+/// when the store keeps each upload under its own key.
+pub struct NewReport<'a> {
+    pub org_id: &'a str,
+    pub task_id: &'a str,
+    pub path: &'a str,
+    pub object: Option<&'a str>,
+    pub size: i64,
+}
+
+/// Records a file and publishes it; the row now points to its object (the last commit
+/// wins), and the bytes of the file it replaces are released.
 pub async fn commit_report(
     db: &Db,
-    org_id: &str,
-    task_id: &str,
-    path: &str,
-    size: i64,
+    file: NewReport<'_>,
     now: i64,
     publish: Publish<'_>,
 ) -> CoreResult<ReportCommit> {
+    let NewReport {
+        org_id,
+        task_id,
+        path,
+        object,
+        size,
+    } = file;
     let mut tx = db.begin_write().await?;
     tx.lock_organization(org_id).await?;
     if !is_live_execution(&mut *tx, org_id, task_id).await? {
         return Ok(ReportCommit::ExecutionGone);
     }
-    let replaced = report_size(&mut tx, org_id, task_id, path).await?;
+    let replaced = recorded_file(&mut tx, org_id, task_id, path).await?;
     sqlx::query(
-        "INSERT INTO report_files (organization_id, task_id, path, size, updated_at) VALUES ($1, $2, $3, $4, $5)
-         ON CONFLICT (organization_id, task_id, path) DO UPDATE SET size = $4, updated_at = $5",
+        "INSERT INTO report_files (organization_id, task_id, path, size, updated_at, object_key) VALUES ($1, $2, $3, $4, $5, $6)
+         ON CONFLICT (organization_id, task_id, path) DO UPDATE SET size = $4, updated_at = $5, object_key = $6",
     )
     .bind(org_id)
     .bind(task_id)
     .bind(path)
     .bind(size)
     .bind(now)
+    .bind(object)
     .execute(&mut *tx)
     .await?;
-    let old = replaced.unwrap_or(0);
+    let old = replaced.as_ref().map_or(0, |(size, _)| *size);
     sqlx::query(
         "UPDATE executions SET report_bytes = report_bytes + $3 - $4 WHERE organization_id = $1 AND task_id = $2",
     )
@@ -143,15 +163,36 @@ pub async fn commit_report(
         return Ok(ReportCommit::PublishFailed(e));
     }
     tx.commit().await?;
-    Ok(if replaced.is_some() {
-        ReportCommit::Replaced
-    } else {
-        ReportCommit::Created
+    Ok(match replaced {
+        Some((_, object)) => ReportCommit::Replaced { object },
+        None => ReportCommit::Created,
     })
 }
 
 pub async fn release_report_bytes(db: &Db, org_id: &str, bytes: i64) -> CoreResult<()> {
     subtract_storage(db.pool(), org_id, bytes).await
+}
+
+/// Where the file at `path` of a live execution is: `None` when there is no such execution,
+/// else the object its row points to (`None` without a row or an object).
+pub async fn report_object(
+    db: &Db,
+    org_id: &str,
+    task_id: &str,
+    path: &str,
+) -> CoreResult<Option<Option<String>>> {
+    if !execution_exists(db, org_id, task_id).await? {
+        return Ok(None);
+    }
+    let object: Option<Option<String>> = sqlx::query_scalar(
+        "SELECT object_key FROM report_files WHERE organization_id = $1 AND task_id = $2 AND path = $3",
+    )
+    .bind(org_id)
+    .bind(task_id)
+    .bind(path)
+    .fetch_optional(db.pool())
+    .await?;
+    Ok(Some(object.flatten()))
 }
 
 /// The files of a live execution, by path; `None` when there is no such execution.

@@ -8,8 +8,8 @@ mod run_requests;
 mod runs;
 
 pub use files::{
-    Publish, ReportCommit, Reservation, commit_report, release_report_bytes, report_files,
-    reserve_report_bytes,
+    NewReport, Publish, ReportCommit, Reservation, commit_report, release_report_bytes,
+    report_files, report_object, reserve_report_bytes,
 };
 pub use projects::{NewProjectOutcome, create_project, delete_project, projects};
 pub use run_requests::{
