@@ -392,6 +392,7 @@ async fn executions_have_the_documented_shape(backend: Backend) {
         keys,
         [
             "analysis",
+            "ci",
             "createdAt",
             "duration",
             "endTime",
