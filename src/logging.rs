@@ -7,8 +7,16 @@ use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
+use std::cell::RefCell;
+use std::fmt;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use tracing::field::{Field, Visit};
+use tracing::{Event, Subscriber};
 use tracing_subscriber::EnvFilter;
-use tracing_subscriber::fmt::MakeWriter;
+use tracing_subscriber::fmt::format::Writer;
+use tracing_subscriber::fmt::{FmtContext, FormatEvent, FormatFields, MakeWriter};
+use tracing_subscriber::registry::LookupSpan;
 
 use crate::config::LogFormat;
 
@@ -144,10 +152,173 @@ pub fn init(format: LogFormat) -> io::Result<LogGuard> {
         .with_writer(BufferWriter(shared.clone()));
     match format {
         LogFormat::Json => builder.json().with_current_span(true).init(),
-        LogFormat::Pretty => builder.with_ansi(false).init(),
+        LogFormat::Pretty => builder.event_format(TextLine).init(),
     }
     Ok(LogGuard {
         shared,
         _thread: thread,
     })
+}
+
+/// The text format, one line per event:
+/// `2026-12-06T08:10:10.358269Z  INFO orgd::http: request finished request_id=… status=200`.
+/// Written directly rather than by the default formatter, whose styling, clock and per-field
+/// `Debug` padding cost more than the request being logged (measured with callgrind on
+/// `GET /api/organization`). orgd opens no spans, so there is no span context to print.
+struct TextLine;
+
+impl<S, N> FormatEvent<S, N> for TextLine
+where
+    S: Subscriber + for<'a> LookupSpan<'a>,
+    N: for<'a> FormatFields<'a> + 'static,
+{
+    fn format_event(
+        &self,
+        _: &FmtContext<'_, S, N>,
+        mut writer: Writer<'_>,
+        event: &Event<'_>,
+    ) -> fmt::Result {
+        let meta = event.metadata();
+        write_timestamp(&mut writer)?;
+        write!(writer, " {:>5} {}: ", meta.level().as_str(), meta.target())?;
+        let mut fields = Fields {
+            writer: &mut writer,
+            first: true,
+            result: Ok(()),
+        };
+        event.record(&mut fields);
+        fields.result?;
+        writer.write_char('\n')
+    }
+}
+
+/// Writes `message` first as it is, then `name=value` for every other field.
+struct Fields<'w, 'a> {
+    writer: &'w mut Writer<'a>,
+    first: bool,
+    result: fmt::Result,
+}
+
+impl Fields<'_, '_> {
+    fn write(&mut self, field: &Field, value: fmt::Arguments<'_>) {
+        if self.result.is_err() {
+            return;
+        }
+        let separator = if self.first { "" } else { " " };
+        self.first = false;
+        self.result = match field.name() {
+            "message" => write!(self.writer, "{separator}{value}"),
+            name => write!(self.writer, "{separator}{name}={value}"),
+        };
+    }
+}
+
+impl Visit for Fields<'_, '_> {
+    fn record_debug(&mut self, field: &Field, value: &dyn fmt::Debug) {
+        self.write(field, format_args!("{value:?}"));
+    }
+
+    fn record_str(&mut self, field: &Field, value: &str) {
+        self.write(field, format_args!("{value:?}"));
+    }
+
+    fn record_i64(&mut self, field: &Field, value: i64) {
+        self.write(field, format_args!("{value}"));
+    }
+
+    fn record_u64(&mut self, field: &Field, value: u64) {
+        self.write(field, format_args!("{value}"));
+    }
+
+    fn record_bool(&mut self, field: &Field, value: bool) {
+        self.write(field, format_args!("{value}"));
+    }
+}
+
+thread_local! {
+    /// The last whole second formatted on this thread, and its text.
+    static SECOND: RefCell<(u64, String)> = const { RefCell::new((u64::MAX, String::new())) };
+}
+
+/// `YYYY-MM-DDTHH:MM:SS.ffffffZ` (UTC), formatting the date only when the second changes.
+fn write_timestamp(writer: &mut Writer<'_>) -> fmt::Result {
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default();
+    let seconds = now.as_secs();
+    SECOND.with(|cached| {
+        let mut cached = cached.borrow_mut();
+        if cached.0 != seconds {
+            // `YYYY-MM-DDTHH:MM:SS` of `…SS.mmmZ`.
+            let mut text = orgd_core::clock::format_ms(now.as_millis() as i64);
+            text.truncate(19);
+            *cached = (seconds, text);
+        }
+        write!(writer, "{}.{:06}Z", cached.1, now.subsec_micros())
+    })
+}
+
+/// A duration as milliseconds with three decimals (`0.379`), formatted with integers: the
+/// access log writes one per request.
+pub struct Millis(pub Duration);
+
+impl fmt::Display for Millis {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let micros = self.0.as_micros();
+        write!(f, "{}.{:03}", micros / 1000, micros % 1000)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn millis_keep_three_decimals() {
+        assert_eq!(Millis(Duration::from_micros(379)).to_string(), "0.379");
+        assert_eq!(Millis(Duration::from_micros(12_005)).to_string(), "12.005");
+    }
+
+    #[test]
+    fn text_lines_read_like_the_default_format() {
+        let buffer = Arc::new(Mutex::new(Vec::new()));
+        #[derive(Clone)]
+        struct Capture(Arc<Mutex<Vec<u8>>>);
+        impl io::Write for Capture {
+            fn write(&mut self, bytes: &[u8]) -> io::Result<usize> {
+                self.0
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .extend_from_slice(bytes);
+                Ok(bytes.len())
+            }
+            fn flush(&mut self) -> io::Result<()> {
+                Ok(())
+            }
+        }
+        let capture = Capture(buffer.clone());
+        let subscriber = tracing_subscriber::fmt()
+            .event_format(TextLine)
+            .with_writer(move || capture.clone())
+            .finish();
+        tracing::subscriber::with_default(subscriber, || {
+            tracing::info!(request_id = %"abc", status = 200u16, route = "/x", ok = true, latency_ms = %Millis(Duration::from_micros(1500)), "request finished");
+        });
+        let line = String::from_utf8(buffer.lock().map(|b| b.clone()).unwrap_or_default())
+            .unwrap_or_default();
+        let (timestamp, rest) = line.split_once(' ').unwrap_or_default();
+        assert_eq!(
+            timestamp.len(),
+            "2026-12-06T08:10:10.358269Z".len(),
+            "{line}"
+        );
+        assert!(
+            timestamp.ends_with('Z') && timestamp.as_bytes()[10] == b'T',
+            "{line}"
+        );
+        assert_eq!(
+            rest,
+            " INFO orgd::logging::tests: request finished request_id=abc status=200 route=\"/x\" ok=true latency_ms=1.500\n"
+        );
+    }
 }

@@ -110,7 +110,7 @@ pub async fn common_layer(State(app): State<AppState>, mut req: Request, next: N
         %method,
         %route,
         status,
-        latency_ms = elapsed.as_secs_f64() * 1000.0,
+        latency_ms = %crate::logging::Millis(elapsed),
         "request finished"
     );
     response

@@ -308,7 +308,7 @@ impl Summaries {
         db: &Db,
         organization_id: &str,
     ) -> CoreResult<Arc<Vec<IntegrationSummary>>> {
-        let loaded_under = match self.cache.get(&organization_id.to_string()) {
+        let loaded_under = match self.cache.get(organization_id) {
             Ok(hit) => return Ok(hit),
             Err(header) => header,
         };

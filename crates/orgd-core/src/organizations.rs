@@ -173,7 +173,7 @@ impl Organizations {
     }
 
     pub async fn get(&self, db: &Db, id: &str) -> CoreResult<Option<Arc<OrganizationRecord>>> {
-        let loaded_under = match self.cache.get(&id.to_string()) {
+        let loaded_under = match self.cache.get(id) {
             Ok(hit) if self.counters_live => return live_counters(db, &hit).await,
             Ok(hit) => return Ok(Some(hit)),
             Err(token) => token,

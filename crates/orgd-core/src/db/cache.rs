@@ -111,7 +111,11 @@ where
 
     /// The cached value for `key` if nothing changed it since it was loaded. Returns the
     /// token to load under when it is a miss.
-    pub fn get(&self, key: &K) -> Result<Arc<V>, Option<Token>> {
+    pub fn get<Q>(&self, key: &Q) -> Result<Arc<V>, Option<Token>>
+    where
+        K: std::borrow::Borrow<Q>,
+        Q: Hash + Eq + ?Sized,
+    {
         let Some(now) = self.token() else {
             return Err(None);
         };
