@@ -191,6 +191,31 @@ where
     }
 }
 
+/// A JSON answer, serialized in one pass into a buffer sized for orgd's usual answers:
+/// axum's `Json` writes through `BufMut` in many small pieces, measured (callgrind) at a fifth
+/// of `GET /api/organization`'s instructions.
+pub struct Json<T>(pub T);
+
+/// Most answers fit; larger ones grow the buffer as usual.
+const JSON_CAPACITY: usize = 2048;
+
+impl<T: serde::Serialize> IntoResponse for Json<T> {
+    fn into_response(self) -> Response {
+        let mut body = Vec::with_capacity(JSON_CAPACITY);
+        match serde_json::to_writer(&mut body, &self.0) {
+            Ok(()) => (
+                [(
+                    header::CONTENT_TYPE,
+                    HeaderValue::from_static("application/json"),
+                )],
+                body,
+            )
+                .into_response(),
+            Err(e) => ApiError::internal("Failed to build the answer", e).into_response(),
+        }
+    }
+}
+
 /// The body of an action that has nothing else to say: `{"success": true, "message": "..."}`.
 #[derive(serde::Serialize, utoipa::ToSchema)]
 pub struct Done {
@@ -199,8 +224,8 @@ pub struct Done {
 }
 
 impl Done {
-    pub fn new(message: &'static str) -> axum::Json<Self> {
-        axum::Json(Self {
+    pub fn new(message: &'static str) -> Json<Self> {
+        Json(Self {
             success: true,
             message,
         })

@@ -4,7 +4,7 @@
 
 use std::collections::BTreeMap;
 
-use axum::Json;
+use crate::http::Json;
 use axum::extract::State;
 use serde::Serialize;
 use serde_json::{Value, json};

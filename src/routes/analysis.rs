@@ -1,6 +1,6 @@
 //! `POST /api/executions/:taskId/analysis`: an analysis now, replacing the previous one.
 
-use axum::Json;
+use crate::http::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
 use serde::Serialize;

@@ -2,7 +2,7 @@
 //! month's runs, finished and passed, the success rate and the mean duration — read from the
 //! counters kept with the runs (`rules::run_stats`), one row, whatever the history holds.
 
-use axum::Json;
+use crate::http::Json;
 use axum::extract::State;
 use serde::Serialize;
 use utoipa::ToSchema;

@@ -3,7 +3,7 @@
 //! acts as its creator with the creator's current role, and only in the organization it was
 //! created in: a creator who moves to another organization leaves their keys behind, dead.
 
-use axum::Json;
+use crate::http::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::Response;

@@ -1,7 +1,7 @@
 //! `GET /api/organization/audit-logs` (admin): the organization's audit trail, newest first,
 //! filtered and paged by cursor.
 
-use axum::Json;
+use crate::http::Json;
 use axum::extract::{Query, State};
 use orgd_core::audit::{self, AuditEntry, AuditFilter};
 use orgd_core::clock::parse_rfc3339;

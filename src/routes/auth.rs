@@ -1,6 +1,6 @@
 //! Sign-up, login, logout and `GET /api/auth/me`.
 
-use axum::Json;
+use crate::http::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
 use serde::Serialize;

@@ -4,7 +4,7 @@
 //! `PUT /api/admin/organizations/{id}/plan`), so checkout, the billing portal and
 //! cancellation answer 501 `Billing not configured`.
 
-use axum::Json;
+use crate::http::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
 use serde::Serialize;

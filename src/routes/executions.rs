@@ -1,7 +1,7 @@
 //! Projects, executions and their report files (API.md, "Executions, projects and reports").
 //! Every `/api/executions*` request is counted in the organization's ingest bucket.
 
-use axum::Json;
+use crate::http::Json;
 use axum::extract::{Query, State};
 use axum::http::StatusCode;
 use axum::response::Response;

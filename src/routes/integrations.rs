@@ -2,7 +2,7 @@
 //! providers with their credentials sealed in the vault, checked against the provider (every
 //! one but Slack) before they are saved.
 
-use axum::Json;
+use crate::http::Json;
 use axum::extract::State;
 use serde::Serialize;
 use serde_json::{Value, json};

@@ -3,7 +3,7 @@
 //! one. The token (32 random bytes, 64 hex) is returned once to the inviting admin and stored
 //! only as its SHA-256. Invitations expire after 7 days and reserve a seat while pending.
 
-use axum::Json;
+use crate::http::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::Response;

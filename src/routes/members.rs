@@ -2,7 +2,7 @@
 //! Nobody changes their own role or removes themselves, and an organization always keeps an
 //! admin: both rules are decided inside one transaction holding the organization's lock.
 
-use axum::Json;
+use crate::http::Json;
 use axum::extract::State;
 use serde::Serialize;
 use utoipa::ToSchema;

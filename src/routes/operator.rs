@@ -1,7 +1,7 @@
 //! The operator HTTP API (`/api/admin/...`), e.g. for a billing system. It exists only when
 //! `ORGD_ADMIN_TOKEN` is set, and answers only `Authorization: Bearer <ORGD_ADMIN_TOKEN>`.
 
-use axum::Json;
+use crate::http::Json;
 use std::collections::BTreeMap;
 
 use axum::extract::{FromRequestParts, State};

@@ -1,6 +1,6 @@
 //! `GET` and `PATCH /api/organization` (API.md, Organization — seed): plans and limits.
 
-use axum::Json;
+use crate::http::Json;
 use axum::extract::State;
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;

@@ -7,7 +7,7 @@
 
 use std::collections::BTreeMap;
 
-use axum::Json;
+use crate::http::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::Response;

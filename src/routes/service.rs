@@ -2,7 +2,7 @@
 //! a Redis outage only degrades — else 503 so a load balancer stops sending traffic here),
 //! `GET /metrics` and `GET /api/openapi.json`.
 
-use axum::Json;
+use crate::http::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::http::{HeaderValue, header};

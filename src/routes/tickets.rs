@@ -228,166 +228,91 @@ pub enum TicketRefusals {
     ProviderLimited(crate::openapi::ErrorBody),
 }
 
-#[utoipa::path(
-    post,
-    path = "/api/linear/issues",
-    tag = "integrations",
-    summary = "File a Linear issue from an execution and link it both ways (all roles)",
-    security(("bearerAuth" = [])),
-    params(IdempotencyKey),
-    request_body = TicketRequest,
-    responses(
-        (status = 201, description = "Created and linked; a replay carries `Idempotent-Replayed: true`", body = IssueCreated),
-        TicketRefusals,
-    ),
-)]
-pub async fn create_linear_issue(
-    State(app): State<AppState>,
-    ip: ClientIp,
-    user: CurrentUser,
-    key: IdempotencyKey,
-    body: JsonBody,
-) -> Result<Response, ApiError> {
-    file(app, ip, user, key, body, Tracker::Linear).await
+/// One documented route per tracker, each filing through `file` (utoipa documents a path
+/// per function, so each tracker has its own).
+macro_rules! ticket_route {
+    ($name:ident, $path:literal, $summary:literal, $created:literal, $body:ty, $tracker:expr) => {
+        #[utoipa::path(
+                            post,
+                            path = $path,
+                            tag = "integrations",
+                            summary = $summary,
+                            security(("bearerAuth" = [])),
+                            params(IdempotencyKey),
+                            request_body = TicketRequest,
+                            responses(
+                                (status = 201, description = $created, body = $body),
+                                TicketRefusals,
+                            ),
+                        )]
+        pub async fn $name(
+            State(app): State<AppState>,
+            ip: ClientIp,
+            user: CurrentUser,
+            key: IdempotencyKey,
+            body: JsonBody,
+        ) -> Result<Response, ApiError> {
+            file(app, ip, user, key, body, $tracker).await
+        }
+    };
 }
 
-#[utoipa::path(
-    post,
-    path = "/api/monday/items",
-    tag = "integrations",
-    summary = "File a Monday.com item from an execution and link it both ways (all roles)",
-    security(("bearerAuth" = [])),
-    params(IdempotencyKey),
-    request_body = TicketRequest,
-    responses(
-        (status = 201, description = "Created and linked; a replay carries `Idempotent-Replayed: true`", body = MondayItemCreated),
-        TicketRefusals,
-    ),
-)]
-pub async fn create_monday_item(
-    State(app): State<AppState>,
-    ip: ClientIp,
-    user: CurrentUser,
-    key: IdempotencyKey,
-    body: JsonBody,
-) -> Result<Response, ApiError> {
-    file(app, ip, user, key, body, Tracker::Monday).await
-}
-
-#[utoipa::path(
-    post,
-    path = "/api/jira/issues",
-    tag = "integrations",
-    summary = "File a Jira issue (description as an ADF document) from an execution and link it both ways (all roles)",
-    security(("bearerAuth" = [])),
-    params(IdempotencyKey),
-    request_body = TicketRequest,
-    responses(
-        (status = 201, description = "Created and linked; `issueId` is the key (`ENG-24`); a replay carries `Idempotent-Replayed: true`", body = IssueCreated),
-        TicketRefusals,
-    ),
-)]
-pub async fn create_jira_issue(
-    State(app): State<AppState>,
-    ip: ClientIp,
-    user: CurrentUser,
-    key: IdempotencyKey,
-    body: JsonBody,
-) -> Result<Response, ApiError> {
-    file(app, ip, user, key, body, Tracker::Jira).await
-}
-
-#[utoipa::path(
-    post,
-    path = "/api/github/issues",
-    tag = "integrations",
-    summary = "File a GitHub issue from an execution and link it both ways (all roles)",
-    security(("bearerAuth" = [])),
-    params(IdempotencyKey),
-    request_body = TicketRequest,
-    responses(
-        (status = 201, description = "Created and linked; `issueId` is `#<number>`; a replay carries `Idempotent-Replayed: true`", body = IssueCreated),
-        TicketRefusals,
-    ),
-)]
-pub async fn create_github_issue(
-    State(app): State<AppState>,
-    ip: ClientIp,
-    user: CurrentUser,
-    key: IdempotencyKey,
-    body: JsonBody,
-) -> Result<Response, ApiError> {
-    file(app, ip, user, key, body, Tracker::GitHub).await
-}
-
-#[utoipa::path(
-    post,
-    path = "/api/gitlab/issues",
-    tag = "integrations",
-    summary = "File a GitLab issue from an execution and link it both ways (all roles)",
-    security(("bearerAuth" = [])),
-    params(IdempotencyKey),
-    request_body = TicketRequest,
-    responses(
-        (status = 201, description = "Created and linked; `issueId` is `#<iid>`; a replay carries `Idempotent-Replayed: true`", body = IssueCreated),
-        TicketRefusals,
-    ),
-)]
-pub async fn create_gitlab_issue(
-    State(app): State<AppState>,
-    ip: ClientIp,
-    user: CurrentUser,
-    key: IdempotencyKey,
-    body: JsonBody,
-) -> Result<Response, ApiError> {
-    file(app, ip, user, key, body, Tracker::GitLab).await
-}
-
-#[utoipa::path(
-    post,
-    path = "/api/bitbucket/issues",
-    tag = "integrations",
-    summary = "File a Bitbucket issue from an execution and link it both ways (all roles)",
-    security(("bearerAuth" = [])),
-    params(IdempotencyKey),
-    request_body = TicketRequest,
-    responses(
-        (status = 201, description = "Created and linked; `issueId` is `#<id>`; a replay carries `Idempotent-Replayed: true`", body = IssueCreated),
-        TicketRefusals,
-    ),
-)]
-pub async fn create_bitbucket_issue(
-    State(app): State<AppState>,
-    ip: ClientIp,
-    user: CurrentUser,
-    key: IdempotencyKey,
-    body: JsonBody,
-) -> Result<Response, ApiError> {
-    file(app, ip, user, key, body, Tracker::Bitbucket).await
-}
-
-#[utoipa::path(
-    post,
-    path = "/api/azuredevops/workitems",
-    tag = "integrations",
-    summary = "File an Azure DevOps work item (description as escaped HTML) from an execution and link it both ways (all roles)",
-    security(("bearerAuth" = [])),
-    params(IdempotencyKey),
-    request_body = TicketRequest,
-    responses(
-        (status = 201, description = "Created and linked; `issueId` is the work item id; a replay carries `Idempotent-Replayed: true`", body = IssueCreated),
-        TicketRefusals,
-    ),
-)]
-pub async fn create_azure_devops_work_item(
-    State(app): State<AppState>,
-    ip: ClientIp,
-    user: CurrentUser,
-    key: IdempotencyKey,
-    body: JsonBody,
-) -> Result<Response, ApiError> {
-    file(app, ip, user, key, body, Tracker::AzureDevOps).await
-}
+ticket_route!(
+    create_linear_issue,
+    "/api/linear/issues",
+    "File a Linear issue from an execution and link it both ways (all roles)",
+    "Created and linked; a replay carries `Idempotent-Replayed: true`",
+    IssueCreated,
+    Tracker::Linear
+);
+ticket_route!(
+    create_monday_item,
+    "/api/monday/items",
+    "File a Monday.com item from an execution and link it both ways (all roles)",
+    "Created and linked; a replay carries `Idempotent-Replayed: true`",
+    MondayItemCreated,
+    Tracker::Monday
+);
+ticket_route!(
+    create_jira_issue,
+    "/api/jira/issues",
+    "File a Jira issue (description as an ADF document) from an execution and link it both ways (all roles)",
+    "Created and linked; `issueId` is the key (`ENG-24`); a replay carries `Idempotent-Replayed: true`",
+    IssueCreated,
+    Tracker::Jira
+);
+ticket_route!(
+    create_github_issue,
+    "/api/github/issues",
+    "File a GitHub issue from an execution and link it both ways (all roles)",
+    "Created and linked; `issueId` is `#<number>`; a replay carries `Idempotent-Replayed: true`",
+    IssueCreated,
+    Tracker::GitHub
+);
+ticket_route!(
+    create_gitlab_issue,
+    "/api/gitlab/issues",
+    "File a GitLab issue from an execution and link it both ways (all roles)",
+    "Created and linked; `issueId` is `#<iid>`; a replay carries `Idempotent-Replayed: true`",
+    IssueCreated,
+    Tracker::GitLab
+);
+ticket_route!(
+    create_bitbucket_issue,
+    "/api/bitbucket/issues",
+    "File a Bitbucket issue from an execution and link it both ways (all roles)",
+    "Created and linked; `issueId` is `#<id>`; a replay carries `Idempotent-Replayed: true`",
+    IssueCreated,
+    Tracker::Bitbucket
+);
+ticket_route!(
+    create_azure_devops_work_item,
+    "/api/azuredevops/workitems",
+    "File an Azure DevOps work item (description as escaped HTML) from an execution and link it both ways (all roles)",
+    "Created and linked; `issueId` is the work item id; a replay carries `Idempotent-Replayed: true`",
+    IssueCreated,
+    Tracker::AzureDevOps
+);
 
 async fn file(
     app: AppState,

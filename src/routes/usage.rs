@@ -2,7 +2,7 @@
 //! the three metered resources and their alerts. Every number comes from a counter kept in
 //! the same transaction as the data it counts, so the cost does not grow with the data.
 
-use axum::Json;
+use crate::http::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
 use orgd_core::organizations;

@@ -4,7 +4,7 @@
 //! resolving within 2 s to allowed addresses only) and again by the guarded client at every
 //! delivery. The signing secret is shown in the creating answer only and stored sealed.
 
-use axum::Json;
+use crate::http::Json;
 use axum::extract::{Query, State};
 use axum::http::StatusCode;
 use axum::response::Response;

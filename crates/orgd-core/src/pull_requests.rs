@@ -7,7 +7,9 @@
 //! one shown never overwrites it. The service posts and edits (it owns the HTTP clients).
 
 use serde::{Deserialize, Serialize};
-use sqlx::Row;
+use sqlx::any::AnyArguments;
+use sqlx::query::Query;
+use sqlx::{Any, Row};
 
 use crate::db::{Db, Tx};
 use crate::error::CoreResult;
@@ -95,16 +97,14 @@ pub struct CommentKey<'a> {
 }
 
 impl CommentKey<'_> {
-    fn repository_key(&self) -> String {
-        self.repository.to_lowercase()
-    }
-
-    fn group_key(&self) -> &str {
-        self.group_name.unwrap_or("")
-    }
-
-    fn pull_request(&self) -> i64 {
-        i64::try_from(self.pull_request).unwrap_or(i64::MAX)
+    /// `query` with the key bound to `$1`–`$5` (the order of `KEY`).
+    fn bind<'q>(&self, query: Query<'q, Any, AnyArguments>) -> Query<'q, Any, AnyArguments> {
+        query
+            .bind(self.organization_id.to_string())
+            .bind(self.provider.as_str())
+            .bind(self.repository.to_lowercase())
+            .bind(i64::try_from(self.pull_request).unwrap_or(i64::MAX))
+            .bind(self.group_name.unwrap_or("").to_string())
     }
 }
 
@@ -155,19 +155,14 @@ async fn claim_in(
     until: i64,
     now: i64,
 ) -> CoreResult<Claim> {
-    let repository = key.repository_key();
-    let inserted = sqlx::query(
+    let inserted = key
+        .bind(sqlx::query(
         "INSERT INTO pr_comments (organization_id, provider, repository, pull_request, group_key,
                                   comment_id, thread_id, shown_execution_id, shown_finished_at,
                                   claimed_by, claim_until, created_at, updated_at)
          VALUES ($1, $2, $3, $4, $5, NULL, NULL, NULL, NULL, $6, $7, $8, $8)
          ON CONFLICT (organization_id, provider, repository, pull_request, group_key) DO NOTHING",
-    )
-    .bind(key.organization_id)
-    .bind(key.provider.as_str())
-    .bind(&repository)
-    .bind(key.pull_request())
-    .bind(key.group_key())
+    ))
     .bind(owner)
     .bind(until)
     .bind(now)
@@ -181,12 +176,8 @@ async fn claim_in(
          WHERE {KEY} AND (claimed_by IS NULL OR claimed_by = $6 OR claim_until < $8)
            AND (shown_finished_at IS NULL OR shown_finished_at <= $9)"
     );
-    let taken = sqlx::query(sqlx::AssertSqlSafe(sql))
-        .bind(key.organization_id)
-        .bind(key.provider.as_str())
-        .bind(&repository)
-        .bind(key.pull_request())
-        .bind(key.group_key())
+    let taken = key
+        .bind(sqlx::query(sqlx::AssertSqlSafe(sql)))
         .bind(owner)
         .bind(until)
         .bind(now)
@@ -198,12 +189,8 @@ async fn claim_in(
     let sql = format!(
         "SELECT comment_id, thread_id, shown_finished_at, claim_until FROM pr_comments WHERE {KEY}"
     );
-    let row = sqlx::query(sqlx::AssertSqlSafe(sql))
-        .bind(key.organization_id)
-        .bind(key.provider.as_str())
-        .bind(&repository)
-        .bind(key.pull_request())
-        .bind(key.group_key())
+    let row = key
+        .bind(sqlx::query(sqlx::AssertSqlSafe(sql)))
         .fetch_one(&mut **tx)
         .await?;
     let comment_id: Option<i64> = row.try_get("comment_id")?;
@@ -239,12 +226,8 @@ pub async fn shown(
             shown_finished_at = $10, claimed_by = NULL, claim_until = NULL, updated_at = $11
          WHERE {KEY} AND claimed_by = $6"
     );
-    let updated = sqlx::query(sqlx::AssertSqlSafe(sql))
-        .bind(key.organization_id)
-        .bind(key.provider.as_str())
-        .bind(key.repository_key())
-        .bind(key.pull_request())
-        .bind(key.group_key())
+    let updated = key
+        .bind(sqlx::query(sqlx::AssertSqlSafe(sql)))
         .bind(owner)
         .bind(i64::try_from(comment.comment_id).unwrap_or(i64::MAX))
         .bind(comment.thread_id.and_then(|t| i64::try_from(t).ok()))
@@ -262,12 +245,7 @@ pub async fn let_go(db: &Db, key: &CommentKey<'_>, owner: &str, now: i64) -> Cor
         "UPDATE pr_comments SET claimed_by = NULL, claim_until = NULL, updated_at = $7
          WHERE {KEY} AND claimed_by = $6"
     );
-    sqlx::query(sqlx::AssertSqlSafe(sql))
-        .bind(key.organization_id)
-        .bind(key.provider.as_str())
-        .bind(key.repository_key())
-        .bind(key.pull_request())
-        .bind(key.group_key())
+    key.bind(sqlx::query(sqlx::AssertSqlSafe(sql)))
         .bind(owner)
         .bind(now)
         .execute(db.pool())
