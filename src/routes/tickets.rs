@@ -230,21 +230,23 @@ pub enum TicketRefusals {
 
 /// One documented route per tracker, each filing through `file` (utoipa documents a path
 /// per function, so each tracker has its own).
+// rustfmt re-indents an attribute inside `macro_rules!` on every run: kept as written.
+#[rustfmt::skip]
 macro_rules! ticket_route {
     ($name:ident, $path:literal, $summary:literal, $created:literal, $body:ty, $tracker:expr) => {
         #[utoipa::path(
-                            post,
-                            path = $path,
-                            tag = "integrations",
-                            summary = $summary,
-                            security(("bearerAuth" = [])),
-                            params(IdempotencyKey),
-                            request_body = TicketRequest,
-                            responses(
-                                (status = 201, description = $created, body = $body),
-                                TicketRefusals,
-                            ),
-                        )]
+            post,
+            path = $path,
+            tag = "integrations",
+            summary = $summary,
+            security(("bearerAuth" = [])),
+            params(IdempotencyKey),
+            request_body = TicketRequest,
+            responses(
+                (status = 201, description = $created, body = $body),
+                TicketRefusals,
+            ),
+        )]
         pub async fn $name(
             State(app): State<AppState>,
             ip: ClientIp,
