@@ -11,7 +11,7 @@ use sqlx::any::AnyArguments;
 use sqlx::query::Query;
 use sqlx::{Any, Row};
 
-use crate::db::{Db, Tx};
+use crate::db::Db;
 use crate::error::CoreResult;
 use crate::integrations::Integration;
 
@@ -142,19 +142,6 @@ pub async fn claim(
     now: i64,
 ) -> CoreResult<Claim> {
     let mut tx = db.begin_write().await?;
-    let claim = claim_in(&mut tx, key, owner, finished_at, until, now).await?;
-    tx.commit().await?;
-    Ok(claim)
-}
-
-async fn claim_in(
-    tx: &mut Tx,
-    key: &CommentKey<'_>,
-    owner: &str,
-    finished_at: i64,
-    until: i64,
-    now: i64,
-) -> CoreResult<Claim> {
     let inserted = key
         .bind(sqlx::query(
         "INSERT INTO pr_comments (organization_id, provider, repository, pull_request, group_key,
@@ -166,9 +153,10 @@ async fn claim_in(
     .bind(owner)
     .bind(until)
     .bind(now)
-    .execute(&mut **tx)
+    .execute(&mut *tx)
     .await?;
     if inserted.rows_affected() == 1 {
+        tx.commit().await?;
         return Ok(Claim::Post);
     }
     let sql = format!(
@@ -182,7 +170,7 @@ async fn claim_in(
         .bind(until)
         .bind(now)
         .bind(finished_at)
-        .execute(&mut **tx)
+        .execute(&mut *tx)
         .await?
         .rows_affected()
         == 1;
@@ -191,12 +179,13 @@ async fn claim_in(
     );
     let row = key
         .bind(sqlx::query(sqlx::AssertSqlSafe(sql)))
-        .fetch_one(&mut **tx)
+        .fetch_one(&mut *tx)
         .await?;
     let comment_id: Option<i64> = row.try_get("comment_id")?;
     let thread_id: Option<i64> = row.try_get("thread_id")?;
     let shown: Option<i64> = row.try_get("shown_finished_at")?;
     let claim_until: Option<i64> = row.try_get("claim_until")?;
+    tx.commit().await?;
     Ok(match (taken, comment_id) {
         (true, None) => Claim::Post,
         (true, Some(id)) => Claim::Edit(PostedComment {
