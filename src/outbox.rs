@@ -507,7 +507,9 @@ async fn slack_message(
             INTEGRATION_DISABLED if rows.len() == 1 => {
                 let what = match (data["provider"].as_str(), data["webhookId"].as_str()) {
                     (Some(provider), _) => Integration::parse(provider)
-                        .map_or(provider.to_string(), |p| display_name(p).to_string()),
+                        .map_or(provider.to_string(), |p| {
+                            crate::trackers::outbound(p).display_name().to_string()
+                        }),
                     (None, Some(id)) => format!("the webhook {id}"),
                     (None, None) => "an integration".to_string(),
                 };
@@ -526,19 +528,6 @@ async fn slack_message(
         [one] => Some(slack::run_finished(one)),
         many => Some(slack::digest(many)),
     })
-}
-
-fn display_name(integration: Integration) -> &'static str {
-    match integration {
-        Integration::Github => "GitHub",
-        Integration::Gitlab => "GitLab",
-        Integration::AzureDevops => "Azure DevOps",
-        Integration::Bitbucket => "Bitbucket",
-        Integration::Jira => "Jira",
-        Integration::Linear => "Linear",
-        Integration::Monday => "Monday.com",
-        Integration::Slack => "Slack",
-    }
 }
 
 /// The run of a frozen `execution.finished`, with its analysis' root cause as stored now.

@@ -69,8 +69,7 @@ pub async fn deliver(app: &AppState, row: Leased) -> anyhow::Result<()> {
     match &outcome {
         Outcome::Shown => outbox::record_success(&app.db, &org, tracker.as_str(), now).await?,
         Outcome::Stopped(Stop::Final(error) | Stop::Retry { error, .. }) => {
-            // Never disabled for failing: an admin fixes its settings.
-            outbox::record_failure(&app.db, &org, tracker, error, false, i64::MAX, now).await?;
+            outbox::record_tracker_failure(&app.db, &org, tracker, error, now).await?;
         }
         Outcome::Superseded | Outcome::Waiting => {}
     }

@@ -10,6 +10,8 @@
 use serde_json::{Map, Value};
 
 use crate::error::ApiError;
+use orgd_core::integrations::Integration;
+use orgd_providers::Provider as Outbound;
 use orgd_providers::azure_devops::AzureDevOpsTarget;
 use orgd_providers::bitbucket::BitbucketTarget;
 use orgd_providers::github::GitHubTarget;
@@ -24,6 +26,20 @@ pub(crate) const GITLAB_DEFAULT_URL: &str = "https://gitlab.com";
 pub(crate) const DEFAULT_TYPE: &str = "Bug";
 
 type Settings = Map<String, Value>;
+
+/// The outbound client's name for an integration (metrics, display names).
+pub(crate) fn outbound(integration: Integration) -> Outbound {
+    match integration {
+        Integration::Github => Outbound::GitHub,
+        Integration::Gitlab => Outbound::GitLab,
+        Integration::AzureDevops => Outbound::AzureDevOps,
+        Integration::Bitbucket => Outbound::Bitbucket,
+        Integration::Jira => Outbound::Jira,
+        Integration::Linear => Outbound::Linear,
+        Integration::Monday => Outbound::Monday,
+        Integration::Slack => Outbound::Slack,
+    }
+}
 
 /// A text setting the feature cannot do without.
 pub(crate) fn needed<'a>(settings: &'a Settings, name: &str) -> Result<&'a str, ApiError> {

@@ -133,16 +133,7 @@ pub trait Described {
 
 impl Described for Integration {
     fn outbound(self) -> Outbound {
-        match self {
-            Self::Github => Outbound::GitHub,
-            Self::Gitlab => Outbound::GitLab,
-            Self::AzureDevops => Outbound::AzureDevOps,
-            Self::Bitbucket => Outbound::Bitbucket,
-            Self::Jira => Outbound::Jira,
-            Self::Linear => Outbound::Linear,
-            Self::Monday => Outbound::Monday,
-            Self::Slack => Outbound::Slack,
-        }
+        crate::trackers::outbound(self)
     }
 
     fn display_name(self) -> &'static str {

@@ -488,8 +488,7 @@ impl Job {
         let call = Call::new(self.tracker, &record.settings, &secret.0)?;
         let outgoing = self.outgoing(&execution_id).await?;
         let created = self.send(call, &outgoing).await;
-        // The call feeds the integration's health (failures in our words, never counted
-        // toward disabling a tracker: an admin fixes its settings).
+        // The call feeds the integration's health (failures in our words).
         let now = self.app.now();
         let health = match &created {
             Ok(_) => {
@@ -497,17 +496,8 @@ impl Job {
             }
             Err(e) => {
                 let words = self.during().describe(e);
-                orgd_core::outbox::record_failure(
-                    &self.app.db,
-                    org,
-                    provider,
-                    &words,
-                    false,
-                    i64::MAX,
-                    now,
-                )
-                .await
-                .map(|_| ())
+                orgd_core::outbox::record_tracker_failure(&self.app.db, org, provider, &words, now)
+                    .await
             }
         };
         if let Err(e) = health {

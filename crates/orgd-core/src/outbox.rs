@@ -676,6 +676,19 @@ pub async fn record_failure(
     Ok(disabled)
 }
 
+/// A call with a tracker failed. Trackers are never disabled for failing (an admin fixes
+/// their settings): the failure only feeds the integration's health.
+pub async fn record_tracker_failure(
+    db: &Db,
+    organization_id: &str,
+    provider: Integration,
+    error: &str,
+    now: i64,
+) -> CoreResult<()> {
+    record_failure(db, organization_id, provider, error, false, i64::MAX, now).await?;
+    Ok(())
+}
+
 /// Forgets the integration's health (new credentials were saved).
 pub async fn reset_health(tx: &mut Tx, organization_id: &str, provider: &str) -> CoreResult<()> {
     sqlx::query("DELETE FROM integration_health WHERE organization_id = $1 AND provider = $2")
