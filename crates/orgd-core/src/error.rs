@@ -72,6 +72,18 @@ fn sqlite_outage(code: i32) -> bool {
 }
 
 impl CoreError {
+    /// The same error for another caller of a shared read (`db::coalesce`): same class, so
+    /// the same answer (503 for an outage), with the database's words as text.
+    pub(crate) fn again(&self) -> Self {
+        let text = |e: &sqlx::Error| sqlx::Error::Protocol(e.to_string());
+        match self {
+            Self::Conflict(what) => Self::Conflict(what.clone()),
+            Self::Unavailable(e) => Self::Unavailable(text(e)),
+            Self::Db(e) => Self::Db(text(e)),
+            Self::Corrupt(what) => Self::Corrupt(what.clone()),
+        }
+    }
+
     /// True when the violated constraint mentions `needle` (a column or constraint name).
     pub fn is_conflict_on(&self, needle: &str) -> bool {
         matches!(self, Self::Conflict(what) if what.contains(needle))

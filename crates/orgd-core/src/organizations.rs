@@ -8,6 +8,7 @@ use crate::audit::{self, AuditEvent};
 use std::sync::Arc;
 
 use crate::db::cache::ReadCache;
+use crate::db::coalesce::Coalesced;
 use crate::db::notify::Change;
 use crate::db::{Backend, Db, Tx, flag};
 use crate::error::{CoreError, CoreResult};
@@ -160,7 +161,8 @@ pub struct Organizations {
     /// Whether a cached record's live counters (`userCount`, storage used) must be read
     /// again: on PostgreSQL entries outlive the commits that move the counters (only changes
     /// of the organization itself evict them), and live counters are never served cached.
-    counters_live: bool,
+    /// Their reads are shared by the requests that wait for them at the same time.
+    counters: Option<Arc<Coalesced<String, Option<Counters>>>>,
 }
 
 impl Organizations {
@@ -168,14 +170,25 @@ impl Organizations {
         Self {
             cache: db
                 .read_cache(|key, change| matches!(change, Change::Organization(id) if id == key)),
-            counters_live: db.backend() == Backend::Postgres,
+            counters: (db.backend() == Backend::Postgres).then(Arc::default),
         }
     }
 
     pub async fn get(&self, db: &Db, id: &str) -> CoreResult<Option<Arc<OrganizationRecord>>> {
         let loaded_under = match self.cache.get(id) {
-            Ok(hit) if self.counters_live => return live_counters(db, &hit).await,
-            Ok(hit) => return Ok(Some(hit)),
+            Ok(hit) => {
+                let Some(counters) = &self.counters else {
+                    return Ok(Some(hit));
+                };
+                let db = db.clone();
+                let live = counters
+                    .read(&hit.id, move |id| {
+                        let db = db.clone();
+                        async move { live_counters(&db, &id).await }
+                    })
+                    .await?;
+                return Ok(live.map(|live| Arc::new(live.on(&hit))));
+            }
             Err(token) => token,
         };
         let row = sqlx::query(ORG_SELECT)
@@ -191,28 +204,40 @@ impl Organizations {
     }
 }
 
-/// `cached` with its live counters as stored now (`None` if the organization is gone).
-async fn live_counters(
-    db: &Db,
-    cached: &OrganizationRecord,
-) -> CoreResult<Option<Arc<OrganizationRecord>>> {
+/// An organization's live counters as stored now.
+#[derive(Clone, Copy)]
+struct Counters {
+    storage_used_bytes: i64,
+    user_count: i64,
+}
+
+impl Counters {
+    fn on(self, cached: &OrganizationRecord) -> OrganizationRecord {
+        OrganizationRecord {
+            storage_used_bytes: self.storage_used_bytes,
+            user_count: self.user_count,
+            ..cached.clone()
+        }
+    }
+}
+
+/// The live counters of organization `id` (`None` if it is gone).
+async fn live_counters(db: &Db, id: &str) -> CoreResult<Option<Counters>> {
     let row = sqlx::query(concat!(
         "SELECT o.storage_used_bytes, ",
         user_count!(),
         " FROM organizations o WHERE o.id = $1"
     ))
-    .bind(&cached.id)
+    .bind(id)
     .fetch_optional(db.pool())
     .await?;
-    row.map(|row| {
-        Ok(Arc::new(OrganizationRecord {
+    let counters = row.map(|row| -> Result<Counters, sqlx::Error> {
+        Ok(Counters {
             storage_used_bytes: row.try_get("storage_used_bytes")?,
             user_count: row.try_get("user_count")?,
-            ..cached.clone()
-        }))
-    })
-    .transpose()
-    .map_err(|e: sqlx::Error| e.into())
+        })
+    });
+    Ok(counters.transpose()?)
 }
 
 /// The organization as `tx` sees it; it must exist.
@@ -358,6 +383,49 @@ pub async fn limits_in(tx: &mut Tx, organization_id: &str) -> CoreResult<Option<
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::testing;
+    use std::sync::atomic::{AtomicI64, Ordering};
+
+    /// Readers hammering one organization while members join: every read shows at least the
+    /// members committed before it began (live counters are shared between concurrent
+    /// readers on PostgreSQL, never served from before a read started).
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn user_count_is_never_older_than_the_read() {
+        for test in testing::databases().await {
+            let db = test.db.clone();
+            let org = testing::organization(&db, "free", "{}").await;
+            let orgs = Arc::new(Organizations::new(&db));
+            let committed = Arc::new(AtomicI64::new(0));
+            let readers: Vec<_> = (0..8)
+                .map(|_| {
+                    let (db, org, orgs, committed) =
+                        (db.clone(), org.clone(), orgs.clone(), committed.clone());
+                    tokio::spawn(async move {
+                        let mut reads = 0;
+                        while committed.load(Ordering::SeqCst) < 20 {
+                            let before = committed.load(Ordering::SeqCst);
+                            let got = orgs.get(&db, &org).await.unwrap().unwrap();
+                            assert!(got.user_count >= before, "{} < {before}", got.user_count);
+                            reads += 1;
+                            // A cached read on SQLite never yields: let the writer run.
+                            tokio::task::yield_now().await;
+                        }
+                        reads
+                    })
+                })
+                .collect();
+            for n in 1..=20 {
+                testing::member(&db, &org, "member").await;
+                committed.store(n, Ordering::SeqCst);
+                tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+            }
+            for reader in readers {
+                assert!(reader.await.unwrap() > 0);
+            }
+            let last = orgs.get(&db, &org).await.unwrap().unwrap();
+            assert_eq!(last.user_count, 20);
+        }
+    }
 
     #[test]
     fn names_count_characters_not_bytes() {

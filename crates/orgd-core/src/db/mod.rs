@@ -14,6 +14,7 @@ use sqlx::pool::PoolConnection;
 use sqlx::{Any, AnyConnection, AnyPool, ConnectOptions, Connection, Executor};
 
 pub mod cache;
+pub mod coalesce;
 pub mod notify;
 
 use std::sync::Arc;
