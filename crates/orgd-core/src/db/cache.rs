@@ -2,30 +2,24 @@
 //! value older than the database allows:
 //!
 //! - On SQLite in WAL mode every committed transaction — from this process, another process,
-//!   or a person with the `sqlite3` shell — changes the WAL-index header at the start of the
-//!   `-shm` file (its `iChange` counter is "incremented with each transaction",
-//!   https://www.sqlite.org/walformat.html). Each lookup reads those 48 bytes (one `pread`, no
-//!   query) and drops every entry when they differ from the bytes the entries were loaded
-//!   under.
+//!   or a person with the `sqlite3` shell — changes the WAL-index header (`wal_index.rs`).
+//!   Each lookup reads those 48 bytes (a memory read, no query) and drops every entry when
+//!   they differ from the bytes the entries were loaded under.
 //! - On PostgreSQL the listener of `notify.rs` evicts the entries a committed change names,
 //!   and the cache is bypassed whenever the listener is not demonstrably hearing.
 //!
 //! Values are kept behind an `Arc`: a hit costs a reference count, not a copy.
 
 use std::collections::HashMap;
-use std::fs::File;
 use std::hash::Hash;
-use std::os::unix::fs::FileExt;
 use std::path::PathBuf;
-use std::sync::{Arc, OnceLock, RwLock};
+use std::sync::{Arc, RwLock};
 
 use super::notify::{Change, Evict, Generation, Invalidation};
+use super::wal_index::{Header, WalIndex};
 
-const HEADER_BYTES: usize = 48;
 /// Entries beyond this are not worth keeping; the map starts over.
 const MAX_ENTRIES: usize = 50_000;
-
-type Header = [u8; HEADER_BYTES];
 
 /// What the entries (and a value being read) are valid under.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -51,10 +45,7 @@ impl Token {
 pub(crate) enum Signal {
     /// Nothing announces commits: nothing is cached.
     None,
-    Wal {
-        shm: PathBuf,
-        file: OnceLock<File>,
-    },
+    Wal(Arc<WalIndex>),
     Notified(Arc<Invalidation>),
 }
 
@@ -92,19 +83,7 @@ where
     fn token(&self) -> Option<Token> {
         match &self.signal {
             Signal::None => None,
-            Signal::Wal { shm, file } => {
-                let file = match file.get() {
-                    Some(file) => file,
-                    None => {
-                        let opened = File::open(shm).ok()?;
-                        file.get_or_init(|| opened)
-                    }
-                };
-                let mut header = [0u8; HEADER_BYTES];
-                file.read_exact_at(&mut header, 0).ok()?;
-                // An uninitialised index (isInit = 0) says nothing reliable.
-                (header[12] == 1).then_some(Token::Wal(header))
-            }
+            Signal::Wal(index) => index.header().map(Token::Wal),
             Signal::Notified(hub) => hub.generation().map(Token::Notified),
         }
     }
@@ -142,7 +121,7 @@ where
         let mut entries = self.entries.write().unwrap_or_else(|p| p.into_inner());
         let unchanged = match &self.signal {
             // The next lookup re-reads the header; entries under an older one are dropped.
-            Signal::Wal { .. } => entries.0 == Some(loaded_under),
+            Signal::Wal(_) => entries.0 == Some(loaded_under),
             // Evictions do not touch the map's token: compare with the listener's now (under
             // the lock, so an eviction that follows still finds and removes the value).
             Signal::Notified(_) => {
@@ -168,17 +147,6 @@ where
     fn evict(&self, change: &Change) {
         let mut entries = self.entries.write().unwrap_or_else(|p| p.into_inner());
         entries.1.retain(|key, _| !(self.names)(key, change));
-    }
-}
-
-impl Signal {
-    pub(crate) fn wal(db_path: PathBuf) -> Self {
-        let mut shm = db_path.into_os_string();
-        shm.push("-shm");
-        Self::Wal {
-            shm: PathBuf::from(shm),
-            file: OnceLock::new(),
-        }
     }
 }
 
@@ -213,12 +181,12 @@ mod tests {
     #[test]
     fn a_changed_header_drops_entries() {
         let dir = tempfile::tempdir().unwrap();
-        let db = dir.path().join("x.db");
         let shm = dir.path().join("x.db-shm");
         let mut header = [0u8; 96];
         header[12] = 1;
         std::fs::write(&shm, header).unwrap();
-        let cache: Arc<ReadCache<&str, i32>> = ReadCache::new(Signal::wal(db), never);
+        let index = Arc::new(WalIndex::map(&shm, None).unwrap());
+        let cache: Arc<ReadCache<&str, i32>> = ReadCache::new(Signal::Wal(index), never);
         let loaded_under = cache.get(&"k").unwrap_err();
         cache.put("k", Arc::new(1), loaded_under);
         assert_eq!(cache.get(&"k").as_deref(), Ok(&1));

@@ -16,6 +16,7 @@ use sqlx::{Any, AnyConnection, AnyPool, ConnectOptions, Connection, Executor};
 pub mod cache;
 pub mod coalesce;
 pub mod notify;
+mod wal_index;
 
 use std::sync::Arc;
 
@@ -287,8 +288,8 @@ pub struct Db {
     backend: Backend,
     timeouts: DbTimeouts,
     writes: Arc<WriteHealth>,
-    /// The SQLite file whose WAL index announces every commit (see `cache`).
-    change_signal: Option<std::path::PathBuf>,
+    /// The SQLite file's WAL index, which announces every commit (see `cache`).
+    wal_index: Option<Arc<wal_index::WalIndex>>,
     /// PostgreSQL: where changes are announced and heard (see `notify`).
     invalidation: Option<Arc<notify::Invalidation>>,
     /// The URL the cache listener connects with (PostgreSQL).
@@ -302,6 +303,7 @@ impl Db {
         sqlx::any::install_default_drivers();
         let backend = Backend::of(url)?;
         let options = AnyConnectOptions::from_str(url).context("invalid DATABASE_URL")?;
+        let keeper_options = options.clone();
         let max_connections = match backend {
             // One writer at a time anyway; a few readers run beside it in WAL mode.
             Backend::Sqlite => 8,
@@ -317,8 +319,19 @@ impl Db {
             .context("cannot connect to the database")?;
         // A SQLite file announces every commit in its WAL index; PostgreSQL commits are
         // announced on a channel named with the schema (see cache.rs, notify.rs).
-        let (change_signal, invalidation) = match backend {
-            Backend::Sqlite => (cache::sqlite_path(url), None),
+        let (wal_index, invalidation) = match backend {
+            Backend::Sqlite => match cache::sqlite_path(url) {
+                Some(path) => {
+                    let mut keeper = keeper_options.connect().await?;
+                    configure(&mut keeper, backend, timeouts).await?;
+                    let index = wal_index::WalIndex::open(keeper, &path).await?;
+                    if index.is_none() {
+                        tracing::warn!(path = %path.display(), "the SQLite WAL index cannot be mapped: reads are not cached");
+                    }
+                    (index.map(Arc::new), None)
+                }
+                None => (None, None),
+            },
             Backend::Postgres => {
                 let schema: String = sqlx::query_scalar("SELECT CAST(current_schema() AS TEXT)")
                     .fetch_one(&pool)
@@ -332,7 +345,7 @@ impl Db {
             backend,
             timeouts,
             writes: Arc::default(),
-            change_signal,
+            wal_index,
             invalidation,
             url: Arc::from(url),
             writer: Arc::new(tokio::sync::Mutex::new(())),
@@ -372,8 +385,8 @@ impl Db {
         K: Eq + std::hash::Hash + Send + Sync + 'static,
         V: Send + Sync + 'static,
     {
-        let signal = match (&self.change_signal, &self.invalidation) {
-            (Some(path), _) => cache::Signal::wal(path.clone()),
+        let signal = match (&self.wal_index, &self.invalidation) {
+            (Some(index), _) => cache::Signal::Wal(index.clone()),
             (None, Some(invalidation)) => cache::Signal::Notified(invalidation.clone()),
             (None, None) => cache::Signal::None,
         };
