@@ -7,13 +7,14 @@ use anyhow::Context;
 
 use crate::auth::jwt::JwtKeys;
 use crate::config::{Config, ReportsLocation};
+use crate::http::rendered::Rendered;
 use crate::metrics::Metrics;
 use crate::ratelimit::{MemoryLimiter, RateLimiter, RedisLimiter, Scope};
 use orgd_core::clock::{SharedClock, SystemClock};
 use orgd_core::crypto::Vault;
 use orgd_core::db::Db;
-use orgd_core::integrations::Summaries;
-use orgd_core::organizations::Organizations;
+use orgd_core::integrations::{IntegrationSummary, Summaries};
+use orgd_core::organizations::{OrganizationRecord, Organizations};
 use orgd_core::passwords::PasswordHasherPool;
 use orgd_core::reports::{LocalReportStorage, ReportStorage};
 use orgd_core::users::Identities;
@@ -44,6 +45,9 @@ pub struct AppState(pub Arc<App>);
 /// heartbeat; past it the instance serves with the caches bypassed until it does.
 const CACHE_START_WAIT: std::time::Duration = std::time::Duration::from_millis(500);
 
+/// What `GET /api/organization` is built from.
+pub type OrgAnswerInputs = (Arc<OrganizationRecord>, Arc<Vec<IntegrationSummary>>);
+
 pub struct App {
     pub config: Config,
     /// The database every domain function of the core takes.
@@ -54,6 +58,8 @@ pub struct App {
     pub identities: Identities,
     /// What the organization view shows of its integrations (cached while nothing commits).
     pub integrations: Summaries,
+    /// `GET /api/organization`'s last answer per organization, with what it was built from.
+    pub org_answers: Rendered<String, OrgAnswerInputs>,
     pub limiter: Arc<dyn RateLimiter>,
     pub clock: SharedClock,
     pub jwt: JwtKeys,
@@ -238,6 +244,7 @@ impl AppState {
             orgs,
             identities,
             integrations,
+            org_answers: Rendered::default(),
             limiter,
             jwt,
             passwords: PasswordHasherPool::default(),

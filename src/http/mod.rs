@@ -6,6 +6,7 @@ pub mod body;
 pub mod client_ip;
 pub mod idempotency;
 pub mod page;
+pub mod rendered;
 pub mod server;
 
 use std::any::Any;
@@ -201,19 +202,31 @@ const JSON_CAPACITY: usize = 2048;
 
 impl<T: serde::Serialize> IntoResponse for Json<T> {
     fn into_response(self) -> Response {
-        let mut body = Vec::with_capacity(JSON_CAPACITY);
-        match serde_json::to_writer(&mut body, &self.0) {
-            Ok(()) => (
-                [(
-                    header::CONTENT_TYPE,
-                    HeaderValue::from_static("application/json"),
-                )],
-                body,
-            )
-                .into_response(),
-            Err(e) => ApiError::internal("Failed to build the answer", e).into_response(),
+        match json_bytes(&self.0) {
+            Ok(body) => json_response(body),
+            Err(e) => e.into_response(),
         }
     }
+}
+
+/// `value` as JSON.
+pub fn json_bytes(value: &impl serde::Serialize) -> Result<Vec<u8>, ApiError> {
+    let mut body = Vec::with_capacity(JSON_CAPACITY);
+    serde_json::to_writer(&mut body, value)
+        .map_err(|e| ApiError::internal("Failed to build the answer", e))?;
+    Ok(body)
+}
+
+/// A 200 answer whose body is JSON already.
+pub fn json_response(body: impl Into<axum::body::Body>) -> Response {
+    (
+        [(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        )],
+        body.into(),
+    )
+        .into_response()
 }
 
 /// The body of an action that has nothing else to say: `{"success": true, "message": "..."}`.

@@ -1,8 +1,8 @@
 //! `GET` and `PATCH /api/organization` (API.md, Organization — seed): plans and limits.
 
-use crate::http::Json;
+use crate::http::{Json, json_bytes, json_response};
 use axum::extract::State;
-use axum::response::{IntoResponse, Response};
+use axum::response::Response;
 use serde::Serialize;
 use serde_json::json;
 use utoipa::ToSchema;
@@ -139,28 +139,41 @@ async fn show(State(app): State<AppState>, user: CurrentUser) -> Result<Response
         .get(&app.db, user.org_id())
         .await
         .or_internal("Failed to fetch organization")?;
+    let body =
+        app.org_answers
+            .answer(user.org_id(), (org, integrations), |(org, integrations)| {
+                json_bytes(&show_response(org, integrations))
+            })?;
+    Ok(json_response(body))
+}
+
+/// What `GET /api/organization` answers: a function of the record and the integrations only
+/// (`AppState::org_answers` reuses it while they are equal).
+fn show_response<'a>(
+    org: &'a OrganizationRecord,
+    integrations: &[IntegrationSummary],
+) -> ShowResponse<'a> {
     let slack = integrations
         .iter()
         .find(|s| s.integration == Integration::Slack);
-    let body = ShowResponse {
+    ShowResponse {
         success: true,
         organization: OrganizationView {
             id: &org.id,
             name: &org.name,
             slug: &org.slug,
             plan: org.plan.as_str(),
-            limits: limits_view(&org),
+            limits: limits_view(org),
             user_count: org.user_count,
             user_limit: org.limits().max_users,
             ai_analysis_enabled: org.ai_analysis_enabled,
             slack_webhook_url: slack.map(|_| MASKED_SLACK_WEBHOOK),
             slack_notification_events: slack_notification_events(slack),
-            integrations: tracker_flags(&integrations),
+            integrations: tracker_flags(integrations),
             created_at: Timestamp(org.created_at),
             updated_at: Timestamp(org.updated_at),
         },
-    };
-    Ok(Json(body).into_response())
+    }
 }
 
 pub(crate) fn org_not_found() -> ApiError {

@@ -281,7 +281,7 @@ async fn delete_in(
 
 /// What the organization view shows of each integration: whether it is stored, whether it
 /// is enabled, and its non-secret settings — never its credential.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct IntegrationSummary {
     pub integration: Integration,
     pub enabled: bool,

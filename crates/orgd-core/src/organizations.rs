@@ -41,7 +41,7 @@ impl OrgName {
     }
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct OrganizationRecord {
     pub id: String,
     pub name: String,
