@@ -181,18 +181,19 @@ pub async fn report_object(
     task_id: &str,
     path: &str,
 ) -> CoreResult<Option<Option<String>>> {
-    if !execution_exists(db, org_id, task_id).await? {
-        return Ok(None);
-    }
+    // One query: the live execution, and its file's row if there is one.
     let object: Option<Option<String>> = sqlx::query_scalar(
-        "SELECT object_key FROM report_files WHERE organization_id = $1 AND task_id = $2 AND path = $3",
+        "SELECT f.object_key FROM executions e
+         LEFT JOIN report_files f
+           ON f.organization_id = e.organization_id AND f.task_id = e.task_id AND f.path = $3
+         WHERE e.organization_id = $1 AND e.task_id = $2 AND e.deleted_at IS NULL",
     )
     .bind(org_id)
     .bind(task_id)
     .bind(path)
     .fetch_optional(db.pool())
     .await?;
-    Ok(Some(object.flatten()))
+    Ok(object)
 }
 
 /// The files of a live execution, by path; `None` when there is no such execution.
