@@ -24,7 +24,6 @@ use std::future::Future;
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
 use tokio::net::TcpListener;
-use tower_http::catch_panic::CatchPanicLayer;
 use utoipa_axum::router::OpenApiRouter;
 
 pub use config::Config;
@@ -50,13 +49,12 @@ pub fn router(state: AppState) -> Router {
     routes
         .fallback(http::route_not_found)
         .method_not_allowed_fallback(http::method_not_allowed)
-        .layer(DefaultBodyLimit::max(MAX_JSON_BODY_BYTES))
-        .layer(CatchPanicLayer::custom(http::panic_response))
-        .layer(axum::middleware::from_fn_with_state(
-            state.clone(),
-            http::common_layer,
-        ))
-        .layer(http::cors_layer(&state))
+        // One stack, applied once: each `Router::layer` would box the routes again.
+        .layer(
+            tower::ServiceBuilder::new()
+                .layer(http::edge::EdgeLayer::new(&state))
+                .layer(DefaultBodyLimit::max(MAX_JSON_BODY_BYTES)),
+        )
         .with_state(state)
 }
 
