@@ -6,7 +6,7 @@
 //! Recording is a few relaxed atomic adds; the only lock is a read lock on the route map
 //! (written once per route template, on its first request).
 
-use std::collections::HashMap;
+use foldhash::HashMap;
 use std::fmt::{self, Display, Formatter, Write};
 use std::sync::atomic::{AtomicU16, AtomicU64, Ordering};
 use std::sync::{PoisonError, RwLock};

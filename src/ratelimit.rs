@@ -2,9 +2,12 @@
 //! limit), kept in process or, with `REDIS_URL`, in one Redis sorted set per bucket updated by
 //! one Lua script so every instance shares it. A Redis outage falls back to the in-process log.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
+use std::hash::BuildHasher;
+
+use foldhash::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
-use std::sync::{Arc, Mutex, OnceLock, PoisonError, RwLock};
+use std::sync::{Arc, Mutex, PoisonError, RwLock};
 use std::time::Duration;
 
 use axum::http::{HeaderMap, HeaderName, HeaderValue};
@@ -127,6 +130,8 @@ pub trait RateLimiter: Send + Sync + 'static {
 pub struct MemoryLimiter {
     clock: SharedClock,
     shards: Vec<Mutex<HashMap<String, Bucket>>>,
+    /// Picks a bucket's shard.
+    shard_of: foldhash::fast::RandomState,
     hits: AtomicI64,
 }
 
@@ -143,17 +148,16 @@ impl MemoryLimiter {
     pub fn new(clock: SharedClock) -> Self {
         Self {
             clock,
-            shards: (0..SHARDS).map(|_| Mutex::new(HashMap::new())).collect(),
+            shards: (0..SHARDS)
+                .map(|_| Mutex::new(HashMap::default()))
+                .collect(),
+            shard_of: foldhash::fast::RandomState::default(),
             hits: AtomicI64::new(0),
         }
     }
 
     fn hit_now(&self, bucket: &str, limit: u32, window_ms: i64) -> Decision {
-        let shard = {
-            let mut hasher = std::collections::hash_map::DefaultHasher::new();
-            std::hash::Hash::hash(bucket, &mut hasher);
-            std::hash::Hasher::finish(&hasher) as usize % SHARDS
-        };
+        let shard = self.shard_of.hash_one(bucket) as usize % SHARDS;
         let mut buckets = self.shards[shard].lock().unwrap_or_else(|p| p.into_inner());
         // Read the clock under the lock so each log stays in time order.
         let now = self.clock.now_ms();
@@ -395,19 +399,6 @@ impl RateLimiter for RedisLimiter {
             shared.trip(&e.to_string());
         }
         Some(pong.is_ok())
-    }
-}
-
-/// Where the request's counting decision is left for the response headers.
-#[derive(Clone, Default)]
-pub struct DecisionSlot(Arc<OnceLock<Decision>>);
-
-impl DecisionSlot {
-    pub fn record(&self, decision: Decision) {
-        let _ = self.0.set(decision);
-    }
-    pub fn get(&self) -> Option<Decision> {
-        self.0.get().copied()
     }
 }
 

@@ -14,7 +14,7 @@ use super::Role;
 use super::jwt::{Claims, TokenError};
 use crate::error::ApiError;
 use crate::http::ClientIp;
-use crate::ratelimit::{DecisionSlot, Scope};
+use crate::ratelimit::Scope;
 use crate::state::AppState;
 use orgd_core::api_keys::ApiKey;
 use orgd_core::audit::AuditEvent;
@@ -179,7 +179,7 @@ impl FromRequestParts<AppState> for CurrentUser {
         }
         // Counted only once authenticated: a 401 never uses up an organization's budget.
         let scope = Scope::for_path(path);
-        count_request(parts, app, scope, caller.org_id()).await?;
+        count_request(app, scope, caller.org_id()).await?;
         Ok(caller)
     }
 }
@@ -194,18 +194,13 @@ impl FromRequestParts<AppState> for AuthAttempt {
 
     async fn from_request_parts(parts: &mut Parts, app: &AppState) -> Result<Self, ApiError> {
         let Ok(ip) = ClientIp::from_request_parts(parts, app).await;
-        count_request(parts, app, Scope::Auth, &ip.0.to_string()).await?;
+        count_request(app, Scope::Auth, &ip.0.to_string()).await?;
         Ok(Self { ip })
     }
 }
 
 /// Counts the request once in `scope`'s bucket for `subject`; 429 when it does not fit.
-async fn count_request(
-    parts: &Parts,
-    app: &AppState,
-    scope: Scope,
-    subject: &str,
-) -> Result<(), ApiError> {
+async fn count_request(app: &AppState, scope: Scope, subject: &str) -> Result<(), ApiError> {
     let decision = app
         .limiter
         .hit(
@@ -214,9 +209,7 @@ async fn count_request(
             crate::ratelimit::WINDOW_MS,
         )
         .await;
-    if let Some(slot) = parts.extensions.get::<DecisionSlot>() {
-        slot.record(decision);
-    }
+    crate::request_id::record_decision(decision);
     if decision.allowed {
         Ok(())
     } else {

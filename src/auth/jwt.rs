@@ -2,7 +2,7 @@
 //! The role and organization are deliberately not trusted from the token: they are read
 //! from the store on every request.
 
-use std::collections::HashMap;
+use foldhash::HashMap;
 use std::sync::{Arc, RwLock};
 
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
@@ -55,7 +55,7 @@ impl JwtKeys {
             decoding: DecodingKey::from_secret(secret),
             validation,
             ttl_secs,
-            verified: RwLock::new(HashMap::new()),
+            verified: RwLock::new(HashMap::default()),
         }
     }
 

@@ -24,7 +24,7 @@ use tower::{Layer, Service};
 use super::panic_response;
 use crate::config::Environment;
 use crate::error::{ApiError, DatabaseOutage};
-use crate::ratelimit::DecisionSlot;
+use crate::request_id::RequestContext;
 use crate::state::AppState;
 
 pub(super) const REQUEST_ID_HEADER: HeaderName = HeaderName::from_static("x-request-id");
@@ -67,14 +67,13 @@ pub struct Edge<S> {
 /// What the log line, the metrics and the response headers need of the request.
 struct Facts {
     started: Instant,
-    request_id: String,
+    context: Arc<RequestContext>,
     method: Method,
     matched: Option<MatchedPath>,
     /// The path as sent, for the log line of a request no route matched.
     unmatched_path: Option<String>,
     /// The `Origin` to answer with CORS headers, when it is an allowed one.
     origin: Option<HeaderValue>,
-    slot: DecisionSlot,
 }
 
 impl<S> Service<Request> for Edge<S>
@@ -90,31 +89,31 @@ where
         self.inner.poll_ready(cx)
     }
 
-    fn call(&mut self, mut req: Request) -> Self::Future {
+    fn call(&mut self, req: Request) -> Self::Future {
         let matched = req.extensions().get::<MatchedPath>().cloned();
         let facts = Facts {
             started: Instant::now(),
-            request_id: incoming_request_id(req.headers())
-                .unwrap_or_else(|| format!("{:016x}", rand::random::<u64>())),
+            context: RequestContext::new(
+                incoming_request_id(req.headers())
+                    .unwrap_or_else(|| format!("{:016x}", rand::random::<u64>())),
+            ),
             method: req.method().clone(),
             unmatched_path: matched.is_none().then(|| req.uri().path().to_string()),
             matched,
             origin: self.cors.allowed_origin(req.headers()),
-            slot: DecisionSlot::default(),
         };
         let app = self.app.clone();
         if Cors::is_preflight(&req) {
             let answer = self.cors.preflight(facts.origin.clone());
             return Box::pin(async move { Ok(finish(&app, facts, answer)) });
         }
-        req.extensions_mut().insert(facts.slot.clone());
         let handled = std::panic::catch_unwind(AssertUnwindSafe(|| self.inner.call(req)));
         let deadline = deadline(&app, &facts.method, facts.matched.as_ref());
         Box::pin(async move {
             let response = match handled {
                 Ok(handled) => {
                     let guarded = AssertUnwindSafe(handled).catch_unwind();
-                    let scoped = crate::request_id::scope(facts.request_id.clone(), guarded);
+                    let scoped = crate::request_id::scope(facts.context.clone(), guarded);
                     let outcome = match deadline {
                         Some(deadline) => tokio::time::timeout(deadline, scoped).await,
                         None => Ok(scoped.await),
@@ -125,7 +124,7 @@ where
                         Ok(Err(panicked)) => panic_response(panicked),
                         Err(_elapsed) => {
                             tracing::warn!(
-                                request_id = %facts.request_id,
+                                request_id = %facts.context.id,
                                 method = %facts.method,
                                 route = %facts.route(),
                                 "request deadline exceeded"
@@ -164,10 +163,10 @@ fn finish(app: &AppState, facts: Facts, mut response: Response) -> Response {
         app.wake_outbox();
     }
     let headers = response.headers_mut();
-    if let Some(decision) = facts.slot.get() {
+    if let Some(decision) = facts.context.decision() {
         decision.write_headers(headers);
     }
-    if let Ok(value) = HeaderValue::from_str(&facts.request_id) {
+    if let Ok(value) = HeaderValue::from_str(&facts.context.id) {
         headers.insert(REQUEST_ID_HEADER, value);
     }
     security_headers(app, headers);
@@ -181,14 +180,14 @@ fn finish(app: &AppState, facts: Facts, mut response: Response) -> Response {
         elapsed,
     );
     // One line per request; a span per request would cost more than the request itself.
-    tracing::info!(
-        request_id = %facts.request_id,
-        method = %facts.method,
-        route = %facts.route(),
+    crate::logging::Access {
+        request_id: &facts.context.id,
+        method: facts.method.as_str(),
+        route: facts.route(),
         status,
-        latency_ms = %crate::logging::Millis(elapsed),
-        "request finished"
-    );
+        elapsed,
+    }
+    .log();
     response
 }
 

@@ -3,7 +3,7 @@
 //! what rendering anew would; only the serialization is saved (measured with callgrind at a
 //! fifth of `GET /api/organization`'s instructions).
 
-use std::collections::HashMap;
+use foldhash::HashMap;
 use std::hash::Hash;
 use std::sync::{Mutex, PoisonError};
 
@@ -21,7 +21,7 @@ pub struct Rendered<K, I> {
 impl<K, I> Default for Rendered<K, I> {
     fn default() -> Self {
         Self {
-            last: Mutex::new(HashMap::new()),
+            last: Mutex::new(HashMap::default()),
         }
     }
 }

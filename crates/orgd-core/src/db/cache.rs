@@ -10,7 +10,7 @@
 //!
 //! Values are kept behind an `Arc`: a hit costs a reference count, not a copy.
 
-use std::collections::HashMap;
+use foldhash::HashMap;
 use std::hash::Hash;
 use std::path::PathBuf;
 use std::sync::{Arc, RwLock};
@@ -69,7 +69,7 @@ where
     pub(crate) fn new(signal: Signal, names: fn(&K, &Change) -> bool) -> Arc<Self> {
         let cache = Arc::new(Self {
             signal,
-            entries: RwLock::new((None, HashMap::new())),
+            entries: RwLock::new((None, HashMap::default())),
             names,
         });
         if let Signal::Notified(hub) = &cache.signal {
