@@ -187,7 +187,7 @@ impl Organizations {
                         async move { live_counters(&db, &id).await }
                     })
                     .await?;
-                return Ok(live.map(|live| Arc::new(live.on(&hit))));
+                return Ok(live.map(|live| live.on(hit)));
             }
             Err(token) => token,
         };
@@ -212,12 +212,19 @@ struct Counters {
 }
 
 impl Counters {
-    fn on(self, cached: &OrganizationRecord) -> OrganizationRecord {
-        OrganizationRecord {
+    /// The cached record with these counters: the record itself while they are the ones it
+    /// was loaded with (no copy, and callers comparing answers by `Arc` see the same one).
+    fn on(self, cached: Arc<OrganizationRecord>) -> Arc<OrganizationRecord> {
+        if cached.storage_used_bytes == self.storage_used_bytes
+            && cached.user_count == self.user_count
+        {
+            return cached;
+        }
+        Arc::new(OrganizationRecord {
             storage_used_bytes: self.storage_used_bytes,
             user_count: self.user_count,
-            ..cached.clone()
-        }
+            ..(*cached).clone()
+        })
     }
 }
 
