@@ -366,18 +366,9 @@ impl fmt::Display for Millis {
 mod tests {
     use super::*;
 
-    #[test]
-    fn millis_keep_three_decimals() {
-        assert_eq!(Millis(Duration::from_micros(379)).to_string(), "0.379");
-        assert_eq!(Millis(Duration::from_micros(12_005)).to_string(), "12.005");
-        assert_eq!(Millis(Duration::ZERO).to_string(), "0.000");
-        assert_eq!(Millis(Duration::from_secs(61)).to_string(), "61000.000");
-    }
-
-    #[test]
-    fn text_lines_read_like_the_default_format() {
-        let buffer = Arc::new(Mutex::new(Vec::new()));
-        #[derive(Clone)]
+    /// What the text format wrote for the events logged inside `log`.
+    fn text_of(log: impl FnOnce()) -> String {
+        #[derive(Clone, Default)]
         struct Capture(Arc<Mutex<Vec<u8>>>);
         impl io::Write for Capture {
             fn write(&mut self, bytes: &[u8]) -> io::Result<usize> {
@@ -391,16 +382,30 @@ mod tests {
                 Ok(())
             }
         }
-        let capture = Capture(buffer.clone());
+        let capture = Capture::default();
+        let writer = capture.clone();
         let subscriber = tracing_subscriber::fmt()
             .event_format(TextLine)
-            .with_writer(move || capture.clone())
+            .with_writer(move || writer.clone())
             .finish();
-        tracing::subscriber::with_default(subscriber, || {
+        tracing::subscriber::with_default(subscriber, log);
+        let bytes = capture.0.lock().map(|b| b.clone()).unwrap_or_default();
+        String::from_utf8(bytes).unwrap_or_default()
+    }
+
+    #[test]
+    fn millis_keep_three_decimals() {
+        assert_eq!(Millis(Duration::from_micros(379)).to_string(), "0.379");
+        assert_eq!(Millis(Duration::from_micros(12_005)).to_string(), "12.005");
+        assert_eq!(Millis(Duration::ZERO).to_string(), "0.000");
+        assert_eq!(Millis(Duration::from_secs(61)).to_string(), "61000.000");
+    }
+
+    #[test]
+    fn text_lines_read_like_the_default_format() {
+        let line = text_of(|| {
             tracing::info!(request_id = %"abc", status = 200u16, route = "/x", ok = true, latency_ms = %Millis(Duration::from_micros(1500)), "request finished");
         });
-        let line = String::from_utf8(buffer.lock().map(|b| b.clone()).unwrap_or_default())
-            .unwrap_or_default();
         let (timestamp, rest) = line.split_once(' ').unwrap_or_default();
         assert_eq!(
             timestamp.len(),
@@ -419,21 +424,6 @@ mod tests {
 
     #[test]
     fn access_lines_are_the_text_format_of_the_event() {
-        let buffer = Arc::new(Mutex::new(Vec::new()));
-        #[derive(Clone)]
-        struct Capture(Arc<Mutex<Vec<u8>>>);
-        impl io::Write for Capture {
-            fn write(&mut self, bytes: &[u8]) -> io::Result<usize> {
-                self.0
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .extend_from_slice(bytes);
-                Ok(bytes.len())
-            }
-            fn flush(&mut self) -> io::Result<()> {
-                Ok(())
-            }
-        }
         let access = Access {
             request_id: "ab12",
             method: "GET",
@@ -441,16 +431,8 @@ mod tests {
             status: 200,
             elapsed: Duration::from_micros(2_042),
         };
-        let capture = Capture(buffer.clone());
-        let subscriber = tracing_subscriber::fmt()
-            .event_format(TextLine)
-            .with_writer(move || capture.clone())
-            .finish();
         // No text sink in this process: the line goes through `tracing`.
-        tracing::subscriber::with_default(subscriber, || access.log());
-        let through_tracing =
-            String::from_utf8(buffer.lock().map(|b| b.clone()).unwrap_or_default())
-                .unwrap_or_default();
+        let through_tracing = text_of(|| access.log());
         let mut direct = String::new();
         assert!(access.write_text(&mut direct).is_ok());
         let without_time = |line: &str| line.split_once(' ').map(|(_, rest)| rest.to_string());
