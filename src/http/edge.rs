@@ -163,6 +163,9 @@ fn finish(app: &AppState, facts: Facts, mut response: Response) -> Response {
         app.wake_outbox();
     }
     let headers = response.headers_mut();
+    // Room for what is added below at once: grown one insert at a time, the map was
+    // re-hashed twice per response (a tenth of the hot path's user time was in the map).
+    headers.reserve(EDGE_HEADERS);
     if let Some(decision) = facts.context.decision() {
         decision.write_headers(headers);
     }
@@ -190,6 +193,10 @@ fn finish(app: &AppState, facts: Facts, mut response: Response) -> Response {
     .log();
     response
 }
+
+/// The most headers `finish` adds: three rate-limit, the request id, four security, `Vary`
+/// and two CORS.
+const EDGE_HEADERS: usize = 11;
 
 fn security_headers(app: &AppState, headers: &mut HeaderMap) {
     headers.insert(
