@@ -110,11 +110,12 @@ impl Scope {
     }
 
     pub fn bucket(self, subject: &str) -> String {
-        match self {
-            Self::Api => format!("api:org:{subject}"),
-            Self::Ingest => format!("ingest:org:{subject}"),
-            Self::Auth => format!("auth:ip:{subject}"),
-        }
+        let prefix = match self {
+            Self::Api => "api:org:",
+            Self::Ingest => "ingest:org:",
+            Self::Auth => "auth:ip:",
+        };
+        [prefix, subject].concat()
     }
 }
 

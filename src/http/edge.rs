@@ -94,8 +94,7 @@ where
         let facts = Facts {
             started: Instant::now(),
             context: RequestContext::new(
-                incoming_request_id(req.headers())
-                    .unwrap_or_else(|| format!("{:016x}", rand::random::<u64>())),
+                incoming_request_id(req.headers()).unwrap_or_else(new_request_id),
             ),
             method: req.method().clone(),
             unmatched_path: matched.is_none().then(|| req.uri().path().to_string()),
@@ -214,6 +213,16 @@ fn security_headers(app: &AppState, headers: &mut HeaderMap) {
             HeaderValue::from_static("max-age=31536000; includeSubDomains"),
         );
     }
+}
+
+/// 16 random hex digits.
+fn new_request_id() -> String {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let bits = rand::random::<u64>();
+    (0..16)
+        .rev()
+        .map(|nibble| char::from(HEX[((bits >> (nibble * 4)) & 0xf) as usize]))
+        .collect()
 }
 
 fn incoming_request_id(headers: &HeaderMap) -> Option<String> {
@@ -343,6 +352,21 @@ mod tests {
             .await
             .expect("body");
         serde_json::from_slice(&body).expect("JSON")
+    }
+
+    #[test]
+    fn new_request_ids_are_16_hex_digits() {
+        let ids: Vec<String> = (0..64).map(|_| new_request_id()).collect();
+        for id in &ids {
+            assert_eq!(id.len(), 16, "{id}");
+            assert!(
+                id.bytes()
+                    .all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase()),
+                "{id}"
+            );
+        }
+        let distinct: std::collections::HashSet<&String> = ids.iter().collect();
+        assert_eq!(distinct.len(), ids.len());
     }
 
     #[tokio::test]
