@@ -11,7 +11,7 @@
 //! read the others wait for. Its waits are bounded by the pool's acquire and statement
 //! timeouts like any other read.
 
-use std::collections::HashMap;
+use foldhash::HashMap;
 use std::future::Future;
 use std::hash::Hash;
 use std::sync::{Arc, Mutex, PoisonError};
@@ -30,7 +30,7 @@ pub struct Coalesced<K, V> {
 impl<K, V> Default for Coalesced<K, V> {
     fn default() -> Self {
         Self {
-            waiting: Mutex::new(HashMap::new()),
+            waiting: Mutex::new(HashMap::default()),
         }
     }
 }
