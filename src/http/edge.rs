@@ -7,6 +7,7 @@
 //! routes below it and moved the request through another state machine, measured at about a
 //! fifth of `GET /api/organization`'s user-space time.
 
+use std::any::Any;
 use std::convert::Infallible;
 use std::future::Future;
 use std::panic::AssertUnwindSafe;
@@ -21,7 +22,6 @@ use axum::response::{IntoResponse, Response};
 use futures_util::FutureExt;
 use tower::{Layer, Service};
 
-use super::panic_response;
 use crate::config::Environment;
 use crate::error::{ApiError, DatabaseOutage};
 use crate::request_id::RequestContext;
@@ -69,11 +69,40 @@ struct Facts {
     started: Instant,
     context: Arc<RequestContext>,
     method: Method,
-    matched: Option<MatchedPath>,
-    /// The path as sent, for the log line of a request no route matched.
-    unmatched_path: Option<String>,
+    route: Route,
     /// The `Origin` to answer with CORS headers, when it is an allowed one.
     origin: Option<HeaderValue>,
+}
+
+/// Which route took the request.
+enum Route {
+    Matched(MatchedPath),
+    /// None did: the path as sent, which the log line names (the metrics say `unmatched`).
+    Unmatched(String),
+}
+
+impl Route {
+    fn of(req: &Request) -> Self {
+        match req.extensions().get::<MatchedPath>() {
+            Some(matched) => Self::Matched(matched.clone()),
+            None => Self::Unmatched(req.uri().path().to_string()),
+        }
+    }
+
+    fn matched(&self) -> Option<&str> {
+        match self {
+            Self::Matched(matched) => Some(matched.as_str()),
+            Self::Unmatched(_) => None,
+        }
+    }
+
+    /// As the log names it: its pattern, or the path as sent.
+    fn as_str(&self) -> &str {
+        match self {
+            Self::Matched(matched) => matched.as_str(),
+            Self::Unmatched(path) => path,
+        }
+    }
 }
 
 impl<S> Service<Request> for Edge<S>
@@ -90,15 +119,13 @@ where
     }
 
     fn call(&mut self, req: Request) -> Self::Future {
-        let matched = req.extensions().get::<MatchedPath>().cloned();
         let facts = Facts {
             started: Instant::now(),
             context: RequestContext::new(
                 incoming_request_id(req.headers()).unwrap_or_else(new_request_id),
             ),
             method: req.method().clone(),
-            unmatched_path: matched.is_none().then(|| req.uri().path().to_string()),
-            matched,
+            route: Route::of(&req),
             origin: self.cors.allowed_origin(req.headers()),
         };
         let app = self.app.clone();
@@ -107,31 +134,9 @@ where
             return Box::pin(async move { Ok(finish(&app, facts, answer)) });
         }
         let handled = std::panic::catch_unwind(AssertUnwindSafe(|| self.inner.call(req)));
-        let deadline = deadline(&app, &facts.method, facts.matched.as_ref());
         Box::pin(async move {
             let response = match handled {
-                Ok(handled) => {
-                    let guarded = AssertUnwindSafe(handled).catch_unwind();
-                    let scoped = crate::request_id::scope(facts.context.clone(), guarded);
-                    let outcome = match deadline {
-                        Some(deadline) => tokio::time::timeout(deadline, scoped).await,
-                        None => Ok(scoped.await),
-                    };
-                    match outcome {
-                        Ok(Ok(Ok(response))) => response,
-                        Ok(Ok(Err(never))) => match never {},
-                        Ok(Err(panicked)) => panic_response(panicked),
-                        Err(_elapsed) => {
-                            tracing::warn!(
-                                request_id = %facts.context.id,
-                                method = %facts.method,
-                                route = %facts.route(),
-                                "request deadline exceeded"
-                            );
-                            ApiError::DeadlineExceeded.into_response()
-                        }
-                    }
-                }
+                Ok(handled) => run(&app, &facts, handled).await,
                 Err(panicked) => panic_response(panicked),
             };
             Ok(finish(&app, facts, response))
@@ -139,15 +144,46 @@ where
     }
 }
 
-impl Facts {
-    /// The route as the log names it: its pattern, or the path as sent when none matched.
-    fn route(&self) -> &str {
-        match (&self.matched, &self.unmatched_path) {
-            (Some(matched), _) => matched.as_str(),
-            (None, Some(path)) => path,
-            (None, None) => "",
-        }
+/// Runs the route's future as the request of `facts`, within its deadline; a panic is a 500.
+async fn run(
+    app: &AppState,
+    facts: &Facts,
+    handled: impl Future<Output = Result<Response, Infallible>>,
+) -> Response {
+    let guarded = AssertUnwindSafe(handled).catch_unwind();
+    let scoped = crate::request_id::scope(facts.context.clone(), guarded);
+    let outcome = match deadline(app, &facts.method, facts.route.matched()) {
+        Some(deadline) => tokio::time::timeout(deadline, scoped).await,
+        None => Ok(scoped.await),
+    };
+    let Ok(finished) = outcome else {
+        tracing::warn!(
+            request_id = %facts.context.id,
+            method = %facts.method,
+            route = %facts.route.as_str(),
+            "request deadline exceeded"
+        );
+        return ApiError::DeadlineExceeded.into_response();
+    };
+    match finished {
+        Ok(Ok(response)) => response,
+        Ok(Err(never)) => match never {},
+        Err(panicked) => panic_response(panicked),
     }
+}
+
+/// A panic becomes a 500 in the envelope; the payload is logged, never sent.
+fn panic_response(payload: Box<dyn Any + Send + 'static>) -> Response {
+    let detail = payload
+        .downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| payload.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "unknown panic".into());
+    ApiError::internal(
+        "Internal error",
+        anyhow::anyhow!("handler panicked: {detail}"),
+    )
+    .into_response()
 }
 
 /// The headers, the log line and the metrics every response gets.
@@ -172,20 +208,16 @@ fn finish(app: &AppState, facts: Facts, mut response: Response) -> Response {
         headers.insert(REQUEST_ID_HEADER, value);
     }
     security_headers(app, headers);
-    Cors::answer_headers(facts.origin.clone(), headers);
+    Cors::answer_headers(facts.origin, headers);
     let status = response.status().as_u16();
     let elapsed = facts.started.elapsed();
-    app.metrics.record_request(
-        facts.matched.as_ref().map(MatchedPath::as_str),
-        &facts.method,
-        status,
-        elapsed,
-    );
+    app.metrics
+        .record_request(facts.route.matched(), &facts.method, status, elapsed);
     // One line per request; a span per request would cost more than the request itself.
     crate::logging::Access {
         request_id: &facts.context.id,
         method: facts.method.as_str(),
-        route: facts.route(),
+        route: facts.route.as_str(),
         status,
         elapsed,
     }
@@ -254,11 +286,11 @@ const OWN_BUDGET: &[(Method, &str)] = &[
 ];
 
 /// The deadline of a request to `route`, `None` for the routes with their own budget.
-fn deadline(app: &AppState, method: &Method, route: Option<&MatchedPath>) -> Option<Duration> {
+fn deadline(app: &AppState, method: &Method, route: Option<&str>) -> Option<Duration> {
     let own_budget = route.is_some_and(|route| {
         OWN_BUDGET
             .iter()
-            .any(|(m, path)| m == method && *path == route.as_str())
+            .any(|(m, path)| m == method && *path == route)
     });
     (!own_budget).then_some(app.config.limits.request_timeout)
 }
@@ -329,29 +361,30 @@ mod tests {
     use axum::body::Body;
     use tower::ServiceExt;
 
-    async fn app() -> (tempfile::TempDir, AppState) {
-        let dir = tempfile::tempdir().expect("temporary directory");
+    type Outcome = anyhow::Result<()>;
+
+    async fn app() -> anyhow::Result<(tempfile::TempDir, AppState)> {
+        let dir = tempfile::tempdir()?;
         let url = format!("sqlite://{}/edge.db?mode=rwc", dir.path().display());
-        let config = crate::Config::development(dir.path().join("data"), url).expect("config");
-        let app = AppState::build(config, None).await.expect("state");
-        (dir, app)
+        let config = crate::Config::development(dir.path().join("data"), url)?;
+        let app = AppState::build(config, None).await?;
+        Ok((dir, app))
     }
 
-    fn request(method: Method, origin: Option<&str>) -> Request {
+    /// A request to `/x`; with an origin, a preflight's headers.
+    fn request(method: Method, origin: Option<&str>) -> anyhow::Result<Request> {
         let mut builder = Request::builder().method(method).uri("/x");
         if let Some(origin) = origin {
             builder = builder
                 .header(header::ORIGIN, origin)
                 .header(header::ACCESS_CONTROL_REQUEST_METHOD, "PATCH");
         }
-        builder.body(Body::empty()).expect("request")
+        Ok(builder.body(Body::empty())?)
     }
 
-    async fn error_of(response: Response) -> serde_json::Value {
-        let body = axum::body::to_bytes(response.into_body(), 1 << 16)
-            .await
-            .expect("body");
-        serde_json::from_slice(&body).expect("JSON")
+    async fn error_of(response: Response) -> anyhow::Result<serde_json::Value> {
+        let body = axum::body::to_bytes(response.into_body(), 1 << 16).await?;
+        Ok(serde_json::from_slice(&body)?)
     }
 
     #[test]
@@ -370,8 +403,8 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_panic_while_handling_or_before_is_a_500_in_the_envelope() {
-        let (_dir, app) = app().await;
+    async fn a_panic_while_handling_or_before_is_a_500_in_the_envelope() -> Outcome {
+        let (_dir, app) = app().await?;
         let layer = EdgeLayer::new(&app);
         let in_handler = layer.layer(tower::service_fn(|_: Request| async {
             if true {
@@ -385,22 +418,23 @@ mod tests {
             },
         ));
         for response in [
-            in_handler.oneshot(request(Method::GET, None)).await,
-            in_call.oneshot(request(Method::GET, None)).await,
+            in_handler.oneshot(request(Method::GET, None)?).await,
+            in_call.oneshot(request(Method::GET, None)?).await,
         ] {
             let Ok(response) = response;
             assert_eq!(response.status(), StatusCode::INTERNAL_SERVER_ERROR);
             assert_eq!(response.headers()[header::X_FRAME_OPTIONS], "DENY");
             assert!(response.headers().contains_key(REQUEST_ID_HEADER));
-            let body = error_of(response).await;
+            let body = error_of(response).await?;
             assert_eq!(body["error"], "Internal error");
             assert!(!body.to_string().contains("secret detail"), "{body}");
         }
+        Ok(())
     }
 
     #[tokio::test]
-    async fn preflights_and_cors_headers_only_for_configured_origins() {
-        let (_dir, app) = app().await;
+    async fn preflights_and_cors_headers_only_for_configured_origins() -> Outcome {
+        let (_dir, app) = app().await?;
         let called = Arc::new(std::sync::atomic::AtomicUsize::new(0));
         let routes = {
             let called = called.clone();
@@ -423,7 +457,7 @@ mod tests {
 
         let Ok(allowed) = edge
             .clone()
-            .oneshot(request(Method::OPTIONS, Some("http://localhost:5173")))
+            .oneshot(request(Method::OPTIONS, Some("http://localhost:5173"))?)
             .await;
         assert_eq!(allowed.status(), StatusCode::OK);
         assert_eq!(
@@ -445,16 +479,17 @@ mod tests {
 
         let Ok(other) = edge
             .clone()
-            .oneshot(request(Method::OPTIONS, Some("https://evil.example")))
+            .oneshot(request(Method::OPTIONS, Some("https://evil.example"))?)
             .await;
         assert!(
             cors_headers(&other).is_empty(),
             "{:?}",
             cors_headers(&other)
         );
-        let Ok(no_origin) = edge.clone().oneshot(request(Method::GET, None)).await;
+        let Ok(no_origin) = edge.clone().oneshot(request(Method::GET, None)?).await;
         assert!(cors_headers(&no_origin).is_empty());
         assert_eq!(no_origin.headers()[header::VARY], VARY);
         assert_eq!(called.load(std::sync::atomic::Ordering::SeqCst), 1);
+        Ok(())
     }
 }

@@ -10,8 +10,6 @@ pub mod page;
 pub mod rendered;
 pub mod server;
 
-use std::any::Any;
-
 use axum::extract::{FromRequestParts, Path};
 use axum::http::request::Parts;
 use axum::http::{HeaderValue, header};
@@ -101,18 +99,4 @@ pub async fn route_not_found() -> ApiError {
 
 pub async fn method_not_allowed() -> ApiError {
     ApiError::MethodNotAllowed
-}
-
-/// A panic becomes a 500 in the envelope; the payload is logged, never sent.
-pub fn panic_response(payload: Box<dyn Any + Send + 'static>) -> Response {
-    let detail = payload
-        .downcast_ref::<&str>()
-        .map(|s| s.to_string())
-        .or_else(|| payload.downcast_ref::<String>().cloned())
-        .unwrap_or_else(|| "unknown panic".into());
-    ApiError::internal(
-        "Internal error",
-        anyhow::anyhow!("handler panicked: {detail}"),
-    )
-    .into_response()
 }
