@@ -209,6 +209,15 @@ impl TimedIo {
     fn progressed(&mut self) {
         self.last_progress = Instant::now();
     }
+
+    /// After a write: the response may have been the last thing hyper does before waiting on
+    /// a read it already polled while the request was in flight (when no deadline applied),
+    /// so the idle timer is armed here too, or nothing would ever close an idle connection.
+    fn wrote(&mut self, cx: &mut Context<'_>) {
+        self.progressed();
+        // Just written: the deadline is ahead, so this only registers the timer's wake-up.
+        let _ = self.poll_deadline(cx);
+    }
 }
 
 impl AsyncRead for TimedIo {
@@ -245,7 +254,7 @@ impl AsyncWrite for TimedIo {
         let this = self.get_mut();
         match Pin::new(&mut this.stream).poll_write(cx, buf) {
             Poll::Ready(Ok(written)) => {
-                this.progressed();
+                this.wrote(cx);
                 Poll::Ready(Ok(written))
             }
             Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
@@ -261,7 +270,7 @@ impl AsyncWrite for TimedIo {
         let this = self.get_mut();
         match Pin::new(&mut this.stream).poll_write_vectored(cx, bufs) {
             Poll::Ready(Ok(written)) => {
-                this.progressed();
+                this.wrote(cx);
                 Poll::Ready(Ok(written))
             }
             Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
