@@ -1,5 +1,5 @@
 //! The benchmark's yardstick: a bare axum handler answering a constant JSON body of the same
-//! size as `GET /api/organization`. Not part of the product.
+//! size and shape as `GET /api/organization`. Not part of the product.
 //!
 //! Usage: `baseline <bind-address>` (prints the same "listening on" line as orgd).
 
@@ -7,7 +7,9 @@ use axum::Router;
 use axum::http::header;
 use axum::routing::get;
 
-const BODY: &str = r#"{"success":true,"organization":{"id":"507f191e810c19729de860ea","name":"Acme Corp","slug":"acme-corp","plan":"free","limits":{"maxProjects":1,"maxTestRuns":100,"maxUsers":3,"maxConcurrentRuns":1,"maxStorageBytes":10737418240,"maxStorage":10737418240,"currentStorageUsedBytes":0},"userCount":2,"userLimit":3,"aiAnalysisEnabled":true,"createdAt":"2026-01-15T10:00:00.000Z","updatedAt":"2026-02-08T14:30:00.000Z"}}"#;
+/// `GET /api/organization`'s answer for the seed example, byte for byte in size and shape
+/// (`tests/api/organization.rs` checks it against orgd's answer, so it follows the contract).
+const BODY: &str = include_str!("organization.json");
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {

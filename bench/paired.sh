@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
-# Two builds of orgd compared on one machine in one run: `GET /api/organization` on SQLite,
-# the two binaries alternating round by round so that a busy machine slows both alike.
+# Two builds of orgd compared on one machine in one run: `GET /api/organization` on SQLite
+# (or PostgreSQL), the two binaries alternating round by round so that a busy machine slows
+# both alike.
 # Usage: bench/paired.sh OLD_BIN NEW_BIN   (e.g. a release build of an older commit vs this one)
 # Knobs: BENCH_ROUNDS (default 5), BENCH_DURATION (s per round and binary, default 5),
-# BENCH_CONNECTIONS (32), BENCH_THREADS (2).
+# BENCH_CONNECTIONS (32), BENCH_THREADS (2); BENCH_BACKEND=postgres serves each binary from
+# its own schema of BENCH_DATABASE_URL (default TEST_DATABASE_URL) instead of SQLite.
 set -euo pipefail
 OLD="${1:?old binary}"; NEW="${2:?new binary}"
 ROUNDS="${BENCH_ROUNDS:-5}"
@@ -13,17 +15,38 @@ THREADS="${BENCH_THREADS:-2}"
 export JWT_SECRET="bench-$(head -c 24 /dev/urandom | od -An -tx1 | tr -d ' \n')"
 export ENCRYPTION_KEY="$(head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n')"
 command -v wrk >/dev/null || { apt-get update -qq && apt-get install -y -qq wrk >/dev/null; }
+BACKEND="${BENCH_BACKEND:-sqlite}"
+PG_URL="${BENCH_DATABASE_URL:-${TEST_DATABASE_URL:-}}"
+[ "$BACKEND" = sqlite ] || [ -n "$PG_URL" ] || { echo "BENCH_BACKEND=postgres needs BENCH_DATABASE_URL" >&2; exit 2; }
 WORK="$(mktemp -d)"
 PIDS=()
-cleanup() { for p in "${PIDS[@]:-}"; do kill "$p" 2>/dev/null || true; done; rm -rf "$WORK"; }
+SCHEMAS=()
+cleanup() {
+  for p in "${PIDS[@]:-}"; do kill "$p" 2>/dev/null || true; done
+  for s in "${SCHEMAS[@]:-}"; do
+    [ -n "$s" ] && psql "$PG_URL" -qc "SET client_min_messages = warning; DROP SCHEMA $s CASCADE" >/dev/null || true
+  done
+  rm -rf "$WORK"
+}
 trap cleanup EXIT
 
-# start NAME BIN: serves NAME on SQLite, signs up an organization; sets URL and TOKEN.
+# database_url NAME: sets DB to where NAME keeps its data (a schema of its own on PostgreSQL).
+database_url() {
+  if [ "$BACKEND" = sqlite ]; then DB="sqlite://$WORK/$1/orgd.db?mode=rwc"; return; fi
+  local schema="paired_$1_$(head -c 4 /dev/urandom | od -An -tx1 | tr -d ' \n')"
+  psql "$PG_URL" -qc "CREATE SCHEMA $schema" >/dev/null
+  SCHEMAS+=("$schema")
+  local sep='?'; case "$PG_URL" in *\?*) sep='&';; esac
+  DB="${PG_URL}${sep}options=-c%20search_path%3D${schema}"
+}
+
+# start NAME BIN: serves NAME, signs up an organization; sets URL and TOKEN.
 start() {
   local name="$1" bin="$2"
   mkdir -p "$WORK/$name"
+  database_url "$name"
   env RUST_LOG=info ORGD_RATE_LIMIT_PER_MINUTE=1000000000 ORGD_INGEST_RATE_LIMIT_PER_MINUTE=1000000000 \
-    DATABASE_URL="sqlite://$WORK/$name/orgd.db?mode=rwc" \
+    DATABASE_URL="$DB" \
     "$bin" serve --bind 127.0.0.1:0 --data-dir "$WORK/$name" > "$WORK/$name.out" 2> "$WORK/$name.err" &
   PIDS+=("$!")
   URL=""

@@ -26,6 +26,21 @@ fn is_timestamp(v: &Value) -> bool {
     })
 }
 
+/// `value` with every leaf replaced by its JSON type (arrays by their items' shapes).
+fn shape(value: &Value) -> Value {
+    match value {
+        Value::Object(fields) => fields
+            .iter()
+            .map(|(key, field)| (key.clone(), shape(field)))
+            .collect(),
+        Value::Array(items) => items.iter().map(shape).collect(),
+        Value::Null => json!("null"),
+        Value::Bool(_) => json!("bool"),
+        Value::Number(_) => json!("number"),
+        Value::String(_) => json!("string"),
+    }
+}
+
 async fn get_matches_the_seed_example_field_for_field(backend: Backend) {
     let app = TestApp::spawn(backend).await;
     let admin = app.signup("Acme Corp").await;
@@ -75,6 +90,17 @@ async fn get_matches_the_seed_example_field_for_field(backend: Backend) {
     assert!(
         is_timestamp(&org["createdAt"]) && is_timestamp(&org["updatedAt"]),
         "{org}"
+    );
+
+    // The benchmark's yardstick answers this very organization: same shape, same size (only
+    // the id and the two timestamps differ, each of a fixed length).
+    let yardstick: Value = serde_json::from_str(include_str!("../../bench/organization.json"))
+        .expect("bench/organization.json is JSON");
+    assert_eq!(shape(&yardstick), shape(&body), "{body}");
+    assert_eq!(
+        yardstick.to_string().len(),
+        body.to_string().len(),
+        "{body}"
     );
 
     // Every role may read it.
