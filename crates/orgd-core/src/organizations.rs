@@ -161,7 +161,8 @@ pub struct Organizations {
     /// Whether a cached record's live counters (`userCount`, storage used) must be read
     /// again: on PostgreSQL entries outlive the commits that move the counters (only changes
     /// of the organization itself evict them), and live counters are never served cached.
-    /// Their reads are shared by the requests that wait for them at the same time.
+    /// Their reads are shared by the requests that wait for them at the same time, and run
+    /// on a spare connection (`db::spare`).
     counters: Option<Arc<Coalesced<String, Option<Counters>>>>,
 }
 
@@ -230,14 +231,16 @@ impl Counters {
 
 /// The live counters of organization `id` (`None` if it is gone).
 async fn live_counters(db: &Db, id: &str) -> CoreResult<Option<Counters>> {
-    let row = sqlx::query(concat!(
-        "SELECT o.storage_used_bytes, ",
-        user_count!(),
-        " FROM organizations o WHERE o.id = $1"
-    ))
-    .bind(id)
-    .fetch_optional(db.pool())
-    .await?;
+    let row = db
+        .read_live(|| {
+            sqlx::query(concat!(
+                "SELECT o.storage_used_bytes, ",
+                user_count!(),
+                " FROM organizations o WHERE o.id = $1"
+            ))
+            .bind(id)
+        })
+        .await?;
     let counters = row.map(|row| -> Result<Counters, sqlx::Error> {
         Ok(Counters {
             storage_used_bytes: row.try_get("storage_used_bytes")?,

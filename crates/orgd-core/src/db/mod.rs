@@ -16,6 +16,7 @@ use sqlx::{Any, AnyConnection, AnyPool, ConnectOptions, Connection, Executor};
 pub mod cache;
 pub mod coalesce;
 pub mod notify;
+mod spare;
 mod wal_index;
 
 use std::sync::Arc;
@@ -295,6 +296,8 @@ pub struct Db {
     /// The URL the cache listener connects with (PostgreSQL).
     url: Arc<str>,
     writer: Arc<tokio::sync::Mutex<()>>,
+    /// PostgreSQL: connections kept aside for the live reads of every request (see `spare`).
+    spares: Option<Arc<spare::Spares>>,
 }
 
 impl Db {
@@ -349,15 +352,76 @@ impl Db {
             invalidation,
             url: Arc::from(url),
             writer: Arc::new(tokio::sync::Mutex::new(())),
+            spares: (backend == Backend::Postgres).then(Arc::default),
         })
+    }
+
+    /// A connection of its own (outside the pool) with the settings of `timeouts`.
+    async fn connect_one(&self, timeouts: DbTimeouts) -> Result<AnyConnection, sqlx::Error> {
+        let mut conn = self.pool.connect_options().connect().await?;
+        configure(&mut conn, self.backend, timeouts).await?;
+        Ok(conn)
+    }
+
+    /// The one row of `query`, read on a spare connection when there is one (PostgreSQL),
+    /// else through the pool: for the small live reads every request makes. `query` builds
+    /// the statement and may be called twice (see `spare`).
+    pub async fn read_live<'q>(
+        &self,
+        query: impl Fn() -> sqlx::query::Query<'q, Any, sqlx::any::AnyArguments>,
+    ) -> CoreResult<Option<sqlx::any::AnyRow>> {
+        if let Some(spares) = &self.spares
+            && let Some(mut conn) = self.spare(spares).await
+        {
+            match query().fetch_optional(&mut conn).await {
+                Ok(row) => {
+                    spares.give_back(conn);
+                    return Ok(row);
+                }
+                Err(error) => {
+                    tracing::debug!(%error, "a spare connection failed: reading through the pool");
+                    spares.discard(conn);
+                }
+            }
+        }
+        Ok(query().fetch_optional(&self.pool).await?)
+    }
+
+    /// A new spare, named after the cache channel (`<channel>-live`) so that an operator (or a
+    /// test) finds each schema's spares.
+    async fn connect_spare(&self) -> Result<AnyConnection, sqlx::Error> {
+        let mut conn = self.connect_one(self.timeouts).await?;
+        if let Some(channel) = self.cache_channel() {
+            sqlx::query("SELECT set_config('application_name', $1, false)")
+                .bind(format!("{channel}-live"))
+                .execute(&mut conn)
+                .await?;
+        }
+        Ok(conn)
+    }
+
+    /// An idle spare, or a new one while there are fewer than the most (opened within the
+    /// pool's acquire timeout), or `None`.
+    async fn spare(&self, spares: &spare::Spares) -> Option<AnyConnection> {
+        let slot = match spares.take() {
+            Ok(idle) => return idle,
+            Err(slot) => slot,
+        };
+        match tokio::time::timeout(self.timeouts.acquire, self.connect_spare()).await {
+            Ok(Ok(conn)) => Some(slot.fill(conn)),
+            Ok(Err(error)) => {
+                tracing::debug!(%error, "cannot open a spare connection");
+                None
+            }
+            Err(_) => None,
+        }
     }
 
     /// Applies the migrations on a connection of their own, without the service's statement
     /// timeout (a migration over a large table may take longer).
     pub async fn migrate(&self) -> anyhow::Result<()> {
         let migrator = migrator(self.backend);
-        let mut conn = self.pool.connect_options().connect().await?;
-        configure(&mut conn, self.backend, DbTimeouts::command()).await?;
+        let mut conn = self.connect_one(DbTimeouts::command()).await?;
         let migrated = migrator
             .run(&mut conn)
             .await
@@ -595,6 +659,9 @@ impl Db {
     }
 
     pub async fn close(&self) {
+        if let Some(spares) = &self.spares {
+            spares.close().await;
+        }
         self.pool.close().await;
     }
 

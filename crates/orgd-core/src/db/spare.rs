@@ -1,0 +1,174 @@
+//! Connections kept aside for the hot path's live reads on PostgreSQL: an organization's
+//! counters, read on every request (`organizations::Organizations`, shared by `coalesce`).
+//!
+//! Through the pool, such a one-row read cost the database three round trips — the pool
+//! tests a connection when it hands it out and again when it comes back — and woke a
+//! different, cache-cold backend each time, as the pool hands out its idle connections in
+//! turn. A spare is used most-recently-returned first and without those tests. A read that
+//! fails on one closes it and runs again through the pool, whose tests apply: a spare that
+//! died while idle costs one retry, never a failed or wrong answer.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Mutex, PoisonError};
+
+use sqlx::{AnyConnection, Connection};
+
+/// Spares open at most (idle or in use). Past that a live read uses the pool: one read is in
+/// flight per busy organization, so this covers a few organizations under load at once.
+const MAX_SPARES: usize = 4;
+
+#[derive(Default)]
+pub(super) struct Spares {
+    /// Most recently returned last.
+    idle: Mutex<Vec<AnyConnection>>,
+    /// Spares in existence, idle or in use.
+    open: AtomicUsize,
+}
+
+impl Spares {
+    /// An idle spare, or a slot to open a new one (`Err`), or neither (`Ok(None)`).
+    pub(super) fn take(&self) -> Result<Option<AnyConnection>, Slot<'_>> {
+        if let Some(conn) = self.lock().pop() {
+            return Ok(Some(conn));
+        }
+        // The slot is counted before connecting, so readers racing here never open more.
+        match self
+            .open
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |open| {
+                (open < MAX_SPARES).then_some(open + 1)
+            }) {
+            Ok(_) => Err(Slot { spares: self }),
+            Err(_) => Ok(None),
+        }
+    }
+
+    pub(super) fn give_back(&self, conn: AnyConnection) {
+        self.lock().push(conn);
+    }
+
+    /// Closes a spare that failed (its slot is free again).
+    pub(super) fn discard(&self, conn: AnyConnection) {
+        drop(conn);
+        self.open.fetch_sub(1, Ordering::AcqRel);
+    }
+
+    /// Closes the idle spares (shutdown).
+    pub(super) async fn close(&self) {
+        let idle = std::mem::take(&mut *self.lock());
+        for conn in idle {
+            self.open.fetch_sub(1, Ordering::AcqRel);
+            let _ = conn.close().await;
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<AnyConnection>> {
+        // A push or a pop cannot leave the list torn, whatever panicked elsewhere.
+        self.idle.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+/// Room for one more spare; given back unused if the connection could not be opened.
+pub(super) struct Slot<'a> {
+    spares: &'a Spares,
+}
+
+impl Slot<'_> {
+    /// The slot is now held by `conn` (it is released when the connection is discarded).
+    pub(super) fn fill(self, conn: AnyConnection) -> AnyConnection {
+        std::mem::forget(self);
+        conn
+    }
+}
+
+impl Drop for Slot<'_> {
+    fn drop(&mut self) {
+        self.spares.open.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::MAX_SPARES;
+    use crate::db::{Backend, Db};
+    use crate::testing::databases;
+
+    /// The application name of the connection `db.read_live` ran on.
+    async fn read_on(db: &Db) -> String {
+        let row = db
+            .read_live(|| {
+                sqlx::query("SELECT CAST(current_setting('application_name') AS TEXT) AS name")
+            })
+            .await
+            .expect("live read")
+            .expect("one row");
+        sqlx::Row::get(&row, "name")
+    }
+
+    async fn terminate(db: &Db, name: &str) -> i64 {
+        sqlx::query_scalar(
+            "SELECT COUNT(*) FROM (SELECT pg_terminate_backend(pid) FROM pg_stat_activity
+             WHERE application_name = $1) AS killed",
+        )
+        .bind(name)
+        .fetch_one(db.pool())
+        .await
+        .expect("terminate")
+    }
+
+    #[tokio::test]
+    async fn a_spare_that_died_while_idle_costs_a_retry_not_an_answer() {
+        for test_db in databases().await {
+            let db = &test_db.db;
+            if db.backend() != Backend::Postgres {
+                continue;
+            }
+            let spare = format!("{}-live", db.cache_channel().expect("PostgreSQL"));
+            assert_eq!(read_on(db).await, spare, "the first read opens a spare");
+            assert_eq!(read_on(db).await, spare, "and the next one reuses it");
+            assert_eq!(
+                terminate(db, &spare).await,
+                1,
+                "one spare for sequential reads"
+            );
+            // The dead spare fails the read, which is answered through the pool instead.
+            assert_ne!(read_on(db).await, spare);
+            assert_eq!(read_on(db).await, spare, "a new spare takes its place");
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn concurrent_live_reads_open_at_most_the_spares_allowed() {
+        for test_db in databases().await {
+            let db = &test_db.db;
+            if db.backend() != Backend::Postgres {
+                continue;
+            }
+            let reads = (0..32).map(|i| {
+                let db = db.clone();
+                tokio::spawn(async move {
+                    db.read_live(|| {
+                        sqlx::query("SELECT CAST($1 AS BIGINT) AS i, pg_sleep(0.05)").bind(i)
+                    })
+                    .await
+                    .map(|row| row.map(|row| sqlx::Row::get::<i64, _>(&row, "i")))
+                })
+            });
+            for (i, read) in reads.collect::<Vec<_>>().into_iter().enumerate() {
+                let answer = read.await.expect("task").expect("live read");
+                assert_eq!(answer, Some(i as i64), "each read gets its own answer");
+            }
+            let spare = format!("{}-live", db.cache_channel().expect("PostgreSQL"));
+            let open: i64 = sqlx::query_scalar(
+                "SELECT COUNT(*) FROM pg_stat_activity WHERE application_name = $1",
+            )
+            .bind(&spare)
+            .fetch_one(db.pool())
+            .await
+            .expect("count");
+            assert!(
+                (1..=MAX_SPARES as i64).contains(&open),
+                "{open} spares open"
+            );
+        }
+    }
+}
