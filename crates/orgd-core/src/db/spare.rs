@@ -104,6 +104,11 @@ mod tests {
         sqlx::Row::get(&row, "name")
     }
 
+    /// The application name of `db`'s spares.
+    fn spare_name(db: &Db) -> String {
+        format!("{}-live", db.cache_channel().expect("PostgreSQL"))
+    }
+
     async fn terminate(db: &Db, name: &str) -> i64 {
         sqlx::query_scalar(
             "SELECT COUNT(*) FROM (SELECT pg_terminate_backend(pid) FROM pg_stat_activity
@@ -122,7 +127,7 @@ mod tests {
             if db.backend() != Backend::Postgres {
                 continue;
             }
-            let spare = format!("{}-live", db.cache_channel().expect("PostgreSQL"));
+            let spare = spare_name(db);
             assert_eq!(read_on(db).await, spare, "the first read opens a spare");
             assert_eq!(read_on(db).await, spare, "and the next one reuses it");
             assert_eq!(
@@ -157,7 +162,7 @@ mod tests {
                 let answer = read.await.expect("task").expect("live read");
                 assert_eq!(answer, Some(i as i64), "each read gets its own answer");
             }
-            let spare = format!("{}-live", db.cache_channel().expect("PostgreSQL"));
+            let spare = spare_name(db);
             let open: i64 = sqlx::query_scalar(
                 "SELECT COUNT(*) FROM pg_stat_activity WHERE application_name = $1",
             )
