@@ -371,16 +371,16 @@ impl Db {
         query: impl Fn() -> sqlx::query::Query<'q, Any, sqlx::any::AnyArguments>,
     ) -> CoreResult<Option<sqlx::any::AnyRow>> {
         if let Some(spares) = &self.spares
-            && let Some(mut conn) = self.spare(spares).await
+            && let Some(mut spare) = self.spare(spares).await
         {
-            match query().fetch_optional(&mut conn).await {
+            match query().fetch_optional(&mut spare.conn).await {
                 Ok(row) => {
-                    spares.give_back(conn);
+                    spare.give_back();
                     return Ok(row);
                 }
+                // Dropping the spare closes it.
                 Err(error) => {
-                    tracing::debug!(%error, "a spare connection failed: reading through the pool");
-                    spares.discard(conn);
+                    tracing::debug!(%error, "a spare connection failed: reading through the pool")
                 }
             }
         }
@@ -402,13 +402,14 @@ impl Db {
 
     /// An idle spare, or a new one while there are fewer than the most (opened within the
     /// pool's acquire timeout), or `None`.
-    async fn spare(&self, spares: &spare::Spares) -> Option<AnyConnection> {
-        let slot = match spares.take() {
-            Ok(idle) => return idle,
-            Err(slot) => slot,
+    async fn spare<'a>(&self, spares: &'a spare::Spares) -> Option<spare::Spare<'a>> {
+        let place = match spares.take() {
+            spare::Taken::Idle(spare) => return Some(spare),
+            spare::Taken::Room(place) => place,
+            spare::Taken::Full => return None,
         };
         match tokio::time::timeout(self.timeouts.acquire, self.connect_spare()).await {
-            Ok(Ok(conn)) => Some(slot.fill(conn)),
+            Ok(Ok(conn)) => Some(place.hold(conn)),
             Ok(Err(error)) => {
                 tracing::debug!(%error, "cannot open a spare connection");
                 None

@@ -6,7 +6,8 @@
 //! different, cache-cold backend each time, as the pool hands out its idle connections in
 //! turn. A spare is used most-recently-returned first and without those tests. A read that
 //! fails on one closes it and runs again through the pool, whose tests apply: a spare that
-//! died while idle costs one retry, never a failed or wrong answer.
+//! died while idle costs one retry, never a failed or wrong answer. A read cancelled midway
+//! closes its spare too (its state is unknown) and frees its place.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Mutex, PoisonError};
@@ -21,35 +22,35 @@ const MAX_SPARES: usize = 4;
 pub(super) struct Spares {
     /// Most recently returned last.
     idle: Mutex<Vec<AnyConnection>>,
-    /// Spares in existence, idle or in use.
+    /// Spares in existence, idle or in use (each in use is held by a `Place`).
     open: AtomicUsize,
 }
 
+/// What `Spares::take` found.
+pub(super) enum Taken<'a> {
+    Idle(Spare<'a>),
+    /// No idle spare, but room to open one.
+    Room(Place<'a>),
+    Full,
+}
+
 impl Spares {
-    /// An idle spare, or a slot to open a new one (`Err`), or neither (`Ok(None)`).
-    pub(super) fn take(&self) -> Result<Option<AnyConnection>, Slot<'_>> {
+    pub(super) fn take(&self) -> Taken<'_> {
         if let Some(conn) = self.lock().pop() {
-            return Ok(Some(conn));
+            return Taken::Idle(Spare {
+                conn,
+                place: Place { spares: self },
+            });
         }
-        // The slot is counted before connecting, so readers racing here never open more.
+        // The place is counted before connecting, so readers racing here never open more.
         match self
             .open
             .fetch_update(Ordering::AcqRel, Ordering::Acquire, |open| {
                 (open < MAX_SPARES).then_some(open + 1)
             }) {
-            Ok(_) => Err(Slot { spares: self }),
-            Err(_) => Ok(None),
+            Ok(_) => Taken::Room(Place { spares: self }),
+            Err(_) => Taken::Full,
         }
-    }
-
-    pub(super) fn give_back(&self, conn: AnyConnection) {
-        self.lock().push(conn);
-    }
-
-    /// Closes a spare that failed (its slot is free again).
-    pub(super) fn discard(&self, conn: AnyConnection) {
-        drop(conn);
-        self.open.fetch_sub(1, Ordering::AcqRel);
     }
 
     /// Closes the idle spares (shutdown).
@@ -67,22 +68,38 @@ impl Spares {
     }
 }
 
-/// Room for one more spare; given back unused if the connection could not be opened.
-pub(super) struct Slot<'a> {
+/// One of the `MAX_SPARES` places, held while a spare is in use or being opened; freed when
+/// dropped.
+pub(super) struct Place<'a> {
     spares: &'a Spares,
 }
 
-impl Slot<'_> {
-    /// The slot is now held by `conn` (it is released when the connection is discarded).
-    pub(super) fn fill(self, conn: AnyConnection) -> AnyConnection {
-        std::mem::forget(self);
-        conn
+impl<'a> Place<'a> {
+    pub(super) fn hold(self, conn: AnyConnection) -> Spare<'a> {
+        Spare { conn, place: self }
     }
 }
 
-impl Drop for Slot<'_> {
+impl Drop for Place<'_> {
     fn drop(&mut self) {
         self.spares.open.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// A spare in use. `give_back` returns it to the idle list after a read; dropped otherwise —
+/// after a failed read, or a read cancelled midway, when its state is unknown — it is closed
+/// and its place freed.
+pub(super) struct Spare<'a> {
+    pub(super) conn: AnyConnection,
+    place: Place<'a>,
+}
+
+impl Spare<'_> {
+    pub(super) fn give_back(self) {
+        let Spare { conn, place } = self;
+        place.spares.lock().push(conn);
+        // The idle connection keeps its place among the open ones.
+        std::mem::forget(place);
     }
 }
 
@@ -138,6 +155,34 @@ mod tests {
             // The dead spare fails the read, which is answered through the pool instead.
             assert_ne!(read_on(db).await, spare);
             assert_eq!(read_on(db).await, spare, "a new spare takes its place");
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn reads_cancelled_midway_free_their_spares() {
+        for test_db in databases().await {
+            let db = &test_db.db;
+            if db.backend() != Backend::Postgres {
+                continue;
+            }
+            // As many reads as there are spares, each dropped while its query runs.
+            let cancelled: Vec<_> = (0..MAX_SPARES)
+                .map(|_| {
+                    let db = db.clone();
+                    tokio::spawn(async move {
+                        tokio::time::timeout(
+                            std::time::Duration::from_millis(300),
+                            db.read_live(|| sqlx::query("SELECT 1 AS one, pg_sleep(5)")),
+                        )
+                        .await
+                    })
+                })
+                .collect();
+            for read in cancelled {
+                assert!(read.await.expect("task").is_err(), "the read was cancelled");
+            }
+            // Their places are free again: the next read runs on a (new) spare, not the pool.
+            assert_eq!(read_on(db).await, spare_name(db));
         }
     }
 
