@@ -107,7 +107,15 @@ impl Spare<'_> {
 mod tests {
     use super::MAX_SPARES;
     use crate::db::{Backend, Db};
-    use crate::testing::databases;
+    use crate::testing::{TestDb, databases};
+
+    /// A PostgreSQL database, when this run was given one (spares exist only there).
+    async fn postgres() -> Option<TestDb> {
+        databases()
+            .await
+            .into_iter()
+            .find(|test_db| test_db.db.backend() == Backend::Postgres)
+    }
 
     /// The application name of the connection `db.read_live` ran on.
     async fn read_on(db: &Db) -> String {
@@ -139,86 +147,79 @@ mod tests {
 
     #[tokio::test]
     async fn a_spare_that_died_while_idle_costs_a_retry_not_an_answer() {
-        for test_db in databases().await {
-            let db = &test_db.db;
-            if db.backend() != Backend::Postgres {
-                continue;
-            }
-            let spare = spare_name(db);
-            assert_eq!(read_on(db).await, spare, "the first read opens a spare");
-            assert_eq!(read_on(db).await, spare, "and the next one reuses it");
-            assert_eq!(
-                terminate(db, &spare).await,
-                1,
-                "one spare for sequential reads"
-            );
-            // The dead spare fails the read, which is answered through the pool instead.
-            assert_ne!(read_on(db).await, spare);
-            assert_eq!(read_on(db).await, spare, "a new spare takes its place");
-        }
+        let Some(test_db) = postgres().await else {
+            return;
+        };
+        let db = &test_db.db;
+        let spare = spare_name(db);
+        assert_eq!(read_on(db).await, spare, "the first read opens a spare");
+        assert_eq!(read_on(db).await, spare, "and the next one reuses it");
+        assert_eq!(
+            terminate(db, &spare).await,
+            1,
+            "one spare for sequential reads"
+        );
+        // The dead spare fails the read, which is answered through the pool instead.
+        assert_ne!(read_on(db).await, spare);
+        assert_eq!(read_on(db).await, spare, "a new spare takes its place");
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn reads_cancelled_midway_free_their_spares() {
-        for test_db in databases().await {
-            let db = &test_db.db;
-            if db.backend() != Backend::Postgres {
-                continue;
-            }
-            // As many reads as there are spares, each dropped while its query runs.
-            let cancelled: Vec<_> = (0..MAX_SPARES)
-                .map(|_| {
-                    let db = db.clone();
-                    tokio::spawn(async move {
-                        tokio::time::timeout(
-                            std::time::Duration::from_millis(300),
-                            db.read_live(|| sqlx::query("SELECT 1 AS one, pg_sleep(5)")),
-                        )
-                        .await
-                    })
+        let Some(test_db) = postgres().await else {
+            return;
+        };
+        let db = &test_db.db;
+        // As many reads as there are spares, each dropped while its query runs.
+        let cancelled: Vec<_> = (0..MAX_SPARES)
+            .map(|_| {
+                let db = db.clone();
+                tokio::spawn(async move {
+                    tokio::time::timeout(
+                        std::time::Duration::from_millis(300),
+                        db.read_live(|| sqlx::query("SELECT 1 AS one, pg_sleep(5)")),
+                    )
+                    .await
                 })
-                .collect();
-            for read in cancelled {
-                assert!(read.await.expect("task").is_err(), "the read was cancelled");
-            }
-            // Their places are free again: the next read runs on a (new) spare, not the pool.
-            assert_eq!(read_on(db).await, spare_name(db));
+            })
+            .collect();
+        for read in cancelled {
+            assert!(read.await.expect("task").is_err(), "the read was cancelled");
         }
+        // Their places are free again: the next read runs on a (new) spare, not the pool.
+        assert_eq!(read_on(db).await, spare_name(db));
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn concurrent_live_reads_open_at_most_the_spares_allowed() {
-        for test_db in databases().await {
-            let db = &test_db.db;
-            if db.backend() != Backend::Postgres {
-                continue;
-            }
-            let reads = (0..32).map(|i| {
-                let db = db.clone();
-                tokio::spawn(async move {
-                    db.read_live(|| {
-                        sqlx::query("SELECT CAST($1 AS BIGINT) AS i, pg_sleep(0.05)").bind(i)
-                    })
-                    .await
-                    .map(|row| row.map(|row| sqlx::Row::get::<i64, _>(&row, "i")))
+        let Some(test_db) = postgres().await else {
+            return;
+        };
+        let db = &test_db.db;
+        let reads = (0..32).map(|i| {
+            let db = db.clone();
+            tokio::spawn(async move {
+                db.read_live(|| {
+                    sqlx::query("SELECT CAST($1 AS BIGINT) AS i, pg_sleep(0.05)").bind(i)
                 })
-            });
-            for (i, read) in reads.collect::<Vec<_>>().into_iter().enumerate() {
-                let answer = read.await.expect("task").expect("live read");
-                assert_eq!(answer, Some(i as i64), "each read gets its own answer");
-            }
-            let spare = spare_name(db);
-            let open: i64 = sqlx::query_scalar(
-                "SELECT COUNT(*) FROM pg_stat_activity WHERE application_name = $1",
-            )
-            .bind(&spare)
-            .fetch_one(db.pool())
-            .await
-            .expect("count");
-            assert!(
-                (1..=MAX_SPARES as i64).contains(&open),
-                "{open} spares open"
-            );
+                .await
+                .map(|row| row.map(|row| sqlx::Row::get::<i64, _>(&row, "i")))
+            })
+        });
+        for (i, read) in reads.collect::<Vec<_>>().into_iter().enumerate() {
+            let answer = read.await.expect("task").expect("live read");
+            assert_eq!(answer, Some(i as i64), "each read gets its own answer");
         }
+        let spare = spare_name(db);
+        let open: i64 =
+            sqlx::query_scalar("SELECT COUNT(*) FROM pg_stat_activity WHERE application_name = $1")
+                .bind(&spare)
+                .fetch_one(db.pool())
+                .await
+                .expect("count");
+        assert!(
+            (1..=MAX_SPARES as i64).contains(&open),
+            "{open} spares open"
+        );
     }
 }
