@@ -249,12 +249,7 @@ fn security_headers(app: &AppState, headers: &mut HeaderMap) {
 
 /// 16 random hex digits.
 fn new_request_id() -> String {
-    const HEX: &[u8; 16] = b"0123456789abcdef";
-    let bits = rand::random::<u64>();
-    (0..16)
-        .rev()
-        .map(|nibble| char::from(HEX[((bits >> (nibble * 4)) & 0xf) as usize]))
-        .collect()
+    orgd_core::ids::random_hex(8)
 }
 
 fn incoming_request_id(headers: &HeaderMap) -> Option<String> {

@@ -30,9 +30,11 @@ pub fn is_valid(id: &str) -> bool {
             .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
 }
 
-/// Random bytes as lowercase hex, for tokens and secrets.
+/// Random bytes as lowercase hex, for tokens, secrets and request ids (one per request, so
+/// the bytes are drawn in one call).
 pub fn random_hex(bytes: usize) -> String {
-    let buf: Vec<u8> = (0..bytes).map(|_| rand::random::<u8>()).collect();
+    let mut buf = vec![0u8; bytes];
+    rand::fill(buf.as_mut_slice());
     hex::encode(buf)
 }
 

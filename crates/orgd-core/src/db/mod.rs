@@ -408,13 +408,15 @@ impl Db {
             spare::Taken::Room(place) => place,
             spare::Taken::Full => return None,
         };
-        match tokio::time::timeout(self.timeouts.acquire, self.connect_spare()).await {
-            Ok(Ok(conn)) => Some(place.hold(conn)),
-            Ok(Err(error)) => {
+        let opened = tokio::time::timeout(self.timeouts.acquire, self.connect_spare())
+            .await
+            .unwrap_or(Err(sqlx::Error::PoolTimedOut));
+        match opened {
+            Ok(conn) => Some(place.hold(conn)),
+            Err(error) => {
                 tracing::debug!(%error, "cannot open a spare connection");
                 None
             }
-            Err(_) => None,
         }
     }
 
