@@ -11,8 +11,7 @@ EXECUTIONS="${BENCH_EXECUTIONS:-1000000}"
 ROUNDS="${BENCH_ROUNDS:-3}"
 DURATION="${BENCH_DURATION:-2}"
 PG_URL="${BENCH_DATABASE_URL:-${TEST_DATABASE_URL:-}}"
-export JWT_SECRET="bench-$(head -c 24 /dev/urandom | od -An -tx1 | tr -d ' \n')"
-export ENCRYPTION_KEY="$(head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n')"
+. bench/lib.sh
 
 command -v wrk >/dev/null || { apt-get update -qq && apt-get install -y -qq wrk >/dev/null; }
 echo "building (release)…" >&2
@@ -67,9 +66,8 @@ echo "| first page | 50 runs ms | $EXECUTIONS runs ms | ratio |"
 echo "|---|---:|---:|---:|"
 bench_backend sqlite "sqlite://$WORK/lists.db?mode=rwc"
 if [ -n "$PG_URL" ]; then
-  schema="bench_$(head -c 6 /dev/urandom | od -An -tx1 | tr -d ' \n')"
+  schema="bench_$(hex 6)"
   psql "$PG_URL" -qc "CREATE SCHEMA $schema" >/dev/null
-  sep='?'; case "$PG_URL" in *\?*) sep='&';; esac
-  bench_backend postgres "${PG_URL}${sep}options=-c%20search_path%3D${schema}" || true
+  bench_backend postgres "$(schema_url "$PG_URL" "$schema")" || true
   psql "$PG_URL" -qc "DROP SCHEMA $schema CASCADE" >/dev/null 2>&1 || true
 fi

@@ -12,8 +12,7 @@ ROUNDS="${BENCH_ROUNDS:-5}"
 DURATION="${BENCH_DURATION:-5}"
 CONNECTIONS="${BENCH_CONNECTIONS:-32}"
 THREADS="${BENCH_THREADS:-2}"
-export JWT_SECRET="bench-$(head -c 24 /dev/urandom | od -An -tx1 | tr -d ' \n')"
-export ENCRYPTION_KEY="$(head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n')"
+. "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 command -v wrk >/dev/null || { apt-get update -qq && apt-get install -y -qq wrk >/dev/null; }
 BACKEND="${BENCH_BACKEND:-sqlite}"
 PG_URL="${BENCH_DATABASE_URL:-${TEST_DATABASE_URL:-}}"
@@ -33,11 +32,10 @@ trap cleanup EXIT
 # database_url NAME: sets DB to where NAME keeps its data (a schema of its own on PostgreSQL).
 database_url() {
   if [ "$BACKEND" = sqlite ]; then DB="sqlite://$WORK/$1/orgd.db?mode=rwc"; return; fi
-  local schema="paired_$1_$(head -c 4 /dev/urandom | od -An -tx1 | tr -d ' \n')"
+  local schema="paired_$1_$(hex 4)"
   psql "$PG_URL" -qc "CREATE SCHEMA $schema" >/dev/null
   SCHEMAS+=("$schema")
-  local sep='?'; case "$PG_URL" in *\?*) sep='&';; esac
-  DB="${PG_URL}${sep}options=-c%20search_path%3D${schema}"
+  DB=$(schema_url "$PG_URL" "$schema")
 }
 
 # start NAME BIN: serves NAME, signs up an organization; sets URL and TOKEN.

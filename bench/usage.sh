@@ -13,8 +13,7 @@ REPORT_FILES="${BENCH_REPORT_FILES:-100000}"
 REQUESTS="${BENCH_REQUESTS:-200}"
 ROUNDS="${BENCH_ROUNDS:-5}"
 PG_URL="${BENCH_DATABASE_URL:-${TEST_DATABASE_URL:-}}"
-export JWT_SECRET="bench-$(head -c 24 /dev/urandom | od -An -tx1 | tr -d ' \n')"
-export ENCRYPTION_KEY="$(head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n')"
+. bench/lib.sh
 
 echo "building (release)…" >&2
 cargo build --release --quiet --bin orgd --example bench-seed
@@ -73,9 +72,8 @@ PY
 
 bench_backend sqlite "sqlite://$WORK/bench.db?mode=rwc"
 if [ -n "$PG_URL" ]; then
-  schema="bench_$(head -c 6 /dev/urandom | od -An -tx1 | tr -d ' \n')"
+  schema="bench_$(hex 6)"
   psql "$PG_URL" -qc "CREATE SCHEMA $schema" >/dev/null
-  sep='?'; case "$PG_URL" in *\?*) sep='&';; esac
-  bench_backend postgres "${PG_URL}${sep}options=-c%20search_path%3D${schema}" || true
+  bench_backend postgres "$(schema_url "$PG_URL" "$schema")" || true
   psql "$PG_URL" -qc "DROP SCHEMA $schema CASCADE" >/dev/null || true
 fi
